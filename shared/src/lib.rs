@@ -1,0 +1,13 @@
+//! The common crate of the event workers. It holds only what two or more functions use.
+
+pub mod aws;
+pub mod batch;
+pub mod config;
+pub mod db_event;
+pub mod dead_letter;
+pub mod envelope;
+pub mod logging;
+pub mod metrics;
+
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
