@@ -1,0 +1,59 @@
+use shared::config::{ConfigError, Env, VarSource};
+
+/// What to do with the Cognito user of a deleted row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUserDeleted {
+    /// The default: the account can no longer sign in, and can still be restored.
+    Disable,
+    Delete,
+    Ignore,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub user_pool_id: String,
+    pub on_user_deleted: OnUserDeleted,
+    pub dead_letter_queue_url: Option<String>,
+}
+
+impl Config {
+    /// The environment variables this function reads; the SAM template test checks its own list against this one.
+    pub const VARIABLES: &'static [&'static str] = &["USER_POOL_ID", "ON_USER_DELETED", "DEAD_LETTER_QUEUE_URL"];
+
+    pub fn from_env<S: VarSource>(env: &Env<S>) -> Result<Self, ConfigError> {
+        let on_user_deleted = match env.choice_or("ON_USER_DELETED", &["disable", "delete", "ignore"], "disable")? {
+            "delete" => OnUserDeleted::Delete,
+            "ignore" => OnUserDeleted::Ignore,
+            _ => OnUserDeleted::Disable,
+        };
+        Ok(Config {
+            user_pool_id: env.required("USER_POOL_ID")?,
+            on_user_deleted,
+            dead_letter_queue_url: env.optional_url("DEAD_LETTER_QUEUE_URL")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn defaults_to_disable_and_requires_the_pool() {
+        let env = Env(HashMap::from([("USER_POOL_ID", "eu-west-1_abc")]));
+        let config = Config::from_env(&env).unwrap();
+        assert_eq!(config.on_user_deleted, OnUserDeleted::Disable);
+        assert_eq!(config.dead_letter_queue_url, None);
+        let err = Config::from_env(&Env(HashMap::new())).unwrap_err();
+        assert!(err.to_string().contains("USER_POOL_ID"));
+    }
+
+    #[test]
+    fn rejects_an_unknown_deletion_policy_by_name() {
+        let env = Env(HashMap::from([("USER_POOL_ID", "p"), ("ON_USER_DELETED", "purge")]));
+        assert!(Config::from_env(&env).unwrap_err().to_string().contains("ON_USER_DELETED"));
+        let env = Env(HashMap::from([("USER_POOL_ID", "p"), ("ON_USER_DELETED", "Delete")]));
+        assert_eq!(Config::from_env(&env).unwrap().on_user_deleted, OnUserDeleted::Delete);
+    }
+}
