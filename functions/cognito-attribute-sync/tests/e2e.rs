@@ -1,0 +1,170 @@
+//! End to end: the built binary, run through the Lambda Runtime API against moto, on the sample events in events/.
+//! A recording proxy in front of moto shows which calls the function made.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use e2e_harness::fixtures::{create_queue, create_sample_users, create_user_pool, peek_all, sample_event, user_state};
+use e2e_harness::moto::Moto;
+use e2e_harness::proxy::RecordingProxy;
+use e2e_harness::runtime::FunctionProcess;
+use e2e_harness::{local_aws_env, sdk_config};
+use serde_json::Value;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_cognito-attribute-sync");
+
+struct Stack {
+    _moto: Moto,
+    proxy: RecordingProxy,
+    cognito: aws_sdk_cognitoidentityprovider::Client,
+    sqs: aws_sdk_sqs::Client,
+    pool_id: String,
+    dlq_url: String,
+}
+
+async fn stack() -> Stack {
+    let moto = Moto::start();
+    let proxy = RecordingProxy::start(&moto.endpoint);
+    let sdk = sdk_config(&moto.endpoint).await;
+    let cognito = aws_sdk_cognitoidentityprovider::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let pool_id = create_user_pool(&cognito, "users").await;
+    create_sample_users(&cognito, &pool_id).await;
+    let dlq_url = create_queue(&sqs, "cognito-attribute-sync-dlq").await;
+    Stack { _moto: moto, proxy, cognito, sqs, pool_id, dlq_url }
+}
+
+fn start(stack: &Stack, extra: &[(&str, &str)]) -> FunctionProcess {
+    let mut env = local_aws_env(&stack.proxy.endpoint);
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    FunctionProcess::start(Path::new(BINARY), &env)
+}
+
+fn failures(response: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = response["batchItemFailures"]
+        .as_array()
+        .expect("a partial batch response")
+        .iter()
+        .map(|f| f["itemIdentifier"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn message_ids(event: &Value) -> Vec<String> {
+    event["Records"].as_array().unwrap().iter().map(|r| r["messageId"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Calls of `operation` whose request names `username`.
+fn calls_for(proxy: &RecordingProxy, operation: &str, username: &str) -> usize {
+    proxy.calls_of(operation).iter().filter(|c| c.body.contains(username)).count()
+}
+
+fn attr<'a>(attributes: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    attributes.get(name).map(String::as_str)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_events_bring_cognito_in_line_with_the_user_rows() {
+    let stack = stack().await;
+    let pool = stack.pool_id.clone();
+    let mut function = start(&stack, &[("USER_POOL_ID", &pool), ("DEAD_LETTER_QUEUE_URL", &stack.dlq_url)]);
+
+    // SNS envelopes: Ada's surname changes, Grace's row matches Cognito already, a publish_history row is ignored.
+    let response = function.invoke(&sample_event("cognito-attribute-sync/sns-envelope-batch.json")).response();
+    assert_eq!(failures(&response), Vec::<String>::new());
+    let (_, ada) = user_state(&stack.cognito, &pool, "ada@example.com").await;
+    assert_eq!(attr(&ada, "given_name"), Some("Ada"));
+    assert_eq!(attr(&ada, "family_name"), Some("Lovelace"));
+    assert_eq!(attr(&ada, "custom:_tenant"), Some("acme"));
+    assert_eq!(calls_for(&stack.proxy, "AdminUpdateUserAttributes", "ada@example.com"), 1);
+    assert_eq!(calls_for(&stack.proxy, "AdminUpdateUserAttributes", "grace@example.com"), 0, "unchanged user got a write");
+    assert_eq!(calls_for(&stack.proxy, "AdminDeleteUserAttributes", "grace@example.com"), 0, "unchanged user got a write");
+
+    // Raw delivery: a new user row gives Katherine her names and tenant.
+    let response = function.invoke(&sample_event("cognito-attribute-sync/raw-delivery.json")).response();
+    assert_eq!(failures(&response), Vec::<String>::new());
+    let (_, katherine) = user_state(&stack.cognito, &pool, "katherine@example.com").await;
+    assert_eq!(attr(&katherine, "given_name"), Some("Katherine"));
+    assert_eq!(attr(&katherine, "family_name"), Some("Johnson"));
+    assert_eq!(attr(&katherine, "custom:_tenant"), Some("globex"));
+
+    // A deleted row disables the account (the default ON_USER_DELETED).
+    let (enabled_before, _) = user_state(&stack.cognito, &pool, "alan@example.com").await;
+    assert!(enabled_before);
+    let response = function.invoke(&sample_event("cognito-attribute-sync/user-deleted.json")).response();
+    assert_eq!(failures(&response), Vec::<String>::new());
+    let (enabled_after, _) = user_state(&stack.cognito, &pool, "alan@example.com").await;
+    assert!(!enabled_after, "deleted user still enabled");
+
+    // Poison records go to the dead-letter queue with their reason; the good record beside them still succeeds.
+    let poison_event = sample_event("cognito-attribute-sync/poison-record.json");
+    let ids = message_ids(&poison_event);
+    let response = function.invoke(&poison_event).response();
+    assert_eq!(failures(&response), Vec::<String>::new(), "dead-lettered poison is acknowledged");
+    let dead = peek_all(&stack.sqs, &stack.dlq_url).await;
+    let mut sources: Vec<String> = dead
+        .iter()
+        .map(|m| m.message_attributes().unwrap()["SourceMessageId"].string_value().unwrap().to_owned())
+        .collect();
+    sources.sort();
+    let mut expected = vec![ids[1].clone(), ids[2].clone()];
+    expected.sort();
+    assert_eq!(sources, expected);
+    let records = poison_event["Records"].as_array().unwrap();
+    for message in &dead {
+        let attributes = message.message_attributes().unwrap();
+        let source = attributes["SourceMessageId"].string_value().unwrap();
+        let original = records.iter().find(|r| r["messageId"] == source).unwrap();
+        assert_eq!(message.body(), original["body"].as_str(), "dead-lettered body is the original");
+        let reason = attributes["ErrorMessage"].string_value().unwrap();
+        assert!(!reason.is_empty());
+        assert_eq!(
+            attributes["SourceQueueArn"].string_value(),
+            Some("arn:aws:sqs:eu-west-1:123456789012:dev-cognito-attribute-sync")
+        );
+    }
+    assert_eq!(calls_for(&stack.proxy, "AdminUpdateUserAttributes", "grace@example.com"), 0);
+
+    // Logs: JSON lines, each line of an invocation with its request id, no email address in full.
+    let output = function.output();
+    let invocation_lines: Vec<Value> = output
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line.get("message").is_some_and(|m| m == "attributes synced" || m == "batch processed"))
+        .collect();
+    assert!(invocation_lines.len() >= 4, "expected log lines, got:\n{}", output.join("\n"));
+    for line in &invocation_lines {
+        assert!(line["span"]["requestId"].as_str().is_some_and(|id| !id.is_empty()), "no request id: {line}");
+    }
+    for address in ["ada@example.com", "grace@example.com", "alan@example.com", "katherine@example.com"] {
+        assert!(!output.iter().any(|line| line.contains(address)), "{address} logged in full");
+    }
+    assert!(output.iter().any(|line| line.contains("a***@example.com")), "masked address expected in logs");
+    // One EMF document per invocation.
+    let emf = output.iter().filter(|line| line.contains("\"CloudWatchMetrics\"")).count();
+    assert_eq!(emf, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_dead_letter_queue_poison_and_unreachable_pool_are_reported_for_redelivery() {
+    let stack = stack().await;
+    // A pool that does not exist: every Cognito call fails, as during an outage or a misconfiguration.
+    let mut function = start(&stack, &[("USER_POOL_ID", "eu-west-1_doesnotexist")]);
+    let event = sample_event("cognito-attribute-sync/poison-record.json");
+    let response = function.invoke(&event).response();
+    let mut all = message_ids(&event);
+    all.sort();
+    assert_eq!(failures(&response), all, "nothing may be acknowledged that was not handled or kept");
+    assert!(peek_all(&stack.sqs, &stack.dlq_url).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_configuration_fails_init_and_names_the_variable() {
+    let stack = stack().await;
+    let mut function = start(&stack, &[("ON_USER_DELETED", "delete")]);
+    let status = function.wait_exit(std::time::Duration::from_secs(20)).expect("the function exits at init");
+    assert!(!status.success());
+    let output = function.output().join("\n");
+    assert!(output.contains("USER_POOL_ID"), "init error does not name the variable:\n{output}");
+}

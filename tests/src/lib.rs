@@ -1,0 +1,48 @@
+//! The end-to-end test harness. Nothing here reaches AWS: every test starts its own moto server on a free loopback
+//! port, runs the function binaries as Lambda would (through the Runtime API), and stops everything on drop.
+
+pub mod fixtures;
+pub mod moto;
+pub mod proxy;
+pub mod runtime;
+
+use std::path::PathBuf;
+
+/// The workspace root (this crate lives in `tests/`).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// A free TCP port on loopback. The port is released before use, so another process could take it first; the
+/// servers started on it fail loudly if that ever happens.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+}
+
+/// SDK configuration for test set-up calls against a local endpoint: dummy credentials, a fixed region.
+pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new(REGION))
+        .test_credentials()
+        .load()
+        .await
+}
+
+pub const REGION: &str = "eu-west-1";
+
+/// The environment a function binary gets to reach the local AWS: what `AWS_ENDPOINT_URL` plus dummy credentials
+/// are locally, nothing at all is in production.
+pub fn local_aws_env(endpoint: &str) -> Vec<(String, String)> {
+    [
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_REGION", REGION),
+        ("AWS_DEFAULT_REGION", REGION),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}

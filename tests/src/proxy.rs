@@ -1,0 +1,125 @@
+//! A recording proxy in front of moto: it records every AWS call (operation and body) so tests can assert what a
+//! function called, not only the state it left, and it can answer calls itself (those moto lacks, or a failure to
+//! inject) before forwarding the rest.
+
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The operation: from `X-Amz-Target` (JSON protocols) or the `Action` form field (query protocols).
+    pub operation: String,
+    pub body: String,
+}
+
+/// A response the proxy gives instead of forwarding.
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+type Responder = dyn Fn(&Call) -> Option<Reply> + Send + Sync;
+
+pub struct RecordingProxy {
+    pub endpoint: String,
+    calls: Arc<Mutex<Vec<Call>>>,
+    server: Arc<tiny_http::Server>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn operation_of(request: &tiny_http::Request, body: &str) -> String {
+    if let Some(target) = request.headers().iter().find(|h| h.field.equiv("X-Amz-Target")) {
+        let target = target.value.as_str();
+        return target.rsplit('.').next().unwrap_or(target).to_owned();
+    }
+    body.split('&')
+        .find_map(|pair| pair.strip_prefix("Action="))
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{} {}", request.method(), request.url()))
+}
+
+impl RecordingProxy {
+    pub fn start(upstream: &str) -> Self {
+        Self::start_with(upstream, |_| None)
+    }
+
+    pub fn start_with(upstream: &str, responder: impl Fn(&Call) -> Option<Reply> + Send + Sync + 'static) -> Self {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("proxy listens"));
+        let port = server.server_addr().to_ip().expect("an IP address").port();
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let responder: Arc<Responder> = Arc::new(responder);
+        let upstream = upstream.trim_end_matches('/').to_owned();
+        let (server2, calls2) = (server.clone(), calls.clone());
+        let thread = std::thread::spawn(move || {
+            let agent = ureq::AgentBuilder::new().build();
+            for request in server2.incoming_requests() {
+                let (agent, calls, responder, upstream) = (agent.clone(), calls2.clone(), responder.clone(), upstream.clone());
+                std::thread::spawn(move || forward(request, &agent, &calls, &*responder, &upstream));
+            }
+        });
+        RecordingProxy { endpoint: format!("http://127.0.0.1:{port}"), calls, server, thread: Some(thread) }
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Calls of one operation, e.g. `AdminUpdateUserAttributes`.
+    pub fn calls_of(&self, operation: &str) -> Vec<Call> {
+        self.calls().into_iter().filter(|c| c.operation == operation).collect()
+    }
+}
+
+fn forward(mut request: tiny_http::Request, agent: &ureq::Agent, calls: &Mutex<Vec<Call>>, responder: &Responder, upstream: &str) {
+    let mut body = Vec::new();
+    let _ = request.as_reader().read_to_end(&mut body);
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let call = Call { operation: operation_of(&request, &text), body: text };
+    calls.lock().unwrap().push(call.clone());
+    if let Some(reply) = responder(&call) {
+        let response = tiny_http::Response::from_string(reply.body)
+            .with_status_code(reply.status)
+            .with_header(tiny_http::Header::from_bytes("Content-Type", reply.content_type).unwrap());
+        let _ = request.respond(response);
+        return;
+    }
+    let mut upstream_request = agent.request(request.method().as_str(), &format!("{upstream}{}", request.url()));
+    for header in request.headers() {
+        let name = header.field.as_str().as_str();
+        if !name.eq_ignore_ascii_case("host") && !name.eq_ignore_ascii_case("content-length") {
+            upstream_request = upstream_request.set(name, header.value.as_str());
+        }
+    }
+    let response = match upstream_request.send_bytes(&body) {
+        Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+        Err(error) => {
+            let _ = request.respond(tiny_http::Response::from_string(error.to_string()).with_status_code(502));
+            return;
+        }
+    };
+    let status = response.status();
+    let headers: Vec<tiny_http::Header> = response
+        .headers_names()
+        .iter()
+        .filter(|name| !["content-length", "transfer-encoding", "connection"].contains(&name.to_ascii_lowercase().as_str()))
+        .filter_map(|name| tiny_http::Header::from_bytes(name.as_bytes(), response.header(name)?.as_bytes()).ok())
+        .collect();
+    let mut response_body = Vec::new();
+    let _ = response.into_reader().read_to_end(&mut response_body);
+    let mut reply = tiny_http::Response::from_data(response_body).with_status_code(status);
+    for header in headers {
+        reply.add_header(header);
+    }
+    let _ = request.respond(reply);
+}
+
+impl Drop for RecordingProxy {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

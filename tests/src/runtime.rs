@@ -1,0 +1,221 @@
+//! A Lambda Runtime API emulator: runs a function binary as Lambda does (the binary polls
+//! `/2018-06-01/runtime/invocation/next` and posts its response or error), one invocation at a time.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+const PREFIX: &str = "/2018-06-01/runtime";
+
+/// How an invocation ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Invocation {
+    Response(Value),
+    /// The function reported an error (`/error`): the error document Lambda would return.
+    Error(Value),
+}
+
+impl Invocation {
+    pub fn response(self) -> Value {
+        match self {
+            Invocation::Response(v) => v,
+            Invocation::Error(e) => panic!("function returned an error: {e}"),
+        }
+    }
+}
+
+struct Pending {
+    request_id: String,
+    event: Value,
+}
+
+#[derive(Default)]
+struct Shared {
+    results: Mutex<HashMap<String, Sender<Invocation>>>,
+    init_error: Mutex<Option<Value>>,
+}
+
+/// A function binary running under the emulator. Dropping it stops the process.
+pub struct FunctionProcess {
+    child: Child,
+    name: String,
+    invocations: Sender<Pending>,
+    shared: Arc<Shared>,
+    server: Arc<tiny_http::Server>,
+    output: Arc<Mutex<Vec<String>>>,
+    counter: u64,
+    /// The deadline each invocation gets, as Lambda's function timeout.
+    pub timeout: Duration,
+}
+
+impl FunctionProcess {
+    /// Starts `binary` with `env` (plus the variables Lambda always sets) against a new Runtime API endpoint.
+    pub fn start(binary: &Path, env: &[(String, String)]) -> FunctionProcess {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("runtime API listens"));
+        let address = format!("127.0.0.1:{}", server.server_addr().to_ip().expect("an IP address").port());
+        let (invocations, queue) = channel::<Pending>();
+        let shared = Arc::new(Shared::default());
+        let name = binary.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        {
+            let (server, shared, name) = (server.clone(), shared.clone(), name.clone());
+            let queue = Arc::new(Mutex::new(queue));
+            std::thread::spawn(move || {
+                for request in server.incoming_requests() {
+                    let (shared, queue, name) = (shared.clone(), queue.clone(), name.clone());
+                    std::thread::spawn(move || serve(request, &shared, &queue, &name));
+                }
+            });
+        }
+        let mut command = Command::new(binary);
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("AWS_LAMBDA_RUNTIME_API", &address)
+            .env("AWS_LAMBDA_FUNCTION_NAME", &name)
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
+            .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        let output = Arc::new(Mutex::new(Vec::new()));
+        for pipe in [child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>), child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>)]
+            .into_iter()
+            .flatten()
+        {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    output.lock().unwrap().push(line);
+                }
+            });
+        }
+        FunctionProcess { child, name, invocations, shared, server, output, counter: 0, timeout: Duration::from_secs(60) }
+    }
+
+    /// Invokes the function with `event` and waits for its answer.
+    pub fn invoke(&mut self, event: &Value) -> Invocation {
+        self.counter += 1;
+        let request_id = format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), self.counter);
+        let (sender, receiver) = channel();
+        self.shared.results.lock().unwrap().insert(request_id.clone(), sender);
+        self.invocations.send(Pending { request_id: request_id.clone(), event: event.clone() }).expect("runtime API alive");
+        self.wait(receiver, &request_id)
+    }
+
+    fn wait(&mut self, receiver: Receiver<Invocation>, request_id: &str) -> Invocation {
+        let started = Instant::now();
+        loop {
+            match receiver.recv_timeout(Duration::from_millis(100)) {
+                Ok(result) => return result,
+                Err(RecvTimeoutError::Disconnected) => panic!("runtime API dropped invocation {request_id}"),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited ({status}) during invocation {request_id}; output:\n{}", self.name, self.output().join("\n"));
+            }
+            if started.elapsed() > self.timeout + Duration::from_secs(5) {
+                panic!("{} gave no answer to {request_id} in time; output:\n{}", self.name, self.output().join("\n"));
+            }
+        }
+    }
+
+    /// Everything the process printed so far (stdout and stderr), line by line.
+    pub fn output(&self) -> Vec<String> {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// What the function posted to `/runtime/init/error`, if anything.
+    pub fn init_error(&self) -> Option<Value> {
+        self.shared.init_error.lock().unwrap().clone()
+    }
+
+    /// Waits for the process to exit by itself (an init failure), at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Let the pipe readers drain what the process printed last.
+                std::thread::sleep(Duration::from_millis(200));
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for FunctionProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.server.unblock();
+    }
+}
+
+fn json_response(status: u16, body: &Value) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    tiny_http::Response::from_string(body.to_string())
+        .with_status_code(status)
+        .with_header(tiny_http::Header::from_bytes("Content-Type", "application/json").unwrap())
+}
+
+fn serve(mut request: tiny_http::Request, shared: &Shared, queue: &Mutex<Receiver<Pending>>, name: &str) {
+    let url = request.url().to_owned();
+    let mut body = Vec::new();
+    let _ = request.as_reader().read_to_end(&mut body);
+    let accepted = json_response(202, &serde_json::json!({"status": "OK"}));
+    let Some(path) = url.strip_prefix(PREFIX) else {
+        let _ = request.respond(json_response(404, &serde_json::json!({"errorMessage": "unknown path"})));
+        return;
+    };
+    if path == "/invocation/next" {
+        // Long poll, as the real Runtime API does: the function waits here between invocations.
+        let pending = loop {
+            let received = queue.lock().unwrap().recv_timeout(Duration::from_millis(200));
+            match received {
+                Ok(pending) => break pending,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        };
+        let deadline = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 + 60_000;
+        let mut response = json_response(200, &pending.event);
+        for (key, value) in [
+            ("Lambda-Runtime-Aws-Request-Id", pending.request_id.clone()),
+            ("Lambda-Runtime-Deadline-Ms", deadline.to_string()),
+            ("Lambda-Runtime-Invoked-Function-Arn", format!("arn:aws:lambda:{}:123456789012:function:{name}", crate::REGION)),
+            ("Lambda-Runtime-Trace-Id", "Root=1-00000000-000000000000000000000000;Sampled=0".to_owned()),
+        ] {
+            response.add_header(tiny_http::Header::from_bytes(key, value.as_bytes()).unwrap());
+        }
+        let _ = request.respond(response);
+    } else if path == "/init/error" {
+        *shared.init_error.lock().unwrap() = serde_json::from_slice(&body).ok();
+        let _ = request.respond(accepted);
+    } else if let Some(rest) = path.strip_prefix("/invocation/") {
+        let (request_id, kind) = rest.split_once('/').unwrap_or((rest, ""));
+        let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let result = match kind {
+            "response" => Invocation::Response(value),
+            _ => Invocation::Error(value),
+        };
+        if let Some(sender) = shared.results.lock().unwrap().remove(request_id) {
+            let _ = sender.send(result);
+        }
+        let _ = request.respond(accepted);
+    } else {
+        let _ = request.respond(json_response(404, &serde_json::json!({"errorMessage": "unknown path"})));
+    }
+}

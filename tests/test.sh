@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite: unit, handler and end-to-end tests (each end-to-end test starts its own moto server).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$root/tests/setup.sh"
+cd "$root"
+cargo test --workspace --locked "$@"
