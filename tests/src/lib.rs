@@ -46,3 +46,19 @@ pub fn local_aws_env(endpoint: &str) -> Vec<(String, String)> {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect()
 }
+
+/// Makes a child process die with the process that started it, so an interrupted test or local run (Ctrl-C, a
+/// killed CI job) leaves no moto server or function binary behind. The signal fires when the spawning thread ends,
+/// which for the harness is the test or the main thread that owns the child anyway.
+pub fn die_with_parent(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches nothing of the parent's state.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

@@ -89,6 +89,7 @@ impl FunctionProcess {
         for (key, value) in env {
             command.env(key, value);
         }
+        crate::die_with_parent(&mut command);
         let mut child = command.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
         let output = Arc::new(Mutex::new(Vec::new()));
         for pipe in [child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>), child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>)]

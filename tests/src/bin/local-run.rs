@@ -1,0 +1,157 @@
+//! The main job, locally: every function as a real binary (through the Lambda Runtime API) against moto, on the
+//! sample events in events/, with a short report of what changed. Exits non-zero when anything did not happen as
+//! expected. Run it with `bash tests/run-local.sh` (which installs moto and builds the binaries first).
+//! `--keep` leaves moto running afterwards for `cargo lambda invoke` by hand.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use e2e_harness::fixtures::{create_queue, create_sample_users, create_user_pool, peek_all, sample_event, user_state, SAMPLE_USERS};
+use e2e_harness::moto::Moto;
+use e2e_harness::runtime::FunctionProcess;
+use e2e_harness::{local_aws_env, sdk_config};
+use shared::logging::mask_email;
+
+/// Collects what went against expectations; the exit code says whether anything did.
+#[derive(Default)]
+struct Report {
+    problems: Vec<String>,
+}
+
+impl Report {
+    fn expect(&mut self, ok: bool, what: impl Into<String>) {
+        let what = what.into();
+        if ok {
+            println!("    ok    {what}");
+        } else {
+            println!("    FAIL  {what}");
+            self.problems.push(what);
+        }
+    }
+}
+
+fn binary(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| e2e_harness::workspace_root().join("target"));
+    let path = target.join("debug").join(name);
+    if !path.exists() {
+        eprintln!("{} not built: run `cargo build --bins` (tests/run-local.sh does)", path.display());
+        std::process::exit(2);
+    }
+    path
+}
+
+/// A sample user as the report names them: masked address (as in the functions' logs) and tenant.
+fn who(email: &str) -> String {
+    let tenant = SAMPLE_USERS.iter().find(|u| u.email == email).map(|u| u.tenant).filter(|t| !t.is_empty()).unwrap_or("no tenant");
+    format!("{} ({tenant})", mask_email(email))
+}
+
+fn failures(response: &serde_json::Value) -> usize {
+    response["batchItemFailures"].as_array().map(Vec::len).unwrap_or(usize::MAX)
+}
+
+type Snapshot = HashMap<&'static str, (bool, HashMap<String, String>)>;
+
+async fn snapshot(cognito: &aws_sdk_cognitoidentityprovider::Client, pool_id: &str) -> Snapshot {
+    let mut users = HashMap::new();
+    for user in SAMPLE_USERS {
+        users.insert(user.email, user_state(cognito, pool_id, user.email).await);
+    }
+    users
+}
+
+const SYNCED: [&str; 3] = ["given_name", "family_name", "custom:_tenant"];
+
+fn print_changes(before: &Snapshot, after: &Snapshot) {
+    let mut any = false;
+    for user in SAMPLE_USERS {
+        let (enabled_before, old) = &before[user.email];
+        let (enabled_after, new) = &after[user.email];
+        for name in SYNCED {
+            let (o, n) = (old.get(name).map(String::as_str).unwrap_or("-"), new.get(name).map(String::as_str).unwrap_or("-"));
+            if o != n {
+                println!("    {:<30} {name}: {o} -> {n}", who(user.email));
+                any = true;
+            }
+        }
+        if enabled_before != enabled_after {
+            println!("    {:<30} enabled: {enabled_before} -> {enabled_after}", who(user.email));
+            any = true;
+        }
+    }
+    if !any {
+        println!("    (no change in Cognito)");
+    }
+}
+
+async fn cognito_attribute_sync(moto: &Moto, report: &mut Report) -> Vec<(String, String)> {
+    println!("\n== cognito-attribute-sync: user rows -> Cognito attributes");
+    let sdk = sdk_config(&moto.endpoint).await;
+    let cognito = aws_sdk_cognitoidentityprovider::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let pool_id = create_user_pool(&cognito, "local-users").await;
+    create_sample_users(&cognito, &pool_id).await;
+    let dlq_url = create_queue(&sqs, "local-cognito-attribute-sync-dlq").await;
+    let settings = vec![("USER_POOL_ID".to_owned(), pool_id.clone()), ("DEAD_LETTER_QUEUE_URL".to_owned(), dlq_url.clone())];
+    let mut env = local_aws_env(&moto.endpoint);
+    env.extend(settings.iter().cloned());
+    let mut function = FunctionProcess::start(&binary("cognito-attribute-sync"), &env);
+
+    for file in ["sns-envelope-batch.json", "raw-delivery.json", "user-deleted.json", "poison-record.json"] {
+        let event = sample_event(&format!("cognito-attribute-sync/{file}"));
+        let records = event["Records"].as_array().map(Vec::len).unwrap_or(0);
+        let before = snapshot(&cognito, &pool_id).await;
+        let response = function.invoke(&event).response();
+        let after = snapshot(&cognito, &pool_id).await;
+        println!("  events/cognito-attribute-sync/{file}: {records} records, batchItemFailures: {}", failures(&response));
+        print_changes(&before, &after);
+    }
+    let state = snapshot(&cognito, &pool_id).await;
+    let attr = |email: &str, name: &str| state[email].1.get(name).cloned().unwrap_or_default();
+    let dead = peek_all(&sqs, &dlq_url).await;
+    println!("  dead-letter queue: {} message(s)", dead.len());
+    for message in &dead {
+        let reason = message.message_attributes().and_then(|a| a.get("ErrorMessage")).and_then(|v| v.string_value()).unwrap_or("?");
+        println!("    - {reason}");
+    }
+    report.expect(attr("ada@example.com", "family_name") == "Lovelace", "Ada's family_name is Lovelace");
+    report.expect(attr("katherine@example.com", "custom:_tenant") == "globex", "Katherine joined tenant globex");
+    report.expect(!state["alan@example.com"].0, "Alan's deleted account is disabled");
+    report.expect(attr("grace@example.com", "family_name") == "Hopper", "Grace is unchanged");
+    report.expect(dead.len() == 2, "the two poison records are in the dead-letter queue");
+    settings
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let keep = std::env::args().any(|a| a == "--keep");
+    let moto = Moto::start();
+    println!("local AWS (moto) listening on {}", moto.endpoint);
+    let mut report = Report::default();
+    let settings = cognito_attribute_sync(&moto, &mut report).await;
+
+    println!();
+    if report.problems.is_empty() {
+        println!("everything happened as expected");
+    } else {
+        println!("{} expectation(s) failed:", report.problems.len());
+        for problem in &report.problems {
+            println!("  - {problem}");
+        }
+    }
+    if keep {
+        println!("\nThe local stack stays up. In another shell, for `cargo lambda watch` / `cargo lambda invoke`:");
+        for (key, value) in local_aws_env(&moto.endpoint).iter().chain(settings.iter()) {
+            println!("  export {key}={value}");
+        }
+        println!("Press Enter to stop it.");
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    }
+    if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
