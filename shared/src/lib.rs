@@ -4,6 +4,7 @@ pub mod aws;
 pub mod batch;
 pub mod config;
 pub mod db_event;
+pub mod deadline;
 pub mod dead_letter;
 pub mod envelope;
 pub mod logging;

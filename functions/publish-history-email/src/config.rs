@@ -1,0 +1,99 @@
+use std::time::Duration;
+
+use shared::config::{ConfigError, Env, VarSource};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub user_pool_id: String,
+    /// `no-reply@example.com` or `Example <no-reply@example.com>`; must be a verified SES identity.
+    pub sender_address: String,
+    pub app_base_url: Option<String>,
+    pub publish_history_table: String,
+    /// `Duration::ZERO` disables the cache across invocations (a batch still lists the pool once).
+    pub subscriber_cache_ttl: Duration,
+    pub ses_configuration_set: Option<String>,
+    pub dead_letter_queue_url: Option<String>,
+    pub idempotency_table: Option<String>,
+}
+
+impl Config {
+    /// The environment variables this function reads; the SAM template test checks its own list against this one.
+    pub const VARIABLES: &'static [&'static str] = &[
+        "USER_POOL_ID",
+        "SENDER_ADDRESS",
+        "APP_BASE_URL",
+        "PUBLISH_HISTORY_TABLE",
+        "SUBSCRIBER_CACHE_TTL_SECONDS",
+        "SES_CONFIGURATION_SET",
+        "DEAD_LETTER_QUEUE_URL",
+        "IDEMPOTENCY_TABLE",
+    ];
+
+    pub fn from_env<S: VarSource>(env: &Env<S>) -> Result<Self, ConfigError> {
+        let sender_address = env.required("SENDER_ADDRESS")?;
+        if !address_of(&sender_address).is_some_and(|a| a.contains('@')) {
+            return Err(ConfigError::invalid("SENDER_ADDRESS", &sender_address, "expected name@domain or Display Name <name@domain>"));
+        }
+        Ok(Config {
+            user_pool_id: env.required("USER_POOL_ID")?,
+            sender_address,
+            app_base_url: env.optional_url("APP_BASE_URL")?.map(|u| u.trim_end_matches('/').to_owned()),
+            publish_history_table: env.optional("PUBLISH_HISTORY_TABLE").unwrap_or_else(|| "publish_history".into()),
+            subscriber_cache_ttl: Duration::from_secs(env.parsed_or("SUBSCRIBER_CACHE_TTL_SECONDS", 300u64)?),
+            ses_configuration_set: env.optional("SES_CONFIGURATION_SET"),
+            dead_letter_queue_url: env.optional_url("DEAD_LETTER_QUEUE_URL")?,
+            idempotency_table: env.optional("IDEMPOTENCY_TABLE"),
+        })
+    }
+}
+
+/// The bare address of `Name <address>` or of a bare address.
+fn address_of(sender: &str) -> Option<&str> {
+    match (sender.rfind('<'), sender.rfind('>')) {
+        (Some(open), Some(close)) if open < close => Some(sender[open + 1..close].trim()),
+        (None, None) => Some(sender.trim()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
+        Config::from_env(&Env(pairs.iter().copied().collect::<HashMap<_, _>>()))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&[("USER_POOL_ID", "p"), ("SENDER_ADDRESS", "Navlab <no-reply@navlab.online>")]).unwrap();
+        assert_eq!(c.publish_history_table, "publish_history");
+        assert_eq!(c.subscriber_cache_ttl, Duration::from_secs(300));
+        assert_eq!((c.app_base_url, c.ses_configuration_set, c.idempotency_table), (None, None, None));
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        assert!(config(&[("SENDER_ADDRESS", "a@b.co")]).unwrap_err().to_string().contains("USER_POOL_ID"));
+        assert!(config(&[("USER_POOL_ID", "p")]).unwrap_err().to_string().contains("SENDER_ADDRESS"));
+        assert!(config(&[("USER_POOL_ID", "p"), ("SENDER_ADDRESS", "nobody")]).unwrap_err().to_string().contains("SENDER_ADDRESS"));
+        let err = config(&[("USER_POOL_ID", "p"), ("SENDER_ADDRESS", "a@b.co"), ("SUBSCRIBER_CACHE_TTL_SECONDS", "-1")]).unwrap_err();
+        assert!(err.to_string().contains("SUBSCRIBER_CACHE_TTL_SECONDS"));
+        let err = config(&[("USER_POOL_ID", "p"), ("SENDER_ADDRESS", "a@b.co"), ("APP_BASE_URL", "app.example.com")]).unwrap_err();
+        assert!(err.to_string().contains("APP_BASE_URL"));
+    }
+
+    #[test]
+    fn zero_ttl_and_trailing_slash() {
+        let c = config(&[
+            ("USER_POOL_ID", "p"),
+            ("SENDER_ADDRESS", "a@b.co"),
+            ("SUBSCRIBER_CACHE_TTL_SECONDS", "0"),
+            ("APP_BASE_URL", "https://app.example.com/"),
+        ])
+        .unwrap();
+        assert_eq!(c.subscriber_cache_ttl, Duration::ZERO);
+        assert_eq!(c.app_base_url.as_deref(), Some("https://app.example.com"));
+    }
+}

@@ -1,0 +1,465 @@
+//! One batch: open each record, validate its rows, and notify every eligible subscriber of the row's tenant once.
+//!
+//! A row is reported in `batchItemFailures` until every eligible recipient was sent or permanently rejected; with
+//! an idempotency store, a redelivered row sends only to those not yet notified.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use shared::batch::{BatchProcessor, RecordError};
+use shared::db_event::EventKind;
+use shared::envelope::database_event;
+use shared::logging::mask_email;
+use shared::metrics::Metrics;
+use tokio::sync::{OnceCell, Semaphore};
+use tokio::time::Instant;
+
+use crate::idempotency::{notification_key, Claim, IdempotencyStore};
+use crate::mailer::{send_with_retry, Mailer, OutgoingEmail, Pacer, RetryPolicy, SendError};
+use crate::notification::{EmailTemplates, PublishHistory};
+use crate::subscribers::{Recipient, SubscriberCache, SubscriberIndex, UserSource};
+
+/// Records handled at once.
+pub const RECORD_CONCURRENCY: usize = 5;
+/// Sends in flight at once (the pacer keeps their rate under the account's maximum).
+pub const SEND_CONCURRENCY: usize = 8;
+/// How long the send rate from GetSendQuota is trusted.
+const QUOTA_TTL: Duration = Duration::from_secs(3600);
+/// When GetSendQuota fails: the SES sandbox rate, the lowest an account has.
+const FALLBACK_SEND_RATE: f64 = 1.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    Sent,
+    AlreadySent,
+    Rejected,
+    /// Not sent yet; the row must come back.
+    Pending,
+}
+
+pub struct Notifier<U, M, I> {
+    subscribers: SubscriberCache<U>,
+    mailer: M,
+    store: I,
+    templates: EmailTemplates,
+    table: String,
+    pacer: tokio::sync::Mutex<Option<(Instant, Arc<Pacer>)>>,
+    send_slots: Semaphore,
+    retry: RetryPolicy,
+    metrics: Arc<Metrics>,
+}
+
+/// What one batch shares: one subscriber snapshot (listed at most once, even when it fails).
+struct BatchContext {
+    index: OnceCell<Result<Arc<SubscriberIndex>, String>>,
+    deadline: Instant,
+}
+
+impl<U: UserSource, M: Mailer, I: IdempotencyStore> Notifier<U, M, I> {
+    pub fn new(
+        subscribers: SubscriberCache<U>,
+        mailer: M,
+        store: I,
+        templates: EmailTemplates,
+        table: impl Into<String>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            subscribers,
+            mailer,
+            store,
+            templates,
+            table: table.into(),
+            pacer: tokio::sync::Mutex::new(None),
+            send_slots: Semaphore::new(SEND_CONCURRENCY),
+            retry: RetryPolicy::default(),
+            metrics,
+        }
+    }
+
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Handles a batch; nothing is started after `deadline` (the invocation's deadline less a safety margin).
+    pub async fn handle_batch(&self, processor: &BatchProcessor, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
+        let context = BatchContext { index: OnceCell::new(), deadline };
+        let outcome = processor.process(event, |record| self.handle_record(record, &context)).await;
+        self.metrics.count("RecordsSucceeded", outcome.succeeded);
+        self.metrics.count("RecordsDeadLettered", outcome.dead_lettered);
+        self.metrics.count("RecordsFailed", outcome.failed.len());
+        outcome.response()
+    }
+
+    async fn handle_record(&self, record: SqsMessage, context: &BatchContext) -> Result<(), RecordError> {
+        let event = database_event(&record).map_err(RecordError::poison)?;
+        if event.table != self.table || event.kind != EventKind::RecordsCreated {
+            tracing::info!(event = %event.label(), "not a created publish history; acknowledged");
+            self.metrics.count("RecordsIgnored", 1);
+            return Ok(());
+        }
+        let histories = event
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| PublishHistory::from_row(row, event.tenant.as_deref()).map_err(|e| RecordError::poison(format!("row {i}: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let index = context
+            .index
+            .get_or_init(|| self.subscribers.index())
+            .await
+            .clone()
+            .map_err(RecordError::transient)?;
+        let mut pending = 0;
+        for history in &histories {
+            let recipients = index.get(&history.tenant).map(Vec::as_slice).unwrap_or_default();
+            let deliveries = futures::future::join_all(recipients.iter().map(|r| self.deliver(history, r, context.deadline))).await;
+            let count = |d: Delivery| deliveries.iter().filter(|x| **x == d).count();
+            tracing::info!(
+                row = %history.id,
+                tenant = %history.tenant,
+                recipients = recipients.len(),
+                sent = count(Delivery::Sent),
+                already_sent = count(Delivery::AlreadySent),
+                rejected = count(Delivery::Rejected),
+                pending = count(Delivery::Pending),
+                "publish history notified"
+            );
+            pending += count(Delivery::Pending);
+        }
+        if pending > 0 {
+            return Err(RecordError::transient(format!("{pending} recipient(s) not notified yet")));
+        }
+        Ok(())
+    }
+
+    async fn deliver(&self, history: &PublishHistory, recipient: &Recipient, deadline: Instant) -> Delivery {
+        let to = mask_email(&recipient.email);
+        let key = notification_key(&history.tenant, &history.id, &recipient.email);
+        let in_progress_until = SystemTime::now() + deadline.saturating_duration_since(Instant::now());
+        match self.store.claim(&key, in_progress_until).await {
+            Ok(Claim::Acquired) => {}
+            Ok(Claim::AlreadyCompleted) => {
+                self.metrics.count("EmailsAlreadySent", 1);
+                return Delivery::AlreadySent;
+            }
+            Ok(Claim::InProgress) => {
+                tracing::info!(to = %to, row = %history.id, "another invocation is sending this notification");
+                self.metrics.count("EmailsPending", 1);
+                return Delivery::Pending;
+            }
+            Err(error) => {
+                tracing::error!(to = %to, row = %history.id, error = %error, "idempotency store unavailable");
+                self.metrics.count("EmailsPending", 1);
+                return Delivery::Pending;
+            }
+        }
+        let result = match self.templates.render(history, recipient.given_name.as_deref()) {
+            Ok(rendered) => {
+                let email = OutgoingEmail { to: recipient.email.clone(), subject: rendered.subject, text: rendered.text, html: rendered.html };
+                let _slot = self.send_slots.acquire().await.expect("semaphore is never closed");
+                let pacer = self.pacer().await;
+                send_with_retry(&self.mailer, &pacer, self.retry, &email, deadline).await
+            }
+            Err(error) => Err(SendError::Retryable(format!("rendering the email failed: {error}"))),
+        };
+        let (delivery, outcome) = match &result {
+            Ok(message_id) => {
+                tracing::info!(to = %to, row = %history.id, message_id = %message_id, "email sent");
+                (Delivery::Sent, "sent")
+            }
+            Err(SendError::Rejected(reason)) => {
+                tracing::warn!(to = %to, row = %history.id, reason = %reason, "recipient rejected permanently; not retried");
+                (Delivery::Rejected, "rejected")
+            }
+            Err(SendError::Retryable(reason)) => {
+                tracing::error!(to = %to, row = %history.id, reason = %reason, "email not sent; the row will be retried");
+                if let Err(error) = self.store.release(&key).await {
+                    // The claim then lapses with the invocation's deadline and the redelivery sends.
+                    tracing::warn!(error = %error, "could not release the idempotency record");
+                }
+                self.metrics.count("EmailsPending", 1);
+                return Delivery::Pending;
+            }
+        };
+        self.metrics.count(if delivery == Delivery::Sent { "EmailsSent" } else { "EmailsRejected" }, 1);
+        if let Err(error) = self.store.complete(&key, outcome).await {
+            // Sent but not recorded: a redelivery after the in-progress record lapses would send again. Nothing
+            // better can be done here than to say so.
+            tracing::error!(to = %to, row = %history.id, error = %error, "email {outcome} but its idempotency record was not completed");
+        }
+        delivery
+    }
+
+    /// The pacer at the account's send rate, read with GetSendQuota at the first send and then hourly.
+    async fn pacer(&self) -> Arc<Pacer> {
+        let mut cached = self.pacer.lock().await;
+        if let Some((read_at, pacer)) = cached.as_ref() {
+            if read_at.elapsed() < QUOTA_TTL {
+                return pacer.clone();
+            }
+        }
+        let rate = match self.mailer.max_send_rate().await {
+            Ok(rate) if rate > 0.0 => rate,
+            Ok(_) | Err(_) => {
+                tracing::warn!(fallback = FALLBACK_SEND_RATE, "send quota unavailable; pacing at the sandbox rate");
+                FALLBACK_SEND_RATE
+            }
+        };
+        tracing::info!(max_send_rate = rate, "send rate");
+        let pacer = Arc::new(Pacer::new(rate));
+        *cached = Some((Instant::now(), pacer.clone()));
+        pacer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::subscribers::PoolUser;
+    use async_trait::async_trait;
+    use serde_json::json;
+    use shared::testing::{sns_envelope, sqs_event, sqs_record};
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    struct FakeUsers {
+        users: Vec<PoolUser>,
+        listings: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl UserSource for Arc<FakeUsers> {
+        async fn list_users(&self) -> Result<Vec<PoolUser>, String> {
+            self.listings.fetch_add(1, Ordering::SeqCst);
+            Ok(self.users.clone())
+        }
+    }
+
+    /// Sends succeed unless a recipient has scripted failures left.
+    #[derive(Default)]
+    struct FakeMailer {
+        sent: Mutex<Vec<OutgoingEmail>>,
+        attempts: Mutex<HashMap<String, usize>>,
+        failures: Mutex<HashMap<String, (usize, SendError)>>,
+    }
+
+    impl FakeMailer {
+        fn fail(&self, to: &str, times: usize, error: SendError) {
+            self.failures.lock().unwrap().insert(to.into(), (times, error));
+        }
+        fn sent_to(&self) -> Vec<String> {
+            let mut to: Vec<String> = self.sent.lock().unwrap().iter().map(|e| e.to.clone()).collect();
+            to.sort();
+            to
+        }
+        fn attempts(&self, to: &str) -> usize {
+            self.attempts.lock().unwrap().get(to).copied().unwrap_or(0)
+        }
+    }
+
+    #[async_trait]
+    impl Mailer for Arc<FakeMailer> {
+        async fn max_send_rate(&self) -> Result<f64, String> {
+            Ok(14.0)
+        }
+        async fn send(&self, email: &OutgoingEmail) -> Result<String, SendError> {
+            *self.attempts.lock().unwrap().entry(email.to.clone()).or_default() += 1;
+            if let Some((left, error)) = self.failures.lock().unwrap().get_mut(&email.to) {
+                if *left > 0 {
+                    *left -= 1;
+                    return Err(error.clone());
+                }
+            }
+            self.sent.lock().unwrap().push(email.clone());
+            Ok(format!("msg-{}", self.sent.lock().unwrap().len()))
+        }
+    }
+
+    #[derive(Default)]
+    struct MemoryStore {
+        records: Mutex<HashMap<String, &'static str>>,
+    }
+
+    #[async_trait]
+    impl IdempotencyStore for Arc<MemoryStore> {
+        async fn claim(&self, key: &str, _: SystemTime) -> Result<Claim, String> {
+            let mut records = self.records.lock().unwrap();
+            match records.get(key) {
+                Some(&"COMPLETED") => Ok(Claim::AlreadyCompleted),
+                Some(_) => Ok(Claim::InProgress),
+                None => {
+                    records.insert(key.into(), "INPROGRESS");
+                    Ok(Claim::Acquired)
+                }
+            }
+        }
+        async fn complete(&self, key: &str, _: &str) -> Result<(), String> {
+            self.records.lock().unwrap().insert(key.into(), "COMPLETED");
+            Ok(())
+        }
+        async fn release(&self, key: &str) -> Result<(), String> {
+            self.records.lock().unwrap().remove(key);
+            Ok(())
+        }
+    }
+
+    fn pool_user(email: &str, tenant: &str, subscribed: bool) -> PoolUser {
+        PoolUser {
+            email: Some(email.into()),
+            given_name: None,
+            tenant: Some(tenant.into()),
+            subscribed,
+            enabled: true,
+            confirmed: true,
+            email_verified: true,
+        }
+    }
+
+    struct Fixture {
+        users: Arc<FakeUsers>,
+        mailer: Arc<FakeMailer>,
+        store: Arc<MemoryStore>,
+        notifier: Notifier<Arc<FakeUsers>, Arc<FakeMailer>, Arc<MemoryStore>>,
+    }
+
+    fn fixture(ttl: Duration) -> Fixture {
+        let users = Arc::new(FakeUsers {
+            users: vec![
+                pool_user("ada@example.com", "acme", true),
+                pool_user("grace@example.com", "acme", true),
+                pool_user("edsger@example.com", "acme", false),
+                PoolUser { enabled: false, ..pool_user("disabled@example.com", "acme", true) },
+                pool_user("alan@example.com", "globex", true),
+            ],
+            listings: AtomicUsize::new(0),
+        });
+        let mailer = Arc::new(FakeMailer::default());
+        let store = Arc::new(MemoryStore::default());
+        let notifier = Notifier::new(
+            SubscriberCache::new(users.clone(), ttl),
+            mailer.clone(),
+            store.clone(),
+            EmailTemplates::new(None).unwrap(),
+            "publish_history",
+            Arc::new(Metrics::new("Test", "publish-history-email")),
+        );
+        Fixture { users, mailer, store, notifier }
+    }
+
+    fn created(id: &str, tenant: &str) -> String {
+        let message = json!({"event": "records_created", "table": "publish_history", "records": [{"id": id, "_tenant": tenant, "title": format!("History {id}")}]});
+        sns_envelope(&message.to_string(), "records_created", "publish_history")
+    }
+
+    async fn run(fixture: &Fixture, records: Vec<(&str, String)>) -> Vec<String> {
+        let event = sqs_event(records.iter().map(|(id, body)| sqs_record(id, body)).collect());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let response = fixture.notifier.handle_batch(&BatchProcessor::new(RECORD_CONCURRENCY, None), event, deadline).await;
+        let mut failed: Vec<String> = response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
+        failed.sort();
+        failed
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn emails_exactly_the_eligible_subscribers_of_the_rows_tenant() {
+        let f = fixture(Duration::from_secs(300));
+        assert!(run(&f, vec![("m1", created("ph-1", "acme"))]).await.is_empty());
+        assert_eq!(f.mailer.sent_to(), vec!["ada@example.com", "grace@example.com"]);
+        let sent = f.mailer.sent.lock().unwrap();
+        assert!(sent.iter().all(|e| e.subject == "New publish history: History ph-1"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttled_send_is_retried_then_succeeds() {
+        let f = fixture(Duration::from_secs(300));
+        f.mailer.fail("ada@example.com", 2, SendError::Retryable("Throttling: Maximum sending rate exceeded.".into()));
+        assert!(run(&f, vec![("m1", created("ph-1", "acme"))]).await.is_empty());
+        assert_eq!(f.mailer.attempts("ada@example.com"), 3);
+        assert_eq!(f.mailer.sent_to(), vec!["ada@example.com", "grace@example.com"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn exhausted_retries_report_the_row_and_redelivery_sends_only_to_the_rest() {
+        let f = fixture(Duration::from_secs(300));
+        f.mailer.fail("grace@example.com", 5, SendError::Retryable("Throttling".into()));
+        assert_eq!(run(&f, vec![("m1", created("ph-1", "acme"))]).await, vec!["m1"]);
+        assert_eq!(f.mailer.attempts("grace@example.com"), RetryPolicy::default().max_attempts as usize);
+        assert_eq!(f.mailer.sent_to(), vec!["ada@example.com"]);
+
+        // SQS delivers the row again; SES has recovered.
+        assert!(run(&f, vec![("m1", created("ph-1", "acme"))]).await.is_empty());
+        assert_eq!(f.mailer.sent_to(), vec!["ada@example.com", "grace@example.com"], "Ada must not get a second email");
+        // A third delivery sends nothing at all.
+        assert!(run(&f, vec![("m1", created("ph-1", "acme"))]).await.is_empty());
+        assert_eq!(f.mailer.sent.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rejected_recipient_is_counted_and_does_not_block_the_others() {
+        let f = fixture(Duration::from_secs(300));
+        f.mailer.fail("ada@example.com", usize::MAX, SendError::Rejected("Address blacklisted.".into()));
+        assert!(run(&f, vec![("m1", created("ph-1", "acme"))]).await.is_empty());
+        assert_eq!(f.mailer.attempts("ada@example.com"), 1, "a rejection is not retried");
+        assert_eq!(f.mailer.sent_to(), vec!["grace@example.com"]);
+        assert!(run(&f, vec![("m1", created("ph-1", "acme"))]).await.is_empty());
+        assert_eq!(f.mailer.attempts("ada@example.com"), 1, "nor retried on redelivery");
+        let metrics = f.notifier.metrics.take_document().unwrap();
+        assert_eq!(metrics["EmailsRejected"], 1.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn subscriber_list_is_cached_for_the_ttl_and_listed_once_per_batch() {
+        let f = fixture(Duration::from_secs(300));
+        let batch = || vec![("m1", created("ph-1", "acme")), ("m2", created("ph-2", "acme")), ("m3", created("ph-3", "globex"))];
+        assert!(run(&f, batch()).await.is_empty());
+        assert_eq!(f.users.listings.load(Ordering::SeqCst), 1, "one listing for a batch of three rows and two tenants");
+        tokio::time::advance(Duration::from_secs(200)).await;
+        run(&f, vec![("m4", created("ph-4", "acme"))]).await;
+        assert_eq!(f.users.listings.load(Ordering::SeqCst), 1, "a second batch within the TTL lists no users");
+        tokio::time::advance(Duration::from_secs(200)).await;
+        run(&f, vec![("m5", created("ph-5", "acme"))]).await;
+        assert_eq!(f.users.listings.load(Ordering::SeqCst), 2, "after the TTL the pool is listed again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn zero_ttl_lists_once_per_batch() {
+        let f = fixture(Duration::ZERO);
+        run(&f, vec![("m1", created("ph-1", "acme")), ("m2", created("ph-2", "globex"))]).await;
+        run(&f, vec![("m3", created("ph-3", "acme"))]).await;
+        assert_eq!(f.users.listings.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_send_claimed_elsewhere_keeps_the_row_pending() {
+        let f = fixture(Duration::from_secs(300));
+        let key = notification_key("acme", "ph-1", "ada@example.com");
+        f.store.records.lock().unwrap().insert(key, "INPROGRESS");
+        assert_eq!(run(&f, vec![("m1", created("ph-1", "acme"))]).await, vec!["m1"]);
+        assert_eq!(f.mailer.sent_to(), vec!["grace@example.com"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_send_is_started_past_the_deadline() {
+        let f = fixture(Duration::from_secs(300));
+        let event = sqs_event(vec![sqs_record("m1", &created("ph-1", "acme"))]);
+        let response = f.notifier.handle_batch(&BatchProcessor::new(1, None), event, Instant::now()).await;
+        assert_eq!(response.batch_item_failures.len(), 1);
+        assert!(f.mailer.sent_to().is_empty());
+        assert!(f.store.records.lock().unwrap().is_empty(), "claims are released for the redelivery");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn invalid_rows_are_poison_and_other_events_are_ignored() {
+        let f = fixture(Duration::from_secs(300));
+        let no_id = json!({"event": "records_created", "table": "publish_history", "records": [{"_tenant": "acme"}]}).to_string();
+        let updated = json!({"event": "record_updated", "table": "publish_history", "record": {"id": "ph-1", "_tenant": "acme"}}).to_string();
+        let users = json!({"event": "records_created", "table": "users", "record": {"id": 1}}).to_string();
+        assert_eq!(run(&f, vec![("bad", no_id), ("upd", updated), ("usr", users), ("junk", "{".into())]).await, vec!["bad", "junk"]);
+        assert!(f.mailer.sent_to().is_empty());
+        assert_eq!(f.users.listings.load(Ordering::SeqCst), 0, "nothing to send, nothing listed");
+    }
+}

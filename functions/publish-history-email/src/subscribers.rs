@@ -1,0 +1,179 @@
+//! Who gets an email: the pool's users, grouped by tenant, filtered to the eligible subscribers, and cached.
+//!
+//! Cognito's ListUsers cannot filter on custom attributes (and allows 30 calls per second, 60 users a page), so the
+//! whole pool is listed once and the result is kept for `SUBSCRIBER_CACHE_TTL_SECONDS` across warm invocations.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_cognitoidentityprovider::types::UserStatusType;
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PoolUser {
+    pub email: Option<String>,
+    pub given_name: Option<String>,
+    pub tenant: Option<String>,
+    pub subscribed: bool,
+    pub enabled: bool,
+    pub confirmed: bool,
+    pub email_verified: bool,
+}
+
+impl PoolUser {
+    /// Subscribed, enabled, confirmed, with a verified email address.
+    pub fn is_eligible(&self) -> bool {
+        self.subscribed && self.enabled && self.confirmed && self.email_verified && self.email.is_some()
+    }
+}
+
+/// `custom:subPublishHistory`: `true`, `1` or `yes`, any case.
+pub fn is_true_flag(value: &str) -> bool {
+    ["true", "1", "yes"].iter().any(|t| t.eq_ignore_ascii_case(value.trim()))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub email: String,
+    pub given_name: Option<String>,
+}
+
+/// Eligible recipients by tenant.
+pub type SubscriberIndex = HashMap<String, Vec<Recipient>>;
+
+pub fn index_subscribers(users: Vec<PoolUser>) -> SubscriberIndex {
+    let mut index: SubscriberIndex = HashMap::new();
+    for user in users.into_iter().filter(PoolUser::is_eligible) {
+        if let (Some(tenant), Some(email)) = (user.tenant, user.email) {
+            index.entry(tenant).or_default().push(Recipient { email, given_name: user.given_name });
+        }
+    }
+    index
+}
+
+/// The port: every user of the pool.
+#[async_trait]
+pub trait UserSource: Send + Sync {
+    async fn list_users(&self) -> Result<Vec<PoolUser>, String>;
+}
+
+pub struct SubscriberCache<S> {
+    source: S,
+    ttl: Duration,
+    cached: tokio::sync::Mutex<Option<(Instant, Arc<SubscriberIndex>)>>,
+}
+
+impl<S: UserSource> SubscriberCache<S> {
+    pub fn new(source: S, ttl: Duration) -> Self {
+        Self { source, ttl, cached: tokio::sync::Mutex::new(None) }
+    }
+
+    /// The cached index while fresh, otherwise one new listing. Callers that arrive during a listing wait for it
+    /// rather than list again.
+    pub async fn index(&self) -> Result<Arc<SubscriberIndex>, String> {
+        let mut cached = self.cached.lock().await;
+        if let Some((listed_at, index)) = cached.as_ref() {
+            if listed_at.elapsed() < self.ttl {
+                return Ok(index.clone());
+            }
+        }
+        let users = self.source.list_users().await?;
+        let count = users.len();
+        let index = Arc::new(index_subscribers(users));
+        tracing::info!(users = count, tenants = index.len(), "listed the user pool");
+        *cached = Some((Instant::now(), index.clone()));
+        Ok(index)
+    }
+}
+
+/// The Cognito adapter.
+pub struct CognitoUserSource {
+    client: aws_sdk_cognitoidentityprovider::Client,
+    user_pool_id: String,
+}
+
+impl CognitoUserSource {
+    pub fn new(client: aws_sdk_cognitoidentityprovider::Client, user_pool_id: impl Into<String>) -> Self {
+        Self { client, user_pool_id: user_pool_id.into() }
+    }
+}
+
+/// ListUsers' page size limit.
+const PAGE_SIZE: i32 = 60;
+
+#[async_trait]
+impl UserSource for CognitoUserSource {
+    async fn list_users(&self) -> Result<Vec<PoolUser>, String> {
+        let mut pages = self
+            .client
+            .list_users()
+            .user_pool_id(&self.user_pool_id)
+            .limit(PAGE_SIZE)
+            .into_paginator()
+            .send();
+        let mut users = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| format!("listing the user pool failed: {}", aws_sdk_cognitoidentityprovider::error::DisplayErrorContext(e)))?;
+            for user in page.users() {
+                let attribute = |name: &str| user.attributes().iter().find(|a| a.name() == name).and_then(|a| a.value()).map(str::to_owned);
+                users.push(PoolUser {
+                    email: attribute("email"),
+                    given_name: attribute("given_name"),
+                    tenant: attribute("custom:_tenant"),
+                    subscribed: attribute("custom:subPublishHistory").is_some_and(|v| is_true_flag(&v)),
+                    enabled: user.enabled(),
+                    confirmed: user.user_status() == Some(&UserStatusType::Confirmed),
+                    email_verified: attribute("email_verified").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+                });
+            }
+        }
+        Ok(users)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(email: &str, tenant: &str) -> PoolUser {
+        PoolUser {
+            email: Some(email.into()),
+            given_name: None,
+            tenant: Some(tenant.into()),
+            subscribed: true,
+            enabled: true,
+            confirmed: true,
+            email_verified: true,
+        }
+    }
+
+    #[test]
+    fn flag_values() {
+        for yes in ["true", "TRUE", "1", "yes", "Yes "] {
+            assert!(is_true_flag(yes), "{yes}");
+        }
+        for no in ["false", "0", "no", "", "y"] {
+            assert!(!is_true_flag(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn only_eligible_users_are_indexed_by_tenant() {
+        let users = vec![
+            user("a@x.co", "acme"),
+            user("b@x.co", "globex"),
+            PoolUser { subscribed: false, ..user("c@x.co", "acme") },
+            PoolUser { enabled: false, ..user("d@x.co", "acme") },
+            PoolUser { confirmed: false, ..user("e@x.co", "acme") },
+            PoolUser { email_verified: false, ..user("f@x.co", "acme") },
+            PoolUser { tenant: None, ..user("g@x.co", "acme") },
+        ];
+        let index = index_subscribers(users);
+        let emails = |tenant: &str| index[tenant].iter().map(|r| r.email.as_str()).collect::<Vec<_>>();
+        assert_eq!(emails("acme"), vec!["a@x.co"]);
+        assert_eq!(emails("globex"), vec!["b@x.co"]);
+        assert_eq!(index.len(), 2);
+    }
+}
