@@ -5,23 +5,49 @@ use std::collections::HashMap;
 
 use aws_sdk_cognitoidentityprovider::types::{AttributeDataType, AttributeType, SchemaAttributeType, StringAttributeConstraintsType};
 
-/// A sample user: (email, given_name, family_name, tenant, subscribed to publish history).
+/// A sample user of the pool.
 pub struct SampleUser {
     pub email: &'static str,
     pub given_name: &'static str,
     pub family_name: &'static str,
+    /// `custom:_tenant`; empty for none.
     pub tenant: &'static str,
-    pub subscribed: bool,
+    /// `custom:subPublishHistory` as stored (the function accepts true, 1 or yes in any case).
+    pub subscription: &'static str,
+    pub enabled: bool,
+    /// CONFIRMED (a permanent password set); otherwise FORCE_CHANGE_PASSWORD, as after an admin invitation.
+    pub confirmed: bool,
+    pub email_verified: bool,
 }
 
-/// Two tenants, mixed subscriptions. The sample events in events/ name these users.
+const fn user(email: &'static str, given_name: &'static str, family_name: &'static str, tenant: &'static str, subscription: &'static str) -> SampleUser {
+    SampleUser { email, given_name, family_name, tenant, subscription, enabled: true, confirmed: true, email_verified: true }
+}
+
+/// Two tenants, mixed subscriptions and account states. The sample events in events/ name these users.
 pub const SAMPLE_USERS: &[SampleUser] = &[
-    SampleUser { email: "ada@example.com", given_name: "Ada", family_name: "Byron", tenant: "acme", subscribed: true },
-    SampleUser { email: "grace@example.com", given_name: "Grace", family_name: "Hopper", tenant: "acme", subscribed: true },
-    SampleUser { email: "edsger@example.com", given_name: "Edsger", family_name: "Dijkstra", tenant: "acme", subscribed: false },
-    SampleUser { email: "alan@example.com", given_name: "Alan", family_name: "Turing", tenant: "globex", subscribed: true },
-    SampleUser { email: "katherine@example.com", given_name: "", family_name: "", tenant: "", subscribed: false },
+    user("ada@example.com", "Ada", "Byron", "acme", "true"),
+    user("grace@example.com", "Grace", "Hopper", "acme", "1"),
+    user("edsger@example.com", "Edsger", "Dijkstra", "acme", "false"),
+    SampleUser { enabled: false, ..user("barbara@example.com", "Barbara", "Liskov", "acme", "true") },
+    SampleUser { email_verified: false, ..user("donald@example.com", "Donald", "Knuth", "acme", "true") },
+    SampleUser { confirmed: false, ..user("margaret@example.com", "Margaret", "Hamilton", "acme", "true") },
+    user("alan@example.com", "Alan", "Turing", "globex", "true"),
+    user("linus@example.com", "Linus", "Torvalds", "globex", "YES"),
+    user("katherine@example.com", "", "", "", "false"),
 ];
+
+/// Who must get a publish-history email for a row of `tenant`: subscribed, enabled, confirmed, verified.
+pub fn eligible_subscribers(tenant: &str) -> Vec<&'static str> {
+    let mut emails: Vec<&'static str> = SAMPLE_USERS
+        .iter()
+        .filter(|u| u.tenant == tenant && ["true", "1", "yes"].contains(&u.subscription.to_lowercase().as_str()))
+        .filter(|u| u.enabled && u.confirmed && u.email_verified)
+        .map(|u| u.email)
+        .collect();
+    emails.sort();
+    emails
+}
 
 fn custom_string(name: &str) -> SchemaAttributeType {
     SchemaAttributeType::builder()
@@ -58,14 +84,28 @@ pub async fn create_user(cognito: &aws_sdk_cognitoidentityprovider::Client, pool
         .username(user.email)
         .message_action(aws_sdk_cognitoidentityprovider::types::MessageActionType::Suppress)
         .user_attributes(attribute("email", user.email))
-        .user_attributes(attribute("email_verified", "true"))
-        .user_attributes(attribute("custom:subPublishHistory", if user.subscribed { "true" } else { "false" }));
+        .user_attributes(attribute("email_verified", if user.email_verified { "true" } else { "false" }))
+        .user_attributes(attribute("custom:subPublishHistory", user.subscription));
     for (name, value) in [("given_name", user.given_name), ("family_name", user.family_name), ("custom:_tenant", user.tenant)] {
         if !value.is_empty() {
             request = request.user_attributes(attribute(name, value));
         }
     }
     request.send().await.expect("create user");
+    if user.confirmed {
+        cognito
+            .admin_set_user_password()
+            .user_pool_id(pool_id)
+            .username(user.email)
+            .password("Local-Passw0rd!")
+            .permanent(true)
+            .send()
+            .await
+            .expect("confirm user");
+    }
+    if !user.enabled {
+        cognito.admin_disable_user().user_pool_id(pool_id).username(user.email).send().await.expect("disable user");
+    }
 }
 
 pub async fn create_sample_users(cognito: &aws_sdk_cognitoidentityprovider::Client, pool_id: &str) {
@@ -104,4 +144,37 @@ pub fn sample_event(path: &str) -> serde_json::Value {
     let full = crate::workspace_root().join("events").join(path);
     let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("reading {}: {e}", full.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", full.display()))
+}
+
+/// The SES sender the functions use locally, verified as in production.
+pub const SENDER_ADDRESS: &str = "Navlab <no-reply@navlab.online>";
+
+pub async fn verify_sender(ses: &aws_sdk_ses::Client) {
+    ses.verify_email_identity().email_address("no-reply@navlab.online").send().await.expect("verify sender");
+}
+
+/// The idempotency table as the SAM template declares it: partition key `id`, TTL on `expiration`.
+pub async fn create_idempotency_table(dynamodb: &aws_sdk_dynamodb::Client, name: &str) {
+    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification};
+    dynamodb
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(AttributeDefinition::builder().attribute_name("id").attribute_type(ScalarAttributeType::S).build().unwrap())
+        .key_schema(KeySchemaElement::builder().attribute_name("id").key_type(KeyType::Hash).build().unwrap())
+        .send()
+        .await
+        .expect("create table");
+    dynamodb
+        .update_time_to_live()
+        .table_name(name)
+        .time_to_live_specification(TimeToLiveSpecification::builder().attribute_name("expiration").enabled(true).build().unwrap())
+        .send()
+        .await
+        .expect("enable TTL");
+}
+
+/// Every item of a table.
+pub async fn scan_all(dynamodb: &aws_sdk_dynamodb::Client, name: &str) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    dynamodb.scan().table_name(name).send().await.expect("scan").items().to_vec()
 }

@@ -40,6 +40,45 @@ fn operation_of(request: &tiny_http::Request, body: &str) -> String {
         .unwrap_or_else(|| format!("{} {}", request.method(), request.url()))
 }
 
+impl Call {
+    /// The fields of a form-encoded (query protocol) request body, decoded.
+    pub fn form(&self) -> std::collections::HashMap<String, String> {
+        self.body
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+            .collect()
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'+', _) => out.push(b' '),
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 2;
+            }
+            (byte, _) => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn decodes_form_values() {
+        assert_eq!(super::percent_decode("a%40b.co+%3Cscript%3E%zz%"), "a@b.co <script>%zz%");
+        assert_eq!(super::percent_decode("%C3%A9"), "é");
+    }
+}
+
 impl RecordingProxy {
     pub fn start(upstream: &str) -> Self {
         Self::start_with(upstream, |_| None)

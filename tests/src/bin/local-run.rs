@@ -7,7 +7,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use e2e_harness::fixtures::{create_queue, create_sample_users, create_user_pool, peek_all, sample_event, user_state, SAMPLE_USERS};
+use e2e_harness::fixtures::{
+    create_idempotency_table, create_queue, create_sample_users, create_user_pool, eligible_subscribers, peek_all, sample_event, user_state,
+    verify_sender, SAMPLE_USERS, SENDER_ADDRESS,
+};
+use e2e_harness::proxy::RecordingProxy;
 use e2e_harness::moto::Moto;
 use e2e_harness::runtime::FunctionProcess;
 use e2e_harness::{local_aws_env, sdk_config};
@@ -123,13 +127,71 @@ async fn cognito_attribute_sync(moto: &Moto, report: &mut Report) -> Vec<(String
     settings
 }
 
+async fn publish_history_email(moto: &Moto, report: &mut Report) -> Vec<(String, String)> {
+    println!("\n== publish-history-email: created publish history -> emails to the tenant's subscribers");
+    // Sends are read off a recording proxy in front of the local SES.
+    let proxy = RecordingProxy::start(&moto.endpoint);
+    let sdk = sdk_config(&moto.endpoint).await;
+    let cognito = aws_sdk_cognitoidentityprovider::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    verify_sender(&aws_sdk_ses::Client::new(&sdk)).await;
+    let pool_id = create_user_pool(&cognito, "local-subscribers").await;
+    create_sample_users(&cognito, &pool_id).await;
+    let table = "local-publish-history-email-idempotency";
+    create_idempotency_table(&aws_sdk_dynamodb::Client::new(&sdk), table).await;
+    let dlq_url = create_queue(&sqs, "local-publish-history-email-dlq").await;
+    let settings: Vec<(String, String)> = [
+        ("USER_POOL_ID", pool_id.as_str()),
+        ("SENDER_ADDRESS", SENDER_ADDRESS),
+        ("APP_BASE_URL", "https://app.navlab.online"),
+        ("IDEMPOTENCY_TABLE", table),
+        ("DEAD_LETTER_QUEUE_URL", dlq_url.as_str()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let mut env = local_aws_env(&proxy.endpoint);
+    env.extend(settings.iter().cloned());
+    let mut function = FunctionProcess::start(&binary("publish-history-email"), &env);
+
+    let mut sends_before = 0;
+    for file in ["sns-envelope-batch.json", "sns-envelope-batch.json", "raw-delivery.json", "mixed-batch.json"] {
+        let event = sample_event(&format!("publish-history-email/{file}"));
+        let records = event["Records"].as_array().map(Vec::len).unwrap_or(0);
+        let response = function.invoke(&event).response();
+        let sends = proxy.calls_of("SendEmail");
+        println!("  events/publish-history-email/{file}: {records} records, batchItemFailures: {}", failures(&response));
+        if sends.len() == sends_before {
+            println!("    (no email sent)");
+        }
+        for call in &sends[sends_before..] {
+            let form = call.form();
+            let to = form.get("Destination.ToAddresses.member.1").cloned().unwrap_or_default();
+            println!("    email to {:<30} {}", who(&to), form.get("Message.Subject.Data").cloned().unwrap_or_default());
+        }
+        sends_before = sends.len();
+    }
+    let dead = peek_all(&sqs, &dlq_url).await;
+    println!("  dead-letter queue: {} message(s)", dead.len());
+    for message in &dead {
+        let reason = message.message_attributes().and_then(|a| a.get("ErrorMessage")).and_then(|v| v.string_value()).unwrap_or("?");
+        println!("    - {reason}");
+    }
+    let expected = 2 * eligible_subscribers("acme").len() + eligible_subscribers("globex").len() + eligible_subscribers("acme").len();
+    report.expect(sends_before == expected, format!("{expected} emails: one per eligible subscriber per row, none on redelivery"));
+    report.expect(dead.len() == 2, "the two poison records are in the dead-letter queue");
+    report.expect(proxy.calls_of("ListUsers").len() == 1, "the user pool was listed once (subscriber cache)");
+    settings
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let keep = std::env::args().any(|a| a == "--keep");
     let moto = Moto::start();
     println!("local AWS (moto) listening on {}", moto.endpoint);
     let mut report = Report::default();
-    let settings = cognito_attribute_sync(&moto, &mut report).await;
+    let mut settings = cognito_attribute_sync(&moto, &mut report).await;
+    settings.extend(publish_history_email(&moto, &mut report).await);
 
     println!();
     if report.problems.is_empty() {
@@ -142,8 +204,12 @@ async fn main() -> ExitCode {
     }
     if keep {
         println!("\nThe local stack stays up. In another shell, for `cargo lambda watch` / `cargo lambda invoke`:");
-        for (key, value) in local_aws_env(&moto.endpoint).iter().chain(settings.iter()) {
+        for (key, value) in local_aws_env(&moto.endpoint) {
             println!("  export {key}={value}");
+        }
+        println!("and the functions' own settings (both use USER_POOL_ID and DEAD_LETTER_QUEUE_URL: pick one function's values):");
+        for (key, value) in &settings {
+            println!("  {key}='{value}'");
         }
         println!("Press Enter to stop it.");
         let mut line = String::new();

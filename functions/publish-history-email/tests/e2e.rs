@@ -1,0 +1,161 @@
+//! End to end: the built binary, run through the Lambda Runtime API against moto (SES with a verified sender, a
+//! user pool of two tenants with mixed subscribers, the DynamoDB idempotency table), on the sample events. The
+//! recording proxy in front of moto captures every SendEmail, so recipients and content are asserted exactly.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use e2e_harness::fixtures::{
+    create_idempotency_table, create_queue, create_sample_users, create_user_pool, eligible_subscribers, peek_all, sample_event, scan_all,
+    verify_sender, SENDER_ADDRESS,
+};
+use e2e_harness::moto::Moto;
+use e2e_harness::proxy::RecordingProxy;
+use e2e_harness::runtime::FunctionProcess;
+use e2e_harness::{local_aws_env, sdk_config};
+use serde_json::Value;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_publish-history-email");
+const TABLE: &str = "publish-history-email-idempotency";
+
+struct Stack {
+    _moto: Moto,
+    proxy: RecordingProxy,
+    sqs: aws_sdk_sqs::Client,
+    dynamodb: aws_sdk_dynamodb::Client,
+    dlq_url: String,
+    function: FunctionProcess,
+}
+
+async fn stack() -> Stack {
+    let moto = Moto::start();
+    let proxy = RecordingProxy::start(&moto.endpoint);
+    let sdk = sdk_config(&moto.endpoint).await;
+    let cognito = aws_sdk_cognitoidentityprovider::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    verify_sender(&aws_sdk_ses::Client::new(&sdk)).await;
+    let pool_id = create_user_pool(&cognito, "users").await;
+    create_sample_users(&cognito, &pool_id).await;
+    create_idempotency_table(&dynamodb, TABLE).await;
+    let dlq_url = create_queue(&sqs, "publish-history-email-dlq").await;
+    let mut env = local_aws_env(&proxy.endpoint);
+    for (key, value) in [
+        ("USER_POOL_ID", pool_id.as_str()),
+        ("SENDER_ADDRESS", SENDER_ADDRESS),
+        ("APP_BASE_URL", "https://app.navlab.online"),
+        ("IDEMPOTENCY_TABLE", TABLE),
+        ("DEAD_LETTER_QUEUE_URL", dlq_url.as_str()),
+    ] {
+        env.push((key.to_owned(), value.to_owned()));
+    }
+    let function = FunctionProcess::start(Path::new(BINARY), &env);
+    Stack { _moto: moto, proxy, sqs, dynamodb, dlq_url, function }
+}
+
+/// Sent emails by row link (each email links its row): recipient -> HTML part.
+fn sent_emails(proxy: &RecordingProxy) -> Vec<(String, String, String)> {
+    proxy
+        .calls_of("SendEmail")
+        .iter()
+        .map(|call| {
+            let form = call.form();
+            let to = form.get("Destination.ToAddresses.member.1").cloned().unwrap_or_default();
+            assert!(!form.contains_key("Destination.ToAddresses.member.2"), "one recipient per email");
+            assert!(!form.contains_key("Destination.CcAddresses.member.1") && !form.contains_key("Destination.BccAddresses.member.1"));
+            assert_eq!(form.get("Source").map(String::as_str), Some(SENDER_ADDRESS));
+            (to, form["Message.Subject.Data"].clone(), form["Message.Body.Html.Data"].clone())
+        })
+        .collect()
+}
+
+/// Recipients per subject, sorted.
+fn recipients_by_subject(emails: &[(String, String, String)]) -> BTreeMap<String, Vec<String>> {
+    let mut by_subject: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (to, subject, _) in emails {
+        by_subject.entry(subject.clone()).or_default().push(to.clone());
+    }
+    by_subject.values_mut().for_each(|v| v.sort());
+    by_subject
+}
+
+fn failures(response: &Value) -> Vec<String> {
+    let mut ids: Vec<String> =
+        response["batchItemFailures"].as_array().unwrap().iter().map(|f| f["itemIdentifier"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_eligible_subscriber_gets_exactly_one_email_and_redelivery_sends_nothing_new() {
+    let mut stack = stack().await;
+    let event = sample_event("publish-history-email/sns-envelope-batch.json");
+    let response = stack.function.invoke(&event).response();
+    assert_eq!(failures(&response), Vec::<String>::new());
+
+    let emails = sent_emails(&stack.proxy);
+    let by_subject = recipients_by_subject(&emails);
+    let acme_subject = "New publish history: Winter catalogue <script>alert('x')</script> & prices";
+    let globex_subject = "New publish history: Pricing update";
+    assert_eq!(by_subject.keys().collect::<Vec<_>>(), vec![globex_subject, acme_subject]);
+    assert_eq!(by_subject[acme_subject], eligible_subscribers("acme"));
+    assert_eq!(by_subject[globex_subject], eligible_subscribers("globex"));
+    assert_eq!(eligible_subscribers("acme"), vec!["ada@example.com", "grace@example.com"], "fixture: disabled, unverified, unconfirmed and unsubscribed users are left out");
+    assert_eq!(emails.len(), 4, "exactly one email per recipient per row");
+
+    let (_, _, html) = emails.iter().find(|(_, subject, _)| subject == acme_subject).unwrap();
+    assert!(html.contains("Winter catalogue &lt;script&gt;alert(&#x27;x&#x27;)&lt;&#x2f;script&gt; &amp; prices"), "{html}");
+    assert!(!html.contains("<script>"), "the title must arrive as text, not markup");
+    assert!(html.contains("Ada Lovelace") && html.contains("21 November 2026, 10:04 UTC"));
+    assert!(html.contains("publish-history&#x2f;ph-1001"), "link to the row: {html}");
+
+    // The idempotency table holds one completed record per (row, recipient), and no address.
+    let items = scan_all(&stack.dynamodb, TABLE).await;
+    assert_eq!(items.len(), 4);
+    for item in &items {
+        assert_eq!(item["status"].as_s().unwrap(), "COMPLETED");
+        assert!(item["expiration"].as_n().unwrap().parse::<u64>().unwrap() > 0);
+        assert!(!item["id"].as_s().unwrap().contains('@'));
+    }
+
+    // SQS (or SNS) delivers the same batch again: nothing new is sent.
+    let response = stack.function.invoke(&event).response();
+    assert_eq!(failures(&response), Vec::<String>::new());
+    assert_eq!(stack.proxy.calls_of("SendEmail").len(), 4, "a redelivered batch sent again");
+
+    // Raw delivery works the same way.
+    let response = stack.function.invoke(&sample_event("publish-history-email/raw-delivery.json")).response();
+    assert_eq!(failures(&response), Vec::<String>::new());
+    let by_subject = recipients_by_subject(&sent_emails(&stack.proxy));
+    assert_eq!(by_subject["New publish history: Spring roadmap"], eligible_subscribers("acme"));
+
+    // Within the cache TTL the pool was listed once for all three invocations.
+    assert_eq!(stack.proxy.calls_of("ListUsers").len(), 1);
+    assert_eq!(stack.proxy.calls_of("GetSendQuota").len(), 1);
+    let output = stack.function.output();
+    assert!(!output.iter().any(|l| l.contains("ada@example.com")), "an address was logged in full");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_mixing_good_and_poison_records_sends_the_good_and_dead_letters_the_poison() {
+    let mut stack = stack().await;
+    let event = sample_event("publish-history-email/mixed-batch.json");
+    let ids: Vec<String> = event["Records"].as_array().unwrap().iter().map(|r| r["messageId"].as_str().unwrap().to_owned()).collect();
+    let response = stack.function.invoke(&event).response();
+    assert_eq!(failures(&response), Vec::<String>::new(), "poison is dead-lettered, not returned");
+
+    let by_subject = recipients_by_subject(&sent_emails(&stack.proxy));
+    assert_eq!(by_subject.len(), 1);
+    assert_eq!(by_subject["New publish history: Audit log export"], eligible_subscribers("acme"));
+
+    let dead = peek_all(&stack.sqs, &stack.dlq_url).await;
+    let mut sources: Vec<String> =
+        dead.iter().map(|m| m.message_attributes().unwrap()["SourceMessageId"].string_value().unwrap().to_owned()).collect();
+    sources.sort();
+    let mut expected = vec![ids[1].clone(), ids[2].clone()];
+    expected.sort();
+    assert_eq!(sources, expected);
+    let reasons: Vec<&str> = dead.iter().map(|m| m.message_attributes().unwrap()["ErrorMessage"].string_value().unwrap()).collect();
+    assert!(reasons.iter().any(|r| r.contains("no `id`")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("not valid JSON")), "{reasons:?}");
+}
