@@ -62,3 +62,52 @@ pub fn die_with_parent(command: &mut std::process::Command) {
         });
     }
 }
+
+/// moto with the recording proxy in front, and an SDK configuration for set-up calls (made directly to moto, so
+/// they are not among the recorded calls of the function under test).
+pub struct LocalAws {
+    pub proxy: proxy::RecordingProxy,
+    pub sdk: aws_config::SdkConfig,
+    pub moto: moto::Moto,
+}
+
+impl LocalAws {
+    pub async fn start() -> LocalAws {
+        let moto = moto::Moto::start();
+        let proxy = proxy::RecordingProxy::start(&moto.endpoint);
+        let sdk = sdk_config(&moto.endpoint).await;
+        LocalAws { proxy, sdk, moto }
+    }
+
+    /// The environment of a function binary that reaches this local AWS through the proxy, plus `settings`.
+    pub fn function_env(&self, settings: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut env = local_aws_env(&self.proxy.endpoint);
+        env.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        env
+    }
+}
+
+/// The `itemIdentifier`s of a partial batch response, sorted. Panics when the response is not one.
+pub fn batch_failures(response: &serde_json::Value) -> Vec<String> {
+    let mut ids: Vec<String> = response["batchItemFailures"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a partial batch response: {response}"))
+        .iter()
+        .map(|f| f["itemIdentifier"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The message ids of an SQS event, in order.
+pub fn message_ids(event: &serde_json::Value) -> Vec<String> {
+    event["Records"].as_array().map(Vec::as_slice).unwrap_or_default().iter().map(|r| r["messageId"].as_str().unwrap_or_default().to_owned()).collect()
+}
+
+/// A dead-lettered message's `SourceMessageId` and `ErrorMessage` attributes.
+pub fn dead_letter_info(message: &aws_sdk_sqs::types::Message) -> (String, String) {
+    let attribute = |name: &str| {
+        message.message_attributes().and_then(|a| a.get(name)).and_then(|v| v.string_value()).unwrap_or_default().to_owned()
+    };
+    (attribute("SourceMessageId"), attribute("ErrorMessage"))
+}

@@ -5,17 +5,15 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use e2e_harness::fixtures::{create_queue, create_sample_users, create_user_pool, peek_all, sample_event, user_state};
-use e2e_harness::moto::Moto;
 use e2e_harness::proxy::RecordingProxy;
 use e2e_harness::runtime::FunctionProcess;
-use e2e_harness::{local_aws_env, sdk_config};
+use e2e_harness::{batch_failures as failures, dead_letter_info, message_ids, LocalAws};
 use serde_json::Value;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_cognito-attribute-sync");
 
 struct Stack {
-    _moto: Moto,
-    proxy: RecordingProxy,
+    aws: LocalAws,
     cognito: aws_sdk_cognitoidentityprovider::Client,
     sqs: aws_sdk_sqs::Client,
     pool_id: String,
@@ -23,36 +21,17 @@ struct Stack {
 }
 
 async fn stack() -> Stack {
-    let moto = Moto::start();
-    let proxy = RecordingProxy::start(&moto.endpoint);
-    let sdk = sdk_config(&moto.endpoint).await;
-    let cognito = aws_sdk_cognitoidentityprovider::Client::new(&sdk);
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let aws = LocalAws::start().await;
+    let cognito = aws_sdk_cognitoidentityprovider::Client::new(&aws.sdk);
+    let sqs = aws_sdk_sqs::Client::new(&aws.sdk);
     let pool_id = create_user_pool(&cognito, "users").await;
     create_sample_users(&cognito, &pool_id).await;
     let dlq_url = create_queue(&sqs, "cognito-attribute-sync-dlq").await;
-    Stack { _moto: moto, proxy, cognito, sqs, pool_id, dlq_url }
+    Stack { aws, cognito, sqs, pool_id, dlq_url }
 }
 
-fn start(stack: &Stack, extra: &[(&str, &str)]) -> FunctionProcess {
-    let mut env = local_aws_env(&stack.proxy.endpoint);
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    FunctionProcess::start(Path::new(BINARY), &env)
-}
-
-fn failures(response: &Value) -> Vec<String> {
-    let mut ids: Vec<String> = response["batchItemFailures"]
-        .as_array()
-        .expect("a partial batch response")
-        .iter()
-        .map(|f| f["itemIdentifier"].as_str().unwrap().to_owned())
-        .collect();
-    ids.sort();
-    ids
-}
-
-fn message_ids(event: &Value) -> Vec<String> {
-    event["Records"].as_array().unwrap().iter().map(|r| r["messageId"].as_str().unwrap().to_owned()).collect()
+fn start(stack: &Stack, settings: &[(&str, &str)]) -> FunctionProcess {
+    FunctionProcess::start(Path::new(BINARY), &stack.aws.function_env(settings))
 }
 
 /// Calls of `operation` whose request names `username`.
@@ -77,9 +56,9 @@ async fn sample_events_bring_cognito_in_line_with_the_user_rows() {
     assert_eq!(attr(&ada, "given_name"), Some("Ada"));
     assert_eq!(attr(&ada, "family_name"), Some("Lovelace"));
     assert_eq!(attr(&ada, "custom:_tenant"), Some("acme"));
-    assert_eq!(calls_for(&stack.proxy, "AdminUpdateUserAttributes", "ada@example.com"), 1);
-    assert_eq!(calls_for(&stack.proxy, "AdminUpdateUserAttributes", "grace@example.com"), 0, "unchanged user got a write");
-    assert_eq!(calls_for(&stack.proxy, "AdminDeleteUserAttributes", "grace@example.com"), 0, "unchanged user got a write");
+    assert_eq!(calls_for(&stack.aws.proxy, "AdminUpdateUserAttributes", "ada@example.com"), 1);
+    assert_eq!(calls_for(&stack.aws.proxy, "AdminUpdateUserAttributes", "grace@example.com"), 0, "unchanged user got a write");
+    assert_eq!(calls_for(&stack.aws.proxy, "AdminDeleteUserAttributes", "grace@example.com"), 0, "unchanged user got a write");
 
     // Raw delivery: a new user row gives Katherine her names and tenant.
     let response = function.invoke(&sample_event("cognito-attribute-sync/raw-delivery.json")).response();
@@ -103,10 +82,7 @@ async fn sample_events_bring_cognito_in_line_with_the_user_rows() {
     let response = function.invoke(&poison_event).response();
     assert_eq!(failures(&response), Vec::<String>::new(), "dead-lettered poison is acknowledged");
     let dead = peek_all(&stack.sqs, &stack.dlq_url).await;
-    let mut sources: Vec<String> = dead
-        .iter()
-        .map(|m| m.message_attributes().unwrap()["SourceMessageId"].string_value().unwrap().to_owned())
-        .collect();
+    let mut sources: Vec<String> = dead.iter().map(|m| dead_letter_info(m).0).collect();
     sources.sort();
     let mut expected = vec![ids[1].clone(), ids[2].clone()];
     expected.sort();
@@ -124,7 +100,7 @@ async fn sample_events_bring_cognito_in_line_with_the_user_rows() {
             Some("arn:aws:sqs:eu-west-1:123456789012:dev-cognito-attribute-sync")
         );
     }
-    assert_eq!(calls_for(&stack.proxy, "AdminUpdateUserAttributes", "grace@example.com"), 0);
+    assert_eq!(calls_for(&stack.aws.proxy, "AdminUpdateUserAttributes", "grace@example.com"), 0);
 
     // Logs: JSON lines, each line of an invocation with its request id, no email address in full.
     let output = function.output();

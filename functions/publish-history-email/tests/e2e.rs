@@ -9,18 +9,15 @@ use e2e_harness::fixtures::{
     create_idempotency_table, create_queue, create_sample_users, create_user_pool, eligible_subscribers, peek_all, sample_event, scan_all,
     verify_sender, SENDER_ADDRESS,
 };
-use e2e_harness::moto::Moto;
 use e2e_harness::proxy::RecordingProxy;
 use e2e_harness::runtime::FunctionProcess;
-use e2e_harness::{local_aws_env, sdk_config};
-use serde_json::Value;
+use e2e_harness::{batch_failures as failures, dead_letter_info, message_ids, LocalAws};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_publish-history-email");
 const TABLE: &str = "publish-history-email-idempotency";
 
 struct Stack {
-    _moto: Moto,
-    proxy: RecordingProxy,
+    aws: LocalAws,
     sqs: aws_sdk_sqs::Client,
     dynamodb: aws_sdk_dynamodb::Client,
     dlq_url: String,
@@ -28,29 +25,24 @@ struct Stack {
 }
 
 async fn stack() -> Stack {
-    let moto = Moto::start();
-    let proxy = RecordingProxy::start(&moto.endpoint);
-    let sdk = sdk_config(&moto.endpoint).await;
-    let cognito = aws_sdk_cognitoidentityprovider::Client::new(&sdk);
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-    verify_sender(&aws_sdk_ses::Client::new(&sdk)).await;
+    let aws = LocalAws::start().await;
+    let cognito = aws_sdk_cognitoidentityprovider::Client::new(&aws.sdk);
+    let sqs = aws_sdk_sqs::Client::new(&aws.sdk);
+    let dynamodb = aws_sdk_dynamodb::Client::new(&aws.sdk);
+    verify_sender(&aws_sdk_ses::Client::new(&aws.sdk)).await;
     let pool_id = create_user_pool(&cognito, "users").await;
     create_sample_users(&cognito, &pool_id).await;
     create_idempotency_table(&dynamodb, TABLE).await;
     let dlq_url = create_queue(&sqs, "publish-history-email-dlq").await;
-    let mut env = local_aws_env(&proxy.endpoint);
-    for (key, value) in [
+    let env = aws.function_env(&[
         ("USER_POOL_ID", pool_id.as_str()),
         ("SENDER_ADDRESS", SENDER_ADDRESS),
         ("APP_BASE_URL", "https://app.navlab.online"),
         ("IDEMPOTENCY_TABLE", TABLE),
         ("DEAD_LETTER_QUEUE_URL", dlq_url.as_str()),
-    ] {
-        env.push((key.to_owned(), value.to_owned()));
-    }
+    ]);
     let function = FunctionProcess::start(Path::new(BINARY), &env);
-    Stack { _moto: moto, proxy, sqs, dynamodb, dlq_url, function }
+    Stack { aws, sqs, dynamodb, dlq_url, function }
 }
 
 /// Sent emails by row link (each email links its row): recipient -> HTML part.
@@ -79,13 +71,6 @@ fn recipients_by_subject(emails: &[(String, String, String)]) -> BTreeMap<String
     by_subject
 }
 
-fn failures(response: &Value) -> Vec<String> {
-    let mut ids: Vec<String> =
-        response["batchItemFailures"].as_array().unwrap().iter().map(|f| f["itemIdentifier"].as_str().unwrap().to_owned()).collect();
-    ids.sort();
-    ids
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_eligible_subscriber_gets_exactly_one_email_and_redelivery_sends_nothing_new() {
     let mut stack = stack().await;
@@ -93,7 +78,7 @@ async fn each_eligible_subscriber_gets_exactly_one_email_and_redelivery_sends_no
     let response = stack.function.invoke(&event).response();
     assert_eq!(failures(&response), Vec::<String>::new());
 
-    let emails = sent_emails(&stack.proxy);
+    let emails = sent_emails(&stack.aws.proxy);
     let by_subject = recipients_by_subject(&emails);
     let acme_subject = "New publish history: Winter catalogue <script>alert('x')</script> & prices";
     let globex_subject = "New publish history: Pricing update";
@@ -121,17 +106,17 @@ async fn each_eligible_subscriber_gets_exactly_one_email_and_redelivery_sends_no
     // SQS (or SNS) delivers the same batch again: nothing new is sent.
     let response = stack.function.invoke(&event).response();
     assert_eq!(failures(&response), Vec::<String>::new());
-    assert_eq!(stack.proxy.calls_of("SendEmail").len(), 4, "a redelivered batch sent again");
+    assert_eq!(stack.aws.proxy.calls_of("SendEmail").len(), 4, "a redelivered batch sent again");
 
     // Raw delivery works the same way.
     let response = stack.function.invoke(&sample_event("publish-history-email/raw-delivery.json")).response();
     assert_eq!(failures(&response), Vec::<String>::new());
-    let by_subject = recipients_by_subject(&sent_emails(&stack.proxy));
+    let by_subject = recipients_by_subject(&sent_emails(&stack.aws.proxy));
     assert_eq!(by_subject["New publish history: Spring roadmap"], eligible_subscribers("acme"));
 
     // Within the cache TTL the pool was listed once for all three invocations.
-    assert_eq!(stack.proxy.calls_of("ListUsers").len(), 1);
-    assert_eq!(stack.proxy.calls_of("GetSendQuota").len(), 1);
+    assert_eq!(stack.aws.proxy.calls_of("ListUsers").len(), 1);
+    assert_eq!(stack.aws.proxy.calls_of("GetSendQuota").len(), 1);
     let output = stack.function.output();
     assert!(!output.iter().any(|l| l.contains("ada@example.com")), "an address was logged in full");
 }
@@ -140,22 +125,21 @@ async fn each_eligible_subscriber_gets_exactly_one_email_and_redelivery_sends_no
 async fn a_batch_mixing_good_and_poison_records_sends_the_good_and_dead_letters_the_poison() {
     let mut stack = stack().await;
     let event = sample_event("publish-history-email/mixed-batch.json");
-    let ids: Vec<String> = event["Records"].as_array().unwrap().iter().map(|r| r["messageId"].as_str().unwrap().to_owned()).collect();
+    let ids = message_ids(&event);
     let response = stack.function.invoke(&event).response();
     assert_eq!(failures(&response), Vec::<String>::new(), "poison is dead-lettered, not returned");
 
-    let by_subject = recipients_by_subject(&sent_emails(&stack.proxy));
+    let by_subject = recipients_by_subject(&sent_emails(&stack.aws.proxy));
     assert_eq!(by_subject.len(), 1);
     assert_eq!(by_subject["New publish history: Audit log export"], eligible_subscribers("acme"));
 
     let dead = peek_all(&stack.sqs, &stack.dlq_url).await;
-    let mut sources: Vec<String> =
-        dead.iter().map(|m| m.message_attributes().unwrap()["SourceMessageId"].string_value().unwrap().to_owned()).collect();
+    let mut sources: Vec<String> = dead.iter().map(|m| dead_letter_info(m).0).collect();
     sources.sort();
     let mut expected = vec![ids[1].clone(), ids[2].clone()];
     expected.sort();
     assert_eq!(sources, expected);
-    let reasons: Vec<&str> = dead.iter().map(|m| m.message_attributes().unwrap()["ErrorMessage"].string_value().unwrap()).collect();
+    let reasons: Vec<String> = dead.iter().map(|m| dead_letter_info(m).1).collect();
     assert!(reasons.iter().any(|r| r.contains("no `id`")), "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("not valid JSON")), "{reasons:?}");
 }

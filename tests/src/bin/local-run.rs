@@ -14,7 +14,7 @@ use e2e_harness::fixtures::{
 use e2e_harness::proxy::RecordingProxy;
 use e2e_harness::moto::Moto;
 use e2e_harness::runtime::FunctionProcess;
-use e2e_harness::{local_aws_env, sdk_config};
+use e2e_harness::{batch_failures, dead_letter_info, local_aws_env, sdk_config};
 use shared::logging::mask_email;
 
 /// Collects what went against expectations; the exit code says whether anything did.
@@ -52,7 +52,21 @@ fn who(email: &str) -> String {
 }
 
 fn failures(response: &serde_json::Value) -> usize {
-    response["batchItemFailures"].as_array().map(Vec::len).unwrap_or(usize::MAX)
+    batch_failures(response).len()
+}
+
+/// Prints what a dead-letter queue holds and returns how many messages.
+async fn print_dead_letters(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> usize {
+    let dead = peek_all(sqs, queue_url).await;
+    println!("  dead-letter queue: {} message(s)", dead.len());
+    for message in &dead {
+        println!("    - {}", dead_letter_info(message).1);
+    }
+    dead.len()
+}
+
+fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 type Snapshot = HashMap<&'static str, (bool, HashMap<String, String>)>;
@@ -97,7 +111,7 @@ async fn cognito_attribute_sync(moto: &Moto, report: &mut Report) -> Vec<(String
     let pool_id = create_user_pool(&cognito, "local-users").await;
     create_sample_users(&cognito, &pool_id).await;
     let dlq_url = create_queue(&sqs, "local-cognito-attribute-sync-dlq").await;
-    let settings = vec![("USER_POOL_ID".to_owned(), pool_id.clone()), ("DEAD_LETTER_QUEUE_URL".to_owned(), dlq_url.clone())];
+    let settings = owned(&[("USER_POOL_ID", &pool_id), ("DEAD_LETTER_QUEUE_URL", &dlq_url)]);
     let mut env = local_aws_env(&moto.endpoint);
     env.extend(settings.iter().cloned());
     let mut function = FunctionProcess::start(&binary("cognito-attribute-sync"), &env);
@@ -113,17 +127,12 @@ async fn cognito_attribute_sync(moto: &Moto, report: &mut Report) -> Vec<(String
     }
     let state = snapshot(&cognito, &pool_id).await;
     let attr = |email: &str, name: &str| state[email].1.get(name).cloned().unwrap_or_default();
-    let dead = peek_all(&sqs, &dlq_url).await;
-    println!("  dead-letter queue: {} message(s)", dead.len());
-    for message in &dead {
-        let reason = message.message_attributes().and_then(|a| a.get("ErrorMessage")).and_then(|v| v.string_value()).unwrap_or("?");
-        println!("    - {reason}");
-    }
+    let dead = print_dead_letters(&sqs, &dlq_url).await;
     report.expect(attr("ada@example.com", "family_name") == "Lovelace", "Ada's family_name is Lovelace");
     report.expect(attr("katherine@example.com", "custom:_tenant") == "globex", "Katherine joined tenant globex");
     report.expect(!state["alan@example.com"].0, "Alan's deleted account is disabled");
     report.expect(attr("grace@example.com", "family_name") == "Hopper", "Grace is unchanged");
-    report.expect(dead.len() == 2, "the two poison records are in the dead-letter queue");
+    report.expect(dead == 2, "the two poison records are in the dead-letter queue");
     settings
 }
 
@@ -140,16 +149,13 @@ async fn publish_history_email(moto: &Moto, report: &mut Report) -> Vec<(String,
     let table = "local-publish-history-email-idempotency";
     create_idempotency_table(&aws_sdk_dynamodb::Client::new(&sdk), table).await;
     let dlq_url = create_queue(&sqs, "local-publish-history-email-dlq").await;
-    let settings: Vec<(String, String)> = [
-        ("USER_POOL_ID", pool_id.as_str()),
+    let settings = owned(&[
+        ("USER_POOL_ID", &pool_id),
         ("SENDER_ADDRESS", SENDER_ADDRESS),
         ("APP_BASE_URL", "https://app.navlab.online"),
         ("IDEMPOTENCY_TABLE", table),
-        ("DEAD_LETTER_QUEUE_URL", dlq_url.as_str()),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+        ("DEAD_LETTER_QUEUE_URL", &dlq_url),
+    ]);
     let mut env = local_aws_env(&proxy.endpoint);
     env.extend(settings.iter().cloned());
     let mut function = FunctionProcess::start(&binary("publish-history-email"), &env);
@@ -171,15 +177,10 @@ async fn publish_history_email(moto: &Moto, report: &mut Report) -> Vec<(String,
         }
         sends_before = sends.len();
     }
-    let dead = peek_all(&sqs, &dlq_url).await;
-    println!("  dead-letter queue: {} message(s)", dead.len());
-    for message in &dead {
-        let reason = message.message_attributes().and_then(|a| a.get("ErrorMessage")).and_then(|v| v.string_value()).unwrap_or("?");
-        println!("    - {reason}");
-    }
+    let dead = print_dead_letters(&sqs, &dlq_url).await;
     let expected = 2 * eligible_subscribers("acme").len() + eligible_subscribers("globex").len() + eligible_subscribers("acme").len();
     report.expect(sends_before == expected, format!("{expected} emails: one per eligible subscriber per row, none on redelivery"));
-    report.expect(dead.len() == 2, "the two poison records are in the dead-letter queue");
+    report.expect(dead == 2, "the two poison records are in the dead-letter queue");
     report.expect(proxy.calls_of("ListUsers").len() == 1, "the user pool was listed once (subscriber cache)");
     settings
 }
