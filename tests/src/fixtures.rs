@@ -178,3 +178,57 @@ pub async fn create_idempotency_table(dynamodb: &aws_sdk_dynamodb::Client, name:
 pub async fn scan_all(dynamodb: &aws_sdk_dynamodb::Client, name: &str) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
     dynamodb.scan().table_name(name).send().await.expect("scan").items().to_vec()
 }
+
+/// The worker fleet's group name in the sample events.
+pub const WORKER_GROUP: &str = "workers";
+/// The restriction parameter, and its initial value as the SAM template creates it.
+pub const RESTRICTION_PARAMETER: &str = "/bg-removal/restriction";
+pub const INITIAL_RESTRICTION: &str = r#"{"restricted":false,"reason":"initial value"}"#;
+
+/// An Auto Scaling group of `desired` instances (moto starts them InService at once).
+pub async fn create_worker_group(autoscaling: &aws_sdk_autoscaling::Client, name: &str, desired: i32) {
+    let configuration = format!("{name}-launch-configuration");
+    autoscaling
+        .create_launch_configuration()
+        .launch_configuration_name(&configuration)
+        // moto's stock AMI.
+        .image_id("ami-12c6146b")
+        .instance_type("c6g.xlarge")
+        .send()
+        .await
+        .expect("create launch configuration");
+    autoscaling
+        .create_auto_scaling_group()
+        .auto_scaling_group_name(name)
+        .launch_configuration_name(&configuration)
+        .min_size(1)
+        .max_size(6)
+        .desired_capacity(desired)
+        .availability_zones("eu-west-1a")
+        .send()
+        .await
+        .expect("create Auto Scaling group");
+}
+
+/// The ids of a group's instances.
+pub async fn group_instances(autoscaling: &aws_sdk_autoscaling::Client, name: &str) -> Vec<String> {
+    let output = autoscaling.describe_auto_scaling_groups().auto_scaling_group_names(name).send().await.expect("describe group");
+    output.auto_scaling_groups().first().map(|g| g.instances().iter().filter_map(|i| i.instance_id().map(str::to_owned)).collect()).unwrap_or_default()
+}
+
+pub async fn put_parameter(ssm: &aws_sdk_ssm::Client, name: &str, value: &str) {
+    ssm.put_parameter()
+        .name(name)
+        .value(value)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .expect("put parameter");
+}
+
+pub async fn get_parameter(ssm: &aws_sdk_ssm::Client, name: &str) -> serde_json::Value {
+    let output = ssm.get_parameter().name(name).send().await.expect("get parameter");
+    let value = output.parameter().and_then(|p| p.value()).unwrap_or_default();
+    serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.to_owned()))
+}

@@ -1,6 +1,7 @@
 //! A recording proxy in front of moto: it records every AWS call (operation and body) so tests can assert what a
-//! function called, not only the state it left, and it can answer calls itself (those moto lacks, or a failure to
-//! inject) before forwarding the rest.
+//! function called, not only the state it left. Two hooks, settable at any time, cover what moto cannot do: a
+//! responder answers calls itself (calls moto lacks, or a failure to inject), and a rewriter changes moto's answer
+//! (a state moto cannot model). Tests that use them say so.
 
 use std::io::Read;
 use std::sync::{Arc, Mutex};
@@ -21,10 +22,18 @@ pub struct Reply {
 }
 
 type Responder = dyn Fn(&Call) -> Option<Reply> + Send + Sync;
+type Rewriter = dyn Fn(&Call, String) -> String + Send + Sync;
+
+#[derive(Default)]
+struct Hooks {
+    responder: Option<Arc<Responder>>,
+    rewriter: Option<Arc<Rewriter>>,
+}
 
 pub struct RecordingProxy {
     pub endpoint: String,
     calls: Arc<Mutex<Vec<Call>>>,
+    hooks: Arc<Mutex<Hooks>>,
     server: Arc<tiny_http::Server>,
     thread: Option<JoinHandle<()>>,
 }
@@ -81,24 +90,30 @@ mod tests {
 
 impl RecordingProxy {
     pub fn start(upstream: &str) -> Self {
-        Self::start_with(upstream, |_| None)
-    }
-
-    pub fn start_with(upstream: &str, responder: impl Fn(&Call) -> Option<Reply> + Send + Sync + 'static) -> Self {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("proxy listens"));
         let port = server.server_addr().to_ip().expect("an IP address").port();
         let calls = Arc::new(Mutex::new(Vec::new()));
-        let responder: Arc<Responder> = Arc::new(responder);
+        let hooks = Arc::new(Mutex::new(Hooks::default()));
         let upstream = upstream.trim_end_matches('/').to_owned();
-        let (server2, calls2) = (server.clone(), calls.clone());
+        let (server2, calls2, hooks2) = (server.clone(), calls.clone(), hooks.clone());
         let thread = std::thread::spawn(move || {
             let agent = ureq::AgentBuilder::new().build();
             for request in server2.incoming_requests() {
-                let (agent, calls, responder, upstream) = (agent.clone(), calls2.clone(), responder.clone(), upstream.clone());
-                std::thread::spawn(move || forward(request, &agent, &calls, &*responder, &upstream));
+                let (agent, calls, hooks, upstream) = (agent.clone(), calls2.clone(), hooks2.clone(), upstream.clone());
+                std::thread::spawn(move || forward(request, &agent, &calls, &hooks, &upstream));
             }
         });
-        RecordingProxy { endpoint: format!("http://127.0.0.1:{port}"), calls, server, thread: Some(thread) }
+        RecordingProxy { endpoint: format!("http://127.0.0.1:{port}"), calls, hooks, server, thread: Some(thread) }
+    }
+
+    /// Answers the calls for which `responder` returns a reply, instead of moto.
+    pub fn respond_with(&self, responder: impl Fn(&Call) -> Option<Reply> + Send + Sync + 'static) {
+        self.hooks.lock().unwrap().responder = Some(Arc::new(responder));
+    }
+
+    /// Passes moto's answers (bodies) through `rewriter`; `None` stops rewriting.
+    pub fn rewrite_with(&self, rewriter: Option<Box<dyn Fn(&Call, String) -> String + Send + Sync>>) {
+        self.hooks.lock().unwrap().rewriter = rewriter.map(Arc::from);
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -111,13 +126,17 @@ impl RecordingProxy {
     }
 }
 
-fn forward(mut request: tiny_http::Request, agent: &ureq::Agent, calls: &Mutex<Vec<Call>>, responder: &Responder, upstream: &str) {
+fn forward(mut request: tiny_http::Request, agent: &ureq::Agent, calls: &Mutex<Vec<Call>>, hooks: &Mutex<Hooks>, upstream: &str) {
     let mut body = Vec::new();
     let _ = request.as_reader().read_to_end(&mut body);
     let text = String::from_utf8_lossy(&body).into_owned();
     let call = Call { operation: operation_of(&request, &text), body: text };
     calls.lock().unwrap().push(call.clone());
-    if let Some(reply) = responder(&call) {
+    let (responder, rewriter) = {
+        let hooks = hooks.lock().unwrap();
+        (hooks.responder.clone(), hooks.rewriter.clone())
+    };
+    if let Some(reply) = responder.and_then(|responder| responder(&call)) {
         let response = tiny_http::Response::from_string(reply.body)
             .with_status_code(reply.status)
             .with_header(tiny_http::Header::from_bytes("Content-Type", reply.content_type).unwrap());
@@ -147,6 +166,9 @@ fn forward(mut request: tiny_http::Request, agent: &ureq::Agent, calls: &Mutex<V
         .collect();
     let mut response_body = Vec::new();
     let _ = response.into_reader().read_to_end(&mut response_body);
+    if let Some(rewriter) = rewriter {
+        response_body = rewriter(&call, String::from_utf8_lossy(&response_body).into_owned()).into_bytes();
+    }
     let mut reply = tiny_http::Response::from_data(response_body).with_status_code(status);
     for header in headers {
         reply.add_header(header);

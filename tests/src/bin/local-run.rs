@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use e2e_harness::fixtures::{
+    create_worker_group, get_parameter, put_parameter, INITIAL_RESTRICTION, RESTRICTION_PARAMETER, WORKER_GROUP,
     create_idempotency_table, create_queue, create_sample_users, create_user_pool, eligible_subscribers, peek_all, sample_event, user_state,
     verify_sender, SAMPLE_USERS, SENDER_ADDRESS,
 };
@@ -185,6 +186,37 @@ async fn publish_history_email(moto: &Moto, report: &mut Report) -> Vec<(String,
     settings
 }
 
+async fn alarm_instance_updater(moto: &Moto, report: &mut Report) -> Vec<(String, String)> {
+    println!("\n== alarm-instance-updater: scale-out alarm -> background removal restricted, lifted once settled");
+    let sdk = sdk_config(&moto.endpoint).await;
+    let ssm = aws_sdk_ssm::Client::new(&sdk);
+    create_worker_group(&aws_sdk_autoscaling::Client::new(&sdk), WORKER_GROUP, 2).await;
+    put_parameter(&ssm, RESTRICTION_PARAMETER, INITIAL_RESTRICTION).await;
+    let settings = owned(&[
+        ("RESTRICTION_PARAMETER", RESTRICTION_PARAMETER),
+        ("AUTOSCALING_GROUP_NAME", WORKER_GROUP),
+        ("RESTRICT_ON_ALARMS", "cpu_high"),
+        ("RESTRICTION_MAX_SECONDS", "900"),
+    ]);
+    let mut env = local_aws_env(&moto.endpoint);
+    env.extend(settings.iter().cloned());
+    let mut function = FunctionProcess::start(&binary("alarm-instance-updater"), &env);
+    let mut timeline = Vec::new();
+    for file in ["sns-alarm-cpu-high.json", "sns-alarm-disk-full.json", "eventbridge-launch-successful.json", "sns-ok-cpu-high.json"] {
+        let summary = function.invoke(&sample_event(&format!("alarm-instance-updater/{file}"))).response();
+        let value = get_parameter(&ssm, RESTRICTION_PARAMETER).await;
+        let restricted = value["restricted"].as_bool().unwrap_or(false);
+        let state = if restricted { format!("restricted until {}", value["expiresAt"].as_str().unwrap_or("?")) } else { "not restricted".into() };
+        let why = summary["steps"].as_array().and_then(|s| s.first()).and_then(|s| s["why"].as_str()).unwrap_or("?").to_owned();
+        println!("  events/alarm-instance-updater/{file}");
+        println!("    {RESTRICTION_PARAMETER}: {state}{}", if summary["written"] == true { " (written)" } else { "" });
+        println!("    why: {}", why.chars().take(110).collect::<String>());
+        timeline.push(restricted);
+    }
+    report.expect(timeline == [true, true, false, false], "restricted by cpu_high, disk_full ignored, lifted once the group settled");
+    settings
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let keep = std::env::args().any(|a| a == "--keep");
@@ -193,6 +225,7 @@ async fn main() -> ExitCode {
     let mut report = Report::default();
     let mut settings = cognito_attribute_sync(&moto, &mut report).await;
     settings.extend(publish_history_email(&moto, &mut report).await);
+    settings.extend(alarm_instance_updater(&moto, &mut report).await);
 
     println!();
     if report.problems.is_empty() {

@@ -1,0 +1,92 @@
+//! One invocation: read the parameter once, decide for each trigger, look at the group only when the decision
+//! needs it, and write once at the end, only if the value changed.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use shared::metrics::Metrics;
+
+use crate::aws::{GroupStatus, RestrictionStore};
+use crate::config::Config;
+use crate::restriction::{intent, is_change, next_value, read_value, GroupState, Intent, Restriction};
+use crate::trigger::{parse, Trigger};
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    pub trigger: String,
+    pub why: String,
+}
+
+/// What the function returns: the state before and after, and why.
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub before: Option<Restriction>,
+    pub after: Option<Restriction>,
+    pub written: bool,
+    pub steps: Vec<Step>,
+}
+
+pub struct Updater<P, G> {
+    parameter: P,
+    groups: G,
+    config: Config,
+    metrics: Arc<Metrics>,
+}
+
+impl<P: RestrictionStore, G: GroupStatus> Updater<P, G> {
+    pub fn new(parameter: P, groups: G, config: Config, metrics: Arc<Metrics>) -> Self {
+        Self { parameter, groups, config, metrics }
+    }
+
+    pub async fn handle(&self, payload: &Value, now: DateTime<Utc>) -> Result<Summary, String> {
+        let triggers = parse(payload).map_err(|e| e.to_string())?;
+        let raw = self.parameter.read().await?;
+        let (before, warning) = read_value(raw.as_deref());
+        if let Some(warning) = warning {
+            tracing::warn!("{warning}");
+        }
+        let mut state = before.clone();
+        let mut group: Option<Option<GroupState>> = None;
+        let mut steps = Vec::new();
+        for trigger in &triggers {
+            let wanted = intent(state.as_ref(), trigger, now, &self.config);
+            // The group is described at most once, and only for a decision that needs it.
+            if !matches!(wanted, Intent::Nothing { .. }) && group.is_none() {
+                group = Some(self.groups.describe(&self.config.autoscaling_group_name).await?);
+            }
+            let (next, why) = next_value(state.as_ref(), &wanted, group.flatten().as_ref(), now, &self.config);
+            tracing::info!(trigger = %trigger.describe(), why = %why, "decision");
+            self.count(trigger);
+            steps.push(Step { trigger: trigger.describe(), why });
+            if let Some(next) = next {
+                if is_change(state.as_ref(), &next) {
+                    state = Some(next);
+                }
+            }
+        }
+        let written = state != before && state.as_ref().is_some_and(|next| is_change(before.as_ref(), next));
+        if written {
+            let value = state.as_ref().expect("a change has a value");
+            self.parameter.write(&value.to_json()).await?;
+            self.metrics.count(if value.restricted { "RestrictionsWritten" } else { "RestrictionsLifted" }, 1);
+            tracing::info!(restricted = value.restricted, expires_at = ?value.expires_at, "restriction parameter written");
+        }
+        let after = if written { state } else { before.clone() };
+        Ok(Summary { before, after, written, steps })
+    }
+
+    fn count(&self, trigger: &Trigger) {
+        self.metrics.count(
+            match trigger {
+                Trigger::Alarm { .. } => "AlarmNotifications",
+                Trigger::Launch { .. } => "LaunchEvents",
+                Trigger::Ignored(_) => "EventsIgnored",
+            },
+            1,
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! alarm-instance-updater: while the worker fleet scales out, restricts the resource-heavy feature (background
+//! removal) through an SSM parameter the application reads, and lifts the restriction once the Auto Scaling group
+//! has settled.
+//!
+//! `trigger` turns the three kinds of input into one [`trigger::Trigger`]; `restriction` is the parameter's value and
+//! the pure decision of what it becomes; `handler` runs that decision over two ports (the parameter and the group),
+//! whose SDK adapters are in `aws`.
+
+pub mod aws;
+pub mod config;
+pub mod handler;
+pub mod restriction;
+pub mod trigger;

@@ -1,0 +1,341 @@
+//! The restriction parameter's value, the contract with the application, and the pure decision of what it becomes.
+//!
+//! ```json
+//! {"restricted": true, "reason": "...", "since": "2026-11-21T10:01:31Z", "expiresAt": "2026-11-21T10:16:31Z",
+//!  "alarm": "cpu_high", "autoScalingGroup": "workers", "desiredCapacity": 3, "inService": 2}
+//! ```
+//! The application reads it with a short cache and treats a missing, unreadable or expired value as unrestricted
+//! (fail open): a stuck restriction must never switch the feature off for good.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::trigger::{AlarmState, Trigger};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Restriction {
+    pub restricted: bool,
+    #[serde(default)]
+    pub reason: String,
+    // Defaults let the deployment create the parameter with a constant `{"restricted": false, "reason": "..."}`.
+    #[serde(with = "rfc3339", default)]
+    pub since: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339_option")]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm: Option<String>,
+    #[serde(default)]
+    pub auto_scaling_group: String,
+    #[serde(default)]
+    pub desired_capacity: u32,
+    #[serde(default)]
+    pub in_service: u32,
+}
+
+mod rfc3339 {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&time.to_rfc3339_opts(SecondsFormat::Secs, true))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        DateTime::parse_from_rfc3339(&text).map(|t| t.with_timezone(&Utc)).map_err(serde::de::Error::custom)
+    }
+}
+
+mod rfc3339_option {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(time: &Option<DateTime<Utc>>, serializer: S) -> Result<S::Ok, S::Error> {
+        match time {
+            Some(time) => super::rfc3339::serialize(time, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        match Option::<String>::deserialize(deserializer)? {
+            None => Ok(None),
+            Some(text) => DateTime::parse_from_rfc3339(&text).map(|t| Some(t.with_timezone(&Utc))).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Restriction {
+    /// Restricted and not expired. A restricted value without `expiresAt` counts as expired, as the application
+    /// reads it.
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        self.restricted && self.expires_at.is_some_and(|expires| expires > now)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a restriction serializes")
+    }
+}
+
+/// The parameter's current value: `None` when missing or unreadable (the application then sees it as unrestricted
+/// too), with a warning for the unreadable case.
+pub fn read_value(raw: Option<&str>) -> (Option<Restriction>, Option<String>) {
+    match raw {
+        None => (None, None),
+        Some(text) => match serde_json::from_str(text) {
+            Ok(restriction) => (Some(restriction), None),
+            Err(error) => (None, Some(format!("restriction parameter is unreadable ({error}); treated as unrestricted"))),
+        },
+    }
+}
+
+/// The Auto Scaling group as DescribeAutoScalingGroups shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupState {
+    pub desired: u32,
+    pub in_service: u32,
+    /// Instances in any `Pending*` lifecycle state (`Pending`, `Pending:Wait`, `Pending:Proceed`).
+    pub pending: u32,
+}
+
+impl GroupState {
+    /// Nothing pending and at least the desired capacity in service.
+    pub fn settled(&self) -> bool {
+        self.pending == 0 && self.in_service >= self.desired
+    }
+
+    pub fn describe(&self) -> String {
+        format!("{} of {} desired in service, {} pending", self.in_service, self.desired, self.pending)
+    }
+}
+
+/// What a trigger asks for, before the group is looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Intent {
+    /// Restrict (or push the expiry of an active restriction later).
+    Restrict { alarm: String, reason: String },
+    /// Lift, if the group has settled.
+    LiftIfSettled { cause: String },
+    /// Lift an expired restriction, whatever the trigger.
+    LiftExpired,
+    Nothing { why: String },
+}
+
+pub fn intent(current: Option<&Restriction>, trigger: &Trigger, now: DateTime<Utc>, config: &Config) -> Intent {
+    let active = current.is_some_and(|r| r.is_active(now));
+    let expired = current.is_some_and(|r| r.restricted) && !active;
+    let wanted = match trigger {
+        Trigger::Alarm { name, state: AlarmState::Alarm, reason } if config.restricts_on(name) => {
+            Some(Intent::Restrict { alarm: name.clone(), reason: format!("alarm {name} in ALARM: {reason}") })
+        }
+        Trigger::Alarm { name, state: AlarmState::Ok, .. } if config.restricts_on(name) && active => {
+            Some(Intent::LiftIfSettled { cause: format!("alarm {name} OK") })
+        }
+        Trigger::Launch { group, successful, .. } if *group == config.autoscaling_group_name && active => {
+            Some(Intent::LiftIfSettled { cause: format!("instance launch {} in {group}", if *successful { "successful" } else { "unsuccessful" }) })
+        }
+        _ => None,
+    };
+    match wanted {
+        Some(intent) => intent,
+        None if expired => Intent::LiftExpired,
+        None => Intent::Nothing {
+            why: match trigger {
+                Trigger::Alarm { name, .. } if !config.restricts_on(name) => format!("alarm {name} is not in RESTRICT_ON_ALARMS"),
+                Trigger::Alarm { state: AlarmState::InsufficientData, .. } => "INSUFFICIENT_DATA changes nothing".into(),
+                Trigger::Launch { group, .. } if *group != config.autoscaling_group_name => format!("group {group} is not {}", config.autoscaling_group_name),
+                Trigger::Ignored(what) => format!("{what} changes nothing"),
+                _ => "not restricted; nothing to lift".into(),
+            },
+        },
+    }
+}
+
+/// The value the parameter should hold after `intent`, and why. `None` when it should stay as it is.
+pub fn next_value(
+    current: Option<&Restriction>,
+    intent: &Intent,
+    group: Option<&GroupState>,
+    now: DateTime<Utc>,
+    config: &Config,
+) -> (Option<Restriction>, String) {
+    let group_name = config.autoscaling_group_name.clone();
+    let (desired, in_service) = group.map(|g| (g.desired, g.in_service)).unwrap_or((0, 0));
+    let max = chrono::Duration::from_std(config.restriction_max).unwrap_or(chrono::Duration::seconds(900));
+    let lifted = |reason: String| Restriction {
+        restricted: false,
+        reason,
+        since: now,
+        expires_at: None,
+        alarm: None,
+        auto_scaling_group: group_name.clone(),
+        desired_capacity: desired,
+        in_service,
+    };
+    match intent {
+        Intent::Nothing { why } => (None, why.clone()),
+        Intent::Restrict { alarm, reason } => match current.filter(|r| r.is_active(now)) {
+            Some(active) => {
+                let expires = now + max;
+                let value = Restriction { expires_at: Some(expires), desired_capacity: desired, in_service, ..active.clone() };
+                let why = format!("{reason}; already restricted, expiry pushed to {}", expires.to_rfc3339_opts(SecondsFormat::Secs, true));
+                (Some(value), why)
+            }
+            None => {
+                let value = Restriction {
+                    restricted: true,
+                    reason: reason.clone(),
+                    since: now,
+                    expires_at: Some(now + max),
+                    alarm: Some(alarm.clone()),
+                    auto_scaling_group: group_name.clone(),
+                    desired_capacity: desired,
+                    in_service,
+                };
+                (Some(value), format!("{reason}; restricted for {} s", config.restriction_max.as_secs()))
+            }
+        },
+        Intent::LiftIfSettled { cause } => match group {
+            Some(group) if group.settled() => (Some(lifted(format!("{cause}; group settled ({})", group.describe()))), format!("{cause}; group settled: lifted")),
+            Some(group) => (None, format!("{cause}; group not settled ({}): still restricted", group.describe())),
+            None => (None, format!("{cause}; group {group_name} not found: still restricted")),
+        },
+        Intent::LiftExpired => {
+            let expired_at = current.and_then(|r| r.expires_at).map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)).unwrap_or_else(|| "an unknown time".into());
+            (Some(lifted(format!("restriction expired at {expired_at}"))), format!("restriction expired at {expired_at}: lifted"))
+        }
+    }
+}
+
+/// Whether going from `current` to `next` is a change worth a parameter version (at most 100 are kept).
+pub fn is_change(current: Option<&Restriction>, next: &Restriction) -> bool {
+    match current {
+        None => next.restricted,
+        Some(current) if !current.restricted && !next.restricted => false,
+        Some(current) => current != next,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use std::time::Duration;
+
+    fn config() -> Config {
+        Config {
+            restriction_parameter: "/bg-removal/restriction".into(),
+            autoscaling_group_name: "workers".into(),
+            restrict_on_alarms: Some(vec!["cpu_high".into()]),
+            restriction_max: Duration::from_secs(900),
+        }
+    }
+
+    fn at(minute: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 21, 10, minute, 0).unwrap()
+    }
+
+    fn alarm(name: &str, state: AlarmState) -> Trigger {
+        Trigger::Alarm { name: name.into(), state, reason: "Threshold Crossed".into() }
+    }
+
+    const SETTLED: GroupState = GroupState { desired: 3, in_service: 3, pending: 0 };
+    const PENDING: GroupState = GroupState { desired: 3, in_service: 2, pending: 1 };
+
+    fn step(current: Option<&Restriction>, trigger: &Trigger, group: &GroupState, now: DateTime<Utc>) -> (Option<Restriction>, String) {
+        let intent = intent(current, trigger, now, &config());
+        next_value(current, &intent, Some(group), now, &config())
+    }
+
+    #[test]
+    fn alarm_restricts_with_expiry_and_a_second_alarm_pushes_it_later() {
+        let (first, _) = step(None, &alarm("cpu_high", AlarmState::Alarm), &PENDING, at(0));
+        let first = first.unwrap();
+        assert!(first.restricted && first.is_active(at(1)));
+        assert_eq!(first.expires_at, Some(at(15)));
+        assert_eq!((first.alarm.as_deref(), first.desired_capacity, first.in_service), (Some("cpu_high"), 3, 2));
+        let (second, why) = step(Some(&first), &alarm("cpu_high", AlarmState::Alarm), &PENDING, at(5));
+        let second = second.unwrap();
+        assert_eq!(second.expires_at, Some(at(20)));
+        assert_eq!(second.since, first.since, "still the same restriction");
+        assert!(why.contains("expiry pushed"));
+        assert!(is_change(Some(&first), &second));
+    }
+
+    #[test]
+    fn ok_lifts_only_once_the_group_has_settled() {
+        let (restricted, _) = step(None, &alarm("cpu_high", AlarmState::Alarm), &PENDING, at(0));
+        let restricted = restricted.unwrap();
+        let (next, why) = step(Some(&restricted), &alarm("cpu_high", AlarmState::Ok), &PENDING, at(3));
+        assert_eq!(next, None);
+        assert!(why.contains("not settled") && why.contains("1 pending"), "{why}");
+        let (next, _) = step(Some(&restricted), &alarm("cpu_high", AlarmState::Ok), &GroupState { desired: 3, in_service: 2, pending: 0 }, at(3));
+        assert_eq!(next, None, "fewer than desired in service is not settled");
+        let (next, _) = step(Some(&restricted), &Trigger::Launch { group: "workers".into(), instance: None, successful: true }, &SETTLED, at(4));
+        let next = next.unwrap();
+        assert!(!next.restricted && next.expires_at.is_none() && next.alarm.is_none());
+        assert_eq!(next.in_service, 3);
+    }
+
+    #[test]
+    fn expired_restriction_is_lifted_by_any_event() {
+        let (restricted, _) = step(None, &alarm("cpu_high", AlarmState::Alarm), &PENDING, at(0));
+        let restricted = restricted.unwrap();
+        for trigger in [alarm("cpu_high", AlarmState::InsufficientData), alarm("other", AlarmState::Alarm), Trigger::Ignored("x".into())] {
+            let (next, why) = step(Some(&restricted), &trigger, &PENDING, at(16));
+            assert!(!next.unwrap().restricted, "{trigger:?}");
+            assert!(why.contains("expired"));
+        }
+        // A configured ALARM after expiry starts a new restriction instead.
+        let (next, _) = step(Some(&restricted), &alarm("cpu_high", AlarmState::Alarm), &PENDING, at(16));
+        let next = next.unwrap();
+        assert!(next.restricted && next.since == at(16) && next.expires_at == Some(at(31)));
+    }
+
+    #[test]
+    fn unconfigured_alarms_insufficient_data_and_other_groups_change_nothing() {
+        for (trigger, expected) in [
+            (alarm("disk_full", AlarmState::Alarm), "not in RESTRICT_ON_ALARMS"),
+            (alarm("cpu_high", AlarmState::InsufficientData), "INSUFFICIENT_DATA"),
+            (Trigger::Launch { group: "web".into(), instance: None, successful: true }, "not workers"),
+        ] {
+            let (next, why) = step(None, &trigger, &SETTLED, at(0));
+            assert_eq!(next, None);
+            assert!(why.contains(expected), "{why}");
+        }
+        let (next, _) = step(None, &alarm("cpu_high", AlarmState::Ok), &SETTLED, at(0));
+        assert_eq!(next, None, "OK while unrestricted writes nothing");
+    }
+
+    #[test]
+    fn lifting_what_is_already_lifted_is_no_change() {
+        let lifted = Restriction {
+            restricted: false,
+            reason: "initial".into(),
+            since: at(0),
+            expires_at: None,
+            alarm: None,
+            auto_scaling_group: "workers".into(),
+            desired_capacity: 1,
+            in_service: 1,
+        };
+        let other = Restriction { reason: "later".into(), since: at(5), ..lifted.clone() };
+        assert!(!is_change(Some(&lifted), &other));
+        assert!(!is_change(None, &other));
+    }
+
+    #[test]
+    fn value_round_trips_and_unreadable_values_fail_open() {
+        let (restricted, _) = step(None, &alarm("cpu_high", AlarmState::Alarm), &PENDING, at(0));
+        let json = restricted.as_ref().unwrap().to_json();
+        assert!(json.contains(r#""expiresAt":"2026-11-21T10:15:00Z""#) && json.contains(r#""autoScalingGroup":"workers""#), "{json}");
+        assert_eq!(read_value(Some(&json)).0, restricted);
+        let (value, warning) = read_value(Some("restricted"));
+        assert_eq!(value, None);
+        assert!(warning.unwrap().contains("unreadable"));
+        let initial: Restriction = serde_json::from_str(r#"{"restricted":false,"reason":"initial value"}"#).unwrap();
+        assert!(!initial.is_active(at(0)));
+        let (restricted, _) = step(Some(&initial), &alarm("cpu_high", AlarmState::Alarm), &PENDING, at(0));
+        assert!(restricted.unwrap().restricted, "the template's initial value is a normal starting point");
+    }
+}

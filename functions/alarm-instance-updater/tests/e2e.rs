@@ -1,0 +1,170 @@
+//! End to end: the built binary, run through the Lambda Runtime API against moto (an Auto Scaling group with
+//! instances, the restriction parameter), on the sample events. Every PutParameter is counted through the
+//! recording proxy.
+//!
+//! moto launches instances InService at once and has no `Pending*` lifecycle states, so the two "not settled yet"
+//! moments of a scale-out (an instance still pending; the desired capacity raised before the new instance is listed)
+//! are shown by the proxy rewriting moto's DescribeAutoScalingGroups answer. Everything else is moto's own state.
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use e2e_harness::fixtures::{
+    create_worker_group, get_parameter, group_instances, put_parameter, sample_event, INITIAL_RESTRICTION, RESTRICTION_PARAMETER, WORKER_GROUP,
+};
+use e2e_harness::runtime::{FunctionProcess, Invocation};
+use e2e_harness::LocalAws;
+use serde_json::Value;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_alarm-instance-updater");
+const MAX_SECONDS: i64 = 900;
+
+struct Stack {
+    aws: LocalAws,
+    ssm: aws_sdk_ssm::Client,
+    autoscaling: aws_sdk_autoscaling::Client,
+    function: FunctionProcess,
+}
+
+async fn stack(settings: &[(&str, &str)]) -> Stack {
+    let aws = LocalAws::start().await;
+    let ssm = aws_sdk_ssm::Client::new(&aws.sdk);
+    let autoscaling = aws_sdk_autoscaling::Client::new(&aws.sdk);
+    create_worker_group(&autoscaling, WORKER_GROUP, 2).await;
+    put_parameter(&ssm, RESTRICTION_PARAMETER, INITIAL_RESTRICTION).await;
+    let mut all = vec![("RESTRICTION_PARAMETER", RESTRICTION_PARAMETER), ("AUTOSCALING_GROUP_NAME", WORKER_GROUP)];
+    all.extend_from_slice(settings);
+    let function = FunctionProcess::start(Path::new(BINARY), &aws.function_env(&all));
+    Stack { aws, ssm, autoscaling, function }
+}
+
+impl Stack {
+    fn invoke(&mut self, event: &str) -> Value {
+        self.function.invoke(&sample_event(&format!("alarm-instance-updater/{event}"))).response()
+    }
+    async fn parameter(&self) -> Value {
+        get_parameter(&self.ssm, RESTRICTION_PARAMETER).await
+    }
+    fn writes(&self) -> usize {
+        self.aws.proxy.calls_of("PutParameter").len()
+    }
+}
+
+fn time(value: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(value.as_str().unwrap_or_else(|| panic!("not a time: {value}"))).unwrap().with_timezone(&Utc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restricts_on_alarm_and_lifts_only_once_the_group_has_settled() {
+    let mut stack = stack(&[("RESTRICT_ON_ALARMS", "cpu_high"), ("RESTRICTION_MAX_SECONDS", "900")]).await;
+
+    // ALARM -> restricted, expiring after RESTRICTION_MAX_SECONDS.
+    let summary = stack.invoke("sns-alarm-cpu-high.json");
+    assert_eq!(summary["written"], true, "{summary}");
+    let first = stack.parameter().await;
+    assert_eq!(first["restricted"], true);
+    assert_eq!(first["alarm"], "cpu_high");
+    assert_eq!(first["autoScalingGroup"], WORKER_GROUP);
+    assert_eq!((first["desiredCapacity"].as_u64(), first["inService"].as_u64()), (Some(2), Some(2)));
+    let window = time(&first["expiresAt"]) - time(&first["since"]);
+    assert_eq!(window.num_seconds(), MAX_SECONDS);
+    assert_eq!(stack.writes(), 1);
+
+    // A second ALARM (a real metric-math notification) -> one more write at most, the expiry later.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    stack.invoke("sns-alarm-cpu-high-metric-math.json");
+    let second = stack.parameter().await;
+    assert!(stack.writes() <= 2);
+    assert!(time(&second["expiresAt"]) > time(&first["expiresAt"]), "expiry not pushed later: {first} -> {second}");
+    assert_eq!(second["since"], first["since"], "the same restriction goes on");
+
+    // OK while an instance is still pending -> still restricted, nothing written.
+    let instances = group_instances(&stack.autoscaling, WORKER_GROUP).await;
+    let pending_instance = instances[0].clone();
+    stack.aws.proxy.rewrite_with(Some(Box::new(move |call, body| {
+        if call.operation != "DescribeAutoScalingGroups" {
+            return body;
+        }
+        // Make the first instance of moto's answer Pending:Wait, as a launching instance held by its lifecycle hook.
+        let marker = format!("<InstanceId>{pending_instance}</InstanceId>");
+        match body.find(&marker) {
+            Some(at) => {
+                let (head, tail) = body.split_at(at);
+                format!("{head}{}", tail.replacen("<LifecycleState>InService</LifecycleState>", "<LifecycleState>Pending:Wait</LifecycleState>", 1))
+            }
+            None => body,
+        }
+    })));
+    let writes = stack.writes();
+    let summary = stack.invoke("sns-ok-cpu-high.json");
+    assert_eq!(summary["written"], false);
+    assert!(summary["steps"][0]["why"].as_str().unwrap().contains("1 pending"), "{summary}");
+    assert_eq!(stack.parameter().await["restricted"], true);
+    stack.aws.proxy.rewrite_with(None);
+
+    // A launch event right after the scale-out raised the desired capacity, before the new instance is listed:
+    // fewer than desired in service -> still restricted. (moto launches at once, so the proxy shows that moment.)
+    stack.aws.proxy.rewrite_with(Some(Box::new(|call, body| {
+        if call.operation == "DescribeAutoScalingGroups" {
+            body.replace("<DesiredCapacity>2</DesiredCapacity>", "<DesiredCapacity>3</DesiredCapacity>")
+        } else {
+            body
+        }
+    })));
+    let summary = stack.invoke("eventbridge-launch-successful.json");
+    assert_eq!(summary["written"], false, "{summary}");
+    assert!(summary["steps"][0]["why"].as_str().unwrap().contains("2 of 3 desired in service"), "{summary}");
+    assert_eq!(stack.writes(), writes, "no write while not settled");
+    stack.aws.proxy.rewrite_with(None);
+
+    // Settled (moto's own answer: every instance InService) -> lifted.
+    let summary = stack.invoke("sns-ok-cpu-high.json");
+    assert_eq!(summary["written"], true, "{summary}");
+    let lifted = stack.parameter().await;
+    assert_eq!(lifted["restricted"], false);
+    assert!(lifted.get("expiresAt").is_none() && lifted.get("alarm").is_none());
+    assert_eq!(lifted["inService"], 2);
+
+    // OK again, INSUFFICIENT_DATA and a test notification: nothing to change, nothing written.
+    let writes = stack.writes();
+    stack.invoke("sns-ok-cpu-high.json");
+    stack.invoke("direct-alarm-insufficient-data.json");
+    stack.invoke("sns-asg-test-notification.json");
+    assert_eq!(stack.writes(), writes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_outside_restrict_on_alarms_are_ignored() {
+    let mut stack = stack(&[("RESTRICT_ON_ALARMS", "cpu_high")]).await;
+    let summary = stack.invoke("sns-alarm-disk-full.json");
+    assert_eq!(summary["written"], false);
+    assert!(summary["steps"][0]["why"].as_str().unwrap().contains("not in RESTRICT_ON_ALARMS"));
+    assert_eq!(stack.parameter().await["restricted"], false);
+    assert_eq!(stack.writes(), 0);
+    assert_eq!(stack.aws.proxy.calls_of("DescribeAutoScalingGroups").len(), 0, "no group lookup for a decision that needs none");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_restriction_is_lifted_by_any_event() {
+    let mut stack = stack(&[]).await;
+    let expired = r#"{"restricted":true,"reason":"alarm cpu_high in ALARM","since":"2026-11-21T09:00:00Z","expiresAt":"2026-11-21T09:15:00Z","alarm":"cpu_high","autoScalingGroup":"workers","desiredCapacity":3,"inService":2}"#;
+    put_parameter(&stack.ssm, RESTRICTION_PARAMETER, expired).await;
+    let summary = stack.invoke("direct-alarm-insufficient-data.json");
+    assert_eq!(summary["written"], true, "{summary}");
+    assert_eq!(summary["before"]["restricted"], true);
+    assert_eq!(summary["after"]["restricted"], false);
+    let lifted = stack.parameter().await;
+    assert_eq!(lifted["restricted"], false);
+    assert!(lifted["reason"].as_str().unwrap().contains("expired at 2026-11-21T09:15:00Z"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrecognised_input_fails_the_invocation_with_a_clear_error() {
+    let mut stack = stack(&[]).await;
+    match stack.function.invoke(&serde_json::json!({"hello": "world"})) {
+        Invocation::Error(error) => assert!(error["errorMessage"].as_str().unwrap().contains("unrecognised event"), "{error}"),
+        Invocation::Response(response) => panic!("expected an error, got {response}"),
+    }
+    assert_eq!(stack.writes(), 0);
+}
