@@ -1,0 +1,283 @@
+//! SDK adapters: the health check through SSM Run Command, and the lifecycle action calls of Auto Scaling.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_autoscaling::error::ProvideErrorMetadata;
+use aws_sdk_ssm::types::CommandInvocationStatus;
+use tokio::time::Instant;
+
+use crate::config::LifecycleResult;
+use crate::event::LifecycleAction;
+use crate::ports::{Completion, Health, HealthProbe, LifecycleActions};
+
+/// The shell command run on the instance: an HTTP GET with a short timeout (curl, or wget where curl is missing).
+pub fn healthcheck_command(url: &str) -> String {
+    format!("curl -fsS --max-time 5 -o /dev/null '{url}' || wget -q -T 5 -O /dev/null '{url}'")
+}
+
+/// How long SSM may take to run the command before it counts as timed out.
+const COMMAND_TIMEOUT_SECONDS: i32 = 30;
+const OUTPUT_EXCERPT_CHARS: usize = 200;
+
+pub struct SsmHealthProbe {
+    client: aws_sdk_ssm::Client,
+    command: String,
+    /// Between two GetCommandInvocation calls while the command runs.
+    poll_interval: Duration,
+}
+
+impl SsmHealthProbe {
+    pub fn new(client: aws_sdk_ssm::Client, url: &str, poll_interval: Duration) -> Self {
+        Self { client, command: healthcheck_command(url), poll_interval }
+    }
+}
+
+#[async_trait]
+impl HealthProbe for SsmHealthProbe {
+    async fn check(&self, instance_id: &str, deadline: Instant) -> Health {
+        let sent = self
+            .client
+            .send_command()
+            .document_name("AWS-RunShellScript")
+            .instance_ids(instance_id)
+            .parameters("commands", vec![self.command.clone()])
+            .timeout_seconds(COMMAND_TIMEOUT_SECONDS)
+            .comment("lifecycle-hook-completer health check")
+            .send()
+            .await;
+        let command_id = match sent {
+            Ok(output) => match output.command().and_then(|c| c.command_id()) {
+                Some(id) => id.to_owned(),
+                None => return Health::NotYet("SendCommand returned no command id".into()),
+            },
+            // The SSM agent has not registered the instance yet: normal during the first minute of a launch.
+            Err(error) if error.code() == Some("InvalidInstanceId") => return Health::NotYet("instance not registered with SSM yet".into()),
+            Err(error) => return Health::NotYet(format!("SendCommand failed: {}", aws_sdk_ssm::error::DisplayErrorContext(error))),
+        };
+        loop {
+            if Instant::now() + self.poll_interval > deadline {
+                return Health::NotYet(format!("command {command_id} gave no result in time"));
+            }
+            tokio::time::sleep(self.poll_interval).await;
+            let invocation = self.client.get_command_invocation().command_id(&command_id).instance_id(instance_id).send().await;
+            let output = match invocation {
+                Ok(output) => output,
+                // Right after SendCommand the invocation may not exist yet.
+                Err(error) if error.code() == Some("InvocationDoesNotExist") => continue,
+                Err(error) => return Health::NotYet(format!("GetCommandInvocation failed: {}", aws_sdk_ssm::error::DisplayErrorContext(error))),
+            };
+            match output.status() {
+                Some(CommandInvocationStatus::Success) => return Health::Healthy,
+                Some(CommandInvocationStatus::Pending | CommandInvocationStatus::InProgress | CommandInvocationStatus::Delayed) | None => continue,
+                Some(status) => {
+                    let detail = output.standard_error_content().filter(|e| !e.trim().is_empty()).or(output.standard_output_content()).unwrap_or_default();
+                    let excerpt: String = detail.trim().chars().take(OUTPUT_EXCERPT_CHARS).collect();
+                    return Health::NotYet(format!("health check command {}: {excerpt}", status.as_str()));
+                }
+            }
+        }
+    }
+}
+
+pub struct AutoScalingLifecycle {
+    client: aws_sdk_autoscaling::Client,
+}
+
+impl AutoScalingLifecycle {
+    pub fn new(client: aws_sdk_autoscaling::Client) -> Self {
+        Self { client }
+    }
+}
+
+/// Auto Scaling answers a completion or heartbeat for an action that is no longer pending with a ValidationError
+/// "No active Lifecycle Action found with instance ID ...".
+fn completion<E, R>(result: Result<R, aws_sdk_autoscaling::error::SdkError<E, aws_sdk_autoscaling::config::http::HttpResponse>>) -> Result<Completion, String>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(Completion::Completed),
+        Err(error) if error.message().is_some_and(|m| m.contains("No active Lifecycle Action")) => Ok(Completion::NoActiveAction),
+        Err(error) => Err(aws_sdk_autoscaling::error::DisplayErrorContext(error).to_string()),
+    }
+}
+
+#[async_trait]
+impl LifecycleActions for AutoScalingLifecycle {
+    async fn heartbeat_timeout(&self, group: &str, hook: &str) -> Result<Option<Duration>, String> {
+        let output = self
+            .client
+            .describe_lifecycle_hooks()
+            .auto_scaling_group_name(group)
+            .lifecycle_hook_names(hook)
+            .send()
+            .await
+            .map_err(|e| aws_sdk_autoscaling::error::DisplayErrorContext(e).to_string())?;
+        Ok(output.lifecycle_hooks().first().and_then(|h| h.heartbeat_timeout()).map(|s| Duration::from_secs(s.max(0) as u64)))
+    }
+
+    async fn record_heartbeat(&self, action: &LifecycleAction) -> Result<Completion, String> {
+        completion(
+            self.client
+                .record_lifecycle_action_heartbeat()
+                .auto_scaling_group_name(&action.auto_scaling_group_name)
+                .lifecycle_hook_name(&action.lifecycle_hook_name)
+                .lifecycle_action_token(&action.lifecycle_action_token)
+                .instance_id(&action.ec2_instance_id)
+                .send()
+                .await,
+        )
+    }
+
+    async fn complete(&self, action: &LifecycleAction, result: LifecycleResult) -> Result<Completion, String> {
+        completion(
+            self.client
+                .complete_lifecycle_action()
+                .auto_scaling_group_name(&action.auto_scaling_group_name)
+                .lifecycle_hook_name(&action.lifecycle_hook_name)
+                .lifecycle_action_token(&action.lifecycle_action_token)
+                .instance_id(&action.ec2_instance_id)
+                .lifecycle_action_result(result.as_str())
+                .send()
+                .await,
+        )
+    }
+}
+
+// moto lacks CompleteLifecycleAction and RecordLifecycleActionHeartbeat and its SSM commands always succeed, so the
+// adapters are tested here against the SDK's own mocks.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_autoscaling::operation::complete_lifecycle_action::{CompleteLifecycleActionError, CompleteLifecycleActionOutput};
+    use aws_sdk_autoscaling::operation::describe_lifecycle_hooks::DescribeLifecycleHooksOutput;
+    use aws_sdk_autoscaling::operation::record_lifecycle_action_heartbeat::RecordLifecycleActionHeartbeatOutput;
+    use aws_sdk_autoscaling::types::LifecycleHook;
+    use aws_sdk_ssm::error::ErrorMetadata as SsmErrorMetadata;
+    use aws_sdk_ssm::operation::get_command_invocation::{GetCommandInvocationError, GetCommandInvocationOutput};
+    use aws_sdk_ssm::operation::send_command::{SendCommandError, SendCommandOutput};
+    use aws_sdk_ssm::types::error::{InvalidInstanceId, InvocationDoesNotExist};
+    use aws_sdk_ssm::types::Command;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+
+    fn action() -> LifecycleAction {
+        LifecycleAction {
+            lifecycle_action_token: "token-1".into(),
+            auto_scaling_group_name: "workers".into(),
+            lifecycle_hook_name: "workers-launching".into(),
+            ec2_instance_id: "i-1".into(),
+            lifecycle_transition: crate::event::LAUNCHING.into(),
+            notification_metadata: None,
+            origin: None,
+            destination: None,
+        }
+    }
+
+    fn sent() -> SendCommandOutput {
+        SendCommandOutput::builder().command(Command::builder().command_id("cmd-1").build()).build()
+    }
+
+    fn invocation(status: CommandInvocationStatus, stderr: &str) -> GetCommandInvocationOutput {
+        GetCommandInvocationOutput::builder().status(status).standard_error_content(stderr).build()
+    }
+
+    fn probe(rules: &[&aws_smithy_mocks::Rule]) -> SsmHealthProbe {
+        SsmHealthProbe::new(mock_client!(aws_sdk_ssm, RuleMode::MatchAny, rules), "http://localhost:8000/healthcheck", Duration::from_millis(10))
+    }
+
+    #[tokio::test]
+    async fn healthy_after_the_invocation_appears_and_succeeds() {
+        let send = mock!(aws_sdk_ssm::Client::send_command)
+            .match_requests(|r| {
+                r.document_name() == Some("AWS-RunShellScript")
+                    && r.instance_ids() == ["i-1"]
+                    && r.parameters().unwrap()["commands"][0].contains("'http://localhost:8000/healthcheck'")
+            })
+            .then_output(sent);
+        let get = mock!(aws_sdk_ssm::Client::get_command_invocation)
+            .match_requests(|r| r.command_id() == Some("cmd-1") && r.instance_id() == Some("i-1"))
+            .sequence()
+            .error(|| {
+                GetCommandInvocationError::InvocationDoesNotExist(
+                    InvocationDoesNotExist::builder().meta(SsmErrorMetadata::builder().code("InvocationDoesNotExist").build()).build(),
+                )
+            })
+            .output(|| invocation(CommandInvocationStatus::InProgress, ""))
+            .output(|| invocation(CommandInvocationStatus::Success, ""))
+            .build();
+        let health = probe(&[&send, &get]).check("i-1", Instant::now() + Duration::from_secs(5)).await;
+        assert_eq!(health, Health::Healthy);
+        assert_eq!(get.num_calls(), 3);
+    }
+
+    #[tokio::test]
+    async fn failed_command_and_unregistered_instance_are_not_healthy_yet() {
+        let send = mock!(aws_sdk_ssm::Client::send_command).then_output(sent);
+        let get = mock!(aws_sdk_ssm::Client::get_command_invocation)
+            .then_output(|| invocation(CommandInvocationStatus::Failed, "curl: (7) Failed to connect to localhost port 8000"));
+        let health = probe(&[&send, &get]).check("i-1", Instant::now() + Duration::from_secs(5)).await;
+        assert!(matches!(&health, Health::NotYet(why) if why.contains("Failed") && why.contains("port 8000")), "{health:?}");
+
+        let unregistered = mock!(aws_sdk_ssm::Client::send_command).then_error(|| {
+            SendCommandError::InvalidInstanceId(InvalidInstanceId::builder().meta(SsmErrorMetadata::builder().code("InvalidInstanceId").build()).build())
+        });
+        let health = probe(&[&unregistered]).check("i-1", Instant::now() + Duration::from_secs(5)).await;
+        assert_eq!(health, Health::NotYet("instance not registered with SSM yet".into()));
+    }
+
+    #[tokio::test]
+    async fn a_command_still_running_at_the_deadline_is_not_healthy() {
+        let send = mock!(aws_sdk_ssm::Client::send_command).then_output(sent);
+        let get = mock!(aws_sdk_ssm::Client::get_command_invocation)
+            .sequence()
+            .output(|| invocation(CommandInvocationStatus::InProgress, ""))
+            .repeatedly()
+            .build();
+        let health = probe(&[&send, &get]).check("i-1", Instant::now() + Duration::from_millis(50)).await;
+        assert!(matches!(health, Health::NotYet(why) if why.contains("no result in time")));
+    }
+
+    #[tokio::test]
+    async fn complete_sends_token_instance_and_result_and_tolerates_no_active_action() {
+        let complete = mock!(aws_sdk_autoscaling::Client::complete_lifecycle_action)
+            .match_requests(|r| {
+                r.auto_scaling_group_name() == Some("workers")
+                    && r.lifecycle_hook_name() == Some("workers-launching")
+                    && r.lifecycle_action_token() == Some("token-1")
+                    && r.instance_id() == Some("i-1")
+                    && r.lifecycle_action_result() == Some("ABANDON")
+            })
+            .then_output(|| CompleteLifecycleActionOutput::builder().build());
+        let lifecycle = AutoScalingLifecycle::new(mock_client!(aws_sdk_autoscaling, [&complete]));
+        assert_eq!(lifecycle.complete(&action(), LifecycleResult::Abandon).await, Ok(Completion::Completed));
+
+        let gone = mock!(aws_sdk_autoscaling::Client::complete_lifecycle_action).then_error(|| {
+            CompleteLifecycleActionError::generic(
+                aws_sdk_autoscaling::error::ErrorMetadata::builder()
+                    .code("ValidationError")
+                    .message("No active Lifecycle Action found with instance ID i-1")
+                    .build(),
+            )
+        });
+        let lifecycle = AutoScalingLifecycle::new(mock_client!(aws_sdk_autoscaling, [&gone]));
+        assert_eq!(lifecycle.complete(&action(), LifecycleResult::Continue).await, Ok(Completion::NoActiveAction));
+    }
+
+    #[tokio::test]
+    async fn heartbeat_and_hook_timeout() {
+        let heartbeat = mock!(aws_sdk_autoscaling::Client::record_lifecycle_action_heartbeat)
+            .match_requests(|r| r.lifecycle_action_token() == Some("token-1") && r.instance_id() == Some("i-1"))
+            .then_output(|| RecordLifecycleActionHeartbeatOutput::builder().build());
+        let hooks = mock!(aws_sdk_autoscaling::Client::describe_lifecycle_hooks)
+            .match_requests(|r| r.auto_scaling_group_name() == Some("workers") && r.lifecycle_hook_names() == ["workers-launching"])
+            .then_output(|| {
+                DescribeLifecycleHooksOutput::builder()
+                    .lifecycle_hooks(LifecycleHook::builder().lifecycle_hook_name("workers-launching").heartbeat_timeout(450).build())
+                    .build()
+            });
+        let lifecycle = AutoScalingLifecycle::new(mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, [&heartbeat, &hooks]));
+        assert_eq!(lifecycle.heartbeat_timeout("workers", "workers-launching").await, Ok(Some(Duration::from_secs(450))));
+        assert_eq!(lifecycle.record_heartbeat(&action()).await, Ok(Completion::Completed));
+    }
+}

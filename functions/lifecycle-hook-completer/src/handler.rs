@@ -1,0 +1,407 @@
+//! Check the instance until healthy, then complete its lifecycle action; at the deadline, complete it with
+//! `ON_UNHEALTHY`. Heartbeats keep the hook from lapsing first when the deadline lies beyond its timeout, and the
+//! invocation always ends with a verdict: it acts before its own deadline rather than be cut off.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use shared::metrics::Metrics;
+use tokio::time::Instant;
+
+use crate::config::{Config, LifecycleResult};
+use crate::event::{parse, Delivery, LifecycleAction, LAUNCHING};
+use crate::ports::{Completion, Health, HealthProbe, LifecycleActions};
+
+/// A heartbeat is recorded when the hook would otherwise lapse within this margin (plus one check interval).
+pub const HEARTBEAT_MARGIN: Duration = Duration::from_secs(30);
+
+/// What the function returns for each lifecycle action.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub instance: Option<String>,
+    pub group: Option<String>,
+    /// `CONTINUE`, `ABANDON`, or `NONE` when nothing was completed.
+    pub result: String,
+    /// Whether this invocation completed the action (false when Auto Scaling had no active action any more).
+    pub completed: bool,
+    pub attempts: u32,
+    pub heartbeats: u32,
+    pub elapsed_seconds: f64,
+    pub reason: String,
+}
+
+/// How checking ends.
+enum Verdict {
+    Complete(LifecycleResult, String),
+    /// The action went away while we waited (a heartbeat found no active action): nothing left to complete.
+    Gone(String),
+}
+
+pub struct Completer<P, L> {
+    probe: P,
+    lifecycle: L,
+    config: Config,
+    metrics: Arc<Metrics>,
+}
+
+fn to_instant(at: DateTime<Utc>, now: DateTime<Utc>) -> Instant {
+    let ahead = (at - now).to_std().unwrap_or(Duration::ZERO);
+    Instant::now() + ahead
+}
+
+impl<P: HealthProbe, L: LifecycleActions> Completer<P, L> {
+    pub fn new(probe: P, lifecycle: L, config: Config, metrics: Arc<Metrics>) -> Self {
+        Self { probe, lifecycle, config, metrics }
+    }
+
+    /// `now` is the wall clock at the start; `act_by` the invocation's deadline less a margin.
+    pub async fn handle(&self, payload: &Value, now: DateTime<Utc>, act_by: Instant) -> Result<Vec<Outcome>, String> {
+        let deliveries = parse(payload, now).map_err(|e| e.to_string())?;
+        let mut outcomes = Vec::new();
+        for delivery in deliveries {
+            let outcome = match delivery {
+                Delivery::TestNotification => {
+                    tracing::info!("test notification; acknowledged");
+                    self.metrics.count("TestNotifications", 1);
+                    Outcome {
+                        instance: None,
+                        group: None,
+                        result: "NONE".into(),
+                        completed: false,
+                        attempts: 0,
+                        heartbeats: 0,
+                        elapsed_seconds: 0.0,
+                        reason: "autoscaling:TEST_NOTIFICATION".into(),
+                    }
+                }
+                Delivery::Action { action, time } => self.handle_action(&action, time, now, act_by).await?,
+            };
+            tracing::info!(outcome = %serde_json::to_string(&outcome).unwrap_or_default(), "lifecycle action handled");
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    async fn handle_action(&self, action: &LifecycleAction, event_time: DateTime<Utc>, now: DateTime<Utc>, act_by: Instant) -> Result<Outcome, String> {
+        let started = Instant::now();
+        let mut outcome = Outcome {
+            instance: Some(action.ec2_instance_id.clone()),
+            group: Some(action.auto_scaling_group_name.clone()),
+            result: "NONE".into(),
+            completed: false,
+            attempts: 0,
+            heartbeats: 0,
+            elapsed_seconds: 0.0,
+            reason: String::new(),
+        };
+        if action.lifecycle_transition != LAUNCHING {
+            outcome.reason = format!("transition {} is not a launch; left alone", action.lifecycle_transition);
+            self.metrics.count("ActionsIgnored", 1);
+            return Ok(outcome);
+        }
+        let verdict = if action.is_warm_pool() {
+            Verdict::Complete(LifecycleResult::Continue, "launching into the warm pool: no application to check".to_owned())
+        } else {
+            self.check_until_verdict(action, event_time, now, act_by, &mut outcome).await?
+        };
+        let (verdict, reason) = match verdict {
+            Verdict::Complete(verdict, reason) => (verdict, reason),
+            Verdict::Gone(reason) => {
+                outcome.reason = reason;
+                outcome.elapsed_seconds = started.elapsed().as_secs_f64();
+                return Ok(outcome);
+            }
+        };
+        outcome.result = verdict.as_str().into();
+        outcome.completed = match self.lifecycle.complete(action, verdict).await? {
+            Completion::Completed => true,
+            Completion::NoActiveAction => {
+                tracing::info!(instance = %action.ec2_instance_id, "no active lifecycle action: already completed, timed out, or a redelivered event");
+                false
+            }
+        };
+        outcome.reason = if outcome.completed { reason } else { format!("{reason}; no active lifecycle action any more") };
+        outcome.elapsed_seconds = started.elapsed().as_secs_f64();
+        self.metrics.count(if verdict == LifecycleResult::Continue { "InstancesContinued" } else { "InstancesAbandoned" }, 1);
+        Ok(outcome)
+    }
+
+    async fn check_until_verdict(
+        &self,
+        action: &LifecycleAction,
+        event_time: DateTime<Utc>,
+        now: DateTime<Utc>,
+        act_by: Instant,
+        outcome: &mut Outcome,
+    ) -> Result<Verdict, String> {
+        let deadline_at = event_time + chrono::Duration::from_std(self.config.healthcheck_deadline).unwrap_or_default();
+        let health_deadline = to_instant(deadline_at, now);
+        let stop_at = health_deadline.min(act_by);
+        let heartbeat_timeout = match self.lifecycle.heartbeat_timeout(&action.auto_scaling_group_name, &action.lifecycle_hook_name).await {
+            Ok(timeout) => timeout,
+            Err(error) => {
+                tracing::warn!(error = %error, "could not read the hook's heartbeat timeout; no heartbeats");
+                None
+            }
+        };
+        // When the hook lapses unless a heartbeat is recorded; only tracked if the deadline lies beyond it.
+        let mut lapses_at = heartbeat_timeout
+            .map(|timeout| to_instant(event_time + chrono::Duration::from_std(timeout).unwrap_or_default(), now))
+            .filter(|lapse| *lapse < stop_at);
+        let interval = self.config.healthcheck_interval;
+        loop {
+            outcome.attempts += 1;
+            let last = match self.probe.check(&action.ec2_instance_id, stop_at).await {
+                Health::Healthy => return Ok(Verdict::Complete(LifecycleResult::Continue, format!("healthy after {} check(s)", outcome.attempts))),
+                Health::NotYet(why) => why,
+            };
+            tracing::info!(instance = %action.ec2_instance_id, attempt = outcome.attempts, why = %last, "not healthy yet");
+            if Instant::now() + interval >= stop_at {
+                let reason = if stop_at == health_deadline {
+                    format!("not healthy by the deadline ({} s after the event): {last}", self.config.healthcheck_deadline.as_secs())
+                } else {
+                    format!("the invocation ends before the deadline; acting now: {last}")
+                };
+                return Ok(Verdict::Complete(self.config.on_unhealthy, reason));
+            }
+            if let (Some(lapse), Some(timeout)) = (lapses_at, heartbeat_timeout) {
+                if Instant::now() + interval + HEARTBEAT_MARGIN >= lapse {
+                    match self.lifecycle.record_heartbeat(action).await? {
+                        Completion::Completed => {
+                            outcome.heartbeats += 1;
+                            lapses_at = Some(Instant::now() + timeout).filter(|lapse| *lapse < stop_at);
+                        }
+                        Completion::NoActiveAction => {
+                            return Ok(Verdict::Gone("the lifecycle action is no longer active (completed elsewhere or timed out)".into()));
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use serde_json::json;
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    /// Health checks answer from a script, then keep giving the last answer.
+    struct FakeProbe {
+        script: Mutex<VecDeque<Health>>,
+        last: Mutex<Health>,
+        checks: Mutex<Vec<Instant>>,
+    }
+
+    impl FakeProbe {
+        fn new(script: Vec<Health>) -> Self {
+            let last = script.last().cloned().unwrap_or(Health::Healthy);
+            Self { script: Mutex::new(script.into()), last: Mutex::new(last), checks: Mutex::new(Vec::new()) }
+        }
+    }
+
+    #[async_trait]
+    impl HealthProbe for FakeProbe {
+        async fn check(&self, _: &str, _: Instant) -> Health {
+            self.checks.lock().unwrap().push(Instant::now());
+            self.script.lock().unwrap().pop_front().unwrap_or_else(|| self.last.lock().unwrap().clone())
+        }
+    }
+
+    /// One pending lifecycle action, completed at most once, as Auto Scaling keeps it.
+    struct FakeLifecycle {
+        heartbeat_timeout: Option<Duration>,
+        active: Mutex<bool>,
+        completions: Mutex<Vec<LifecycleResult>>,
+        heartbeats: Mutex<Vec<Instant>>,
+    }
+
+    impl FakeLifecycle {
+        fn new(heartbeat_timeout: u64) -> Self {
+            Self {
+                heartbeat_timeout: Some(Duration::from_secs(heartbeat_timeout)),
+                active: Mutex::new(true),
+                completions: Mutex::new(Vec::new()),
+                heartbeats: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl LifecycleActions for FakeLifecycle {
+        async fn heartbeat_timeout(&self, _: &str, _: &str) -> Result<Option<Duration>, String> {
+            Ok(self.heartbeat_timeout)
+        }
+        async fn record_heartbeat(&self, _: &LifecycleAction) -> Result<Completion, String> {
+            if !*self.active.lock().unwrap() {
+                return Ok(Completion::NoActiveAction);
+            }
+            self.heartbeats.lock().unwrap().push(Instant::now());
+            Ok(Completion::Completed)
+        }
+        async fn complete(&self, _: &LifecycleAction, result: LifecycleResult) -> Result<Completion, String> {
+            let mut active = self.active.lock().unwrap();
+            if !*active {
+                return Ok(Completion::NoActiveAction);
+            }
+            *active = false;
+            self.completions.lock().unwrap().push(result);
+            Ok(Completion::Completed)
+        }
+    }
+
+    fn config(deadline: u64, on_unhealthy: LifecycleResult) -> Config {
+        Config {
+            healthcheck_url: "http://localhost:8000/healthcheck".into(),
+            healthcheck_deadline: Duration::from_secs(deadline),
+            healthcheck_interval: Duration::from_secs(10),
+            on_unhealthy,
+        }
+    }
+
+    fn completer(probe: Vec<Health>, lifecycle: FakeLifecycle, config: Config) -> Completer<FakeProbe, FakeLifecycle> {
+        Completer::new(FakeProbe::new(probe), lifecycle, config, Arc::new(Metrics::new("Test", "lifecycle-hook-completer")))
+    }
+
+    fn event(now: DateTime<Utc>, destination: &str) -> Value {
+        json!({"version": "0", "detail-type": "EC2 Instance-launch Lifecycle Action", "source": "aws.autoscaling",
+               "time": now.to_rfc3339(),
+               "detail": {"LifecycleActionToken": "token-1", "AutoScalingGroupName": "workers", "LifecycleHookName": "workers-launching",
+                          "EC2InstanceId": "i-1", "LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING", "Origin": "EC2", "Destination": destination}})
+    }
+
+    fn not_yet(why: &str) -> Health {
+        Health::NotYet(why.into())
+    }
+
+    async fn run(c: &Completer<FakeProbe, FakeLifecycle>, payload: &Value, now: DateTime<Utc>) -> Outcome {
+        c.handle(payload, now, Instant::now() + Duration::from_secs(890)).await.unwrap().remove(0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn healthy_on_the_first_check_continues() {
+        let now = Utc::now();
+        let c = completer(vec![Health::Healthy], FakeLifecycle::new(450), config(420, LifecycleResult::Abandon));
+        let outcome = run(&c, &event(now, "AutoScalingGroup"), now).await;
+        assert_eq!((outcome.result.as_str(), outcome.completed, outcome.attempts), ("CONTINUE", true, 1));
+        assert_eq!(*c.lifecycle.completions.lock().unwrap(), vec![LifecycleResult::Continue]);
+        assert_eq!(outcome.instance.as_deref(), Some("i-1"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn healthy_after_not_registered_and_failed_checks() {
+        let now = Utc::now();
+        let script = vec![not_yet("instance not registered with SSM yet"), not_yet("health check command Failed: connection refused"), Health::Healthy];
+        let c = completer(script, FakeLifecycle::new(450), config(420, LifecycleResult::Abandon));
+        let started = Instant::now();
+        let outcome = run(&c, &event(now, "AutoScalingGroup"), now).await;
+        assert_eq!((outcome.result.as_str(), outcome.attempts), ("CONTINUE", 3));
+        assert_eq!(started.elapsed(), Duration::from_secs(20), "two intervals between three checks");
+        assert!(c.lifecycle.heartbeats.lock().unwrap().is_empty(), "the deadline is within the hook's timeout");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_healthy_is_abandoned_at_the_deadline() {
+        let now = Utc::now();
+        let c = completer(vec![not_yet("connection refused")], FakeLifecycle::new(450), config(60, LifecycleResult::Abandon));
+        let started = Instant::now();
+        let outcome = run(&c, &event(now, "AutoScalingGroup"), now).await;
+        assert_eq!((outcome.result.as_str(), outcome.completed), ("ABANDON", true));
+        assert!(outcome.reason.contains("not healthy by the deadline") && outcome.reason.contains("connection refused"), "{}", outcome.reason);
+        assert!(started.elapsed() <= Duration::from_secs(60) && started.elapsed() >= Duration::from_secs(50));
+        assert_eq!(outcome.attempts, 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn on_unhealthy_continue_lets_the_instance_in_at_the_deadline() {
+        let now = Utc::now();
+        let c = completer(vec![not_yet("timed out")], FakeLifecycle::new(450), config(30, LifecycleResult::Continue));
+        let outcome = run(&c, &event(now, "AutoScalingGroup"), now).await;
+        assert_eq!(outcome.result, "CONTINUE");
+        assert_eq!(*c.lifecycle.completions.lock().unwrap(), vec![LifecycleResult::Continue]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn warm_pool_destination_continues_without_a_check() {
+        let now = Utc::now();
+        let c = completer(vec![not_yet("never asked")], FakeLifecycle::new(450), config(420, LifecycleResult::Abandon));
+        let outcome = run(&c, &event(now, "WarmPool"), now).await;
+        assert_eq!((outcome.result.as_str(), outcome.attempts), ("CONTINUE", 0));
+        assert!(c.probe.checks.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn test_notification_and_other_transitions_complete_nothing() {
+        let now = Utc::now();
+        let c = completer(vec![Health::Healthy], FakeLifecycle::new(450), config(420, LifecycleResult::Abandon));
+        let test = json!({"Records": [{"Sns": {"Message": json!({"Service": "AWS Auto Scaling", "Event": "autoscaling:TEST_NOTIFICATION"}).to_string()}}]});
+        let outcome = run(&c, &test, now).await;
+        assert_eq!((outcome.result.as_str(), outcome.completed), ("NONE", false));
+        let mut terminating = event(now, "AutoScalingGroup");
+        terminating["detail"]["LifecycleTransition"] = json!("autoscaling:EC2_INSTANCE_TERMINATING");
+        let outcome = run(&c, &terminating, now).await;
+        assert!(outcome.reason.contains("not a launch"));
+        assert!(c.lifecycle.completions.lock().unwrap().is_empty());
+        assert!(c.probe.checks.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_redelivered_event_after_completion_is_not_an_error() {
+        let now = Utc::now();
+        let c = completer(vec![Health::Healthy], FakeLifecycle::new(450), config(420, LifecycleResult::Abandon));
+        let first = run(&c, &event(now, "AutoScalingGroup"), now).await;
+        let again = run(&c, &event(now, "AutoScalingGroup"), now).await;
+        assert!(first.completed);
+        assert_eq!((again.result.as_str(), again.completed), ("CONTINUE", false));
+        assert!(again.reason.contains("no active lifecycle action"));
+        assert_eq!(c.lifecycle.completions.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_keep_the_hook_alive_when_the_deadline_exceeds_its_timeout() {
+        let now = Utc::now();
+        // The hook lapses after 60 s; the application needs 150 s; the deadline is 300 s.
+        let mut script = vec![not_yet("connection refused"); 15];
+        script.push(Health::Healthy);
+        let c = completer(script, FakeLifecycle::new(60), config(300, LifecycleResult::Abandon));
+        let started = Instant::now();
+        let outcome = run(&c, &event(now, "AutoScalingGroup"), now).await;
+        assert_eq!((outcome.result.as_str(), outcome.completed), ("CONTINUE", true));
+        let heartbeats = c.lifecycle.heartbeats.lock().unwrap().clone();
+        assert!(!heartbeats.is_empty());
+        // Never more than the hook's timeout without a heartbeat.
+        let mut last = started;
+        for beat in heartbeats.iter().chain(std::iter::once(&Instant::now())) {
+            assert!(beat.duration_since(last) < Duration::from_secs(60), "the hook would have lapsed");
+            last = *beat;
+        }
+        assert_eq!(outcome.heartbeats as usize, heartbeats.len());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acts_before_the_invocation_deadline_when_it_comes_first() {
+        let now = Utc::now();
+        let c = completer(vec![not_yet("connection refused")], FakeLifecycle::new(450), config(420, LifecycleResult::Abandon));
+        let act_by = Instant::now() + Duration::from_secs(45);
+        let outcome = c.handle(&event(now, "AutoScalingGroup"), now, act_by).await.unwrap().remove(0);
+        assert_eq!((outcome.result.as_str(), outcome.completed), ("ABANDON", true));
+        assert!(outcome.reason.contains("invocation ends before the deadline"), "{}", outcome.reason);
+        assert!(Instant::now() <= act_by);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_event_gets_one_check_before_its_verdict() {
+        let now = Utc::now();
+        let c = completer(vec![Health::Healthy], FakeLifecycle::new(450), config(420, LifecycleResult::Abandon));
+        let outcome = run(&c, &event(now - chrono::Duration::seconds(600), "AutoScalingGroup"), now).await;
+        assert_eq!(outcome.result, "CONTINUE", "a healthy instance is admitted even when the event arrives late");
+    }
+}

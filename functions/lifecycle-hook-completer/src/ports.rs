@@ -1,0 +1,38 @@
+//! The two ports of the handler.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::config::LifecycleResult;
+use crate::event::LifecycleAction;
+
+/// The result of one health check of an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Healthy,
+    /// Not healthy yet: not registered with SSM, the command failed or timed out, the application not answering.
+    NotYet(String),
+}
+
+#[async_trait]
+pub trait HealthProbe: Send + Sync {
+    /// Runs the health check on the instance; gives up waiting for the command's result at `deadline`.
+    async fn check(&self, instance_id: &str, deadline: Instant) -> Health;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    Completed,
+    /// "No active Lifecycle Action found": already completed, timed out, or this is a redelivered event.
+    NoActiveAction,
+}
+
+#[async_trait]
+pub trait LifecycleActions: Send + Sync {
+    /// The hook's heartbeat timeout (`None` when the hook cannot be found).
+    async fn heartbeat_timeout(&self, group: &str, hook: &str) -> Result<Option<Duration>, String>;
+    async fn record_heartbeat(&self, action: &LifecycleAction) -> Result<Completion, String>;
+    async fn complete(&self, action: &LifecycleAction, result: LifecycleResult) -> Result<Completion, String>;
+}
