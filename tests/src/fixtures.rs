@@ -232,3 +232,41 @@ pub async fn get_parameter(ssm: &aws_sdk_ssm::Client, name: &str) -> serde_json:
     let value = output.parameter().and_then(|p| p.value()).unwrap_or_default();
     serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.to_owned()))
 }
+
+/// The worker fleet's launch hook, as in production: held in Pending:Wait, CONTINUE by default, 450 s heartbeat.
+pub const LAUNCH_HOOK: &str = "workers-launching";
+
+pub async fn create_launch_hook(autoscaling: &aws_sdk_autoscaling::Client, group: &str) {
+    autoscaling
+        .put_lifecycle_hook()
+        .auto_scaling_group_name(group)
+        .lifecycle_hook_name(LAUNCH_HOOK)
+        .lifecycle_transition("autoscaling:EC2_INSTANCE_LAUNCHING")
+        .heartbeat_timeout(450)
+        .default_result("CONTINUE")
+        .send()
+        .await
+        .expect("put lifecycle hook");
+}
+
+/// A sample lifecycle event, its time set to `now` (the health check deadline counts from it).
+pub fn fresh_lifecycle_event(path: &str) -> serde_json::Value {
+    let mut event = sample_event(path);
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    if event.get("time").is_some() {
+        event["time"] = serde_json::Value::String(now);
+    } else if let Some(records) = event["Records"].as_array_mut() {
+        for record in records {
+            for pointer in ["/Sns/Message", "/body"] {
+                if let Some(text) = record.pointer(pointer).and_then(|m| m.as_str()) {
+                    let mut message: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+                    if message.get("Time").is_some() {
+                        message["Time"] = serde_json::Value::String(now.clone());
+                    }
+                    *record.pointer_mut(pointer).unwrap() = serde_json::Value::String(message.to_string());
+                }
+            }
+        }
+    }
+    event
+}

@@ -2,6 +2,7 @@
 //! port, runs the function binaries as Lambda would (through the Runtime API), and stops everything on drop.
 
 pub mod fixtures;
+pub mod lifecycle_stand_in;
 pub mod moto;
 pub mod proxy;
 pub mod runtime;

@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use e2e_harness::fixtures::{
-    create_worker_group, get_parameter, put_parameter, INITIAL_RESTRICTION, RESTRICTION_PARAMETER, WORKER_GROUP,
+    create_launch_hook, fresh_lifecycle_event, create_worker_group, get_parameter, put_parameter, INITIAL_RESTRICTION, RESTRICTION_PARAMETER, WORKER_GROUP,
     create_idempotency_table, create_queue, create_sample_users, create_user_pool, eligible_subscribers, peek_all, sample_event, user_state,
     verify_sender, SAMPLE_USERS, SENDER_ADDRESS,
 };
+use e2e_harness::lifecycle_stand_in::LifecycleStandIn;
 use e2e_harness::proxy::RecordingProxy;
 use e2e_harness::moto::Moto;
 use e2e_harness::runtime::FunctionProcess;
@@ -217,6 +218,43 @@ async fn alarm_instance_updater(moto: &Moto, report: &mut Report) -> Vec<(String
     settings
 }
 
+async fn lifecycle_hook_completer(moto: &Moto, report: &mut Report) -> Vec<(String, String)> {
+    println!("\n== lifecycle-hook-completer: launching instance -> health check through SSM -> CONTINUE or ABANDON");
+    // moto lacks the lifecycle completion calls: the harness's stand-in answers them on a proxy in front of moto,
+    // and makes the health check of the second instance fail, as an application that never comes up.
+    let proxy = RecordingProxy::start(&moto.endpoint);
+    let stand_in = LifecycleStandIn::install(&proxy);
+    stand_in.make_unhealthy("i-0badc0ffee0d15ea5");
+    let sdk = sdk_config(&moto.endpoint).await;
+    let autoscaling = aws_sdk_autoscaling::Client::new(&sdk);
+    let group = "workers-launch";
+    create_worker_group(&autoscaling, group, 1).await;
+    create_launch_hook(&autoscaling, group).await;
+    let settings = owned(&[("HEALTHCHECK_INTERVAL_SECONDS", "1"), ("HEALTHCHECK_DEADLINE_SECONDS", "5"), ("ON_UNHEALTHY", "ABANDON")]);
+    let mut env = local_aws_env(&proxy.endpoint);
+    env.extend(settings.iter().cloned());
+    let mut function = FunctionProcess::start(&binary("lifecycle-hook-completer"), &env);
+    let mut verdicts = Vec::new();
+    for file in ["eventbridge-launch-lifecycle-action.json", "sns-launch-lifecycle-action.json", "eventbridge-warm-pool-lifecycle-action.json"] {
+        let outcome = function.invoke(&fresh_lifecycle_event(&format!("lifecycle-hook-completer/{file}"))).response();
+        println!("  events/lifecycle-hook-completer/{file}");
+        println!(
+            "    {} -> {} after {} check(s), {:.1} s: {}",
+            outcome["instance"].as_str().unwrap_or("?"),
+            outcome["result"].as_str().unwrap_or("?"),
+            outcome["attempts"],
+            outcome["elapsedSeconds"].as_f64().unwrap_or(0.0),
+            outcome["reason"].as_str().unwrap_or("").chars().take(100).collect::<String>()
+        );
+        verdicts.push(outcome["result"].as_str().unwrap_or("").to_owned());
+    }
+    let completed: Vec<String> = stand_in.completed().iter().map(|c| format!("{} {}", c.instance_id, c.result)).collect();
+    println!("  CompleteLifecycleAction calls: {}", completed.join(", "));
+    report.expect(verdicts == ["CONTINUE", "ABANDON", "CONTINUE"], "healthy instance continued, broken one abandoned, warm pool continued");
+    report.expect(completed.len() == 3, "each lifecycle action completed exactly once");
+    settings
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let keep = std::env::args().any(|a| a == "--keep");
@@ -225,6 +263,7 @@ async fn main() -> ExitCode {
     let mut report = Report::default();
     let mut settings = cognito_attribute_sync(&moto, &mut report).await;
     settings.extend(publish_history_email(&moto, &mut report).await);
+    settings.extend(lifecycle_hook_completer(&moto, &mut report).await);
     settings.extend(alarm_instance_updater(&moto, &mut report).await);
 
     println!();

@@ -1,0 +1,86 @@
+//! End to end: the built binary, run through the Lambda Runtime API against moto (the worker group and its launch
+//! hook; SSM Run Command), on the sample events. moto lacks CompleteLifecycleAction and
+//! RecordLifecycleActionHeartbeat and its SSM commands always succeed, so the harness's stand-in on the recording
+//! proxy answers the two Auto Scaling calls (recording them) and fails the health check of chosen instances.
+
+use std::path::Path;
+
+use e2e_harness::fixtures::{create_launch_hook, create_worker_group, fresh_lifecycle_event, WORKER_GROUP};
+use e2e_harness::lifecycle_stand_in::{CompletedAction, LifecycleStandIn};
+use e2e_harness::runtime::FunctionProcess;
+use e2e_harness::LocalAws;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_lifecycle-hook-completer");
+
+async fn stack(settings: &[(&str, &str)]) -> (LocalAws, LifecycleStandIn, FunctionProcess) {
+    let aws = LocalAws::start().await;
+    let autoscaling = aws_sdk_autoscaling::Client::new(&aws.sdk);
+    create_worker_group(&autoscaling, WORKER_GROUP, 1).await;
+    create_launch_hook(&autoscaling, WORKER_GROUP).await;
+    let stand_in = LifecycleStandIn::install(&aws.proxy);
+    let function = FunctionProcess::start(Path::new(BINARY), &aws.function_env(settings));
+    (aws, stand_in, function)
+}
+
+const FAST: &[(&str, &str)] = &[("HEALTHCHECK_INTERVAL_SECONDS", "1"), ("HEALTHCHECK_DEADLINE_SECONDS", "4")];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_instance_is_continued_and_a_redelivery_is_not_an_error() {
+    let (aws, stand_in, mut function) = stack(FAST).await;
+    let event = fresh_lifecycle_event("lifecycle-hook-completer/eventbridge-launch-lifecycle-action.json");
+    let outcome = function.invoke(&event).response();
+    assert_eq!(outcome["instance"], "i-0a1b2c3d4e5f60718");
+    assert_eq!((outcome["result"].as_str(), outcome["completed"].as_bool(), outcome["attempts"].as_u64()), (Some("CONTINUE"), Some(true), Some(1)));
+    assert!(outcome["elapsedSeconds"].as_f64().is_some());
+    assert_eq!(
+        stand_in.completed(),
+        vec![CompletedAction {
+            instance_id: "i-0a1b2c3d4e5f60718".into(),
+            token: "c613620e-07e2-4ed2-a9e2-ef8258911ade".into(),
+            result: "CONTINUE".into()
+        }]
+    );
+    // The health check ran through SSM Run Command, with the configured URL.
+    let sends = aws.proxy.calls_of("SendCommand");
+    assert_eq!(sends.len(), 1);
+    assert!(sends[0].body.contains("AWS-RunShellScript") && sends[0].body.contains("http://localhost:8000/healthcheck"), "{}", sends[0].body);
+    assert!(!aws.proxy.calls_of("DescribeLifecycleHooks").is_empty(), "the hook's heartbeat timeout is read from moto");
+
+    // EventBridge delivers the event again: Auto Scaling has no active action any more; that is not an error.
+    let again = function.invoke(&event).response();
+    assert_eq!(again["completed"], false);
+    assert!(again["reason"].as_str().unwrap().contains("no active lifecycle action"), "{again}");
+    assert_eq!(stand_in.completed().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_check_keeps_failing_is_abandoned_at_the_deadline() {
+    let (_aws, stand_in, mut function) = stack(FAST).await;
+    stand_in.make_unhealthy("i-0badc0ffee0d15ea5");
+    let outcome = function.invoke(&fresh_lifecycle_event("lifecycle-hook-completer/sns-launch-lifecycle-action.json")).response();
+    assert_eq!((outcome["result"].as_str(), outcome["completed"].as_bool()), (Some("ABANDON"), Some(true)));
+    assert!(outcome["attempts"].as_u64().unwrap() >= 2, "{outcome}");
+    let reason = outcome["reason"].as_str().unwrap();
+    assert!(reason.contains("not healthy by the deadline") && reason.contains("Connection refused"), "{reason}");
+    assert_eq!(stand_in.completed()[0].result, "ABANDON");
+    assert_eq!(stand_in.completed()[0].instance_id, "i-0badc0ffee0d15ea5");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_unhealthy_continue_warm_pool_and_test_notification() {
+    let mut settings = FAST.to_vec();
+    settings.push(("ON_UNHEALTHY", "CONTINUE"));
+    let (aws, stand_in, mut function) = stack(&settings).await;
+    stand_in.make_unhealthy("i-0badc0ffee0d15ea5");
+    let outcome = function.invoke(&fresh_lifecycle_event("lifecycle-hook-completer/sns-launch-lifecycle-action.json")).response();
+    assert_eq!(outcome["result"], "CONTINUE");
+
+    let sends_before = aws.proxy.calls_of("SendCommand").len();
+    let warm = function.invoke(&fresh_lifecycle_event("lifecycle-hook-completer/eventbridge-warm-pool-lifecycle-action.json")).response();
+    assert_eq!((warm["result"].as_str(), warm["attempts"].as_u64()), (Some("CONTINUE"), Some(0)));
+    assert_eq!(aws.proxy.calls_of("SendCommand").len(), sends_before, "no health check for the warm pool");
+
+    let test = function.invoke(&fresh_lifecycle_event("lifecycle-hook-completer/sns-test-notification.json")).response();
+    assert_eq!((test["result"].as_str(), test["completed"].as_bool()), (Some("NONE"), Some(false)));
+    assert_eq!(stand_in.completed().len(), 2);
+}

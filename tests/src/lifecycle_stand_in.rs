@@ -1,0 +1,114 @@
+//! What moto lacks for lifecycle hooks, answered by the recording proxy in front of it: `CompleteLifecycleAction`
+//! and `RecordLifecycleActionHeartbeat` (recorded for assertions, with Auto Scaling's "No active Lifecycle Action"
+//! for an action completed before), and a failed health check command for chosen instances (moto's SSM commands
+//! always succeed).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use crate::proxy::{Call, RecordingProxy, Reply};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedAction {
+    pub instance_id: String,
+    pub token: String,
+    pub result: String,
+}
+
+#[derive(Default)]
+struct State {
+    completed: Vec<CompletedAction>,
+    heartbeats: Vec<String>,
+    unhealthy: HashSet<String>,
+}
+
+#[derive(Clone, Default)]
+pub struct LifecycleStandIn {
+    state: Arc<Mutex<State>>,
+}
+
+const XMLNS: &str = "http://autoscaling.amazonaws.com/doc/2011-01-01/";
+
+fn xml_ok(operation: &str) -> Reply {
+    Reply {
+        status: 200,
+        content_type: "text/xml",
+        body: format!(
+            "<{operation}Response xmlns=\"{XMLNS}\"><{operation}Result/><ResponseMetadata><RequestId>00000000-0000-4000-8000-000000000000</RequestId></ResponseMetadata></{operation}Response>"
+        ),
+    }
+}
+
+fn no_active_action(instance: &str) -> Reply {
+    Reply {
+        status: 400,
+        content_type: "text/xml",
+        body: format!(
+            "<ErrorResponse xmlns=\"{XMLNS}\"><Error><Type>Sender</Type><Code>ValidationError</Code><Message>No active Lifecycle Action found with instance ID {instance}</Message></Error><RequestId>00000000-0000-4000-8000-000000000001</RequestId></ErrorResponse>"
+        ),
+    }
+}
+
+impl LifecycleStandIn {
+    /// Installs the stand-in on `proxy` (replacing any responder it had).
+    pub fn install(proxy: &RecordingProxy) -> LifecycleStandIn {
+        let stand_in = LifecycleStandIn::default();
+        let state = stand_in.state.clone();
+        proxy.respond_with(move |call| answer(&state, call));
+        stand_in
+    }
+
+    /// From now on the health check command of `instance_id` fails, as when its application does not answer.
+    pub fn make_unhealthy(&self, instance_id: &str) {
+        self.state.lock().unwrap().unhealthy.insert(instance_id.to_owned());
+    }
+
+    pub fn completed(&self) -> Vec<CompletedAction> {
+        self.state.lock().unwrap().completed.clone()
+    }
+
+    pub fn heartbeats(&self) -> Vec<String> {
+        self.state.lock().unwrap().heartbeats.clone()
+    }
+}
+
+fn answer(state: &Mutex<State>, call: &Call) -> Option<Reply> {
+    match call.operation.as_str() {
+        "CompleteLifecycleAction" => {
+            let form = call.form();
+            let instance = form.get("InstanceId").cloned().unwrap_or_default();
+            let token = form.get("LifecycleActionToken").cloned().unwrap_or_default();
+            let mut state = state.lock().unwrap();
+            if state.completed.iter().any(|c| c.token == token) {
+                return Some(no_active_action(&instance));
+            }
+            state.completed.push(CompletedAction { instance_id: instance, token, result: form.get("LifecycleActionResult").cloned().unwrap_or_default() });
+            Some(xml_ok("CompleteLifecycleAction"))
+        }
+        "RecordLifecycleActionHeartbeat" => {
+            let form = call.form();
+            let instance = form.get("InstanceId").cloned().unwrap_or_default();
+            let token = form.get("LifecycleActionToken").cloned().unwrap_or_default();
+            let mut state = state.lock().unwrap();
+            if state.completed.iter().any(|c| c.token == token) {
+                return Some(no_active_action(&instance));
+            }
+            state.heartbeats.push(instance);
+            Some(xml_ok("RecordLifecycleActionHeartbeat"))
+        }
+        "GetCommandInvocation" => {
+            let request: serde_json::Value = serde_json::from_str(&call.body).ok()?;
+            let instance = request["InstanceId"].as_str()?;
+            if !state.lock().unwrap().unhealthy.contains(instance) {
+                return None;
+            }
+            let body = serde_json::json!({
+                "CommandId": request["CommandId"], "InstanceId": instance, "DocumentName": "AWS-RunShellScript",
+                "Status": "Failed", "StatusDetails": "Failed", "ResponseCode": 7,
+                "StandardOutputContent": "", "StandardErrorContent": "curl: (7) Failed to connect to localhost port 8000 after 0 ms: Connection refused"
+            });
+            Some(Reply { status: 200, content_type: "application/x-amz-json-1.1", body: body.to_string() })
+        }
+        _ => None,
+    }
+}
