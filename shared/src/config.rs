@@ -39,6 +39,37 @@ impl VarSource for std::collections::HashMap<&str, &str> {
     }
 }
 
+impl<T: VarSource + ?Sized> VarSource for &T {
+    fn get(&self, name: &str) -> Option<String> {
+        (**self).get(name)
+    }
+}
+
+/// A source that remembers every name asked for: a function's test proves with it that its configuration reads
+/// exactly the variables it declares (and the SAM template test checks the template against that declaration).
+#[derive(Default)]
+pub struct RecordingSource {
+    values: std::collections::HashMap<String, String>,
+    asked: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl RecordingSource {
+    pub fn new(values: &[(&str, &str)]) -> Self {
+        Self { values: values.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), asked: Default::default() }
+    }
+
+    pub fn asked(&self) -> Vec<String> {
+        self.asked.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+    }
+}
+
+impl VarSource for RecordingSource {
+    fn get(&self, name: &str) -> Option<String> {
+        self.asked.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned());
+        self.values.get(name).cloned()
+    }
+}
+
 /// Typed access to a [`VarSource`]. An empty or all-blank value counts as unset, as in the Lambda console.
 pub struct Env<S: VarSource = ProcessEnv>(pub S);
 

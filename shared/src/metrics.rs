@@ -22,6 +22,9 @@ impl Unit {
     }
 }
 
+/// The variable every function reads for its metrics namespace (set once, in the template's globals).
+pub const NAMESPACE_VARIABLE: &str = "POWERTOOLS_METRICS_NAMESPACE";
+
 /// Metrics of one function, accumulated during an invocation and written by [`Metrics::flush`].
 pub struct Metrics {
     namespace: String,
@@ -36,7 +39,7 @@ impl Metrics {
 
     /// Namespace from `POWERTOOLS_METRICS_NAMESPACE` (the Powertools convention), default `EventWorkers`.
     pub fn from_env(service: &str) -> Self {
-        let namespace = std::env::var("POWERTOOLS_METRICS_NAMESPACE").ok().filter(|n| !n.is_empty());
+        let namespace = std::env::var(NAMESPACE_VARIABLE).ok().filter(|n| !n.is_empty());
         Self::new(namespace.unwrap_or_else(|| "EventWorkers".into()), service)
     }
 

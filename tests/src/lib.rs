@@ -1,11 +1,14 @@
 //! The end-to-end test harness. Nothing here reaches AWS: every test starts its own moto server on a free loopback
 //! port, runs the function binaries as Lambda would (through the Runtime API), and stops everything on drop.
 
+pub mod event_source;
 pub mod fixtures;
 pub mod lifecycle_stand_in;
 pub mod moto;
 pub mod proxy;
 pub mod runtime;
+pub mod scenario;
+pub mod stack;
 
 use std::path::PathBuf;
 

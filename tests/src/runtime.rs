@@ -39,6 +39,8 @@ struct Pending {
 struct Shared {
     results: Mutex<HashMap<String, Sender<Invocation>>>,
     init_error: Mutex<Option<Value>>,
+    /// When the function first asked for an invocation: the end of its init (cold start).
+    first_poll: Mutex<Option<Instant>>,
 }
 
 /// A function binary running under the emulator. Dropping it stops the process.
@@ -50,6 +52,7 @@ pub struct FunctionProcess {
     server: Arc<tiny_http::Server>,
     output: Arc<Mutex<Vec<String>>>,
     counter: u64,
+    spawned_at: Instant,
     /// The deadline each invocation gets, as Lambda's function timeout.
     pub timeout: Duration,
 }
@@ -90,6 +93,7 @@ impl FunctionProcess {
             command.env(key, value);
         }
         crate::die_with_parent(&mut command);
+        let spawned_at = Instant::now();
         let mut child = command.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
         let output = Arc::new(Mutex::new(Vec::new()));
         for pipe in [child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>), child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>)]
@@ -103,7 +107,7 @@ impl FunctionProcess {
                 }
             });
         }
-        FunctionProcess { child, name, invocations, shared, server, output, counter: 0, timeout: Duration::from_secs(60) }
+        FunctionProcess { child, name, invocations, shared, server, output, counter: 0, spawned_at, timeout: Duration::from_secs(60) }
     }
 
     /// Invokes the function with `event` and waits for its answer.
@@ -136,6 +140,24 @@ impl FunctionProcess {
     /// Everything the process printed so far (stdout and stderr), line by line.
     pub fn output(&self) -> Vec<String> {
         self.output.lock().unwrap().clone()
+    }
+
+    /// Init time: from the process start to its first `/invocation/next` (waits for it, at most 30 s).
+    pub fn init_duration(&self) -> Option<Duration> {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if let Some(at) = *self.shared.first_poll.lock().unwrap() {
+                return Some(at.duration_since(self.spawned_at));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        None
+    }
+
+    /// The process's peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     /// What the function posted to `/runtime/init/error`, if anything.
@@ -182,6 +204,7 @@ fn serve(mut request: tiny_http::Request, shared: &Shared, queue: &Mutex<Receive
         return;
     };
     if path == "/invocation/next" {
+        shared.first_poll.lock().unwrap().get_or_insert_with(Instant::now);
         // Long poll, as the real Runtime API does: the function waits here between invocations.
         let pending = loop {
             let received = queue.lock().unwrap().recv_timeout(Duration::from_millis(200));

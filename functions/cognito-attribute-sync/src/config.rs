@@ -56,4 +56,13 @@ mod tests {
         let env = Env(HashMap::from([("USER_POOL_ID", "p"), ("ON_USER_DELETED", "Delete")]));
         assert_eq!(Config::from_env(&env).unwrap().on_user_deleted, OnUserDeleted::Delete);
     }
+
+    #[test]
+    fn reads_exactly_the_declared_variables() {
+        let source = shared::config::RecordingSource::new(&[("USER_POOL_ID", "eu-west-1_abc"), ("ON_USER_DELETED", "delete"), ("DEAD_LETTER_QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/1/dlq")]);
+        Config::from_env(&Env(&source)).unwrap();
+        let mut declared: Vec<String> = Config::VARIABLES.iter().map(|v| v.to_string()).collect();
+        declared.sort();
+        assert_eq!(source.asked(), declared);
+    }
 }

@@ -86,4 +86,13 @@ mod tests {
             assert!(err.to_string().contains(name), "{err}");
         }
     }
+
+    #[test]
+    fn reads_exactly_the_declared_variables() {
+        let source = shared::config::RecordingSource::new(&[("HEALTHCHECK_URL", "http://localhost:8000/h"), ("HEALTHCHECK_DEADLINE_SECONDS", "60"), ("HEALTHCHECK_INTERVAL_SECONDS", "5"), ("ON_UNHEALTHY", "CONTINUE")]);
+        Config::from_env(&Env(&source)).unwrap();
+        let mut declared: Vec<String> = Config::VARIABLES.iter().map(|v| v.to_string()).collect();
+        declared.sort();
+        assert_eq!(source.asked(), declared);
+    }
 }

@@ -1,0 +1,88 @@
+//! Benchmarks of the figures that matter for these functions: cold start (init) time, peak memory, AWS calls per
+//! unit of work, and package size. Run with `bash tests/bench.sh` (release binaries, against moto on loopback).
+//! Prints figures; asserts nothing (goals live here, not in timed tests).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use e2e_harness::fixtures::{fresh_lifecycle_event, sample_event};
+use e2e_harness::lifecycle_stand_in::LifecycleStandIn;
+use e2e_harness::moto::Moto;
+use e2e_harness::proxy::RecordingProxy;
+use e2e_harness::runtime::FunctionProcess;
+use e2e_harness::stack::provision;
+use e2e_harness::{local_aws_env, workspace_root};
+
+const COLD_STARTS: usize = 5;
+
+/// Each function with a realistic event and what one unit of its work is.
+fn workloads() -> Vec<(&'static str, serde_json::Value, &'static str)> {
+    vec![
+        ("cognito-attribute-sync", sample_event("cognito-attribute-sync/sns-envelope-batch.json"), "3 records: 1 user changed, 1 unchanged, 1 other table"),
+        ("publish-history-email", sample_event("publish-history-email/sns-envelope-batch.json"), "2 rows: 4 emails to 2 tenants' subscribers"),
+        ("lifecycle-hook-completer", fresh_lifecycle_event("lifecycle-hook-completer/eventbridge-launch-lifecycle-action.json"), "1 launch, healthy at once"),
+        ("alarm-instance-updater", sample_event("alarm-instance-updater/sns-alarm-cpu-high.json"), "1 ALARM: restriction written"),
+    ]
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+/// The arm64 package (bootstrap) that `sam build` produced, if any: (bytes, gzip -9 bytes).
+fn package_size(binary: &str) -> Option<(u64, u64)> {
+    let candidates = [workspace_root().join("target/sam/lambda").join(binary).join("bootstrap"), workspace_root().join("target/lambda").join(binary).join("bootstrap")];
+    let path = candidates.iter().find(|p| p.exists())?;
+    let size = std::fs::metadata(path).ok()?.len();
+    let gzip = std::process::Command::new("gzip").args(["-9", "-c"]).arg(path).output().ok()?;
+    Some((size, gzip.stdout.len() as u64))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 4)]
+async fn main() {
+    let binaries = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target/release"));
+    let moto = Moto::start();
+    let proxy = RecordingProxy::start(&moto.endpoint);
+    let _stand_in = LifecycleStandIn::install(&proxy);
+    let stack = provision(&moto.endpoint, e2e_harness::scenario::APP_BASE_URL, None).await;
+    println!("binaries: {}  (x86_64 here; Lambda runs the arm64 build)", binaries.display());
+    println!("{:<26} {:>14} {:>13} {:>10}  {}", "function", "init (median)", "peak RSS", "AWS calls", "unit of work / calls by operation");
+    for (name, event, unit) in workloads() {
+        let mut env = local_aws_env(&proxy.endpoint);
+        env.extend(stack.function(name).environment.iter().cloned());
+        let mut inits = Vec::new();
+        let mut peak = 0;
+        let mut first_calls = BTreeMap::new();
+        for run in 0..COLD_STARTS {
+            let mut process = FunctionProcess::start(&binaries.join(name), &env);
+            inits.push(process.init_duration().expect("the function polled for an invocation"));
+            let before = proxy.calls().len();
+            process.invoke(&event).response();
+            if run == 0 {
+                for call in &proxy.calls()[before..] {
+                    *first_calls.entry(call.operation.clone()).or_insert(0) += 1;
+                }
+            }
+            peak = peak.max(process.peak_rss_kib().unwrap_or(0));
+        }
+        let total: usize = first_calls.values().sum();
+        let breakdown: Vec<String> = first_calls.iter().map(|(op, n)| format!("{op} {n}")).collect();
+        println!(
+            "{:<26} {:>11.1} ms {:>9.1} MiB {:>10}  {unit}: {}",
+            name,
+            median(inits).as_secs_f64() * 1000.0,
+            peak as f64 / 1024.0,
+            total,
+            breakdown.join(", ")
+        );
+    }
+    println!();
+    for (name, _, _) in workloads() {
+        match package_size(name) {
+            Some((size, gzip)) => println!("package {name:<26} bootstrap {:>6.1} MiB, zipped about {:>5.1} MiB (arm64)", size as f64 / 1048576.0, gzip as f64 / 1048576.0),
+            None => println!("package {name:<26} not built for arm64 yet (sam build, or the infra test, builds it)"),
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! The main job, locally: the whole event flow on one machine. The local stack is provisioned on moto from the SAM
+//! template; database events are published to the topic, SNS delivers them to the queues through the template's
+//! filter policies, the event sources hand batches to the real function binaries, and the lifecycle action and the
+//! alarm are delivered as EventBridge and SNS would. A short report says what happened; every expectation that did
+//! not hold is listed, and the caller exits non-zero.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use shared::logging::mask_email;
+
+use crate::event_source::EventSource;
+use crate::fixtures::{eligible_subscribers, fresh_lifecycle_event, get_parameter, peek_all, sample_event, user_state, SAMPLE_USERS};
+use crate::lifecycle_stand_in::LifecycleStandIn;
+use crate::moto::Moto;
+use crate::proxy::RecordingProxy;
+use crate::runtime::FunctionProcess;
+use crate::stack::{provision, LocalStack};
+use crate::{dead_letter_info, local_aws_env, sdk_config};
+
+pub const APP_BASE_URL: &str = "https://app.navlab.online";
+/// Its health check fails in the scenario, as an instance whose application never comes up.
+pub const BROKEN_INSTANCE: &str = "i-0badc0ffee0d15ea5";
+
+/// What went against expectations.
+#[derive(Default)]
+pub struct Report {
+    pub problems: Vec<String>,
+}
+
+impl Report {
+    fn expect(&mut self, ok: bool, what: impl Into<String>) {
+        let what = what.into();
+        println!("    {}  {what}", if ok { "ok  " } else { "FAIL" });
+        if !ok {
+            self.problems.push(what);
+        }
+    }
+}
+
+/// The running local stack: moto, the recording proxy the functions reach it through, the stack's description.
+pub struct Running {
+    pub moto: Moto,
+    pub proxy: RecordingProxy,
+    pub stack: LocalStack,
+    pub report: Report,
+}
+
+impl Running {
+    /// The exports for `cargo lambda watch` / `invoke` against this stack.
+    pub fn exports(&self) -> Vec<(String, String)> {
+        let mut exports = local_aws_env(&self.moto.endpoint);
+        for function in &self.stack.functions {
+            for (key, value) in &function.environment {
+                exports.push((format!("{}:{key}", function.binary), value.clone()));
+            }
+        }
+        exports
+    }
+}
+
+/// Where the function binaries are: `CARGO_TARGET_DIR` (or target/) /debug.
+pub fn binaries_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate::workspace_root().join("target")).join("debug")
+}
+
+fn who(email: &str) -> String {
+    let tenant = SAMPLE_USERS.iter().find(|u| u.email == email).map(|u| u.tenant).filter(|t| !t.is_empty()).unwrap_or("no tenant");
+    format!("{} ({tenant})", mask_email(email))
+}
+
+type Snapshot = HashMap<&'static str, (bool, HashMap<String, String>)>;
+
+async fn snapshot(cognito: &aws_sdk_cognitoidentityprovider::Client, pool_id: &str) -> Snapshot {
+    let mut users = HashMap::new();
+    for user in SAMPLE_USERS {
+        users.insert(user.email, user_state(cognito, pool_id, user.email).await);
+    }
+    users
+}
+
+fn print_changes(before: &Snapshot, after: &Snapshot) {
+    let mut any = false;
+    for user in SAMPLE_USERS {
+        let (enabled_before, old) = &before[user.email];
+        let (enabled_after, new) = &after[user.email];
+        for name in ["given_name", "family_name", "custom:_tenant"] {
+            let (o, n) = (old.get(name).map(String::as_str).unwrap_or("-"), new.get(name).map(String::as_str).unwrap_or("-"));
+            if o != n {
+                println!("    {:<30} {name}: {o} -> {n}", who(user.email));
+                any = true;
+            }
+        }
+        if enabled_before != enabled_after {
+            println!("    {:<30} enabled: {enabled_before} -> {enabled_after}", who(user.email));
+            any = true;
+        }
+    }
+    if !any {
+        println!("    (no change)");
+    }
+}
+
+/// The database events the scenario publishes: (what, message, event attribute, table attribute).
+fn database_events() -> Vec<(&'static str, String, &'static str, &'static str)> {
+    vec![
+        (
+            "users: Ada's surname changes",
+            json!({"event": "record_updated", "table": "users", "record": {"id": 101, "email": "ada@example.com", "firstName": "Ada", "lastName": "Lovelace", "_tenant": "acme"}}).to_string(),
+            "record_updated",
+            "users",
+        ),
+        (
+            "users: Katherine's row is created in tenant globex",
+            json!({"event": "records_created", "table": "users", "records": [{"id": 103, "email": "katherine@example.com", "firstName": "Katherine", "lastName": "Johnson", "_tenant": "globex"}]}).to_string(),
+            "records_created",
+            "users",
+        ),
+        (
+            "users: Alan's row is deleted",
+            json!({"event": "records_deleted", "table": "users", "records": [{"id": 104, "email": "alan@example.com"}]}).to_string(),
+            "records_deleted",
+            "users",
+        ),
+        (
+            "publish_history: created for acme (a title with markup)",
+            json!({"event": "records_created", "table": "publish_history", "records": [{"id": "ph-1001", "_tenant": "acme", "title": "Winter catalogue <script>alert('x')</script>", "publishedBy": "Ada Lovelace", "createdAt": "2026-11-21T10:04:57Z"}]}).to_string(),
+            "records_created",
+            "publish_history",
+        ),
+        (
+            "publish_history: created for globex",
+            json!({"event": "records_created", "table": "publish_history", "tenant": "globex", "records": [{"id": 2001, "name": "Pricing update", "publishedBy": "Alan Turing"}]}).to_string(),
+            "records_created",
+            "publish_history",
+        ),
+        (
+            "publish_history: updated (no subscription takes it)",
+            json!({"event": "record_updated", "table": "publish_history", "record": {"id": "ph-1001", "_tenant": "acme", "title": "Renamed"}}).to_string(),
+            "record_updated",
+            "publish_history",
+        ),
+        ("users: a malformed message", r#"{"event":"record_updated","table":"users","record":{"email":"ada@exa"#.to_owned(), "record_updated", "users"),
+    ]
+}
+
+fn binary(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is not built: run `cargo build --bins` (tests/run-local.sh and tests/test.sh do)", path.display());
+    path
+}
+
+/// Runs the scenario and returns the running stack (moto still up) with its report.
+pub async fn run(binaries: &Path) -> Running {
+    let moto = Moto::start();
+    println!("local AWS (moto) listening on {}", moto.endpoint);
+    // The functions reach moto through the recording proxy: it shows what they sent, and stands in for the
+    // lifecycle calls moto lacks.
+    let proxy = RecordingProxy::start(&moto.endpoint);
+    let stand_in = LifecycleStandIn::install(&proxy);
+    stand_in.make_unhealthy(BROKEN_INSTANCE);
+    let stack = provision(&moto.endpoint, APP_BASE_URL, None).await;
+    println!("local stack provisioned from infra/template.yaml: {} queues, {} functions", stack.queues.len(), stack.functions.len());
+    let mut report = Report::default();
+    let sdk = sdk_config(&moto.endpoint).await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let sns = aws_sdk_sns::Client::new(&sdk);
+    let cognito = aws_sdk_cognitoidentityprovider::Client::new(&sdk);
+    let ssm = aws_sdk_ssm::Client::new(&sdk);
+
+    let start_with = |name: &str, overrides: &[(&str, &str)]| {
+        let mut env = local_aws_env(&proxy.endpoint);
+        env.extend(stack.function(name).environment.iter().cloned());
+        env.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        FunctionProcess::start(&binary(binaries, name), &env)
+    };
+    let start = |name: &str| start_with(name, &[]);
+    let mut sources = Vec::new();
+    for name in ["cognito-attribute-sync", "publish-history-email"] {
+        let source = stack.function(name).sqs.as_ref().expect("an SQS event source");
+        let queue = stack.queue(&source.queue);
+        sources.push((
+            name,
+            EventSource::start(sqs.clone(), queue.url.clone(), queue.arn.clone(), source.batch_size, Duration::from_secs(source.window_seconds), start(name)),
+        ));
+    }
+
+    // 1. Database events through SNS, the subscriptions' filter policies and the queues.
+    println!("\n== database events -> SNS topic -> filtered SQS queues -> cognito-attribute-sync, publish-history-email");
+    let before = snapshot(&cognito, &stack.user_pool_id).await;
+    for (what, message, event, table) in database_events() {
+        let attribute = |value: &str| aws_sdk_sns::types::MessageAttributeValue::builder().data_type("String").string_value(value).build().expect("data type is set");
+        sns.publish()
+            .topic_arn(&stack.database_topic_arn)
+            .message(message)
+            .message_attributes("event", attribute(event))
+            .message_attributes("table", attribute(table))
+            .send()
+            .await
+            .expect("publish to the database-event topic");
+        println!("  published  {what}");
+    }
+    let acme = eligible_subscribers("acme");
+    let globex = eligible_subscribers("globex");
+    let expected_emails = acme.len() + globex.len();
+    let cognito_dlq = &stack.queue("CognitoAttributeSyncDeadLetterQueue").url;
+    let waited = Instant::now();
+    while waited.elapsed() < Duration::from_secs(90) {
+        let emails = proxy.calls_of("SendEmail").len();
+        let dead = peek_all(&sqs, cognito_dlq).await.len();
+        let alan_disabled = !user_state(&cognito, &stack.user_pool_id, "alan@example.com").await.0;
+        if emails >= expected_emails && dead >= 1 && alan_disabled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // A moment more, to see that nothing else arrives.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut processes = Vec::new();
+    for (name, source) in sources {
+        let stats = source.stats();
+        println!("  {name}: {} batch(es), {} record(s), {} reported for redelivery", stats.batches, stats.records, stats.failures);
+        report.expect(stats.failures == 0, format!("{name}: no record left for redelivery"));
+        processes.push(source.stop().await);
+    }
+    let after = snapshot(&cognito, &stack.user_pool_id).await;
+    println!("  Cognito attributes, before -> after:");
+    print_changes(&before, &after);
+    let attr = |email: &str, name: &str| after[email].1.get(name).cloned().unwrap_or_default();
+    report.expect(attr("ada@example.com", "family_name") == "Lovelace", "Ada's family_name is Lovelace");
+    report.expect(attr("katherine@example.com", "custom:_tenant") == "globex", "Katherine is in tenant globex");
+    report.expect(!after["alan@example.com"].0, "Alan's deleted account is disabled");
+
+    println!("  emails sent:");
+    let mut by_subject: HashMap<String, Vec<String>> = HashMap::new();
+    for call in proxy.calls_of("SendEmail") {
+        let form = call.form();
+        let to = form.get("Destination.ToAddresses.member.1").cloned().unwrap_or_default();
+        let subject = form.get("Message.Subject.Data").cloned().unwrap_or_default();
+        println!("    to {:<30} {subject}", who(&to));
+        by_subject.entry(subject).or_default().push(to);
+    }
+    by_subject.values_mut().for_each(|v| v.sort());
+    let got = |subject: &str| by_subject.get(subject).cloned().unwrap_or_default();
+    report.expect(got("New publish history: Winter catalogue <script>alert('x')</script>") == acme, "acme's subscribers got the acme history, once each");
+    report.expect(got("New publish history: Pricing update") == globex, "globex's subscribers got the globex history, once each");
+    report.expect(by_subject.len() == 2, "no email for the updated history (filtered out by the subscription)");
+
+    // 2. A lifecycle action, delivered as EventBridge does.
+    // The template gives an instance 420 s; locally 6 s, checked every second, keep the run short.
+    let fast = [("HEALTHCHECK_DEADLINE_SECONDS", "6"), ("HEALTHCHECK_INTERVAL_SECONDS", "1")];
+    println!("\n== EventBridge launch lifecycle actions -> lifecycle-hook-completer (locally: 6 s deadline, 1 s interval)");
+    let mut lifecycle = start_with("lifecycle-hook-completer", &fast);
+    let mut verdicts = Vec::new();
+    for (file, why) in [("eventbridge-launch-lifecycle-action.json", "healthy instance"), ("sns-launch-lifecycle-action.json", "instance whose application never answers")] {
+        let outcome = lifecycle.invoke(&fresh_lifecycle_event(&format!("lifecycle-hook-completer/{file}"))).response();
+        println!(
+            "  {why}: {} -> {} after {} check(s) in {:.1} s",
+            outcome["instance"].as_str().unwrap_or("?"),
+            outcome["result"].as_str().unwrap_or("?"),
+            outcome["attempts"],
+            outcome["elapsedSeconds"].as_f64().unwrap_or(0.0)
+        );
+        verdicts.push(outcome["result"].as_str().unwrap_or_default().to_owned());
+    }
+    let completed: Vec<String> = stand_in.completed().iter().map(|c| format!("{} {}", c.instance_id, c.result)).collect();
+    println!("  CompleteLifecycleAction: {}", completed.join(", "));
+    report.expect(verdicts == ["CONTINUE", "ABANDON"], "the healthy instance continued, the broken one abandoned");
+    processes.push(lifecycle);
+
+    // 3. The scale-out alarm, delivered as SNS does, then the group's launch result as EventBridge does.
+    println!("\n== CPU alarm (SNS) and launch result (EventBridge) -> alarm-instance-updater -> {}", stack.restriction_parameter);
+    let mut updater = start("alarm-instance-updater");
+    let mut timeline = Vec::new();
+    for (file, what) in [("sns-alarm-cpu-high.json", "cpu_high ALARM"), ("eventbridge-launch-successful.json", "instance launch successful")] {
+        let summary = updater.invoke(&sample_event(&format!("alarm-instance-updater/{file}"))).response();
+        let value = get_parameter(&ssm, &stack.restriction_parameter).await;
+        let restricted = value["restricted"].as_bool().unwrap_or(false);
+        let state = if restricted { format!("restricted until {}", value["expiresAt"].as_str().unwrap_or("?")) } else { "not restricted".to_owned() };
+        let why = summary["steps"][0]["why"].as_str().unwrap_or("?").chars().take(90).collect::<String>();
+        println!("  {what:<28} -> {state}{}  ({why})", if summary["written"] == true { ", written" } else { "" });
+        timeline.push(restricted);
+    }
+    report.expect(timeline == [true, false], "restricted during the scale-out, lifted once the group settled");
+    processes.push(updater);
+
+    // 4. What ended in the dead-letter queues.
+    println!("\n== dead-letter queues");
+    let mut dead_counts = HashMap::new();
+    let mut dlqs: Vec<(&String, &crate::stack::Queue)> =
+        stack.queues.iter().filter(|(id, _)| id.contains("DeadLetter") || id.contains("FailedEvents")).collect();
+    dlqs.sort_by_key(|(id, _)| id.as_str());
+    for (logical_id, queue) in dlqs {
+        let messages = peek_all(&sqs, &queue.url).await;
+        println!("  {}: {} message(s)", queue.name, messages.len());
+        for message in &messages {
+            println!("    - {}", dead_letter_info(message).1);
+        }
+        dead_counts.insert(logical_id.clone(), messages.len());
+    }
+    report.expect(dead_counts.get("CognitoAttributeSyncDeadLetterQueue") == Some(&1), "the malformed message is in cognito-attribute-sync's dead-letter queue");
+    report.expect(dead_counts.values().sum::<usize>() == 1, "nothing else in any dead-letter queue");
+    let leaked = processes.iter().flat_map(|p| p.output()).filter(|l| SAMPLE_USERS.iter().any(|u| l.contains(u.email))).count();
+    report.expect(leaked == 0, "no email address in full in any function's logs");
+
+    println!();
+    if report.problems.is_empty() {
+        println!("everything happened as expected");
+    } else {
+        println!("{} expectation(s) failed:", report.problems.len());
+        for problem in &report.problems {
+            println!("  - {problem}");
+        }
+    }
+    drop(processes);
+    Running { moto, proxy, stack, report }
+}

@@ -1,0 +1,170 @@
+//! The SAM template's checks, offline and without credentials: the template and the crates agree on each function's
+//! environment; `sam validate` (plain and `--lint`), cfn-lint and checkov pass; `sam build` builds all four functions
+//! for arm64 with cargo-lambda. The tools come from the project's .venv (tests/setup.sh).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+use e2e_harness::workspace_root;
+use serde_yaml::Value;
+
+fn template() -> Value {
+    let path = workspace_root().join("infra/template.yaml");
+    serde_yaml::from_str(&std::fs::read_to_string(&path).expect("infra/template.yaml")).expect("the template is YAML")
+}
+
+fn keys(value: &Value) -> BTreeSet<String> {
+    value.as_mapping().map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+}
+
+/// The environment variables each crate declares that it reads.
+fn declared(crate_dir: &str) -> &'static [&'static str] {
+    match crate_dir {
+        "cognito-attribute-sync" => cognito_attribute_sync::config::Config::VARIABLES,
+        "publish-history-email" => publish_history_email::config::Config::VARIABLES,
+        "lifecycle-hook-completer" => lifecycle_hook_completer::config::Config::VARIABLES,
+        "alarm-instance-updater" => alarm_instance_updater::config::Config::VARIABLES,
+        other => panic!("the template deploys {other}, which is not a function crate"),
+    }
+}
+
+#[test]
+fn each_functions_environment_is_exactly_what_its_crate_reads() {
+    let template = template();
+    let globals = keys(&template["Globals"]["Function"]["Environment"]["Variables"]);
+    assert_eq!(globals, BTreeSet::from([shared::metrics::NAMESPACE_VARIABLE.to_owned()]), "globals carry only what every function reads");
+    let mut deployed = BTreeSet::new();
+    for (name, resource) in template["Resources"].as_mapping().unwrap() {
+        if resource["Type"] != "AWS::Serverless::Function" {
+            continue;
+        }
+        let properties = &resource["Properties"];
+        let crate_dir = properties["CodeUri"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+        let mut variables = keys(&properties["Environment"]["Variables"]);
+        variables.extend(globals.iter().cloned());
+        let mut expected: BTreeSet<String> = declared(&crate_dir).iter().map(|v| v.to_string()).collect();
+        expected.insert(shared::metrics::NAMESPACE_VARIABLE.to_owned());
+        assert_eq!(variables, expected, "{name:?} ({crate_dir})");
+        assert_eq!(resource["Metadata"]["BuildMethod"], "rust-cargolambda", "{name:?}");
+        deployed.insert(crate_dir);
+    }
+    let functions: BTreeSet<String> = std::fs::read_dir(workspace_root().join("functions"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(deployed, functions, "every function crate is deployed, and nothing else");
+}
+
+#[test]
+fn sqs_fed_functions_report_batch_item_failures_and_queues_outlast_six_timeouts() {
+    let template = template();
+    let resources = template["Resources"].as_mapping().unwrap();
+    let mut sqs_events = 0;
+    for (name, resource) in resources {
+        if resource["Type"] != "AWS::Serverless::Function" {
+            continue;
+        }
+        let timeout = resource["Properties"]["Timeout"].as_u64().unwrap_or(3);
+        for (_, event) in resource["Properties"]["Events"].as_mapping().into_iter().flatten() {
+            if event["Type"] != "SQS" {
+                continue;
+            }
+            sqs_events += 1;
+            let properties = &event["Properties"];
+            assert_eq!(properties["FunctionResponseTypes"][0], "ReportBatchItemFailures", "{name:?}");
+            assert!(properties["ScalingConfig"]["MaximumConcurrency"].as_u64().is_some(), "{name:?}");
+            let Value::Tagged(queue) = &properties["Queue"] else { panic!("{name:?}: Queue should be !GetAtt <queue>.Arn") };
+            let queue = queue.value.clone();
+            let queue_name = queue.as_str().unwrap().trim_end_matches(".Arn");
+            let queue = &resources[&Value::from(queue_name)];
+            let visibility = queue["Properties"]["VisibilityTimeout"].as_u64().unwrap();
+            assert!(visibility >= 6 * timeout, "{queue_name}: visibility {visibility} < 6 x {timeout}");
+            assert!(queue["Properties"]["RedrivePolicy"]["maxReceiveCount"].as_u64().is_some(), "{queue_name} has no redrive policy");
+        }
+    }
+    assert_eq!(sqs_events, 2);
+}
+
+fn venv_bin(tool: &str) -> PathBuf {
+    let path = workspace_root().join(".venv/bin").join(tool);
+    assert!(path.exists(), "{} not found: run `bash tests/setup.sh`", path.display());
+    path
+}
+
+/// Runs a tool offline: a region, no credentials, no telemetry; the project's .venv first on PATH (cargo-lambda).
+fn run(tool: &str, args: &[&str]) -> String {
+    run_with(tool, args, &[])
+}
+
+fn run_with(tool: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let output = Command::new(venv_bin(tool))
+        .envs(env.iter().copied())
+        .args(args)
+        .current_dir(workspace_root().join("infra"))
+        .env("PATH", format!("{}:{path}", workspace_root().join(".venv/bin").display()))
+        .env("AWS_DEFAULT_REGION", "eu-west-1")
+        .env("SAM_CLI_TELEMETRY", "0")
+        .env("SAM_CLI_BETA_RUST_CARGO_LAMBDA", "1")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap_or_else(|e| panic!("running {tool}: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{tool} {args:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn sam_validate_passes() {
+    assert!(run("sam", &["validate", "--template-file", "template.yaml"]).contains("is a valid SAM Template"));
+}
+
+#[test]
+fn sam_validate_lint_passes() {
+    assert!(run("sam", &["validate", "--lint", "--template-file", "template.yaml"]).contains("is a valid SAM Template"));
+}
+
+#[test]
+fn cfn_lint_passes() {
+    run("cfn-lint", &["template.yaml"]);
+}
+
+#[test]
+fn checkov_passes_with_every_skip_explained() {
+    let output = run("checkov", &["-f", "template.yaml", "--framework", "cloudformation", "--compact", "--quiet", "--skip-download"]);
+    assert!(output.contains("Failed checks: 0"), "{output}");
+    // Every skip in the template carries a reason.
+    let template = template();
+    for (name, resource) in template["Resources"].as_mapping().unwrap() {
+        for skip in resource["Metadata"]["checkov"]["skip"].as_sequence().into_iter().flatten() {
+            let reason = skip["comment"].as_str().unwrap_or_default();
+            assert!(reason.len() > 20, "{name:?} skips {:?} without a reason", skip["id"]);
+        }
+    }
+}
+
+/// The deployment build: all four functions, release, arm64 (cargo-lambda cross-compiles through zig).
+#[test]
+fn sam_build_builds_every_function_for_arm64() {
+    let build_dir = std::env::temp_dir().join(format!("sam-build-{}", std::process::id()));
+    let build_dir_text = build_dir.to_string_lossy().into_owned();
+    // Its own target directory: the release arm64 build shares nothing with the debug one, and cargo running inside
+    // this test must not wait on the lock of the `cargo test` that runs it.
+    let target = workspace_root().join("target/sam");
+    run_with(
+        "sam",
+        &["build", "--beta-features", "--template-file", "template.yaml", "--build-dir", &build_dir_text],
+        &[("CARGO_TARGET_DIR", &target.to_string_lossy())],
+    );
+    for function in ["PublishHistoryEmailFunction", "CognitoAttributeSyncFunction", "LifecycleHookCompleterFunction", "AlarmInstanceUpdaterFunction"] {
+        let bootstrap = build_dir.join(function).join("bootstrap");
+        let bytes = std::fs::read(&bootstrap).unwrap_or_else(|e| panic!("{}: {e}", bootstrap.display()));
+        // ELF, 64-bit, e_machine 0xB7 = AArch64.
+        assert_eq!(&bytes[..4], b"\x7fELF", "{function}");
+        assert_eq!(u16::from_le_bytes([bytes[18], bytes[19]]), 0xB7, "{function} is not an arm64 binary");
+    }
+    let _ = std::fs::remove_dir_all(&build_dir);
+}
