@@ -4,7 +4,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/tests/setup.sh"
 cd "$root"
-# The scenario test runs the function binaries as Lambda would; cargo builds another package's binaries only when
-# asked, so build them first.
-cargo build --workspace --locked --bins
+# Build first, so the first build's progress shows (the whole-flow tests also build the binaries they run).
+cargo build --workspace --locked --all-targets
 cargo test --workspace --locked "$@"

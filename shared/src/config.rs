@@ -79,6 +79,13 @@ impl Env<ProcessEnv> {
     }
 }
 
+impl Env<std::collections::HashMap<&'static str, &'static str>> {
+    /// A fixed set of variables, for tests.
+    pub fn from_pairs(pairs: &[(&'static str, &'static str)]) -> Self {
+        Env(pairs.iter().copied().collect())
+    }
+}
+
 impl<S: VarSource> Env<S> {
     /// The trimmed value, or `None` when unset or blank.
     pub fn optional(&self, name: &str) -> Option<String> {
@@ -130,7 +137,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&'static str, &'static str)]) -> Env<HashMap<&'static str, &'static str>> {
-        Env(pairs.iter().copied().collect())
+        Env::from_pairs(pairs)
     }
 
     #[test]

@@ -115,3 +115,20 @@ pub fn dead_letter_info(message: &aws_sdk_sqs::types::Message) -> (String, Strin
     };
     (attribute("SourceMessageId"), attribute("ErrorMessage"))
 }
+
+/// Builds the function binaries (once per process) and returns their directory. Tests of the whole flow need other
+/// packages' binaries, which cargo builds for a test only when asked; cargo holds no lock while tests run, so the
+/// test asks. Outside `cargo test`, `cargo` from PATH.
+pub fn built_binaries() -> &'static std::path::Path {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--workspace", "--bins", "--quiet"])
+            .current_dir(workspace_root())
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "cargo build --bins failed");
+        scenario::binaries_dir()
+    })
+}

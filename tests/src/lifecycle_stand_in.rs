@@ -74,27 +74,22 @@ impl LifecycleStandIn {
 
 fn answer(state: &Mutex<State>, call: &Call) -> Option<Reply> {
     match call.operation.as_str() {
-        "CompleteLifecycleAction" => {
+        operation @ ("CompleteLifecycleAction" | "RecordLifecycleActionHeartbeat") => {
             let form = call.form();
             let instance = form.get("InstanceId").cloned().unwrap_or_default();
             let token = form.get("LifecycleActionToken").cloned().unwrap_or_default();
             let mut state = state.lock().unwrap();
+            // Auto Scaling forgets an action once it is completed: both calls then fail the same way.
             if state.completed.iter().any(|c| c.token == token) {
                 return Some(no_active_action(&instance));
             }
-            state.completed.push(CompletedAction { instance_id: instance, token, result: form.get("LifecycleActionResult").cloned().unwrap_or_default() });
-            Some(xml_ok("CompleteLifecycleAction"))
-        }
-        "RecordLifecycleActionHeartbeat" => {
-            let form = call.form();
-            let instance = form.get("InstanceId").cloned().unwrap_or_default();
-            let token = form.get("LifecycleActionToken").cloned().unwrap_or_default();
-            let mut state = state.lock().unwrap();
-            if state.completed.iter().any(|c| c.token == token) {
-                return Some(no_active_action(&instance));
+            if operation == "CompleteLifecycleAction" {
+                let result = form.get("LifecycleActionResult").cloned().unwrap_or_default();
+                state.completed.push(CompletedAction { instance_id: instance, token, result });
+            } else {
+                state.heartbeats.push(instance);
             }
-            state.heartbeats.push(instance);
-            Some(xml_ok("RecordLifecycleActionHeartbeat"))
+            Some(xml_ok(operation))
         }
         "GetCommandInvocation" => {
             let request: serde_json::Value = serde_json::from_str(&call.body).ok()?;

@@ -45,10 +45,9 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn config(pairs: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
-        Config::from_env(&Env(pairs.iter().copied().collect::<HashMap<_, _>>()))
+        Config::from_env(&Env::from_pairs(pairs))
     }
 
     #[test]

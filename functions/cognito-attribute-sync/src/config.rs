@@ -37,23 +37,22 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     #[test]
     fn defaults_to_disable_and_requires_the_pool() {
-        let env = Env(HashMap::from([("USER_POOL_ID", "eu-west-1_abc")]));
+        let env = Env::from_pairs(&[("USER_POOL_ID", "eu-west-1_abc")]);
         let config = Config::from_env(&env).unwrap();
         assert_eq!(config.on_user_deleted, OnUserDeleted::Disable);
         assert_eq!(config.dead_letter_queue_url, None);
-        let err = Config::from_env(&Env(HashMap::new())).unwrap_err();
+        let err = Config::from_env(&Env::from_pairs(&[])).unwrap_err();
         assert!(err.to_string().contains("USER_POOL_ID"));
     }
 
     #[test]
     fn rejects_an_unknown_deletion_policy_by_name() {
-        let env = Env(HashMap::from([("USER_POOL_ID", "p"), ("ON_USER_DELETED", "purge")]));
+        let env = Env::from_pairs(&[("USER_POOL_ID", "p"), ("ON_USER_DELETED", "purge")]);
         assert!(Config::from_env(&env).unwrap_err().to_string().contains("ON_USER_DELETED"));
-        let env = Env(HashMap::from([("USER_POOL_ID", "p"), ("ON_USER_DELETED", "Delete")]));
+        let env = Env::from_pairs(&[("USER_POOL_ID", "p"), ("ON_USER_DELETED", "Delete")]);
         assert_eq!(Config::from_env(&env).unwrap().on_user_deleted, OnUserDeleted::Delete);
     }
 
