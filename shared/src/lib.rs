@@ -9,6 +9,7 @@ pub mod dead_letter;
 pub mod envelope;
 pub mod logging;
 pub mod metrics;
+pub mod startup;
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;

@@ -5,15 +5,11 @@ use alarm_instance_updater::config::Config;
 use alarm_instance_updater::handler::Updater;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
-use shared::config::Env;
-use shared::metrics::Metrics;
+use shared::startup::Startup;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    shared::logging::init();
-    let config = Config::from_env(&Env::process()).inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
-    let sdk = shared::aws::load_sdk_config().await;
-    let metrics = Arc::new(Metrics::from_env("alarm-instance-updater"));
+    let Startup { config, sdk, metrics } = shared::startup::init("alarm-instance-updater", Config::from_env).await?;
     let parameter = SsmParameter::new(aws_sdk_ssm::Client::new(&sdk), config.restriction_parameter.clone());
     let groups = AutoScalingGroups::new(aws_sdk_autoscaling::Client::new(&sdk));
     let updater = Arc::new(Updater::new(parameter, groups, config, metrics.clone()));

@@ -6,8 +6,7 @@ use lifecycle_hook_completer::aws::{AutoScalingLifecycle, SsmHealthProbe};
 use lifecycle_hook_completer::config::Config;
 use lifecycle_hook_completer::handler::Completer;
 use serde_json::Value;
-use shared::config::Env;
-use shared::metrics::Metrics;
+use shared::startup::Startup;
 
 /// Kept back from the invocation's deadline to complete the action and answer.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
@@ -16,10 +15,7 @@ const COMMAND_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    shared::logging::init();
-    let config = Config::from_env(&Env::process()).inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
-    let sdk = shared::aws::load_sdk_config().await;
-    let metrics = Arc::new(Metrics::from_env("lifecycle-hook-completer"));
+    let Startup { config, sdk, metrics } = shared::startup::init("lifecycle-hook-completer", Config::from_env).await?;
     let probe = SsmHealthProbe::new(aws_sdk_ssm::Client::new(&sdk), &config.healthcheck_url, COMMAND_POLL_INTERVAL);
     let lifecycle = AutoScalingLifecycle::new(aws_sdk_autoscaling::Client::new(&sdk));
     let completer = Arc::new(Completer::new(probe, lifecycle, config, metrics.clone()));

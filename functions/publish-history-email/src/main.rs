@@ -10,19 +10,16 @@ use publish_history_email::mailer::SesMailer;
 use publish_history_email::notification::EmailTemplates;
 use publish_history_email::subscribers::{CognitoUserSource, SubscriberCache};
 use shared::batch::BatchProcessor;
-use shared::config::Env;
 use shared::dead_letter::{DeadLetterSink, SqsDeadLetterQueue};
-use shared::metrics::Metrics;
+use shared::startup::Startup;
 
 /// Time kept back from the invocation's deadline to answer with the partial batch response.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    shared::logging::init();
-    let config = Config::from_env(&Env::process()).inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
+    let Startup { config, sdk, metrics } = shared::startup::init("publish-history-email", Config::from_env).await?;
     let templates = EmailTemplates::new(config.app_base_url.clone())?;
-    let sdk = shared::aws::load_sdk_config().await;
     let dead_letters = config
         .dead_letter_queue_url
         .map(|url| Arc::new(SqsDeadLetterQueue::new(aws_sdk_sqs::Client::new(&sdk), url)) as Arc<dyn DeadLetterSink>);
@@ -33,7 +30,6 @@ async fn main() -> Result<(), Error> {
             Box::new(NoIdempotency)
         }
     };
-    let metrics = Arc::new(Metrics::from_env("publish-history-email"));
     let notifier = Arc::new(Notifier::new(
         SubscriberCache::new(CognitoUserSource::new(aws_sdk_cognitoidentityprovider::Client::new(&sdk), config.user_pool_id), config.subscriber_cache_ttl),
         SesMailer::new(aws_sdk_ses::Client::new(&sdk), config.sender_address, config.ses_configuration_set),
