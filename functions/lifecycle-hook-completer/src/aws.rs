@@ -57,7 +57,7 @@ impl HealthProbe for SsmHealthProbe {
         };
         loop {
             if Instant::now() + self.poll_interval > deadline {
-                return Health::NotYet(format!("command {command_id} gave no result in time"));
+                return Health::NoResultInTime(format!("command {command_id} gave no result in time"));
             }
             tokio::time::sleep(self.poll_interval).await;
             let invocation = self.client.get_command_invocation().command_id(&command_id).instance_id(instance_id).send().await;
@@ -235,7 +235,7 @@ mod tests {
             .repeatedly()
             .build();
         let health = probe(&[&send, &get]).check("i-1", Instant::now() + Duration::from_millis(50)).await;
-        assert!(matches!(health, Health::NotYet(why) if why.contains("no result in time")));
+        assert!(matches!(health, Health::NoResultInTime(why) if why.contains("no result in time")));
     }
 
     #[tokio::test]

@@ -153,12 +153,16 @@ impl<P: HealthProbe, L: LifecycleActions> Completer<P, L> {
             .map(|timeout| to_instant(event_time + chrono::Duration::from_std(timeout).unwrap_or_default(), now))
             .filter(|lapse| *lapse < stop_at);
         let interval = self.config.healthcheck_interval;
+        // The last thing a check said about the instance; a check cut short by the deadline says nothing.
+        let mut last = String::new();
         loop {
             outcome.attempts += 1;
-            let last = match self.probe.check(&action.ec2_instance_id, stop_at).await {
+            match self.probe.check(&action.ec2_instance_id, stop_at).await {
                 Health::Healthy => return Ok(Verdict::Complete(LifecycleResult::Continue, format!("healthy after {} check(s)", outcome.attempts))),
-                Health::NotYet(why) => why,
-            };
+                Health::NotYet(why) => last = why,
+                Health::NoResultInTime(why) if last.is_empty() => last = why,
+                Health::NoResultInTime(_) => {}
+            }
             tracing::info!(instance = %action.ec2_instance_id, attempt = outcome.attempts, why = %last, "not healthy yet");
             if Instant::now() + interval >= stop_at {
                 let reason = if stop_at == health_deadline {
@@ -395,6 +399,16 @@ mod tests {
         assert_eq!((outcome.result.as_str(), outcome.completed), ("ABANDON", true));
         assert!(outcome.reason.contains("invocation ends before the deadline"), "{}", outcome.reason);
         assert!(Instant::now() <= act_by);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_verdict_gives_the_last_real_failure_not_a_check_cut_short() {
+        let now = Utc::now();
+        let script = vec![not_yet("curl: (7) Connection refused"), Health::NoResultInTime("command c-1 gave no result in time".into())];
+        let c = completer(script, FakeLifecycle::new(450), config(15, LifecycleResult::Abandon));
+        let outcome = run(&c, &event(now, "AutoScalingGroup"), now).await;
+        assert_eq!(outcome.result, "ABANDON");
+        assert!(outcome.reason.contains("Connection refused") && !outcome.reason.contains("no result in time"), "{}", outcome.reason);
     }
 
     #[tokio::test(start_paused = true)]

@@ -14,6 +14,8 @@ pub enum Health {
     Healthy,
     /// Not healthy yet: not registered with SSM, the command failed or timed out, the application not answering.
     NotYet(String),
+    /// The check was cut short by the deadline before its command gave a result: says nothing about the instance.
+    NoResultInTime(String),
 }
 
 #[async_trait]
