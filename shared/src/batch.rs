@@ -45,6 +45,13 @@ pub struct BatchOutcome {
 }
 
 impl BatchOutcome {
+    /// Adds the batch's counts to the function's metrics: `RecordsSucceeded`, `RecordsDeadLettered`, `RecordsFailed`.
+    pub fn count_into(&self, metrics: &crate::metrics::Metrics) {
+        metrics.count("RecordsSucceeded", self.succeeded);
+        metrics.count("RecordsDeadLettered", self.dead_lettered);
+        metrics.count("RecordsFailed", self.failed.len());
+    }
+
     pub fn response(&self) -> SqsBatchResponse {
         let mut response = SqsBatchResponse::default();
         response.batch_item_failures = self

@@ -107,6 +107,12 @@ impl DatabaseEvent {
         })
     }
 
+    /// Validates every row with `validate`; the first invalid row makes the error, naming its index. Workers call
+    /// it before their first write, so an invalid record changes nothing.
+    pub fn map_rows<T>(&self, validate: impl Fn(&Row) -> Result<T, String>) -> Result<Vec<T>, String> {
+        self.rows.iter().enumerate().map(|(i, row)| validate(row).map_err(|e| format!("row {i}: {e}"))).collect()
+    }
+
     /// A short label for logs and metrics: `users/record_updated`.
     pub fn label(&self) -> String {
         format!("{}/{}", self.table, self.kind.as_str())
@@ -185,6 +191,15 @@ mod tests {
             DatabaseEvent::from_json(r#"{"event":"records_created","table":"users","records":[1]}"#),
             Err(DatabaseEventError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn map_rows_names_the_first_invalid_row() {
+        let event = DatabaseEvent::from_json(r#"{"event":"records_created","table":"users","records":[{"a":1},{"b":2},{"c":3}]}"#).unwrap();
+        let keys = event.map_rows(|row| Ok(row.keys().next().cloned().unwrap_or_default())).unwrap();
+        assert_eq!(keys, vec!["a", "b", "c"]);
+        let err = event.map_rows(|row| if row.contains_key("b") { Err("no b".to_string()) } else { Ok(()) }).unwrap_err();
+        assert_eq!(err, "row 1: no b");
     }
 
     #[test]

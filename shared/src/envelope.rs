@@ -43,7 +43,9 @@ struct SnsEnvelope {
     #[serde(default)]
     message_attributes: HashMap<String, SnsAttribute>,
     // Present on every SNS envelope; its absence is how a raw message that happens to have `Type` is told apart.
-    topic_arn: String,
+    // Required for that, never read.
+    #[serde(rename = "TopicArn")]
+    _topic_arn: String,
 }
 
 #[derive(Deserialize)]
@@ -56,7 +58,6 @@ struct SnsAttribute {
 pub fn unwrap_sqs_body(record: &SqsMessage) -> Result<Published, EnvelopeError> {
     let body = record.body.as_deref().ok_or(EnvelopeError::NoBody)?;
     if let Ok(envelope) = serde_json::from_str::<SnsEnvelope>(body) {
-        let _ = envelope.topic_arn;
         if envelope.kind != "Notification" {
             return Err(EnvelopeError::NotANotification(envelope.kind));
         }

@@ -34,9 +34,7 @@ impl<D: UserDirectory> AttributeSync<D> {
 
     pub async fn handle_batch(&self, processor: &BatchProcessor, event: SqsEvent) -> SqsBatchResponse {
         let outcome = processor.process(event, |record| self.handle_record(record)).await;
-        self.metrics.count("RecordsSucceeded", outcome.succeeded);
-        self.metrics.count("RecordsDeadLettered", outcome.dead_lettered);
-        self.metrics.count("RecordsFailed", outcome.failed.len());
+        outcome.count_into(&self.metrics);
         outcome.response()
     }
 
@@ -50,23 +48,13 @@ impl<D: UserDirectory> AttributeSync<D> {
         match event.kind {
             EventKind::RecordsCreated | EventKind::RecordUpdated => {
                 // Every row is validated before the first write, so a poison record changes nothing.
-                let changes = event
-                    .rows
-                    .iter()
-                    .enumerate()
-                    .map(|(i, row)| desired_attributes(row).map_err(|e| RecordError::poison(format!("row {i}: {e}"))))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let changes = event.map_rows(desired_attributes).map_err(RecordError::Poison)?;
                 for change in changes {
                     self.sync_user(&change).await?;
                 }
             }
             EventKind::RecordsDeleted => {
-                let usernames = event
-                    .rows
-                    .iter()
-                    .enumerate()
-                    .map(|(i, row)| username(row).map_err(|e| RecordError::poison(format!("row {i}: {e}"))))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let usernames = event.map_rows(username).map_err(RecordError::Poison)?;
                 for name in usernames {
                     self.remove_user(&name).await?;
                 }

@@ -87,9 +87,7 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore> Notifier<U, M, I> {
     pub async fn handle_batch(&self, processor: &BatchProcessor, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
         let context = BatchContext { index: OnceCell::new(), deadline };
         let outcome = processor.process(event, |record| self.handle_record(record, &context)).await;
-        self.metrics.count("RecordsSucceeded", outcome.succeeded);
-        self.metrics.count("RecordsDeadLettered", outcome.dead_lettered);
-        self.metrics.count("RecordsFailed", outcome.failed.len());
+        outcome.count_into(&self.metrics);
         outcome.response()
     }
 
@@ -100,12 +98,7 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore> Notifier<U, M, I> {
             self.metrics.count("RecordsIgnored", 1);
             return Ok(());
         }
-        let histories = event
-            .rows
-            .iter()
-            .enumerate()
-            .map(|(i, row)| PublishHistory::from_row(row, event.tenant.as_deref()).map_err(|e| RecordError::poison(format!("row {i}: {e}"))))
-            .collect::<Result<Vec<_>, _>>()?;
+        let histories = event.map_rows(|row| PublishHistory::from_row(row, event.tenant.as_deref())).map_err(RecordError::Poison)?;
         let index = context
             .index
             .get_or_init(|| self.subscribers.index())
