@@ -95,9 +95,10 @@ impl BatchProcessor {
         let results: Vec<RecordResult> = futures::stream::iter(event.records)
             .map(|record| async move {
                 let message_id = record.message_id.clone();
-                let outcome = AssertUnwindSafe(handler(record.clone())).catch_unwind().await.unwrap_or_else(|panic| {
-                    Err(RecordError::Transient(format!("handler panicked: {}", panic_message(&panic))))
-                });
+                let outcome = AssertUnwindSafe(handler(record.clone()))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| Err(RecordError::Transient(format!("handler panicked: {}", panic_message(&panic)))));
                 self.settle(record, message_id, outcome).await
             })
             .buffer_unordered(self.concurrency)
@@ -112,12 +113,7 @@ impl BatchProcessor {
                 RecordResult::Unreportable => {}
             }
         }
-        tracing::info!(
-            succeeded = outcome.succeeded,
-            dead_lettered = outcome.dead_lettered,
-            failed = outcome.failed.len(),
-            "batch processed"
-        );
+        tracing::info!(succeeded = outcome.succeeded, dead_lettered = outcome.dead_lettered, failed = outcome.failed.len(), "batch processed");
         outcome
     }
 

@@ -164,8 +164,7 @@ mod tests {
 
     #[test]
     fn single_record_is_accepted_in_place_of_records() {
-        let event = DatabaseEvent::from_json(r#"{"event":"record_updated","table":"users","record":{"email":"a@b.co"}}"#)
-            .unwrap();
+        let event = DatabaseEvent::from_json(r#"{"event":"record_updated","table":"users","record":{"email":"a@b.co"}}"#).unwrap();
         assert_eq!(event.kind, EventKind::RecordUpdated);
         assert_eq!(event.rows, vec![json!({"email":"a@b.co"}).as_object().unwrap().clone()]);
     }
@@ -187,10 +186,7 @@ mod tests {
             Err(DatabaseEventError::BothRecordForms)
         );
         assert_eq!(DatabaseEvent::from_json(r#"{"event":"","table":"users","records":[]}"#), Err(DatabaseEventError::EmptyField("event")));
-        assert!(matches!(
-            DatabaseEvent::from_json(r#"{"event":"records_created","table":"users","records":[1]}"#),
-            Err(DatabaseEventError::Malformed(_))
-        ));
+        assert!(matches!(DatabaseEvent::from_json(r#"{"event":"records_created","table":"users","records":[1]}"#), Err(DatabaseEventError::Malformed(_))));
     }
 
     #[test]

@@ -34,11 +34,7 @@ impl SqsDeadLetterQueue {
 }
 
 fn string_attribute(value: &str) -> MessageAttributeValue {
-    MessageAttributeValue::builder()
-        .data_type("String")
-        .string_value(value)
-        .build()
-        .expect("data type is set")
+    MessageAttributeValue::builder().data_type("String").string_value(value).build().expect("data type is set")
 }
 
 fn truncate_chars(text: &str, max: usize) -> &str {
@@ -70,7 +66,8 @@ impl DeadLetterSink for SqsDeadLetterQueue {
             if count >= MAX_ATTRIBUTES {
                 break;
             }
-            if let (Some(value), false) = (attribute.string_value.as_deref(), [ATTR_ERROR, ATTR_SOURCE_MESSAGE_ID, ATTR_SOURCE_QUEUE].contains(&name.as_str())) {
+            if let (Some(value), false) = (attribute.string_value.as_deref(), [ATTR_ERROR, ATTR_SOURCE_MESSAGE_ID, ATTR_SOURCE_QUEUE].contains(&name.as_str()))
+            {
                 request = request.message_attributes(name, string_attribute(value));
                 count += 1;
             }

@@ -62,18 +62,11 @@ pub fn unwrap_sqs_body(record: &SqsMessage) -> Result<Published, EnvelopeError> 
             return Err(EnvelopeError::NotANotification(envelope.kind));
         }
         let message = envelope.message.ok_or(EnvelopeError::NoMessage)?;
-        let attributes = envelope
-            .message_attributes
-            .into_iter()
-            .filter_map(|(name, attribute)| attribute.value.map(|value| (name, value)))
-            .collect();
+        let attributes = envelope.message_attributes.into_iter().filter_map(|(name, attribute)| attribute.value.map(|value| (name, value))).collect();
         return Ok(Published { message, attributes, sns_message_id: envelope.message_id });
     }
-    let attributes = record
-        .message_attributes
-        .iter()
-        .filter_map(|(name, attribute)| attribute.string_value.clone().map(|value| (name.clone(), value)))
-        .collect();
+    let attributes =
+        record.message_attributes.iter().filter_map(|(name, attribute)| attribute.string_value.clone().map(|value| (name.clone(), value))).collect();
     Ok(Published { message: body.to_owned(), attributes, sns_message_id: None })
 }
 
@@ -136,10 +129,7 @@ mod tests {
     #[test]
     fn subscription_confirmation_and_missing_message_are_errors() {
         let confirmation = json!({"Type":"SubscriptionConfirmation","TopicArn":"arn:t","Token":"x"}).to_string();
-        assert_eq!(
-            unwrap_sqs_body(&record(&confirmation)),
-            Err(EnvelopeError::NotANotification("SubscriptionConfirmation".into()))
-        );
+        assert_eq!(unwrap_sqs_body(&record(&confirmation)), Err(EnvelopeError::NotANotification("SubscriptionConfirmation".into())));
         let no_message = json!({"Type":"Notification","TopicArn":"arn:t"}).to_string();
         assert_eq!(unwrap_sqs_body(&record(&no_message)), Err(EnvelopeError::NoMessage));
         let no_body = SqsMessage::default();

@@ -28,10 +28,8 @@ pub struct EventSource {
 
 /// A received message as Lambda hands it to the function.
 pub fn lambda_record(message: &Message, queue_arn: &str) -> Value {
-    let attributes: Map<String, Value> = message
-        .attributes()
-        .map(|a| a.iter().map(|(k, v)| (k.as_str().to_owned(), Value::String(v.clone()))).collect())
-        .unwrap_or_default();
+    let attributes: Map<String, Value> =
+        message.attributes().map(|a| a.iter().map(|(k, v)| (k.as_str().to_owned(), Value::String(v.clone()))).collect()).unwrap_or_default();
     let message_attributes: Map<String, Value> = message
         .message_attributes()
         .map(|a| {
@@ -76,7 +74,14 @@ async fn receive(sqs: &aws_sdk_sqs::Client, queue_url: &str, max: i32, wait_seco
 
 impl EventSource {
     /// Starts polling `queue_url` for `function` until [`EventSource::stop`].
-    pub fn start(sqs: aws_sdk_sqs::Client, queue_url: String, queue_arn: String, batch_size: i32, window: Duration, mut function: FunctionProcess) -> EventSource {
+    pub fn start(
+        sqs: aws_sdk_sqs::Client,
+        queue_url: String,
+        queue_arn: String,
+        batch_size: i32,
+        window: Duration,
+        mut function: FunctionProcess,
+    ) -> EventSource {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Mutex::new(SourceStats::default()));
         let (stop2, stats2) = (stop.clone(), stats.clone());

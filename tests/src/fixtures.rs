@@ -217,14 +217,7 @@ pub async fn group_instances(autoscaling: &aws_sdk_autoscaling::Client, name: &s
 }
 
 pub async fn put_parameter(ssm: &aws_sdk_ssm::Client, name: &str, value: &str) {
-    ssm.put_parameter()
-        .name(name)
-        .value(value)
-        .r#type(aws_sdk_ssm::types::ParameterType::String)
-        .overwrite(true)
-        .send()
-        .await
-        .expect("put parameter");
+    ssm.put_parameter().name(name).value(value).r#type(aws_sdk_ssm::types::ParameterType::String).overwrite(true).send().await.expect("put parameter");
 }
 
 pub async fn get_parameter(ssm: &aws_sdk_ssm::Client, name: &str) -> serde_json::Value {

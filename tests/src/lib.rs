@@ -25,12 +25,7 @@ pub fn free_port() -> u16 {
 
 /// SDK configuration for test set-up calls against a local endpoint: dummy credentials, a fixed region.
 pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new(REGION))
-        .test_credentials()
-        .load()
-        .await
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).endpoint_url(endpoint).region(aws_config::Region::new(REGION)).test_credentials().load().await
 }
 
 pub const REGION: &str = "eu-west-1";
@@ -110,9 +105,7 @@ pub fn message_ids(event: &serde_json::Value) -> Vec<String> {
 
 /// A dead-lettered message's `SourceMessageId` and `ErrorMessage` attributes.
 pub fn dead_letter_info(message: &aws_sdk_sqs::types::Message) -> (String, String) {
-    let attribute = |name: &str| {
-        message.message_attributes().and_then(|a| a.get(name)).and_then(|v| v.string_value()).unwrap_or_default().to_owned()
-    };
+    let attribute = |name: &str| message.message_attributes().and_then(|a| a.get(name)).and_then(|v| v.string_value()).unwrap_or_default().to_owned();
     (attribute("SourceMessageId"), attribute("ErrorMessage"))
 }
 

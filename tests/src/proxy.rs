@@ -43,20 +43,13 @@ fn operation_of(request: &tiny_http::Request, body: &str) -> String {
         let target = target.value.as_str();
         return target.rsplit('.').next().unwrap_or(target).to_owned();
     }
-    body.split('&')
-        .find_map(|pair| pair.strip_prefix("Action="))
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("{} {}", request.method(), request.url()))
+    body.split('&').find_map(|pair| pair.strip_prefix("Action=")).map(str::to_owned).unwrap_or_else(|| format!("{} {}", request.method(), request.url()))
 }
 
 impl Call {
     /// The fields of a form-encoded (query protocol) request body, decoded.
     pub fn form(&self) -> std::collections::HashMap<String, String> {
-        self.body
-            .split('&')
-            .filter_map(|pair| pair.split_once('='))
-            .map(|(k, v)| (percent_decode(k), percent_decode(v)))
-            .collect()
+        self.body.split('&').filter_map(|pair| pair.split_once('=')).map(|(k, v)| (percent_decode(k), percent_decode(v))).collect()
     }
 }
 

@@ -191,7 +191,8 @@ pub async fn run(binaries: &Path) -> Running {
     println!("\n== database events -> SNS topic -> filtered SQS queues -> cognito-attribute-sync, publish-history-email");
     let before = snapshot(&cognito, &stack.user_pool_id).await;
     for (what, message, event, table) in database_events() {
-        let attribute = |value: &str| aws_sdk_sns::types::MessageAttributeValue::builder().data_type("String").string_value(value).build().expect("data type is set");
+        let attribute =
+            |value: &str| aws_sdk_sns::types::MessageAttributeValue::builder().data_type("String").string_value(value).build().expect("data type is set");
         sns.publish()
             .topic_arn(&stack.database_topic_arn)
             .message(message)
@@ -254,7 +255,9 @@ pub async fn run(binaries: &Path) -> Running {
     println!("\n== EventBridge launch lifecycle actions -> lifecycle-hook-completer (locally: 6 s deadline, 1 s interval)");
     let mut lifecycle = start_with("lifecycle-hook-completer", &fast);
     let mut verdicts = Vec::new();
-    for (file, why) in [("eventbridge-launch-lifecycle-action.json", "healthy instance"), ("sns-launch-lifecycle-action.json", "instance whose application never answers")] {
+    for (file, why) in
+        [("eventbridge-launch-lifecycle-action.json", "healthy instance"), ("sns-launch-lifecycle-action.json", "instance whose application never answers")]
+    {
         let outcome = lifecycle.invoke(&fresh_lifecycle_event(&format!("lifecycle-hook-completer/{file}"))).response();
         println!(
             "  {why}: {} -> {} after {} check(s) in {:.1} s",

@@ -115,7 +115,12 @@ impl Resolver {
 }
 
 fn resources_of<'a>(template: &'a Value, kind: &'a str) -> impl Iterator<Item = (String, &'a Value)> + 'a {
-    template["Resources"].as_mapping().into_iter().flatten().filter(move |(_, r)| r["Type"] == kind).map(|(k, r)| (k.as_str().unwrap_or_default().to_owned(), &r["Properties"]))
+    template["Resources"]
+        .as_mapping()
+        .into_iter()
+        .flatten()
+        .filter(move |(_, r)| r["Type"] == kind)
+        .map(|(k, r)| (k.as_str().unwrap_or_default().to_owned(), &r["Properties"]))
 }
 
 fn parameter_default(template: &Value, name: &str) -> String {
@@ -266,13 +271,5 @@ pub async fn provision(endpoint: &str, app_base_url: &str, visibility_timeout: O
         functions.push(Function { logical_id, binary, environment, sqs: sqs_source });
     }
 
-    LocalStack {
-        database_topic_arn,
-        alarm_topic_arn,
-        user_pool_id,
-        queues,
-        functions,
-        restriction_parameter,
-        worker_group: WORKER_GROUP.to_owned(),
-    }
+    LocalStack { database_topic_arn, alarm_topic_arn, user_pool_id, queues, functions, restriction_parameter, worker_group: WORKER_GROUP.to_owned() }
 }

@@ -49,10 +49,8 @@ fn each_functions_environment_is_exactly_what_its_crate_reads() {
         assert_eq!(resource["Metadata"]["BuildMethod"], "rust-cargolambda", "{name:?}");
         deployed.insert(crate_dir);
     }
-    let functions: BTreeSet<String> = std::fs::read_dir(workspace_root().join("functions"))
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let functions: BTreeSet<String> =
+        std::fs::read_dir(workspace_root().join("functions")).unwrap().map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(deployed, functions, "every function crate is deployed, and nothing else");
 }
 

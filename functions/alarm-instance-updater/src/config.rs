@@ -13,8 +13,7 @@ pub struct Config {
 
 impl Config {
     /// The environment variables this function reads; the SAM template test checks its own list against this one.
-    pub const VARIABLES: &'static [&'static str] =
-        &["RESTRICTION_PARAMETER", "AUTOSCALING_GROUP_NAME", "RESTRICT_ON_ALARMS", "RESTRICTION_MAX_SECONDS"];
+    pub const VARIABLES: &'static [&'static str] = &["RESTRICTION_PARAMETER", "AUTOSCALING_GROUP_NAME", "RESTRICT_ON_ALARMS", "RESTRICTION_MAX_SECONDS"];
 
     pub fn from_env<S: VarSource>(env: &Env<S>) -> Result<Self, ConfigError> {
         let restriction_parameter = env.required("RESTRICTION_PARAMETER")?;
@@ -71,7 +70,12 @@ mod tests {
 
     #[test]
     fn reads_exactly_the_declared_variables() {
-        let source = shared::config::RecordingSource::new(&[("RESTRICTION_PARAMETER", "/p"), ("AUTOSCALING_GROUP_NAME", "g"), ("RESTRICT_ON_ALARMS", "cpu_high"), ("RESTRICTION_MAX_SECONDS", "60")]);
+        let source = shared::config::RecordingSource::new(&[
+            ("RESTRICTION_PARAMETER", "/p"),
+            ("AUTOSCALING_GROUP_NAME", "g"),
+            ("RESTRICT_ON_ALARMS", "cpu_high"),
+            ("RESTRICTION_MAX_SECONDS", "60"),
+        ]);
         Config::from_env(&Env(&source)).unwrap();
         let mut declared: Vec<String> = Config::VARIABLES.iter().map(|v| v.to_string()).collect();
         declared.sort();

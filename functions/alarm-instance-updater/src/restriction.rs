@@ -113,12 +113,19 @@ impl GroupState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Intent {
     /// Restrict (or push the expiry of an active restriction later).
-    Restrict { alarm: String, reason: String },
+    Restrict {
+        alarm: String,
+        reason: String,
+    },
     /// Lift, if the group has settled.
-    LiftIfSettled { cause: String },
+    LiftIfSettled {
+        cause: String,
+    },
     /// Lift an expired restriction, whatever the trigger.
     LiftExpired,
-    Nothing { why: String },
+    Nothing {
+        why: String,
+    },
 }
 
 pub fn intent(current: Option<&Restriction>, trigger: &Trigger, now: DateTime<Utc>, config: &Config) -> Intent {
@@ -196,12 +203,15 @@ pub fn next_value(
             }
         },
         Intent::LiftIfSettled { cause } => match group {
-            Some(group) if group.settled() => (Some(lifted(format!("{cause}; group settled ({})", group.describe()))), format!("{cause}; group settled: lifted")),
+            Some(group) if group.settled() => {
+                (Some(lifted(format!("{cause}; group settled ({})", group.describe()))), format!("{cause}; group settled: lifted"))
+            }
             Some(group) => (None, format!("{cause}; group not settled ({}): still restricted", group.describe())),
             None => (None, format!("{cause}; group {group_name} not found: still restricted")),
         },
         Intent::LiftExpired => {
-            let expired_at = current.and_then(|r| r.expires_at).map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)).unwrap_or_else(|| "an unknown time".into());
+            let expired_at =
+                current.and_then(|r| r.expires_at).map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)).unwrap_or_else(|| "an unknown time".into());
             (Some(lifted(format!("restriction expired at {expired_at}"))), format!("restriction expired at {expired_at}: lifted"))
         }
     }

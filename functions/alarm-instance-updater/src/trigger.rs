@@ -27,9 +27,17 @@ impl AlarmState {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trigger {
-    Alarm { name: String, state: AlarmState, reason: String },
+    Alarm {
+        name: String,
+        state: AlarmState,
+        reason: String,
+    },
     /// An instance launch of an Auto Scaling group finished, successfully or not.
-    Launch { group: String, instance: Option<String>, successful: bool },
+    Launch {
+        group: String,
+        instance: Option<String>,
+        successful: bool,
+    },
     /// Acknowledged and changes nothing (a test notification, another kind of group event).
     Ignored(String),
 }
@@ -130,10 +138,8 @@ pub fn parse(payload: &Value) -> Result<Vec<Trigger>, TriggerError> {
         return records
             .iter()
             .map(|record| {
-                let message = record
-                    .pointer("/Sns/Message")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| TriggerError::Unrecognised("record without Sns.Message".into()))?;
+                let message =
+                    record.pointer("/Sns/Message").and_then(Value::as_str).ok_or_else(|| TriggerError::Unrecognised("record without Sns.Message".into()))?;
                 from_sns_message(message)
             })
             .collect();
@@ -186,7 +192,9 @@ mod tests {
                         "TreatMissingData": "missing", "EvaluateLowSampleCountPercentile": ""}
         });
         let triggers = parse(&sns(message)).unwrap();
-        assert!(matches!(&triggers[..], [Trigger::Alarm { name, state: AlarmState::Alarm, reason }] if name == "cpu_high" && reason.starts_with("Threshold Crossed")));
+        assert!(
+            matches!(&triggers[..], [Trigger::Alarm { name, state: AlarmState::Alarm, reason }] if name == "cpu_high" && reason.starts_with("Threshold Crossed"))
+        );
     }
 
     #[test]
@@ -219,7 +227,8 @@ mod tests {
         assert_eq!(parse(&ok).unwrap(), vec![Trigger::Launch { group: "workers".into(), instance: Some("i-0abc".into()), successful: true }]);
         let failed = json!({"source": "aws.autoscaling", "detail-type": "EC2 Instance Launch Unsuccessful", "detail": {"AutoScalingGroupName": "workers"}});
         assert!(matches!(&parse(&failed).unwrap()[..], [Trigger::Launch { successful: false, .. }]));
-        let via_sns = sns(json!({"Service": "AWS Auto Scaling", "Event": "autoscaling:EC2_INSTANCE_LAUNCH", "AutoScalingGroupName": "workers", "EC2InstanceId": "i-1"}));
+        let via_sns =
+            sns(json!({"Service": "AWS Auto Scaling", "Event": "autoscaling:EC2_INSTANCE_LAUNCH", "AutoScalingGroupName": "workers", "EC2InstanceId": "i-1"}));
         assert!(matches!(&parse(&via_sns).unwrap()[..], [Trigger::Launch { successful: true, .. }]));
         let test = sns(json!({"Service": "AWS Auto Scaling", "Event": "autoscaling:TEST_NOTIFICATION", "AutoScalingGroupName": "workers"}));
         assert_eq!(parse(&test).unwrap(), vec![Trigger::Ignored("autoscaling:TEST_NOTIFICATION".into())]);

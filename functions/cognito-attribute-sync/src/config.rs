@@ -26,11 +26,7 @@ impl Config {
             "ignore" => OnUserDeleted::Ignore,
             _ => OnUserDeleted::Disable,
         };
-        Ok(Config {
-            user_pool_id: env.required("USER_POOL_ID")?,
-            on_user_deleted,
-            dead_letter_queue_url: env.optional_url("DEAD_LETTER_QUEUE_URL")?,
-        })
+        Ok(Config { user_pool_id: env.required("USER_POOL_ID")?, on_user_deleted, dead_letter_queue_url: env.optional_url("DEAD_LETTER_QUEUE_URL")? })
     }
 }
 
@@ -58,7 +54,11 @@ mod tests {
 
     #[test]
     fn reads_exactly_the_declared_variables() {
-        let source = shared::config::RecordingSource::new(&[("USER_POOL_ID", "eu-west-1_abc"), ("ON_USER_DELETED", "delete"), ("DEAD_LETTER_QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/1/dlq")]);
+        let source = shared::config::RecordingSource::new(&[
+            ("USER_POOL_ID", "eu-west-1_abc"),
+            ("ON_USER_DELETED", "delete"),
+            ("DEAD_LETTER_QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/1/dlq"),
+        ]);
         Config::from_env(&Env(&source)).unwrap();
         let mut declared: Vec<String> = Config::VARIABLES.iter().map(|v| v.to_string()).collect();
         declared.sort();

@@ -53,9 +53,7 @@ where
 {
     match error.code() {
         Some("UserNotFoundException") => DirectoryError::UserNotFound,
-        Some("InvalidParameterException") | Some("AliasExistsException") => {
-            DirectoryError::Rejected(error.message().unwrap_or("invalid parameter").to_owned())
-        }
+        Some("InvalidParameterException") | Some("AliasExistsException") => DirectoryError::Rejected(error.message().unwrap_or("invalid parameter").to_owned()),
         _ => DirectoryError::Unavailable(aws_sdk_cognitoidentityprovider::error::DisplayErrorContext(&error).to_string()),
     }
 }
@@ -64,11 +62,7 @@ where
 impl UserDirectory for CognitoDirectory {
     async fn get_user(&self, username: &str) -> Result<DirectoryUser, DirectoryError> {
         let output = self.client.admin_get_user().user_pool_id(&self.user_pool_id).username(username).send().await.map_err(classify)?;
-        let attributes = output
-            .user_attributes()
-            .iter()
-            .map(|a| (a.name().to_owned(), a.value().unwrap_or_default().to_owned()))
-            .collect();
+        let attributes = output.user_attributes().iter().map(|a| (a.name().to_owned(), a.value().unwrap_or_default().to_owned())).collect();
         Ok(DirectoryUser { enabled: output.enabled(), attributes })
     }
 
@@ -113,25 +107,23 @@ impl UserDirectory for CognitoDirectory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_cognitoidentityprovider::error::ErrorMetadata;
     use aws_sdk_cognitoidentityprovider::operation::admin_get_user::{AdminGetUserError, AdminGetUserOutput};
     use aws_sdk_cognitoidentityprovider::operation::admin_update_user_attributes::AdminUpdateUserAttributesError;
     use aws_sdk_cognitoidentityprovider::types::error::{InvalidParameterException, UserNotFoundException};
-    use aws_sdk_cognitoidentityprovider::error::ErrorMetadata;
     use aws_smithy_mocks::{mock, mock_client};
     // Deserialized service errors carry their code in the metadata, which is what `classify` reads.
 
     #[tokio::test]
     async fn reads_enabled_flag_and_attributes() {
-        let rule = mock!(Client::admin_get_user)
-            .match_requests(|r| r.user_pool_id() == Some("pool") && r.username() == Some("a@b.co"))
-            .then_output(|| {
-                AdminGetUserOutput::builder()
-                    .username("a@b.co")
-                    .enabled(false)
-                    .user_attributes(AttributeType::builder().name("given_name").value("Ada").build().unwrap())
-                    .build()
-                    .unwrap()
-            });
+        let rule = mock!(Client::admin_get_user).match_requests(|r| r.user_pool_id() == Some("pool") && r.username() == Some("a@b.co")).then_output(|| {
+            AdminGetUserOutput::builder()
+                .username("a@b.co")
+                .enabled(false)
+                .user_attributes(AttributeType::builder().name("given_name").value("Ada").build().unwrap())
+                .build()
+                .unwrap()
+        });
         let directory = CognitoDirectory::new(mock_client!(aws_sdk_cognitoidentityprovider, [&rule]), "pool");
         let user = directory.get_user("a@b.co").await.unwrap();
         assert!(!user.enabled);
@@ -140,11 +132,14 @@ mod tests {
 
     #[tokio::test]
     async fn classifies_not_found_and_invalid_parameter() {
-        let not_found = mock!(Client::admin_get_user)
-            .then_error(|| AdminGetUserError::UserNotFoundException(UserNotFoundException::builder()
+        let not_found = mock!(Client::admin_get_user).then_error(|| {
+            AdminGetUserError::UserNotFoundException(
+                UserNotFoundException::builder()
                     .message("User does not exist.")
                     .meta(ErrorMetadata::builder().code("UserNotFoundException").message("User does not exist.").build())
-                    .build()));
+                    .build(),
+            )
+        });
         let directory = CognitoDirectory::new(mock_client!(aws_sdk_cognitoidentityprovider, [&not_found]), "pool");
         assert_eq!(directory.get_user("x@b.co").await, Err(DirectoryError::UserNotFound));
 
@@ -152,12 +147,7 @@ mod tests {
             AdminUpdateUserAttributesError::InvalidParameterException(
                 InvalidParameterException::builder()
                     .message("Attribute does not exist in the schema.")
-                    .meta(
-                        ErrorMetadata::builder()
-                            .code("InvalidParameterException")
-                            .message("Attribute does not exist in the schema.")
-                            .build(),
-                    )
+                    .meta(ErrorMetadata::builder().code("InvalidParameterException").message("Attribute does not exist in the schema.").build())
                     .build(),
             )
         });

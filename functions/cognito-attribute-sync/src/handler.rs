@@ -165,10 +165,7 @@ mod tests {
 
     impl FakeDirectory {
         fn with_user(self, username: &str, attributes: &[(&str, &str)]) -> Self {
-            let user = DirectoryUser {
-                enabled: true,
-                attributes: attributes.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            };
+            let user = DirectoryUser { enabled: true, attributes: attributes.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
             self.users.lock().unwrap().insert(username.to_string(), user);
             self
         }
@@ -248,10 +245,7 @@ mod tests {
         sync.handle_record(record).await.unwrap();
         assert_eq!(
             sync.directory.writes(),
-            vec![
-                r#"update ada@example.com [("family_name", "Lovelace")]"#.to_string(),
-                r#"delete-attributes ada@example.com ["custom:_tenant"]"#.to_string(),
-            ]
+            vec![r#"update ada@example.com [("family_name", "Lovelace")]"#.to_string(), r#"delete-attributes ada@example.com ["custom:_tenant"]"#.to_string(),]
         );
         let user = sync.directory.user("ada@example.com").unwrap();
         assert_eq!(user.attributes.get("family_name").map(String::as_str), Some("Lovelace"));
@@ -344,8 +338,7 @@ mod tests {
 
     #[tokio::test]
     async fn batch_reports_only_the_records_that_can_succeed_later() {
-        let directory = FakeDirectory { unavailable: vec!["busy@example.com".into()], ..Default::default() }
-            .with_user("ada@example.com", &[]);
+        let directory = FakeDirectory { unavailable: vec!["busy@example.com".into()], ..Default::default() }.with_user("ada@example.com", &[]);
         let sync = sync(directory, OnUserDeleted::Disable);
         let good = json!({"event":"record_updated","table":"users","record":{"email":"ada@example.com","firstName":"Ada"}}).to_string();
         let busy = json!({"event":"record_updated","table":"users","record":{"email":"busy@example.com","firstName":"B"}}).to_string();

@@ -12,9 +12,8 @@ use shared::startup::Startup;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let Startup { config, sdk, metrics } = shared::startup::init("cognito-attribute-sync", Config::from_env).await?;
-    let dead_letters = config
-        .dead_letter_queue_url
-        .map(|url| Arc::new(SqsDeadLetterQueue::new(aws_sdk_sqs::Client::new(&sdk), url)) as Arc<dyn DeadLetterSink>);
+    let dead_letters =
+        config.dead_letter_queue_url.map(|url| Arc::new(SqsDeadLetterQueue::new(aws_sdk_sqs::Client::new(&sdk), url)) as Arc<dyn DeadLetterSink>);
     let directory = CognitoDirectory::new(aws_sdk_cognitoidentityprovider::Client::new(&sdk), config.user_pool_id);
     let sync = Arc::new(AttributeSync::new(directory, config.on_user_deleted, metrics.clone()));
     let processor = Arc::new(BatchProcessor::new(CONCURRENCY, dead_letters));

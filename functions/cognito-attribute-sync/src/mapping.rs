@@ -95,19 +95,13 @@ mod tests {
     fn maps_columns_to_attributes_and_leaves_absent_ones_alone() {
         let change = desired_attributes(&row(json!({"email":"a@b.co","firstName":"Ada","_tenant":"acme","id":7}))).unwrap();
         assert_eq!(change.username, "a@b.co");
-        assert_eq!(
-            change.attributes,
-            vec![("given_name", Desired::Set("Ada".into())), ("custom:_tenant", Desired::Set("acme".into()))]
-        );
+        assert_eq!(change.attributes, vec![("given_name", Desired::Set("Ada".into())), ("custom:_tenant", Desired::Set("acme".into()))]);
     }
 
     #[test]
     fn null_or_empty_removes_and_numbers_become_decimal_strings() {
         let change = desired_attributes(&row(json!({"email":"a@b.co","firstName":null,"lastName":"","_tenant":42}))).unwrap();
-        assert_eq!(
-            change.attributes,
-            vec![("given_name", Desired::Remove), ("family_name", Desired::Remove), ("custom:_tenant", Desired::Set("42".into()))]
-        );
+        assert_eq!(change.attributes, vec![("given_name", Desired::Remove), ("family_name", Desired::Remove), ("custom:_tenant", Desired::Set("42".into()))]);
         let change = desired_attributes(&row(json!({"email":"a@b.co","_tenant":1.5}))).unwrap();
         assert_eq!(change.attributes, vec![("custom:_tenant", Desired::Set("1.5".into()))]);
     }
@@ -134,11 +128,7 @@ mod tests {
     fn plan_writes_only_what_differs() {
         let change = UserChange {
             username: "a@b.co".into(),
-            attributes: vec![
-                ("given_name", Desired::Set("Ada".into())),
-                ("family_name", Desired::Set("Lovelace".into())),
-                ("custom:_tenant", Desired::Remove),
-            ],
+            attributes: vec![("given_name", Desired::Set("Ada".into())), ("family_name", Desired::Set("Lovelace".into())), ("custom:_tenant", Desired::Remove)],
         };
         let current = HashMap::from([
             ("given_name".to_string(), "Ada".to_string()),
@@ -152,10 +142,7 @@ mod tests {
 
     #[test]
     fn matching_user_needs_no_write() {
-        let change = UserChange {
-            username: "a@b.co".into(),
-            attributes: vec![("given_name", Desired::Set("Ada".into())), ("family_name", Desired::Remove)],
-        };
+        let change = UserChange { username: "a@b.co".into(), attributes: vec![("given_name", Desired::Set("Ada".into())), ("family_name", Desired::Remove)] };
         let current = HashMap::from([("given_name".to_string(), "Ada".to_string())]);
         assert!(plan_writes(&change, &current).is_empty());
     }

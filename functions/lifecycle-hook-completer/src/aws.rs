@@ -229,11 +229,8 @@ mod tests {
     #[tokio::test]
     async fn a_command_still_running_at_the_deadline_is_not_healthy() {
         let send = mock!(aws_sdk_ssm::Client::send_command).then_output(sent);
-        let get = mock!(aws_sdk_ssm::Client::get_command_invocation)
-            .sequence()
-            .output(|| invocation(CommandInvocationStatus::InProgress, ""))
-            .repeatedly()
-            .build();
+        let get =
+            mock!(aws_sdk_ssm::Client::get_command_invocation).sequence().output(|| invocation(CommandInvocationStatus::InProgress, "")).repeatedly().build();
         let health = probe(&[&send, &get]).check("i-1", Instant::now() + Duration::from_millis(50)).await;
         assert!(matches!(health, Health::NoResultInTime(why) if why.contains("no result in time")));
     }

@@ -28,8 +28,7 @@ pub struct Config {
 
 impl Config {
     /// The environment variables this function reads; the SAM template test checks its own list against this one.
-    pub const VARIABLES: &'static [&'static str] =
-        &["HEALTHCHECK_URL", "HEALTHCHECK_DEADLINE_SECONDS", "HEALTHCHECK_INTERVAL_SECONDS", "ON_UNHEALTHY"];
+    pub const VARIABLES: &'static [&'static str] = &["HEALTHCHECK_URL", "HEALTHCHECK_DEADLINE_SECONDS", "HEALTHCHECK_INTERVAL_SECONDS", "ON_UNHEALTHY"];
 
     pub fn from_env<S: VarSource>(env: &Env<S>) -> Result<Self, ConfigError> {
         let healthcheck_url = env.optional_url("HEALTHCHECK_URL")?.unwrap_or_else(|| "http://localhost:8000/healthcheck".into());
@@ -46,12 +45,7 @@ impl Config {
             "CONTINUE" => LifecycleResult::Continue,
             _ => LifecycleResult::Abandon,
         };
-        Ok(Config {
-            healthcheck_url,
-            healthcheck_deadline: Duration::from_secs(deadline),
-            healthcheck_interval: Duration::from_secs(interval),
-            on_unhealthy,
-        })
+        Ok(Config { healthcheck_url, healthcheck_deadline: Duration::from_secs(deadline), healthcheck_interval: Duration::from_secs(interval), on_unhealthy })
     }
 }
 
@@ -88,7 +82,12 @@ mod tests {
 
     #[test]
     fn reads_exactly_the_declared_variables() {
-        let source = shared::config::RecordingSource::new(&[("HEALTHCHECK_URL", "http://localhost:8000/h"), ("HEALTHCHECK_DEADLINE_SECONDS", "60"), ("HEALTHCHECK_INTERVAL_SECONDS", "5"), ("ON_UNHEALTHY", "CONTINUE")]);
+        let source = shared::config::RecordingSource::new(&[
+            ("HEALTHCHECK_URL", "http://localhost:8000/h"),
+            ("HEALTHCHECK_DEADLINE_SECONDS", "60"),
+            ("HEALTHCHECK_INTERVAL_SECONDS", "5"),
+            ("ON_UNHEALTHY", "CONTINUE"),
+        ]);
         Config::from_env(&Env(&source)).unwrap();
         let mut declared: Vec<String> = Config::VARIABLES.iter().map(|v| v.to_string()).collect();
         declared.sort();

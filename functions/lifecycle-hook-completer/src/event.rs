@@ -47,11 +47,7 @@ pub enum EventError {
 }
 
 fn parse_time(value: Option<&Value>, received: DateTime<Utc>) -> DateTime<Utc> {
-    value
-        .and_then(Value::as_str)
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or(received)
+    value.and_then(Value::as_str).and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc)).unwrap_or(received)
 }
 
 /// A lifecycle hook notification body (SNS message or SQS body): the detail fields at top level, plus `Time`.

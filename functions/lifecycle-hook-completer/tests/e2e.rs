@@ -34,11 +34,7 @@ async fn a_healthy_instance_is_continued_and_a_redelivery_is_not_an_error() {
     assert!(outcome["elapsedSeconds"].as_f64().is_some());
     assert_eq!(
         stand_in.completed(),
-        vec![CompletedAction {
-            instance_id: "i-0a1b2c3d4e5f60718".into(),
-            token: "c613620e-07e2-4ed2-a9e2-ef8258911ade".into(),
-            result: "CONTINUE".into()
-        }]
+        vec![CompletedAction { instance_id: "i-0a1b2c3d4e5f60718".into(), token: "c613620e-07e2-4ed2-a9e2-ef8258911ade".into(), result: "CONTINUE".into() }]
     );
     // The health check ran through SSM Run Command, with the configured URL.
     let sends = aws.proxy.calls_of("SendCommand");

@@ -85,20 +85,25 @@ mod tests {
 
     #[test]
     fn zero_ttl_and_trailing_slash() {
-        let c = config(&[
-            ("USER_POOL_ID", "p"),
-            ("SENDER_ADDRESS", "a@b.co"),
-            ("SUBSCRIBER_CACHE_TTL_SECONDS", "0"),
-            ("APP_BASE_URL", "https://app.example.com/"),
-        ])
-        .unwrap();
+        let c =
+            config(&[("USER_POOL_ID", "p"), ("SENDER_ADDRESS", "a@b.co"), ("SUBSCRIBER_CACHE_TTL_SECONDS", "0"), ("APP_BASE_URL", "https://app.example.com/")])
+                .unwrap();
         assert_eq!(c.subscriber_cache_ttl, Duration::ZERO);
         assert_eq!(c.app_base_url.as_deref(), Some("https://app.example.com"));
     }
 
     #[test]
     fn reads_exactly_the_declared_variables() {
-        let source = shared::config::RecordingSource::new(&[("USER_POOL_ID", "p"), ("SENDER_ADDRESS", "a@b.co"), ("APP_BASE_URL", "https://app.example.com"), ("PUBLISH_HISTORY_TABLE", "ph"), ("SUBSCRIBER_CACHE_TTL_SECONDS", "60"), ("SES_CONFIGURATION_SET", "cs"), ("DEAD_LETTER_QUEUE_URL", "https://q"), ("IDEMPOTENCY_TABLE", "t")]);
+        let source = shared::config::RecordingSource::new(&[
+            ("USER_POOL_ID", "p"),
+            ("SENDER_ADDRESS", "a@b.co"),
+            ("APP_BASE_URL", "https://app.example.com"),
+            ("PUBLISH_HISTORY_TABLE", "ph"),
+            ("SUBSCRIBER_CACHE_TTL_SECONDS", "60"),
+            ("SES_CONFIGURATION_SET", "cs"),
+            ("DEAD_LETTER_QUEUE_URL", "https://q"),
+            ("IDEMPOTENCY_TABLE", "t"),
+        ]);
         Config::from_env(&Env(&source)).unwrap();
         let mut declared: Vec<String> = Config::VARIABLES.iter().map(|v| v.to_string()).collect();
         declared.sort();

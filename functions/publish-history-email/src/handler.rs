@@ -57,14 +57,7 @@ struct BatchContext {
 }
 
 impl<U: UserSource, M: Mailer, I: IdempotencyStore> Notifier<U, M, I> {
-    pub fn new(
-        subscribers: SubscriberCache<U>,
-        mailer: M,
-        store: I,
-        templates: EmailTemplates,
-        table: impl Into<String>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(subscribers: SubscriberCache<U>, mailer: M, store: I, templates: EmailTemplates, table: impl Into<String>, metrics: Arc<Metrics>) -> Self {
         Self {
             subscribers,
             mailer,
@@ -99,12 +92,7 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore> Notifier<U, M, I> {
             return Ok(());
         }
         let histories = event.map_rows(|row| PublishHistory::from_row(row, event.tenant.as_deref())).map_err(RecordError::Poison)?;
-        let index = context
-            .index
-            .get_or_init(|| self.subscribers.index())
-            .await
-            .clone()
-            .map_err(RecordError::transient)?;
+        let index = context.index.get_or_init(|| self.subscribers.index()).await.clone().map_err(RecordError::transient)?;
         let mut pending = 0;
         for history in &histories {
             let recipients = index.get(&history.tenant).map(Vec::as_slice).unwrap_or_default();
@@ -301,15 +289,7 @@ mod tests {
     }
 
     fn pool_user(email: &str, tenant: &str, subscribed: bool) -> PoolUser {
-        PoolUser {
-            email: Some(email.into()),
-            given_name: None,
-            tenant: Some(tenant.into()),
-            subscribed,
-            enabled: true,
-            confirmed: true,
-            email_verified: true,
-        }
+        PoolUser { email: Some(email.into()), given_name: None, tenant: Some(tenant.into()), subscribed, enabled: true, confirmed: true, email_verified: true }
     }
 
     struct Fixture {
@@ -344,7 +324,8 @@ mod tests {
     }
 
     fn created(id: &str, tenant: &str) -> String {
-        let message = json!({"event": "records_created", "table": "publish_history", "records": [{"id": id, "_tenant": tenant, "title": format!("History {id}")}]});
+        let message =
+            json!({"event": "records_created", "table": "publish_history", "records": [{"id": id, "_tenant": tenant, "title": format!("History {id}")}]});
         sns_envelope(&message.to_string(), "records_created", "publish_history")
     }
 

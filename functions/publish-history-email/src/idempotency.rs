@@ -107,9 +107,7 @@ impl IdempotencyStore for DynamoIdempotency {
             .item("expiration", number(epoch_seconds(now + RECORD_TTL)))
             .item("in_progress_expiration", number(epoch_millis(in_progress_until)))
             // New, or expired but not yet swept by TTL, or an in-progress claim whose invocation has ended.
-            .condition_expression(
-                "attribute_not_exists(id) OR expiration < :now OR (#status = :in_progress AND in_progress_expiration < :now_ms)",
-            )
+            .condition_expression("attribute_not_exists(id) OR expiration < :now OR (#status = :in_progress AND in_progress_expiration < :now_ms)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":now", number(epoch_seconds(now)))
             .expression_attribute_values(":now_ms", number(epoch_millis(now)))

@@ -66,10 +66,7 @@ impl Mailer for SesMailer {
     }
 
     async fn send(&self, email: &OutgoingEmail) -> Result<String, SendError> {
-        let message = Message::builder()
-            .subject(utf8(&email.subject))
-            .body(Body::builder().text(utf8(&email.text)).html(utf8(&email.html)).build())
-            .build();
+        let message = Message::builder().subject(utf8(&email.subject)).body(Body::builder().text(utf8(&email.text)).html(utf8(&email.html)).build()).build();
         let result = self
             .client
             .send_email()
@@ -86,9 +83,7 @@ impl Mailer for SesMailer {
                 Err(match error.code() {
                     // SES names the unverified identity. When that is our own sender the configuration is wrong, and
                     // every recipient would be "rejected": keep the notification for a retry instead.
-                    Some("MessageRejected") if message.contains(self.sender_address()) => {
-                        SendError::Retryable(format!("sender identity refused: {message}"))
-                    }
+                    Some("MessageRejected") if message.contains(self.sender_address()) => SendError::Retryable(format!("sender identity refused: {message}")),
                     Some("MessageRejected") | Some("InvalidParameterValue") => SendError::Rejected(message),
                     _ => SendError::Retryable(aws_sdk_ses::error::DisplayErrorContext(error).to_string()),
                 })

@@ -20,9 +20,8 @@ const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
 async fn main() -> Result<(), Error> {
     let Startup { config, sdk, metrics } = shared::startup::init("publish-history-email", Config::from_env).await?;
     let templates = EmailTemplates::new(config.app_base_url.clone())?;
-    let dead_letters = config
-        .dead_letter_queue_url
-        .map(|url| Arc::new(SqsDeadLetterQueue::new(aws_sdk_sqs::Client::new(&sdk), url)) as Arc<dyn DeadLetterSink>);
+    let dead_letters =
+        config.dead_letter_queue_url.map(|url| Arc::new(SqsDeadLetterQueue::new(aws_sdk_sqs::Client::new(&sdk), url)) as Arc<dyn DeadLetterSink>);
     let store: Box<dyn IdempotencyStore> = match config.idempotency_table {
         Some(table) => Box::new(DynamoIdempotency::new(aws_sdk_dynamodb::Client::new(&sdk), table)),
         None => {

@@ -82,11 +82,7 @@ impl EmailTemplates {
         };
         // A subject is one line: a title with a line break must not start a new header line.
         let subject = self.environment.get_template(SUBJECT)?.render(&values)?.replace(['\r', '\n'], " ").trim().to_owned();
-        Ok(RenderedEmail {
-            subject,
-            text: self.environment.get_template(TEXT)?.render(&values)?,
-            html: self.environment.get_template(HTML)?.render(&values)?,
-        })
+        Ok(RenderedEmail { subject, text: self.environment.get_template(TEXT)?.render(&values)?, html: self.environment.get_template(HTML)?.render(&values)? })
     }
 }
 
@@ -112,8 +108,12 @@ mod tests {
     #[test]
     fn reads_a_row_with_fallbacks() {
         let h = PublishHistory::from_row(&row(json!({"id": 42, "name": "Q4", "createdAt": "2026-11-21T10:00:00Z"})), Some("acme")).unwrap();
-        assert_eq!(h, PublishHistory { id: "42".into(), tenant: "acme".into(), title: "Q4".into(), published_by: None, created_at: Some("2026-11-21T10:00:00Z".into()) });
-        let h = PublishHistory::from_row(&row(json!({"id": "ph-1", "_tenant": "globex", "title": "T", "name": "N", "publishedBy": "Ada"})), Some("acme")).unwrap();
+        assert_eq!(
+            h,
+            PublishHistory { id: "42".into(), tenant: "acme".into(), title: "Q4".into(), published_by: None, created_at: Some("2026-11-21T10:00:00Z".into()) }
+        );
+        let h =
+            PublishHistory::from_row(&row(json!({"id": "ph-1", "_tenant": "globex", "title": "T", "name": "N", "publishedBy": "Ada"})), Some("acme")).unwrap();
         assert_eq!((h.tenant.as_str(), h.title.as_str(), h.published_by.as_deref()), ("globex", "T", Some("Ada")));
     }
 

@@ -106,13 +106,7 @@ const PAGE_SIZE: i32 = 60;
 #[async_trait]
 impl UserSource for CognitoUserSource {
     async fn list_users(&self) -> Result<Vec<PoolUser>, String> {
-        let mut pages = self
-            .client
-            .list_users()
-            .user_pool_id(&self.user_pool_id)
-            .limit(PAGE_SIZE)
-            .into_paginator()
-            .send();
+        let mut pages = self.client.list_users().user_pool_id(&self.user_pool_id).limit(PAGE_SIZE).into_paginator().send();
         let mut users = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| format!("listing the user pool failed: {}", aws_sdk_cognitoidentityprovider::error::DisplayErrorContext(e)))?;

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use e2e_harness::fixtures::{
-    create_idempotency_table, create_queue, create_sample_users, create_user_pool, eligible_subscribers, peek_all, sample_event, scan_all,
-    verify_sender, SENDER_ADDRESS,
+    create_idempotency_table, create_queue, create_sample_users, create_user_pool, eligible_subscribers, peek_all, sample_event, scan_all, verify_sender,
+    SENDER_ADDRESS,
 };
 use e2e_harness::proxy::RecordingProxy;
 use e2e_harness::runtime::FunctionProcess;
@@ -85,7 +85,11 @@ async fn each_eligible_subscriber_gets_exactly_one_email_and_redelivery_sends_no
     assert_eq!(by_subject.keys().collect::<Vec<_>>(), vec![globex_subject, acme_subject]);
     assert_eq!(by_subject[acme_subject], eligible_subscribers("acme"));
     assert_eq!(by_subject[globex_subject], eligible_subscribers("globex"));
-    assert_eq!(eligible_subscribers("acme"), vec!["ada@example.com", "grace@example.com"], "fixture: disabled, unverified, unconfirmed and unsubscribed users are left out");
+    assert_eq!(
+        eligible_subscribers("acme"),
+        vec!["ada@example.com", "grace@example.com"],
+        "fixture: disabled, unverified, unconfirmed and unsubscribed users are left out"
+    );
     assert_eq!(emails.len(), 4, "exactly one email per recipient per row");
 
     let (_, _, html) = emails.iter().find(|(_, subject, _)| subject == acme_subject).unwrap();

@@ -33,7 +33,8 @@ fn median(mut values: Vec<Duration>) -> Duration {
 
 /// The arm64 package (bootstrap) that `sam build` produced, if any: (bytes, gzip -9 bytes).
 fn package_size(binary: &str) -> Option<(u64, u64)> {
-    let candidates = [workspace_root().join("target/sam/lambda").join(binary).join("bootstrap"), workspace_root().join("target/lambda").join(binary).join("bootstrap")];
+    let candidates =
+        [workspace_root().join("target/sam/lambda").join(binary).join("bootstrap"), workspace_root().join("target/lambda").join(binary).join("bootstrap")];
     let path = candidates.iter().find(|p| p.exists())?;
     let size = std::fs::metadata(path).ok()?.len();
     let gzip = std::process::Command::new("gzip").args(["-9", "-c"]).arg(path).output().ok()?;
@@ -81,7 +82,9 @@ async fn main() {
     println!();
     for (name, _, _) in workloads() {
         match package_size(name) {
-            Some((size, gzip)) => println!("package {name:<26} bootstrap {:>6.1} MiB, zipped about {:>5.1} MiB (arm64)", size as f64 / 1048576.0, gzip as f64 / 1048576.0),
+            Some((size, gzip)) => {
+                println!("package {name:<26} bootstrap {:>6.1} MiB, zipped about {:>5.1} MiB (arm64)", size as f64 / 1048576.0, gzip as f64 / 1048576.0)
+            }
             None => println!("package {name:<26} not built for arm64 yet (sam build, or the infra test, builds it)"),
         }
     }
