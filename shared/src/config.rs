@@ -45,6 +45,12 @@ impl<T: VarSource + ?Sized> VarSource for &T {
     }
 }
 
+impl<T: VarSource + ?Sized> VarSource for std::sync::Arc<T> {
+    fn get(&self, name: &str) -> Option<String> {
+        (**self).get(name)
+    }
+}
+
 /// A source that remembers every name asked for: a function's test proves with it that its configuration reads
 /// exactly the variables it declares (and the SAM template test checks the template against that declaration).
 #[derive(Default)]

@@ -1,9 +1,14 @@
 //! What every function does at init, once: JSON logging, its configuration read and validated (an invalid one is
-//! logged and ends the cold start with an error naming the variable), one `aws_config` load, and its metrics.
+//! logged and ends the cold start with an error naming the variable), one `aws_config` load, and its metrics; then
+//! [`run`], the one invocation loop of every function.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
+use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::config::{ConfigError, Env, ProcessEnv};
 use crate::metrics::Metrics;
@@ -16,7 +21,64 @@ pub struct Startup<C> {
 
 pub async fn init<C>(service: &str, read_config: impl FnOnce(&Env<ProcessEnv>) -> Result<C, ConfigError>) -> Result<Startup<C>, ConfigError> {
     crate::logging::init();
-    let config = read_config(&Env::process()).inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
+    let config = read_config(&Env::process()).inspect_err(|e| tracing::error!(error_type = "ConfigError", error = %e, "invalid configuration"))?;
     let sdk = crate::aws::load_sdk_config().await;
     Ok(Startup { config, sdk, metrics: Arc::new(Metrics::from_env(service)) })
+}
+
+/// A failed invocation, with the readable `errorType` that Lambda reports to failure destinations and CloudWatch
+/// (`MalformedEvent`, `HealthCheckFailed`, ...) instead of a Rust type name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct FunctionError {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl FunctionError {
+    pub fn new(kind: &'static str, message: impl std::fmt::Display) -> Self {
+        Self { kind, message: message.to_string() }
+    }
+}
+
+impl From<FunctionError> for Diagnostic {
+    fn from(error: FunctionError) -> Diagnostic {
+        Diagnostic { error_type: error.kind.to_owned(), error_message: error.message }
+    }
+}
+
+/// Runs the function: each invocation's event goes to `handler`; its metrics are flushed after it, whatever the
+/// outcome, and a failure is logged with its kind before Lambda reports it.
+pub async fn run<E, R, F, Fut>(metrics: Arc<Metrics>, handler: F) -> Result<(), lambda_runtime::Error>
+where
+    E: DeserializeOwned,
+    R: Serialize,
+    F: Fn(LambdaEvent<E>) -> Fut,
+    Fut: Future<Output = Result<R, FunctionError>>,
+{
+    let handler = &handler;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<E>| {
+        let metrics = metrics.clone();
+        async move {
+            let result = handler(event).await;
+            metrics.flush();
+            if let Err(error) = &result {
+                tracing::error!(error_type = error.kind, error = %error.message, "invocation failed");
+            }
+            result
+        }
+    }))
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_type_is_the_kind_not_a_rust_type() {
+        let diagnostic = Diagnostic::from(FunctionError::new("MalformedEvent", "no detail"));
+        assert_eq!(diagnostic.error_type, "MalformedEvent");
+        assert_eq!(diagnostic.error_message, "no detail");
+    }
 }

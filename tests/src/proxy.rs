@@ -72,15 +72,6 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn decodes_form_values() {
-        assert_eq!(super::percent_decode("a%40b.co+%3Cscript%3E%zz%"), "a@b.co <script>%zz%");
-        assert_eq!(super::percent_decode("%C3%A9"), "é");
-    }
-}
-
 impl RecordingProxy {
     pub fn start(upstream: &str) -> Self {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("proxy listens"));
@@ -105,7 +96,7 @@ impl RecordingProxy {
     }
 
     /// Passes moto's answers (bodies) through `rewriter`; `None` stops rewriting.
-    pub fn rewrite_with(&self, rewriter: Option<Box<dyn Fn(&Call, String) -> String + Send + Sync>>) {
+    pub fn rewrite_with(&self, rewriter: Option<Box<Rewriter>>) {
         self.hooks.lock().unwrap().rewriter = rewriter.map(Arc::from);
     }
 
@@ -175,5 +166,14 @@ impl Drop for RecordingProxy {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn decodes_form_values() {
+        assert_eq!(super::percent_decode("a%40b.co+%3Cscript%3E%zz%"), "a@b.co <script>%zz%");
+        assert_eq!(super::percent_decode("%C3%A9"), "é");
     }
 }

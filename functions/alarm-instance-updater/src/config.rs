@@ -70,15 +70,10 @@ mod tests {
 
     #[test]
     fn reads_exactly_the_declared_variables() {
-        let source = shared::config::RecordingSource::new(&[
-            ("RESTRICTION_PARAMETER", "/p"),
-            ("AUTOSCALING_GROUP_NAME", "g"),
-            ("RESTRICT_ON_ALARMS", "cpu_high"),
-            ("RESTRICTION_MAX_SECONDS", "60"),
-        ]);
-        Config::from_env(&Env(&source)).unwrap();
-        let mut declared: Vec<String> = Config::VARIABLES.iter().map(|v| v.to_string()).collect();
-        declared.sort();
-        assert_eq!(source.asked(), declared);
+        shared::testing::assert_reads_exactly(
+            Config::VARIABLES,
+            &[("RESTRICTION_PARAMETER", "/p"), ("AUTOSCALING_GROUP_NAME", "g"), ("RESTRICT_ON_ALARMS", "cpu_high"), ("RESTRICTION_MAX_SECONDS", "60")],
+            Config::from_env,
+        );
     }
 }

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use shared::metrics::Metrics;
+use shared::startup::FunctionError;
 
 use crate::aws::{GroupStatus, RestrictionStore};
 use crate::config::Config;
@@ -42,9 +43,11 @@ impl<P: RestrictionStore, G: GroupStatus> Updater<P, G> {
         Self { parameter, groups, config, metrics }
     }
 
-    pub async fn handle(&self, payload: &Value, now: DateTime<Utc>) -> Result<Summary, String> {
-        let triggers = parse(payload).map_err(|e| e.to_string())?;
-        let raw = self.parameter.read().await?;
+    /// An error fails the invocation, so SNS / EventBridge / the alarm's asynchronous invocation retries it and,
+    /// after the retries, hands it to the function's failure destination: nothing is lost.
+    pub async fn handle(&self, payload: &Value, now: DateTime<Utc>) -> Result<Summary, FunctionError> {
+        let triggers = parse(payload).map_err(|e| FunctionError::new("MalformedEvent", e))?;
+        let raw = self.parameter.read().await.map_err(unavailable)?;
         let (before, warning) = read_value(raw.as_deref());
         if let Some(warning) = warning {
             tracing::warn!("{warning}");
@@ -56,7 +59,7 @@ impl<P: RestrictionStore, G: GroupStatus> Updater<P, G> {
             let wanted = intent(state.as_ref(), trigger, now, &self.config);
             // The group is described at most once, and only for a decision that needs it.
             if !matches!(wanted, Intent::Nothing { .. }) && group.is_none() {
-                group = Some(self.groups.describe(&self.config.autoscaling_group_name).await?);
+                group = Some(self.groups.describe(&self.config.autoscaling_group_name).await.map_err(unavailable)?);
             }
             let (next, why) = next_value(state.as_ref(), &wanted, group.flatten().as_ref(), now, &self.config);
             tracing::info!(trigger = %trigger.describe(), why = %why, "decision");
@@ -71,7 +74,7 @@ impl<P: RestrictionStore, G: GroupStatus> Updater<P, G> {
         let written = state != before && state.as_ref().is_some_and(|next| is_change(before.as_ref(), next));
         if written {
             let value = state.as_ref().expect("a change has a value");
-            self.parameter.write(&value.to_json()).await?;
+            self.parameter.write(&value.to_json()).await.map_err(unavailable)?;
             self.metrics.count(if value.restricted { "RestrictionsWritten" } else { "RestrictionsLifted" }, 1);
             tracing::info!(restricted = value.restricted, expires_at = ?value.expires_at, "restriction parameter written");
         }
@@ -89,4 +92,8 @@ impl<P: RestrictionStore, G: GroupStatus> Updater<P, G> {
             1,
         );
     }
+}
+
+fn unavailable(error: String) -> FunctionError {
+    FunctionError::new("DependencyUnavailable", error)
 }

@@ -134,15 +134,8 @@ fn from_sns_message(message: &str) -> Result<Trigger, TriggerError> {
 
 /// Every trigger an invocation carries (SNS may deliver several records; the other sources one).
 pub fn parse(payload: &Value) -> Result<Vec<Trigger>, TriggerError> {
-    if let Some(records) = payload.get("Records").and_then(Value::as_array) {
-        return records
-            .iter()
-            .map(|record| {
-                let message =
-                    record.pointer("/Sns/Message").and_then(Value::as_str).ok_or_else(|| TriggerError::Unrecognised("record without Sns.Message".into()))?;
-                from_sns_message(message)
-            })
-            .collect();
+    if let Some(messages) = shared::envelope::record_messages(payload) {
+        return messages.map_err(|e| TriggerError::Unrecognised(e.to_string()))?.into_iter().map(from_sns_message).collect();
     }
     match payload.get("source").and_then(Value::as_str) {
         Some("aws.cloudwatch") => {

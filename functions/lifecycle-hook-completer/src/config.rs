@@ -82,15 +82,15 @@ mod tests {
 
     #[test]
     fn reads_exactly_the_declared_variables() {
-        let source = shared::config::RecordingSource::new(&[
-            ("HEALTHCHECK_URL", "http://localhost:8000/h"),
-            ("HEALTHCHECK_DEADLINE_SECONDS", "60"),
-            ("HEALTHCHECK_INTERVAL_SECONDS", "5"),
-            ("ON_UNHEALTHY", "CONTINUE"),
-        ]);
-        Config::from_env(&Env(&source)).unwrap();
-        let mut declared: Vec<String> = Config::VARIABLES.iter().map(|v| v.to_string()).collect();
-        declared.sort();
-        assert_eq!(source.asked(), declared);
+        shared::testing::assert_reads_exactly(
+            Config::VARIABLES,
+            &[
+                ("HEALTHCHECK_URL", "http://localhost:8000/h"),
+                ("HEALTHCHECK_DEADLINE_SECONDS", "60"),
+                ("HEALTHCHECK_INTERVAL_SECONDS", "5"),
+                ("ON_UNHEALTHY", "CONTINUE"),
+            ],
+            Config::from_env,
+        );
     }
 }

@@ -32,6 +32,8 @@ impl LifecycleAction {
     }
 }
 
+// A handful per invocation, consumed at once: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
     Action { action: LifecycleAction, time: DateTime<Utc> },
@@ -69,18 +71,8 @@ pub fn parse(payload: &Value, received: DateTime<Utc>) -> Result<Vec<Delivery>, 
         let action = serde_json::from_value(detail).map_err(|e| EventError::Malformed(e.to_string()))?;
         return Ok(vec![Delivery::Action { action, time }]);
     }
-    if let Some(records) = payload.get("Records").and_then(Value::as_array) {
-        return records
-            .iter()
-            .map(|record| {
-                let text = record
-                    .pointer("/Sns/Message")
-                    .or_else(|| record.get("body"))
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| EventError::Unrecognised("record is neither SNS nor SQS".into()))?;
-                from_notification(text, received)
-            })
-            .collect();
+    if let Some(messages) = shared::envelope::record_messages(payload) {
+        return messages.map_err(|e| EventError::Unrecognised(e.to_string()))?.into_iter().map(|text| from_notification(text, received)).collect();
     }
     Err(EventError::Unrecognised("expected an aws.autoscaling EventBridge event, SNS records or SQS records".into()))
 }

@@ -14,6 +14,8 @@ pub struct Config {
     pub ses_configuration_set: Option<String>,
     pub dead_letter_queue_url: Option<String>,
     pub idempotency_table: Option<String>,
+    /// How long a completed once-only record prevents a second send: at least the dead-letter queue's retention.
+    pub idempotency_ttl: Duration,
 }
 
 impl Config {
@@ -27,11 +29,12 @@ impl Config {
         "SES_CONFIGURATION_SET",
         "DEAD_LETTER_QUEUE_URL",
         "IDEMPOTENCY_TABLE",
+        "IDEMPOTENCY_TTL_SECONDS",
     ];
 
     pub fn from_env<S: VarSource>(env: &Env<S>) -> Result<Self, ConfigError> {
         let sender_address = env.required("SENDER_ADDRESS")?;
-        if !address_of(&sender_address).is_some_and(|a| a.contains('@')) {
+        if !self::sender_address(&sender_address).is_some_and(|a| a.contains('@')) {
             return Err(ConfigError::invalid("SENDER_ADDRESS", &sender_address, "expected name@domain or Display Name <name@domain>"));
         }
         Ok(Config {
@@ -43,12 +46,27 @@ impl Config {
             ses_configuration_set: env.optional("SES_CONFIGURATION_SET"),
             dead_letter_queue_url: env.optional_url("DEAD_LETTER_QUEUE_URL")?,
             idempotency_table: env.optional("IDEMPOTENCY_TABLE"),
+            idempotency_ttl: idempotency_ttl(env)?,
         })
     }
 }
 
-/// The bare address of `Name <address>` or of a bare address.
-fn address_of(sender: &str) -> Option<&str> {
+/// A once-only record must outlive every way a row comes back: an hour is the floor (a queue's own retries).
+fn idempotency_ttl<S: VarSource>(env: &Env<S>) -> Result<Duration, ConfigError> {
+    let default = crate::idempotency::DEFAULT_RECORD_TTL.as_secs();
+    let seconds: u64 = env.parsed_or("IDEMPOTENCY_TTL_SECONDS", default)?;
+    if seconds < 3600 {
+        return Err(ConfigError::invalid(
+            "IDEMPOTENCY_TTL_SECONDS",
+            &seconds.to_string(),
+            "must be at least 3600, and should be at least the dead-letter queue's MessageRetentionPeriod",
+        ));
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+/// The bare address of `Name <address>` or of a bare address, trimmed; `None` when the brackets do not pair.
+pub fn sender_address(sender: &str) -> Option<&str> {
     match (sender.rfind('<'), sender.rfind('>')) {
         (Some(open), Some(close)) if open < close => Some(sender[open + 1..close].trim()),
         (None, None) => Some(sender.trim()),
@@ -70,6 +88,7 @@ mod tests {
         assert_eq!(c.publish_history_table, "publish_history");
         assert_eq!(c.subscriber_cache_ttl, Duration::from_secs(300));
         assert_eq!((c.app_base_url, c.ses_configuration_set, c.idempotency_table), (None, None, None));
+        assert!(c.idempotency_ttl >= Duration::from_secs(14 * 24 * 3600), "the default outlives a 14-day dead-letter queue");
     }
 
     #[test]
@@ -81,6 +100,15 @@ mod tests {
         assert!(err.to_string().contains("SUBSCRIBER_CACHE_TTL_SECONDS"));
         let err = config(&[("USER_POOL_ID", "p"), ("SENDER_ADDRESS", "a@b.co"), ("APP_BASE_URL", "app.example.com")]).unwrap_err();
         assert!(err.to_string().contains("APP_BASE_URL"));
+        let err = config(&[("USER_POOL_ID", "p"), ("SENDER_ADDRESS", "a@b.co"), ("IDEMPOTENCY_TTL_SECONDS", "60")]).unwrap_err();
+        assert!(err.to_string().contains("IDEMPOTENCY_TTL_SECONDS"));
+    }
+
+    #[test]
+    fn sender_address_is_the_bare_trimmed_address() {
+        assert_eq!(sender_address("Navlab < no-reply@navlab.online >"), Some("no-reply@navlab.online"));
+        assert_eq!(sender_address(" no-reply@navlab.online "), Some("no-reply@navlab.online"));
+        assert_eq!(sender_address("Navlab <no-reply@navlab.online"), None);
     }
 
     #[test]
@@ -94,19 +122,19 @@ mod tests {
 
     #[test]
     fn reads_exactly_the_declared_variables() {
-        let source = shared::config::RecordingSource::new(&[
-            ("USER_POOL_ID", "p"),
-            ("SENDER_ADDRESS", "a@b.co"),
-            ("APP_BASE_URL", "https://app.example.com"),
-            ("PUBLISH_HISTORY_TABLE", "ph"),
-            ("SUBSCRIBER_CACHE_TTL_SECONDS", "60"),
-            ("SES_CONFIGURATION_SET", "cs"),
-            ("DEAD_LETTER_QUEUE_URL", "https://q"),
-            ("IDEMPOTENCY_TABLE", "t"),
-        ]);
-        Config::from_env(&Env(&source)).unwrap();
-        let mut declared: Vec<String> = Config::VARIABLES.iter().map(|v| v.to_string()).collect();
-        declared.sort();
-        assert_eq!(source.asked(), declared);
+        shared::testing::assert_reads_exactly(
+            Config::VARIABLES,
+            &[
+                ("USER_POOL_ID", "p"),
+                ("SENDER_ADDRESS", "a@b.co"),
+                ("APP_BASE_URL", "https://app.example.com"),
+                ("PUBLISH_HISTORY_TABLE", "ph"),
+                ("SUBSCRIBER_CACHE_TTL_SECONDS", "60"),
+                ("SES_CONFIGURATION_SET", "cs"),
+                ("DEAD_LETTER_QUEUE_URL", "https://q"),
+                ("IDEMPOTENCY_TABLE", "t"),
+            ],
+            Config::from_env,
+        );
     }
 }

@@ -15,10 +15,12 @@ use shared::metrics::Metrics;
 use tokio::sync::{OnceCell, Semaphore};
 use tokio::time::Instant;
 
-use crate::idempotency::{notification_key, Claim, IdempotencyStore};
-use crate::mailer::{send_with_retry, Mailer, OutgoingEmail, Pacer, RetryPolicy, SendError};
+use crate::idempotency::{notification_key, Guarded, OnceOnly};
 use crate::notification::{EmailTemplates, PublishHistory};
-use crate::subscribers::{Recipient, SubscriberCache, SubscriberIndex, UserSource};
+use crate::pacer::Pacer;
+use crate::ports::{IdempotencyStore, Mailer, OutgoingEmail, SendError, UserSource};
+use crate::retry::{send_with_retry, RetryPolicy};
+use crate::subscribers::{Recipient, SubscriberCache, SubscriberIndex};
 
 /// Records handled at once.
 pub const RECORD_CONCURRENCY: usize = 5;
@@ -41,7 +43,7 @@ enum Delivery {
 pub struct Notifier<U, M, I> {
     subscribers: SubscriberCache<U>,
     mailer: M,
-    store: I,
+    once: OnceOnly<I>,
     templates: EmailTemplates,
     table: String,
     pacer: tokio::sync::Mutex<Option<(Instant, Arc<Pacer>)>>,
@@ -61,7 +63,7 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore> Notifier<U, M, I> {
         Self {
             subscribers,
             mailer,
-            store,
+            once: OnceOnly::new(store),
             templates,
             table: table.into(),
             pacer: tokio::sync::Mutex::new(None),
@@ -120,58 +122,47 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore> Notifier<U, M, I> {
         let to = mask_email(&recipient.email);
         let key = notification_key(&history.tenant, &history.id, &recipient.email);
         let in_progress_until = SystemTime::now() + deadline.saturating_duration_since(Instant::now());
-        match self.store.claim(&key, in_progress_until).await {
-            Ok(Claim::Acquired) => {}
-            Ok(Claim::AlreadyCompleted) => {
+        let guarded = self.once.run(&key, in_progress_until, || self.send(history, recipient, deadline)).await;
+        let delivery = match guarded {
+            Guarded::AlreadyCompleted => {
                 self.metrics.count("EmailsAlreadySent", 1);
                 return Delivery::AlreadySent;
             }
-            Ok(Claim::InProgress) => {
+            Guarded::InProgress => {
                 tracing::info!(to = %to, row = %history.id, "another invocation is sending this notification");
-                self.metrics.count("EmailsPending", 1);
-                return Delivery::Pending;
+                Delivery::Pending
             }
-            Err(error) => {
+            Guarded::StoreUnavailable(error) => {
                 tracing::error!(to = %to, row = %history.id, error = %error, "idempotency store unavailable");
-                self.metrics.count("EmailsPending", 1);
-                return Delivery::Pending;
+                Delivery::Pending
             }
-        }
-        let result = match self.templates.render(history, recipient.given_name.as_deref()) {
-            Ok(rendered) => {
-                let email = OutgoingEmail { to: recipient.email.clone(), subject: rendered.subject, text: rendered.text, html: rendered.html };
-                let _slot = self.send_slots.acquire().await.expect("semaphore is never closed");
-                let pacer = self.pacer().await;
-                send_with_retry(&self.mailer, &pacer, self.retry, &email, deadline).await
-            }
-            Err(error) => Err(SendError::Retryable(format!("rendering the email failed: {error}"))),
-        };
-        let (delivery, outcome) = match &result {
-            Ok(message_id) => {
+            Guarded::Ran { outcome: Ok(message_id), .. } => {
                 tracing::info!(to = %to, row = %history.id, message_id = %message_id, "email sent");
-                (Delivery::Sent, "sent")
+                self.metrics.count("EmailsSent", 1);
+                return Delivery::Sent;
             }
-            Err(SendError::Rejected(reason)) => {
+            Guarded::Ran { outcome: Err(SendError::Rejected(reason)), .. } => {
                 tracing::warn!(to = %to, row = %history.id, reason = %reason, "recipient rejected permanently; not retried");
-                (Delivery::Rejected, "rejected")
+                self.metrics.count("EmailsRejected", 1);
+                return Delivery::Rejected;
             }
-            Err(SendError::Retryable(reason)) => {
+            Guarded::Ran { outcome: Err(SendError::Retryable(reason)), .. } => {
                 tracing::error!(to = %to, row = %history.id, reason = %reason, "email not sent; the row will be retried");
-                if let Err(error) = self.store.release(&key).await {
-                    // The claim then lapses with the invocation's deadline and the redelivery sends.
-                    tracing::warn!(error = %error, "could not release the idempotency record");
-                }
-                self.metrics.count("EmailsPending", 1);
-                return Delivery::Pending;
+                Delivery::Pending
             }
         };
-        self.metrics.count(if delivery == Delivery::Sent { "EmailsSent" } else { "EmailsRejected" }, 1);
-        if let Err(error) = self.store.complete(&key, outcome).await {
-            // Sent but not recorded: a redelivery after the in-progress record lapses would send again. Nothing
-            // better can be done here than to say so.
-            tracing::error!(to = %to, row = %history.id, error = %error, "email {outcome} but its idempotency record was not completed");
-        }
+        self.metrics.count("EmailsPending", 1);
         delivery
+    }
+
+    /// Renders and sends one email, paced and retried within `deadline`.
+    async fn send(&self, history: &PublishHistory, recipient: &Recipient, deadline: Instant) -> Result<String, SendError> {
+        let rendered =
+            self.templates.render(history, recipient.given_name.as_deref()).map_err(|e| SendError::Retryable(format!("rendering the email failed: {e}")))?;
+        let email = OutgoingEmail { to: recipient.email.clone(), subject: rendered.subject, text: rendered.text, html: rendered.html };
+        let _slot = self.send_slots.acquire().await.map_err(|e| SendError::Retryable(e.to_string()))?;
+        let pacer = self.pacer().await;
+        send_with_retry(&self.mailer, &pacer, self.retry, &email, deadline).await
     }
 
     /// The pacer at the account's send rate, read with GetSendQuota at the first send and then hourly.
@@ -199,6 +190,8 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore> Notifier<U, M, I> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::idempotency::tests::MemoryStore;
+    use crate::idempotency::{DEFAULT_RECORD_TTL, STATUS_IN_PROGRESS};
     use crate::subscribers::PoolUser;
     use async_trait::async_trait;
     use serde_json::json;
@@ -260,34 +253,6 @@ mod tests {
         }
     }
 
-    #[derive(Default)]
-    struct MemoryStore {
-        records: Mutex<HashMap<String, &'static str>>,
-    }
-
-    #[async_trait]
-    impl IdempotencyStore for Arc<MemoryStore> {
-        async fn claim(&self, key: &str, _: SystemTime) -> Result<Claim, String> {
-            let mut records = self.records.lock().unwrap();
-            match records.get(key) {
-                Some(&"COMPLETED") => Ok(Claim::AlreadyCompleted),
-                Some(_) => Ok(Claim::InProgress),
-                None => {
-                    records.insert(key.into(), "INPROGRESS");
-                    Ok(Claim::Acquired)
-                }
-            }
-        }
-        async fn complete(&self, key: &str, _: &str) -> Result<(), String> {
-            self.records.lock().unwrap().insert(key.into(), "COMPLETED");
-            Ok(())
-        }
-        async fn release(&self, key: &str) -> Result<(), String> {
-            self.records.lock().unwrap().remove(key);
-            Ok(())
-        }
-    }
-
     fn pool_user(email: &str, tenant: &str, subscribed: bool) -> PoolUser {
         PoolUser { email: Some(email.into()), given_name: None, tenant: Some(tenant.into()), subscribed, enabled: true, confirmed: true, email_verified: true }
     }
@@ -311,7 +276,7 @@ mod tests {
             listings: AtomicUsize::new(0),
         });
         let mailer = Arc::new(FakeMailer::default());
-        let store = Arc::new(MemoryStore::default());
+        let store = Arc::new(MemoryStore { ttl: DEFAULT_RECORD_TTL, ..Default::default() });
         let notifier = Notifier::new(
             SubscriberCache::new(users.clone(), ttl),
             mailer.clone(),
@@ -411,7 +376,7 @@ mod tests {
     async fn a_send_claimed_elsewhere_keeps_the_row_pending() {
         let f = fixture(Duration::from_secs(300));
         let key = notification_key("acme", "ph-1", "ada@example.com");
-        f.store.records.lock().unwrap().insert(key, "INPROGRESS");
+        f.store.records.lock().unwrap().insert(key, (STATUS_IN_PROGRESS, SystemTime::now() + Duration::from_secs(60)));
         assert_eq!(run(&f, vec![("m1", created("ph-1", "acme"))]).await, vec!["m1"]);
         assert_eq!(f.mailer.sent_to(), vec!["grace@example.com"]);
     }

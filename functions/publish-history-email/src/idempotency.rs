@@ -1,34 +1,25 @@
 //! At most one email per (row, recipient), however often the row is delivered: an idempotency record per send, in
-//! the way of the Powertools idempotency utility. Written conditionally before the send (`INPROGRESS`, expiring with
-//! the invocation so a crashed send is retried), completed after it (`COMPLETED`, kept for a day).
+//! the way of the Powertools idempotency utility. [`OnceOnly`] is the protocol: claim the record (`INPROGRESS`,
+//! expiring with the invocation so a crashed send is retried), send, then complete it (`COMPLETED`, kept for
+//! `IDEMPOTENCY_TTL_SECONDS`, at least as long as any path back to the function) or release it after a failed send.
 //!
 //! Table: partition key `id` (String), TTL attribute `expiration` (epoch seconds), `status`, `in_progress_expiration`
 //! (epoch milliseconds) and `outcome`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::future::Future;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::types::AttributeValue;
 use sha2::{Digest, Sha256};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
-    /// Ours to send.
-    Acquired,
-    /// Sent (or rejected for good) before: skip.
-    AlreadyCompleted,
-    /// Another invocation is sending it right now, or crashed less than its deadline ago: try again later.
-    InProgress,
-}
+use crate::ports::{Claim, IdempotencyStore, SendError};
 
-#[async_trait]
-pub trait IdempotencyStore: Send + Sync {
-    async fn claim(&self, key: &str, in_progress_until: SystemTime) -> Result<Claim, String>;
-    async fn complete(&self, key: &str, outcome: &str) -> Result<(), String>;
-    /// Gives a claim back after a failed send, so the next delivery may send.
-    async fn release(&self, key: &str) -> Result<(), String>;
-}
+pub const STATUS_IN_PROGRESS: &str = "INPROGRESS";
+pub const STATUS_COMPLETED: &str = "COMPLETED";
+
+/// The default of `IDEMPOTENCY_TTL_SECONDS`: 14 days (the longest an SQS queue, and so the dead-letter queue, keeps a
+/// message) plus one day for the redrive itself and the queue's own retries.
+pub const DEFAULT_RECORD_TTL: Duration = Duration::from_secs(15 * 24 * 60 * 60);
 
 /// Without `IDEMPOTENCY_TABLE`: every claim is granted (at least once delivery).
 pub struct NoIdempotency;
@@ -53,115 +44,114 @@ pub fn notification_key(tenant: &str, row_id: &str, recipient: &str) -> String {
     format!("publish-history-email#{tenant}#{row_id}#{hash}")
 }
 
-pub const STATUS_IN_PROGRESS: &str = "INPROGRESS";
-pub const STATUS_COMPLETED: &str = "COMPLETED";
-/// How long a completed record prevents a second send.
-pub const RECORD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
-
-pub struct DynamoIdempotency {
-    client: aws_sdk_dynamodb::Client,
-    table: String,
+/// How a guarded send ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guarded {
+    /// This call sent (or was refused for good): the outcome, and whether the record says so. A send whose record
+    /// could not be completed may be sent again once the in-progress claim lapses.
+    Ran { outcome: Result<String, SendError>, recorded: bool },
+    /// Done before, by this or another invocation: nothing sent.
+    AlreadyCompleted,
+    /// Another invocation holds the claim (or crashed less than its deadline ago): try again later.
+    InProgress,
+    /// The store could not be asked: nothing sent, try again later.
+    StoreUnavailable(String),
 }
 
-impl DynamoIdempotency {
-    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+/// The once-only protocol over an [`IdempotencyStore`]: claim, act, then complete or release.
+pub struct OnceOnly<I> {
+    store: I,
+}
+
+impl<I: IdempotencyStore> OnceOnly<I> {
+    pub fn new(store: I) -> Self {
+        Self { store }
     }
 
-    async fn status(&self, key: &str) -> Result<Option<String>, String> {
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("id", AttributeValue::S(key.to_owned()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())?;
-        Ok(item.item().and_then(|i| i.get("status")).and_then(|s| s.as_s().ok()).cloned())
-    }
-}
-
-fn epoch_seconds(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-fn epoch_millis(time: SystemTime) -> u128 {
-    time.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
-}
-
-fn number(value: impl ToString) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
-
-#[async_trait]
-impl IdempotencyStore for DynamoIdempotency {
-    async fn claim(&self, key: &str, in_progress_until: SystemTime) -> Result<Claim, String> {
-        let now = SystemTime::now();
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item("id", AttributeValue::S(key.to_owned()))
-            .item("status", AttributeValue::S(STATUS_IN_PROGRESS.into()))
-            .item("expiration", number(epoch_seconds(now + RECORD_TTL)))
-            .item("in_progress_expiration", number(epoch_millis(in_progress_until)))
-            // New, or expired but not yet swept by TTL, or an in-progress claim whose invocation has ended.
-            .condition_expression("attribute_not_exists(id) OR expiration < :now OR (#status = :in_progress AND in_progress_expiration < :now_ms)")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":now", number(epoch_seconds(now)))
-            .expression_attribute_values(":now_ms", number(epoch_millis(now)))
-            .expression_attribute_values(":in_progress", AttributeValue::S(STATUS_IN_PROGRESS.into()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Claim::Acquired),
-            Err(error) if error.code() == Some("ConditionalCheckFailedException") => match self.status(key).await?.as_deref() {
-                Some(STATUS_COMPLETED) => Ok(Claim::AlreadyCompleted),
-                _ => Ok(Claim::InProgress),
-            },
-            Err(error) => Err(aws_sdk_dynamodb::error::DisplayErrorContext(error).to_string()),
+    /// Runs `send` unless `key` was completed before or is claimed elsewhere. `in_progress_until` is when this
+    /// invocation ends: a claim left by a crash lapses then. A retryable failure releases the claim, so the next
+    /// delivery sends; a success or a permanent rejection completes it.
+    pub async fn run<F, Fut>(&self, key: &str, in_progress_until: SystemTime, send: F) -> Guarded
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<String, SendError>>,
+    {
+        match self.store.claim(key, in_progress_until).await {
+            Ok(Claim::Acquired) => {}
+            Ok(Claim::AlreadyCompleted) => return Guarded::AlreadyCompleted,
+            Ok(Claim::InProgress) => return Guarded::InProgress,
+            Err(error) => return Guarded::StoreUnavailable(error),
         }
-    }
-
-    async fn complete(&self, key: &str, outcome: &str) -> Result<(), String> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("id", AttributeValue::S(key.to_owned()))
-            .update_expression("SET #status = :completed, expiration = :expiration, outcome = :outcome REMOVE in_progress_expiration")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":completed", AttributeValue::S(STATUS_COMPLETED.into()))
-            .expression_attribute_values(":expiration", number(epoch_seconds(SystemTime::now() + RECORD_TTL)))
-            .expression_attribute_values(":outcome", AttributeValue::S(outcome.to_owned()))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
-    }
-
-    async fn release(&self, key: &str) -> Result<(), String> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("id", AttributeValue::S(key.to_owned()))
-            .condition_expression("#status = :in_progress")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":in_progress", AttributeValue::S(STATUS_IN_PROGRESS.into()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) if error.code() == Some("ConditionalCheckFailedException") => Ok(()),
-            Err(error) => Err(aws_sdk_dynamodb::error::DisplayErrorContext(error).to_string()),
+        let outcome = send().await;
+        let recorded = match &outcome {
+            Ok(_) => self.store.complete(key, "sent").await,
+            Err(SendError::Rejected(_)) => self.store.complete(key, "rejected").await,
+            Err(SendError::Retryable(_)) => {
+                if let Err(error) = self.store.release(key).await {
+                    // The claim then lapses with the invocation's deadline and the redelivery sends.
+                    tracing::warn!(error = %error, "could not release the idempotency record");
+                }
+                return Guarded::Ran { outcome, recorded: false };
+            }
+        };
+        if let Err(error) = &recorded {
+            // Sent but not recorded: a redelivery after the claim lapses would send again. Nothing better can be
+            // done here than to say so (the README gives the window).
+            tracing::error!(error = %error, "the idempotency record was not completed");
         }
+        Guarded::Ran { outcome, recorded: recorded.is_ok() }
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    /// Records as the DynamoDB adapter keeps them: an in-progress claim blocks others only until its invocation's
+    /// deadline, a completed record until it expires.
+    #[derive(Default)]
+    pub struct MemoryStore {
+        pub records: Mutex<HashMap<String, (&'static str, SystemTime)>>,
+        pub ttl: Duration,
+    }
+
+    #[async_trait]
+    impl IdempotencyStore for std::sync::Arc<MemoryStore> {
+        async fn claim(&self, key: &str, in_progress_until: SystemTime) -> Result<Claim, String> {
+            let mut records = self.records.lock().unwrap();
+            let now = SystemTime::now();
+            match records.get(key) {
+                Some((STATUS_COMPLETED, expires)) if *expires > now => Ok(Claim::AlreadyCompleted),
+                Some((_, until)) if *until > now => Ok(Claim::InProgress),
+                _ => {
+                    records.insert(key.into(), (STATUS_IN_PROGRESS, in_progress_until));
+                    Ok(Claim::Acquired)
+                }
+            }
+        }
+        async fn complete(&self, key: &str, _: &str) -> Result<(), String> {
+            let expires = SystemTime::now() + self.ttl.max(Duration::from_secs(1));
+            self.records.lock().unwrap().insert(key.into(), (STATUS_COMPLETED, expires));
+            Ok(())
+        }
+        async fn release(&self, key: &str) -> Result<(), String> {
+            let mut records = self.records.lock().unwrap();
+            if records.get(key).is_some_and(|(status, _)| *status == STATUS_IN_PROGRESS) {
+                records.remove(key);
+            }
+            Ok(())
+        }
+    }
+
+    fn store() -> std::sync::Arc<MemoryStore> {
+        std::sync::Arc::new(MemoryStore { ttl: DEFAULT_RECORD_TTL, ..Default::default() })
+    }
+
+    fn soon() -> SystemTime {
+        SystemTime::now() + Duration::from_secs(60)
+    }
 
     #[test]
     fn key_names_row_and_hashes_recipient() {
@@ -172,17 +162,37 @@ mod tests {
         assert_ne!(key, notification_key("acme", "ph-2", "ada@example.com"));
         assert_ne!(key, notification_key("acme", "ph-1", "grace@example.com"));
     }
-}
 
-#[async_trait]
-impl<T: IdempotencyStore + ?Sized> IdempotencyStore for Box<T> {
-    async fn claim(&self, key: &str, in_progress_until: SystemTime) -> Result<Claim, String> {
-        (**self).claim(key, in_progress_until).await
+    #[tokio::test]
+    async fn a_completed_send_is_never_sent_again() {
+        let once = OnceOnly::new(store());
+        let first = once.run("k", soon(), || async { Ok("m-1".to_string()) }).await;
+        assert_eq!(first, Guarded::Ran { outcome: Ok("m-1".into()), recorded: true });
+        let again = once.run("k", soon(), || async { panic!("sent twice") }).await;
+        assert_eq!(again, Guarded::AlreadyCompleted);
     }
-    async fn complete(&self, key: &str, outcome: &str) -> Result<(), String> {
-        (**self).complete(key, outcome).await
+
+    #[tokio::test]
+    async fn a_rejection_is_completed_too_and_a_retryable_failure_is_released() {
+        let once = OnceOnly::new(store());
+        let rejected = once.run("r", soon(), || async { Err(SendError::Rejected("blacklisted".into())) }).await;
+        assert!(matches!(rejected, Guarded::Ran { recorded: true, .. }));
+        assert_eq!(once.run("r", soon(), || async { panic!("retried a rejection") }).await, Guarded::AlreadyCompleted);
+
+        let failed = once.run("t", soon(), || async { Err(SendError::Retryable("throttled".into())) }).await;
+        assert!(matches!(failed, Guarded::Ran { recorded: false, .. }));
+        let retried = once.run("t", soon(), || async { Ok("m-2".to_string()) }).await;
+        assert_eq!(retried, Guarded::Ran { outcome: Ok("m-2".into()), recorded: true }, "released, so the redelivery sends");
     }
-    async fn release(&self, key: &str) -> Result<(), String> {
-        (**self).release(key).await
+
+    #[tokio::test]
+    async fn a_claim_held_elsewhere_blocks_until_its_invocation_ends() {
+        let store = store();
+        store.records.lock().unwrap().insert("k".into(), (STATUS_IN_PROGRESS, soon()));
+        let once = OnceOnly::new(store.clone());
+        assert_eq!(once.run("k", soon(), || async { panic!("sent while claimed") }).await, Guarded::InProgress);
+        // The other invocation crashed; its deadline has passed.
+        store.records.lock().unwrap().insert("k".into(), (STATUS_IN_PROGRESS, SystemTime::now() - Duration::from_secs(1)));
+        assert!(matches!(once.run("k", soon(), || async { Ok("m".to_string()) }).await, Guarded::Ran { recorded: true, .. }));
     }
 }

@@ -2,13 +2,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use lambda_runtime::{service_fn, Error, LambdaEvent};
+use lambda_runtime::{Error, LambdaEvent};
+use publish_history_email::aws::{CognitoUserSource, DynamoIdempotency, SesMailer};
 use publish_history_email::config::Config;
 use publish_history_email::handler::{Notifier, RECORD_CONCURRENCY};
-use publish_history_email::idempotency::{DynamoIdempotency, IdempotencyStore, NoIdempotency};
-use publish_history_email::mailer::SesMailer;
+use publish_history_email::idempotency::NoIdempotency;
 use publish_history_email::notification::EmailTemplates;
-use publish_history_email::subscribers::{CognitoUserSource, SubscriberCache};
+use publish_history_email::ports::IdempotencyStore;
+use publish_history_email::subscribers::SubscriberCache;
 use shared::batch::BatchProcessor;
 use shared::dead_letter::{DeadLetterSink, SqsDeadLetterQueue};
 use shared::startup::Startup;
@@ -23,30 +24,27 @@ async fn main() -> Result<(), Error> {
     let dead_letters =
         config.dead_letter_queue_url.map(|url| Arc::new(SqsDeadLetterQueue::new(aws_sdk_sqs::Client::new(&sdk), url)) as Arc<dyn DeadLetterSink>);
     let store: Box<dyn IdempotencyStore> = match config.idempotency_table {
-        Some(table) => Box::new(DynamoIdempotency::new(aws_sdk_dynamodb::Client::new(&sdk), table)),
+        Some(table) => Box::new(DynamoIdempotency::new(aws_sdk_dynamodb::Client::new(&sdk), table, config.idempotency_ttl)),
         None => {
             tracing::warn!("IDEMPOTENCY_TABLE not set: a redelivered row may email its recipients again");
             Box::new(NoIdempotency)
         }
     };
-    let notifier = Arc::new(Notifier::new(
+    let notifier = Notifier::new(
         SubscriberCache::new(CognitoUserSource::new(aws_sdk_cognitoidentityprovider::Client::new(&sdk), config.user_pool_id), config.subscriber_cache_ttl),
         SesMailer::new(aws_sdk_ses::Client::new(&sdk), config.sender_address, config.ses_configuration_set),
         store,
         templates,
         config.publish_history_table,
         metrics.clone(),
-    ));
-    let processor = Arc::new(BatchProcessor::new(RECORD_CONCURRENCY, dead_letters));
-
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
-        let (notifier, processor, metrics) = (notifier.clone(), processor.clone(), metrics.clone());
+    );
+    let processor = BatchProcessor::new(RECORD_CONCURRENCY, dead_letters);
+    shared::startup::run(metrics, |event: LambdaEvent<SqsEvent>| {
+        let (notifier, processor) = (&notifier, &processor);
         async move {
             let deadline = shared::deadline::work_deadline(event.context.deadline, DEADLINE_MARGIN);
-            let response = notifier.handle_batch(&processor, event.payload, deadline).await;
-            metrics.flush();
-            Ok::<_, Error>(response)
+            Ok(notifier.handle_batch(processor, event.payload, deadline).await)
         }
-    }))
+    })
     .await
 }

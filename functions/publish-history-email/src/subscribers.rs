@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use aws_sdk_cognitoidentityprovider::types::UserStatusType;
 use tokio::time::Instant;
+
+use crate::ports::UserSource;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PoolUser {
@@ -53,12 +53,6 @@ pub fn index_subscribers(users: Vec<PoolUser>) -> SubscriberIndex {
     index
 }
 
-/// The port: every user of the pool.
-#[async_trait]
-pub trait UserSource: Send + Sync {
-    async fn list_users(&self) -> Result<Vec<PoolUser>, String>;
-}
-
 pub struct SubscriberCache<S> {
     source: S,
     ttl: Duration,
@@ -85,45 +79,6 @@ impl<S: UserSource> SubscriberCache<S> {
         tracing::info!(users = count, tenants = index.len(), "listed the user pool");
         *cached = Some((Instant::now(), index.clone()));
         Ok(index)
-    }
-}
-
-/// The Cognito adapter.
-pub struct CognitoUserSource {
-    client: aws_sdk_cognitoidentityprovider::Client,
-    user_pool_id: String,
-}
-
-impl CognitoUserSource {
-    pub fn new(client: aws_sdk_cognitoidentityprovider::Client, user_pool_id: impl Into<String>) -> Self {
-        Self { client, user_pool_id: user_pool_id.into() }
-    }
-}
-
-/// ListUsers' page size limit.
-const PAGE_SIZE: i32 = 60;
-
-#[async_trait]
-impl UserSource for CognitoUserSource {
-    async fn list_users(&self) -> Result<Vec<PoolUser>, String> {
-        let mut pages = self.client.list_users().user_pool_id(&self.user_pool_id).limit(PAGE_SIZE).into_paginator().send();
-        let mut users = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| format!("listing the user pool failed: {}", aws_sdk_cognitoidentityprovider::error::DisplayErrorContext(e)))?;
-            for user in page.users() {
-                let attribute = |name: &str| user.attributes().iter().find(|a| a.name() == name).and_then(|a| a.value()).map(str::to_owned);
-                users.push(PoolUser {
-                    email: attribute("email"),
-                    given_name: attribute("given_name"),
-                    tenant: attribute("custom:_tenant"),
-                    subscribed: attribute("custom:subPublishHistory").is_some_and(|v| is_true_flag(&v)),
-                    enabled: user.enabled(),
-                    confirmed: user.user_status() == Some(&UserStatusType::Confirmed),
-                    email_verified: attribute("email_verified").is_some_and(|v| v.eq_ignore_ascii_case("true")),
-                });
-            }
-        }
-        Ok(users)
     }
 }
 

@@ -3,46 +3,42 @@
 //! recording proxy in front of moto captures every SendEmail, so recipients and content are asserted exactly.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use e2e_harness::fixtures::{
-    create_idempotency_table, create_queue, create_sample_users, create_user_pool, eligible_subscribers, peek_all, sample_event, scan_all, verify_sender,
-    SENDER_ADDRESS,
-};
+use e2e_harness::fixtures::{create_idempotency_table, eligible_subscribers, peek_all, sample_event, scan_all, verify_sender, SENDER_ADDRESS};
 use e2e_harness::proxy::RecordingProxy;
 use e2e_harness::runtime::FunctionProcess;
-use e2e_harness::{batch_failures as failures, dead_letter_info, message_ids, LocalAws};
+use e2e_harness::{batch_failures as failures, dead_letter_info, message_ids, PoolStack};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_publish-history-email");
 const TABLE: &str = "publish-history-email-idempotency";
 
 struct Stack {
-    aws: LocalAws,
-    sqs: aws_sdk_sqs::Client,
-    dynamodb: aws_sdk_dynamodb::Client,
-    dlq_url: String,
+    pool: PoolStack,
     function: FunctionProcess,
 }
 
+impl std::ops::Deref for Stack {
+    type Target = PoolStack;
+    fn deref(&self) -> &PoolStack {
+        &self.pool
+    }
+}
+
 async fn stack() -> Stack {
-    let aws = LocalAws::start().await;
-    let cognito = aws_sdk_cognitoidentityprovider::Client::new(&aws.sdk);
-    let sqs = aws_sdk_sqs::Client::new(&aws.sdk);
-    let dynamodb = aws_sdk_dynamodb::Client::new(&aws.sdk);
-    verify_sender(&aws_sdk_ses::Client::new(&aws.sdk)).await;
-    let pool_id = create_user_pool(&cognito, "users").await;
-    create_sample_users(&cognito, &pool_id).await;
-    create_idempotency_table(&dynamodb, TABLE).await;
-    let dlq_url = create_queue(&sqs, "publish-history-email-dlq").await;
-    let env = aws.function_env(&[
-        ("USER_POOL_ID", pool_id.as_str()),
-        ("SENDER_ADDRESS", SENDER_ADDRESS),
-        ("APP_BASE_URL", "https://app.navlab.online"),
-        ("IDEMPOTENCY_TABLE", TABLE),
-        ("DEAD_LETTER_QUEUE_URL", dlq_url.as_str()),
-    ]);
-    let function = FunctionProcess::start(Path::new(BINARY), &env);
-    Stack { aws, sqs, dynamodb, dlq_url, function }
+    let pool = PoolStack::start("publish-history-email-dlq").await;
+    verify_sender(&aws_sdk_ses::Client::new(&pool.aws.sdk)).await;
+    create_idempotency_table(&pool.dynamodb, TABLE).await;
+    let function = pool.start_function(
+        BINARY,
+        &[
+            ("USER_POOL_ID", pool.pool_id.as_str()),
+            ("SENDER_ADDRESS", SENDER_ADDRESS),
+            ("APP_BASE_URL", "https://app.navlab.online"),
+            ("IDEMPOTENCY_TABLE", TABLE),
+            ("DEAD_LETTER_QUEUE_URL", pool.dlq_url.as_str()),
+        ],
+    );
+    Stack { pool, function }
 }
 
 /// Sent emails by row link (each email links its row): recipient -> HTML part.

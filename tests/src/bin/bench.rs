@@ -49,7 +49,7 @@ async fn main() {
     let _stand_in = LifecycleStandIn::install(&proxy);
     let stack = provision(&moto.endpoint, e2e_harness::scenario::APP_BASE_URL, None).await;
     println!("binaries: {}  (x86_64 here; Lambda runs the arm64 build)", binaries.display());
-    println!("{:<26} {:>14} {:>13} {:>10}  {}", "function", "init (median)", "peak RSS", "AWS calls", "unit of work / calls by operation");
+    println!("{:<26} {:>14} {:>13} {:>10}  unit of work / calls by operation", "function", "init (median)", "peak RSS", "AWS calls");
     for (name, event, unit) in workloads() {
         let mut env = local_aws_env(&proxy.endpoint);
         env.extend(stack.function(name).environment.iter().cloned());

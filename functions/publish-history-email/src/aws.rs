@@ -1,0 +1,257 @@
+//! The SDK adapters of the ports: the user pool on Cognito, sending on SES, the once-only records on DynamoDB.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use aws_sdk_cognitoidentityprovider::types::UserStatusType;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_ses::error::ProvideErrorMetadata;
+use aws_sdk_ses::types::{Body, Content, Destination, Message};
+
+use crate::idempotency::{STATUS_COMPLETED, STATUS_IN_PROGRESS};
+use crate::ports::{Claim, IdempotencyStore, Mailer, OutgoingEmail, SendError, UserSource};
+use crate::subscribers::{is_true_flag, PoolUser};
+
+/// The Cognito adapter.
+pub struct CognitoUserSource {
+    client: aws_sdk_cognitoidentityprovider::Client,
+    user_pool_id: String,
+}
+
+impl CognitoUserSource {
+    pub fn new(client: aws_sdk_cognitoidentityprovider::Client, user_pool_id: impl Into<String>) -> Self {
+        Self { client, user_pool_id: user_pool_id.into() }
+    }
+}
+
+/// ListUsers' page size limit.
+const PAGE_SIZE: i32 = 60;
+
+#[async_trait]
+impl UserSource for CognitoUserSource {
+    async fn list_users(&self) -> Result<Vec<PoolUser>, String> {
+        let mut pages = self.client.list_users().user_pool_id(&self.user_pool_id).limit(PAGE_SIZE).into_paginator().send();
+        let mut users = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| format!("listing the user pool failed: {}", aws_sdk_cognitoidentityprovider::error::DisplayErrorContext(e)))?;
+            for user in page.users() {
+                let attribute = |name: &str| user.attributes().iter().find(|a| a.name() == name).and_then(|a| a.value()).map(str::to_owned);
+                users.push(PoolUser {
+                    email: attribute("email"),
+                    given_name: attribute("given_name"),
+                    tenant: attribute("custom:_tenant"),
+                    subscribed: attribute("custom:subPublishHistory").is_some_and(|v| is_true_flag(&v)),
+                    enabled: user.enabled(),
+                    confirmed: user.user_status() == Some(&UserStatusType::Confirmed),
+                    email_verified: attribute("email_verified").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+                });
+            }
+        }
+        Ok(users)
+    }
+}
+
+/// The SES (v1 `SendEmail`) adapter.
+pub struct SesMailer {
+    client: aws_sdk_ses::Client,
+    sender: String,
+    configuration_set: Option<String>,
+}
+
+impl SesMailer {
+    pub fn new(client: aws_sdk_ses::Client, sender: impl Into<String>, configuration_set: Option<String>) -> Self {
+        Self { client, sender: sender.into(), configuration_set }
+    }
+
+    fn sender_address(&self) -> &str {
+        crate::config::sender_address(&self.sender).unwrap_or(&self.sender)
+    }
+}
+
+fn utf8(text: &str) -> Content {
+    Content::builder().data(text).charset("UTF-8").build().expect("data is set")
+}
+
+#[async_trait]
+impl Mailer for SesMailer {
+    async fn max_send_rate(&self) -> Result<f64, String> {
+        let quota = self.client.get_send_quota().send().await.map_err(|e| aws_sdk_ses::error::DisplayErrorContext(e).to_string())?;
+        Ok(quota.max_send_rate())
+    }
+
+    async fn send(&self, email: &OutgoingEmail) -> Result<String, SendError> {
+        let message = Message::builder().subject(utf8(&email.subject)).body(Body::builder().text(utf8(&email.text)).html(utf8(&email.html)).build()).build();
+        let result = self
+            .client
+            .send_email()
+            .source(&self.sender)
+            .destination(Destination::builder().to_addresses(&email.to).build())
+            .message(message)
+            .set_configuration_set_name(self.configuration_set.clone())
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(output.message_id().to_owned()),
+            Err(error) => {
+                let message = error.message().unwrap_or_default().to_owned();
+                Err(match error.code() {
+                    // SES names the unverified identity. When that is our own sender the configuration is wrong, and
+                    // every recipient would be "rejected": keep the notification for a retry instead.
+                    Some("MessageRejected") if message.contains(self.sender_address()) => SendError::Retryable(format!("sender identity refused: {message}")),
+                    Some("MessageRejected") | Some("InvalidParameterValue") => SendError::Rejected(message),
+                    _ => SendError::Retryable(aws_sdk_ses::error::DisplayErrorContext(error).to_string()),
+                })
+            }
+        }
+    }
+}
+
+pub struct DynamoIdempotency {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+    /// How long a completed record prevents a second send (`IDEMPOTENCY_TTL_SECONDS`).
+    ttl: Duration,
+}
+
+impl DynamoIdempotency {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>, ttl: Duration) -> Self {
+        Self { client, table: table.into(), ttl }
+    }
+
+    async fn status(&self, key: &str) -> Result<Option<String>, String> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("id", AttributeValue::S(key.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())?;
+        Ok(item.item().and_then(|i| i.get("status")).and_then(|s| s.as_s().ok()).cloned())
+    }
+}
+
+fn epoch_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn epoch_millis(time: SystemTime) -> u128 {
+    time.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+}
+
+fn number(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+#[async_trait]
+impl IdempotencyStore for DynamoIdempotency {
+    async fn claim(&self, key: &str, in_progress_until: SystemTime) -> Result<Claim, String> {
+        let now = SystemTime::now();
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("id", AttributeValue::S(key.to_owned()))
+            .item("status", AttributeValue::S(STATUS_IN_PROGRESS.into()))
+            .item("expiration", number(epoch_seconds(now + self.ttl)))
+            .item("in_progress_expiration", number(epoch_millis(in_progress_until)))
+            // New, or expired but not yet swept by TTL, or an in-progress claim whose invocation has ended.
+            .condition_expression("attribute_not_exists(id) OR expiration < :now OR (#status = :in_progress AND in_progress_expiration < :now_ms)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":now", number(epoch_seconds(now)))
+            .expression_attribute_values(":now_ms", number(epoch_millis(now)))
+            .expression_attribute_values(":in_progress", AttributeValue::S(STATUS_IN_PROGRESS.into()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Claim::Acquired),
+            Err(error) if error.code() == Some("ConditionalCheckFailedException") => match self.status(key).await?.as_deref() {
+                Some(STATUS_COMPLETED) => Ok(Claim::AlreadyCompleted),
+                _ => Ok(Claim::InProgress),
+            },
+            Err(error) => Err(aws_sdk_dynamodb::error::DisplayErrorContext(error).to_string()),
+        }
+    }
+
+    async fn complete(&self, key: &str, outcome: &str) -> Result<(), String> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", AttributeValue::S(key.to_owned()))
+            .update_expression("SET #status = :completed, expiration = :expiration, outcome = :outcome REMOVE in_progress_expiration")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":completed", AttributeValue::S(STATUS_COMPLETED.into()))
+            .expression_attribute_values(":expiration", number(epoch_seconds(SystemTime::now() + self.ttl)))
+            .expression_attribute_values(":outcome", AttributeValue::S(outcome.to_owned()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+    }
+
+    async fn release(&self, key: &str) -> Result<(), String> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("id", AttributeValue::S(key.to_owned()))
+            .condition_expression("#status = :in_progress")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":in_progress", AttributeValue::S(STATUS_IN_PROGRESS.into()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if error.code() == Some("ConditionalCheckFailedException") => Ok(()),
+            Err(error) => Err(aws_sdk_dynamodb::error::DisplayErrorContext(error).to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod ses_tests {
+    use super::*;
+    use aws_sdk_ses::error::ErrorMetadata;
+    use aws_sdk_ses::operation::send_email::{SendEmailError, SendEmailOutput};
+    use aws_sdk_ses::types::error::MessageRejected;
+    use aws_smithy_mocks::{mock, mock_client};
+
+    fn email() -> OutgoingEmail {
+        OutgoingEmail { to: "ada@example.com".into(), subject: "S".into(), text: "T".into(), html: "<p>H</p>".into() }
+    }
+
+    fn rejected(message: &'static str) -> SendEmailError {
+        SendEmailError::MessageRejected(
+            MessageRejected::builder().message(message).meta(ErrorMetadata::builder().code("MessageRejected").message(message).build()).build(),
+        )
+    }
+
+    #[tokio::test]
+    async fn ses_request_carries_sender_recipient_both_parts_and_configuration_set() {
+        let rule = mock!(aws_sdk_ses::Client::send_email)
+            .match_requests(|r| {
+                let message = r.message().unwrap();
+                r.source() == Some("Navlab <no-reply@navlab.online>")
+                    && r.destination().unwrap().to_addresses() == ["ada@example.com"]
+                    && message.subject().unwrap().data() == "S"
+                    && message.body().unwrap().html().unwrap().data() == "<p>H</p>"
+                    && message.body().unwrap().text().unwrap().data() == "T"
+                    && r.configuration_set_name() == Some("notifications")
+            })
+            .then_output(|| SendEmailOutput::builder().message_id("ses-1").build().unwrap());
+        let mailer = SesMailer::new(mock_client!(aws_sdk_ses, [&rule]), "Navlab <no-reply@navlab.online>", Some("notifications".into()));
+        assert_eq!(mailer.send(&email()).await.unwrap(), "ses-1");
+    }
+
+    #[tokio::test]
+    async fn recipient_rejection_is_permanent_but_an_unverified_sender_is_not() {
+        let recipient = mock!(aws_sdk_ses::Client::send_email).then_error(|| rejected("Email address is blacklisted."));
+        let mailer = SesMailer::new(mock_client!(aws_sdk_ses, [&recipient]), "no-reply@navlab.online", None);
+        assert!(matches!(mailer.send(&email()).await, Err(SendError::Rejected(_))));
+
+        let sender = mock!(aws_sdk_ses::Client::send_email).then_error(|| rejected("Email address not verified no-reply@navlab.online"));
+        let mailer = SesMailer::new(mock_client!(aws_sdk_ses, [&sender]), "Navlab <no-reply@navlab.online>", None);
+        assert!(matches!(mailer.send(&email()).await, Err(SendError::Retryable(_))));
+    }
+}
