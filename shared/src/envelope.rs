@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use aws_lambda_events::event::sqs::SqsMessage;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::db_event::{DatabaseEvent, DatabaseEventError};
@@ -17,6 +18,9 @@ pub struct Published {
     pub attributes: HashMap<String, String>,
     /// The SNS message id when the envelope was kept; `None` for raw delivery.
     pub sns_message_id: Option<String>,
+    /// When it was published: the SNS envelope's `Timestamp`, or for raw delivery the SQS `SentTimestamp` (when SNS
+    /// put it in the queue). Redeliveries keep both.
+    pub published_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -27,6 +31,8 @@ pub enum EnvelopeError {
     NotANotification(String),
     #[error("SNS envelope has no string `Message`")]
     NoMessage,
+    #[error("record is neither an SNS notification (`Sns.Message`) nor an SQS message (`body`)")]
+    UnknownRecord,
     #[error(transparent)]
     Event(#[from] DatabaseEventError),
 }
@@ -42,6 +48,8 @@ struct SnsEnvelope {
     message_id: Option<String>,
     #[serde(default)]
     message_attributes: HashMap<String, SnsAttribute>,
+    #[serde(default)]
+    timestamp: Option<String>,
     // Present on every SNS envelope; its absence is how a raw message that happens to have `Type` is told apart.
     // Required for that, never read.
     #[serde(rename = "TopicArn")]
@@ -63,17 +71,36 @@ pub fn unwrap_sqs_body(record: &SqsMessage) -> Result<Published, EnvelopeError> 
         }
         let message = envelope.message.ok_or(EnvelopeError::NoMessage)?;
         let attributes = envelope.message_attributes.into_iter().filter_map(|(name, attribute)| attribute.value.map(|value| (name, value))).collect();
-        return Ok(Published { message, attributes, sns_message_id: envelope.message_id });
+        let published_at = envelope.timestamp.and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&Utc));
+        return Ok(Published { message, attributes, sns_message_id: envelope.message_id, published_at });
     }
     let attributes =
         record.message_attributes.iter().filter_map(|(name, attribute)| attribute.string_value.clone().map(|value| (name.clone(), value))).collect();
-    Ok(Published { message: body.to_owned(), attributes, sns_message_id: None })
+    let published_at = record.attributes.get("SentTimestamp").and_then(|ms| ms.parse().ok()).and_then(DateTime::<Utc>::from_timestamp_millis);
+    Ok(Published { message: body.to_owned(), attributes, sns_message_id: None, published_at })
 }
 
 /// The database event carried by an SQS record, delivered raw or in an SNS envelope.
 pub fn database_event(record: &SqsMessage) -> Result<DatabaseEvent, EnvelopeError> {
+    Ok(published_database_event(record)?.0)
+}
+
+/// The database event and when it was published (see [`Published::published_at`]).
+pub fn published_database_event(record: &SqsMessage) -> Result<(DatabaseEvent, Option<DateTime<Utc>>), EnvelopeError> {
     let published = unwrap_sqs_body(record)?;
-    Ok(DatabaseEvent::from_json(&published.message)?)
+    Ok((DatabaseEvent::from_json(&published.message)?, published.published_at))
+}
+
+/// The message of each record of an invocation fed by SNS (`Records[].Sns.Message`) or SQS (`Records[].body`), for
+/// functions whose events arrive either way. `None` when the payload has no `Records`: it is some other event.
+pub fn record_messages(payload: &serde_json::Value) -> Option<Result<Vec<&str>, EnvelopeError>> {
+    let records = payload.get("Records")?.as_array()?;
+    Some(
+        records
+            .iter()
+            .map(|record| record.pointer("/Sns/Message").or_else(|| record.get("body")).and_then(serde_json::Value::as_str).ok_or(EnvelopeError::UnknownRecord))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -110,6 +137,7 @@ mod tests {
         assert_eq!(published.sns_message_id.as_deref(), Some("sns-1"));
         assert_eq!(published.attributes["table"], "users");
         assert_eq!(published.attributes["event"], "record_updated");
+        assert_eq!(published.published_at, Some("2026-11-20T10:00:00Z".parse().unwrap()));
     }
 
     #[test]
@@ -119,6 +147,10 @@ mod tests {
         assert_eq!(published.message, EVENT);
         assert_eq!(published.sns_message_id, None);
         assert_eq!(published.attributes["table"], "users");
+        assert_eq!(published.published_at, None, "no SentTimestamp on this record");
+        let mut sent = raw.clone();
+        sent.attributes.insert("SentTimestamp".into(), "1763719200000".into());
+        assert_eq!(unwrap_sqs_body(&sent).unwrap().published_at, DateTime::<Utc>::from_timestamp_millis(1_763_719_200_000));
     }
 
     #[test]
@@ -134,6 +166,16 @@ mod tests {
         assert_eq!(unwrap_sqs_body(&record(&no_message)), Err(EnvelopeError::NoMessage));
         let no_body = SqsMessage::default();
         assert_eq!(unwrap_sqs_body(&no_body), Err(EnvelopeError::NoBody));
+    }
+
+    #[test]
+    fn record_messages_reads_sns_and_sqs_records_and_nothing_else() {
+        let sns = json!({"Records": [{"EventSource": "aws:sns", "Sns": {"Message": "a"}}, {"Sns": {"Message": "b"}}]});
+        assert_eq!(record_messages(&sns), Some(Ok(vec!["a", "b"])));
+        let sqs = json!({"Records": [{"messageId": "m", "body": "c"}]});
+        assert_eq!(record_messages(&sqs), Some(Ok(vec!["c"])));
+        assert_eq!(record_messages(&json!({"Records": [{"Sns": {}}]})), Some(Err(EnvelopeError::UnknownRecord)));
+        assert_eq!(record_messages(&json!({"source": "aws.autoscaling"})), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod deadline;
 pub mod envelope;
 pub mod logging;
 pub mod metrics;
+pub mod ordering;
 pub mod startup;
 
 #[cfg(any(test, feature = "test-support"))]

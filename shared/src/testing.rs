@@ -43,3 +43,82 @@ pub fn sns_envelope(message: &str, event: &str, table: &str) -> String {
     })
     .to_string()
 }
+
+/// Proves that a function's configuration reads exactly the variables it declares (the SAM template test checks the
+/// template against the same declaration): `read` is given `values` and must ask for every declared name, no other.
+pub fn assert_reads_exactly<C, E: std::fmt::Debug>(
+    declared: &[&str],
+    values: &[(&str, &str)],
+    read: impl FnOnce(&crate::config::Env<std::sync::Arc<crate::config::RecordingSource>>) -> Result<C, E>,
+) {
+    let source = std::sync::Arc::new(crate::config::RecordingSource::new(values));
+    if let Err(error) = read(&crate::config::Env(source.clone())) {
+        panic!("the configuration was rejected: {error:?}");
+    }
+    let mut declared: Vec<String> = declared.iter().map(|v| v.to_string()).collect();
+    declared.sort();
+    assert_eq!(source.asked(), declared, "the variables read differ from the declared ones");
+}
+
+/// The ordering guard in memory, honouring what the DynamoDB adapter honours: a claim is refused for a version older
+/// than the one applied (stale) and while another owner's lease has not lapsed (busy); only the owner commits.
+#[derive(Default)]
+pub struct MemoryOrderingGuard {
+    pub items: std::sync::Mutex<std::collections::HashMap<String, GuardItem>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuardItem {
+    pub version: Option<crate::ordering::Version>,
+    pub deleted: bool,
+    pub lease: Option<(String, std::time::SystemTime)>,
+}
+
+#[async_trait::async_trait]
+impl crate::ordering::OrderingGuard for MemoryOrderingGuard {
+    async fn claim(&self, key: &str, version: crate::ordering::Version, until: std::time::SystemTime) -> Result<crate::ordering::Claim, String> {
+        use crate::ordering::{Claim, Lease};
+        let mut items = self.items.lock().unwrap();
+        let item = items.entry(key.to_owned()).or_default();
+        if let Some(applied) = item.version.filter(|applied| *applied > version) {
+            return Ok(Claim::Stale { applied });
+        }
+        if item.lease.as_ref().is_some_and(|(_, lapses)| *lapses > std::time::SystemTime::now()) {
+            return Ok(Claim::Busy);
+        }
+        let owner = crate::ordering::new_owner();
+        item.lease = Some((owner.clone(), until));
+        Ok(Claim::Acquired(Lease { key: key.to_owned(), owner, version }))
+    }
+
+    async fn commit(&self, lease: &crate::ordering::Lease, deleted: bool) -> Result<(), String> {
+        let mut items = self.items.lock().unwrap();
+        let item = items.entry(lease.key.clone()).or_default();
+        if item.lease.as_ref().map(|(owner, _)| owner) != Some(&lease.owner) {
+            return Err("the lease lapsed before the commit".into());
+        }
+        *item = GuardItem { version: Some(lease.version), deleted, lease: None };
+        Ok(())
+    }
+
+    async fn release(&self, lease: &crate::ordering::Lease) -> Result<(), String> {
+        let mut items = self.items.lock().unwrap();
+        if let Some(item) = items.get_mut(&lease.key).filter(|item| item.lease.as_ref().map(|(owner, _)| owner) == Some(&lease.owner)) {
+            item.lease = None;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::ordering::OrderingGuard for std::sync::Arc<MemoryOrderingGuard> {
+    async fn claim(&self, key: &str, version: crate::ordering::Version, until: std::time::SystemTime) -> Result<crate::ordering::Claim, String> {
+        (**self).claim(key, version, until).await
+    }
+    async fn commit(&self, lease: &crate::ordering::Lease, deleted: bool) -> Result<(), String> {
+        (**self).commit(lease, deleted).await
+    }
+    async fn release(&self, lease: &crate::ordering::Lease) -> Result<(), String> {
+        (**self).release(lease).await
+    }
+}

@@ -154,7 +154,8 @@ pub async fn verify_sender(ses: &aws_sdk_ses::Client) {
 }
 
 /// The idempotency table as the SAM template declares it: partition key `id`, TTL on `expiration`.
-pub async fn create_idempotency_table(dynamodb: &aws_sdk_dynamodb::Client, name: &str) {
+/// A table keyed by `id` (String), as the template's tables are; `ttl_attribute` names its TTL attribute, if any.
+pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, name: &str, ttl_attribute: Option<&str>) {
     use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification};
     dynamodb
         .create_table()
@@ -165,13 +166,20 @@ pub async fn create_idempotency_table(dynamodb: &aws_sdk_dynamodb::Client, name:
         .send()
         .await
         .expect("create table");
-    dynamodb
-        .update_time_to_live()
-        .table_name(name)
-        .time_to_live_specification(TimeToLiveSpecification::builder().attribute_name("expiration").enabled(true).build().unwrap())
-        .send()
-        .await
-        .expect("enable TTL");
+    if let Some(attribute) = ttl_attribute {
+        dynamodb
+            .update_time_to_live()
+            .table_name(name)
+            .time_to_live_specification(TimeToLiveSpecification::builder().attribute_name(attribute).enabled(true).build().unwrap())
+            .send()
+            .await
+            .expect("enable TTL");
+    }
+}
+
+/// The idempotency table of publish-history-email (TTL attribute `expiration`).
+pub async fn create_idempotency_table(dynamodb: &aws_sdk_dynamodb::Client, name: &str) {
+    create_table(dynamodb, name, Some("expiration")).await;
 }
 
 /// Every item of a table.

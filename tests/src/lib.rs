@@ -86,6 +86,51 @@ impl LocalAws {
     }
 }
 
+/// What the queue-fed functions' end-to-end tests start from: the local AWS, the user pool with the sample users,
+/// the function's dead-letter queue, and clients for set-up calls and assertions.
+pub struct PoolStack {
+    pub aws: LocalAws,
+    pub cognito: aws_sdk_cognitoidentityprovider::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub pool_id: String,
+    pub dlq_url: String,
+}
+
+impl PoolStack {
+    pub async fn start(dead_letter_queue: &str) -> PoolStack {
+        let aws = LocalAws::start().await;
+        let cognito = aws_sdk_cognitoidentityprovider::Client::new(&aws.sdk);
+        let sqs = aws_sdk_sqs::Client::new(&aws.sdk);
+        let dynamodb = aws_sdk_dynamodb::Client::new(&aws.sdk);
+        let pool_id = fixtures::create_user_pool(&cognito, "users").await;
+        fixtures::create_sample_users(&cognito, &pool_id).await;
+        let dlq_url = fixtures::create_queue(&sqs, dead_letter_queue).await;
+        PoolStack { aws, cognito, sqs, dynamodb, pool_id, dlq_url }
+    }
+
+    /// Starts `binary` against this stack with `settings`.
+    pub fn start_function(&self, binary: &str, settings: &[(&str, &str)]) -> runtime::FunctionProcess {
+        runtime::FunctionProcess::start(std::path::Path::new(binary), &self.aws.function_env(settings))
+    }
+}
+
+/// An SQS event of `(message id, body)` records, as Lambda hands it to a function (queue ARN of `queue`).
+pub fn sqs_event(queue: &str, records: &[(&str, String)]) -> serde_json::Value {
+    let records: Vec<serde_json::Value> = records
+        .iter()
+        .map(|(id, body)| {
+            serde_json::json!({
+                "messageId": id, "receiptHandle": format!("handle-{id}"), "body": body,
+                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": chrono::Utc::now().timestamp_millis().to_string()},
+                "messageAttributes": {}, "eventSource": "aws:sqs",
+                "eventSourceARN": format!("arn:aws:sqs:{REGION}:123456789012:{queue}"), "awsRegion": REGION
+            })
+        })
+        .collect();
+    serde_json::json!({ "Records": records })
+}
+
 /// The `itemIdentifier`s of a partial batch response, sorted. Panics when the response is not one.
 pub fn batch_failures(response: &serde_json::Value) -> Vec<String> {
     let mut ids: Vec<String> = response["batchItemFailures"]

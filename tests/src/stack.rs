@@ -157,7 +157,10 @@ pub async fn provision(endpoint: &str, app_base_url: &str, visibility_timeout: O
     let mut resolver = Resolver { refs: HashMap::new(), arns: HashMap::new(), names: HashMap::new() };
     for (name, parameter) in template["Parameters"].as_mapping().into_iter().flatten() {
         let name = name.as_str().unwrap_or_default().to_owned();
-        let default = parameter["Default"].as_str().unwrap_or_default().to_owned();
+        let default = match &parameter["Default"] {
+            Value::Number(n) => n.to_string(),
+            other => other.as_str().unwrap_or_default().to_owned(),
+        };
         resolver.refs.insert(name, default);
     }
     for (name, value) in [
@@ -231,8 +234,7 @@ pub async fn provision(endpoint: &str, app_base_url: &str, visibility_timeout: O
 
     for (logical_id, properties) in resources_of(&template, "AWS::DynamoDB::Table") {
         let name = resolver.resolve(&properties["TableName"]).expect("table name");
-        crate::fixtures::create_idempotency_table(&dynamodb, &name).await;
-        assert_eq!(properties["TimeToLiveSpecification"]["AttributeName"], "expiration", "the fixture's TTL attribute");
+        crate::fixtures::create_table(&dynamodb, &name, properties["TimeToLiveSpecification"]["AttributeName"].as_str()).await;
         resolver.refs.insert(logical_id, name);
     }
 

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use shared::config::{ConfigError, Env, VarSource};
 
 /// What to do with the Cognito user of a deleted row.
@@ -14,11 +16,16 @@ pub struct Config {
     pub user_pool_id: String,
     pub on_user_deleted: OnUserDeleted,
     pub dead_letter_queue_url: Option<String>,
+    /// The ordering guard's DynamoDB table.
+    pub ordering_table: String,
+    /// How long a change of a user not (yet) in the pool is retried before it is skipped.
+    pub user_not_found_retry: Duration,
 }
 
 impl Config {
     /// The environment variables this function reads; the SAM template test checks its own list against this one.
-    pub const VARIABLES: &'static [&'static str] = &["USER_POOL_ID", "ON_USER_DELETED", "DEAD_LETTER_QUEUE_URL"];
+    pub const VARIABLES: &'static [&'static str] =
+        &["USER_POOL_ID", "ON_USER_DELETED", "DEAD_LETTER_QUEUE_URL", "ORDERING_TABLE", "USER_NOT_FOUND_RETRY_SECONDS"];
 
     pub fn from_env<S: VarSource>(env: &Env<S>) -> Result<Self, ConfigError> {
         let on_user_deleted = match env.choice_or("ON_USER_DELETED", &["disable", "delete", "ignore"], "disable")? {
@@ -26,7 +33,13 @@ impl Config {
             "ignore" => OnUserDeleted::Ignore,
             _ => OnUserDeleted::Disable,
         };
-        Ok(Config { user_pool_id: env.required("USER_POOL_ID")?, on_user_deleted, dead_letter_queue_url: env.optional_url("DEAD_LETTER_QUEUE_URL")? })
+        Ok(Config {
+            user_pool_id: env.required("USER_POOL_ID")?,
+            on_user_deleted,
+            dead_letter_queue_url: env.optional_url("DEAD_LETTER_QUEUE_URL")?,
+            ordering_table: env.required("ORDERING_TABLE")?,
+            user_not_found_retry: Duration::from_secs(env.parsed_or("USER_NOT_FOUND_RETRY_SECONDS", 300)?),
+        })
     }
 }
 
@@ -35,33 +48,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_to_disable_and_requires_the_pool() {
-        let env = Env::from_pairs(&[("USER_POOL_ID", "eu-west-1_abc")]);
+    fn defaults_to_disable_and_requires_the_pool_and_the_ordering_table() {
+        let env = Env::from_pairs(&[("USER_POOL_ID", "eu-west-1_abc"), ("ORDERING_TABLE", "ordering")]);
         let config = Config::from_env(&env).unwrap();
         assert_eq!(config.on_user_deleted, OnUserDeleted::Disable);
         assert_eq!(config.dead_letter_queue_url, None);
-        let err = Config::from_env(&Env::from_pairs(&[])).unwrap_err();
+        assert_eq!(config.user_not_found_retry, Duration::from_secs(300));
+        let err = Config::from_env(&Env::from_pairs(&[("ORDERING_TABLE", "ordering")])).unwrap_err();
         assert!(err.to_string().contains("USER_POOL_ID"));
+        let err = Config::from_env(&Env::from_pairs(&[("USER_POOL_ID", "p")])).unwrap_err();
+        assert!(err.to_string().contains("ORDERING_TABLE"));
+        let err = Config::from_env(&Env::from_pairs(&[("USER_POOL_ID", "p"), ("ORDERING_TABLE", "o"), ("USER_NOT_FOUND_RETRY_SECONDS", "soon")])).unwrap_err();
+        assert!(err.to_string().contains("USER_NOT_FOUND_RETRY_SECONDS"));
     }
 
     #[test]
     fn rejects_an_unknown_deletion_policy_by_name() {
-        let env = Env::from_pairs(&[("USER_POOL_ID", "p"), ("ON_USER_DELETED", "purge")]);
+        let env = Env::from_pairs(&[("USER_POOL_ID", "p"), ("ON_USER_DELETED", "purge"), ("ORDERING_TABLE", "o")]);
         assert!(Config::from_env(&env).unwrap_err().to_string().contains("ON_USER_DELETED"));
-        let env = Env::from_pairs(&[("USER_POOL_ID", "p"), ("ON_USER_DELETED", "Delete")]);
+        let env = Env::from_pairs(&[("USER_POOL_ID", "p"), ("ON_USER_DELETED", "Delete"), ("ORDERING_TABLE", "o")]);
         assert_eq!(Config::from_env(&env).unwrap().on_user_deleted, OnUserDeleted::Delete);
     }
 
     #[test]
     fn reads_exactly_the_declared_variables() {
-        let source = shared::config::RecordingSource::new(&[
-            ("USER_POOL_ID", "eu-west-1_abc"),
-            ("ON_USER_DELETED", "delete"),
-            ("DEAD_LETTER_QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/1/dlq"),
-        ]);
-        Config::from_env(&Env(&source)).unwrap();
-        let mut declared: Vec<String> = Config::VARIABLES.iter().map(|v| v.to_string()).collect();
-        declared.sort();
-        assert_eq!(source.asked(), declared);
+        shared::testing::assert_reads_exactly(
+            Config::VARIABLES,
+            &[
+                ("USER_POOL_ID", "eu-west-1_abc"),
+                ("ON_USER_DELETED", "delete"),
+                ("DEAD_LETTER_QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/1/dlq"),
+                ("ORDERING_TABLE", "ordering"),
+                ("USER_NOT_FOUND_RETRY_SECONDS", "60"),
+            ],
+            Config::from_env,
+        );
     }
 }

@@ -1,12 +1,13 @@
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::SqsEvent;
+use cognito_attribute_sync::aws::CognitoDirectory;
 use cognito_attribute_sync::config::Config;
-use cognito_attribute_sync::directory::CognitoDirectory;
 use cognito_attribute_sync::handler::{AttributeSync, CONCURRENCY};
-use lambda_runtime::{service_fn, Error, LambdaEvent};
+use lambda_runtime::{Error, LambdaEvent};
 use shared::batch::BatchProcessor;
 use shared::dead_letter::{DeadLetterSink, SqsDeadLetterQueue};
+use shared::ordering::DynamoOrderingGuard;
 use shared::startup::Startup;
 
 #[tokio::main(flavor = "current_thread")]
@@ -15,16 +16,15 @@ async fn main() -> Result<(), Error> {
     let dead_letters =
         config.dead_letter_queue_url.map(|url| Arc::new(SqsDeadLetterQueue::new(aws_sdk_sqs::Client::new(&sdk), url)) as Arc<dyn DeadLetterSink>);
     let directory = CognitoDirectory::new(aws_sdk_cognitoidentityprovider::Client::new(&sdk), config.user_pool_id);
-    let sync = Arc::new(AttributeSync::new(directory, config.on_user_deleted, metrics.clone()));
-    let processor = Arc::new(BatchProcessor::new(CONCURRENCY, dead_letters));
-
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
-        let (sync, processor, metrics) = (sync.clone(), processor.clone(), metrics.clone());
+    let guard = DynamoOrderingGuard::new(aws_sdk_dynamodb::Client::new(&sdk), config.ordering_table);
+    let sync = AttributeSync::new(directory, guard, config.on_user_deleted, config.user_not_found_retry, metrics.clone());
+    let processor = BatchProcessor::new(CONCURRENCY, dead_letters);
+    shared::startup::run(metrics, |event: LambdaEvent<SqsEvent>| {
+        let (sync, processor) = (&sync, &processor);
         async move {
-            let response = sync.handle_batch(&processor, event.payload).await;
-            metrics.flush();
-            Ok::<_, Error>(response)
+            let deadline = shared::deadline::work_deadline(event.context.deadline, std::time::Duration::ZERO);
+            Ok(sync.handle_batch(processor, event.payload, deadline).await)
         }
-    }))
+    })
     .await
 }

@@ -2,36 +2,27 @@
 //! A recording proxy in front of moto shows which calls the function made.
 
 use std::collections::HashMap;
-use std::path::Path;
 
-use e2e_harness::fixtures::{create_queue, create_sample_users, create_user_pool, peek_all, sample_event, user_state};
+use e2e_harness::fixtures::{create_table, peek_all, sample_event, user_state};
 use e2e_harness::proxy::RecordingProxy;
 use e2e_harness::runtime::FunctionProcess;
-use e2e_harness::{batch_failures as failures, dead_letter_info, message_ids, LocalAws};
+use e2e_harness::{batch_failures as failures, dead_letter_info, message_ids, PoolStack};
 use serde_json::Value;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_cognito-attribute-sync");
 
-struct Stack {
-    aws: LocalAws,
-    cognito: aws_sdk_cognitoidentityprovider::Client,
-    sqs: aws_sdk_sqs::Client,
-    pool_id: String,
-    dlq_url: String,
+pub const ORDERING_TABLE: &str = "user-attribute-ordering";
+
+async fn stack() -> PoolStack {
+    let stack = PoolStack::start("cognito-attribute-sync-dlq").await;
+    create_table(&stack.dynamodb, ORDERING_TABLE, None).await;
+    stack
 }
 
-async fn stack() -> Stack {
-    let aws = LocalAws::start().await;
-    let cognito = aws_sdk_cognitoidentityprovider::Client::new(&aws.sdk);
-    let sqs = aws_sdk_sqs::Client::new(&aws.sdk);
-    let pool_id = create_user_pool(&cognito, "users").await;
-    create_sample_users(&cognito, &pool_id).await;
-    let dlq_url = create_queue(&sqs, "cognito-attribute-sync-dlq").await;
-    Stack { aws, cognito, sqs, pool_id, dlq_url }
-}
-
-fn start(stack: &Stack, settings: &[(&str, &str)]) -> FunctionProcess {
-    FunctionProcess::start(Path::new(BINARY), &stack.aws.function_env(settings))
+fn start(stack: &PoolStack, settings: &[(&str, &str)]) -> FunctionProcess {
+    let mut settings = settings.to_vec();
+    settings.push(("ORDERING_TABLE", ORDERING_TABLE));
+    stack.start_function(BINARY, &settings)
 }
 
 /// Calls of `operation` whose request names `username`.

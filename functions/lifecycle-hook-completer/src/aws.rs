@@ -16,8 +16,8 @@ pub fn healthcheck_command(url: &str) -> String {
     format!("curl -fsS --max-time 5 -o /dev/null '{url}' || wget -q -T 5 -O /dev/null '{url}'")
 }
 
-/// How long SSM may take to run the command before it counts as timed out.
-const COMMAND_TIMEOUT_SECONDS: i32 = 30;
+/// How long SSM may take to run the command before it counts as timed out (the handler waits as long for a result).
+pub const COMMAND_TIMEOUT_SECONDS: i32 = 30;
 const OUTPUT_EXCERPT_CHARS: usize = 200;
 
 pub struct SsmHealthProbe {
@@ -35,7 +35,7 @@ impl SsmHealthProbe {
 
 #[async_trait]
 impl HealthProbe for SsmHealthProbe {
-    async fn check(&self, instance_id: &str, deadline: Instant) -> Health {
+    async fn check(&self, instance_id: &str, deadline: Instant) -> Result<Health, String> {
         let sent = self
             .client
             .send_command()
@@ -49,15 +49,15 @@ impl HealthProbe for SsmHealthProbe {
         let command_id = match sent {
             Ok(output) => match output.command().and_then(|c| c.command_id()) {
                 Some(id) => id.to_owned(),
-                None => return Health::NotYet("SendCommand returned no command id".into()),
+                None => return Err("SendCommand returned no command id".into()),
             },
             // The SSM agent has not registered the instance yet: normal during the first minute of a launch.
-            Err(error) if error.code() == Some("InvalidInstanceId") => return Health::NotYet("instance not registered with SSM yet".into()),
-            Err(error) => return Health::NotYet(format!("SendCommand failed: {}", aws_sdk_ssm::error::DisplayErrorContext(error))),
+            Err(error) if error.code() == Some("InvalidInstanceId") => return Ok(Health::NotYet("instance not registered with SSM yet".into())),
+            Err(error) => return Err(format!("SendCommand failed: {}", aws_sdk_ssm::error::DisplayErrorContext(error))),
         };
         loop {
             if Instant::now() + self.poll_interval > deadline {
-                return Health::NoResultInTime(format!("command {command_id} gave no result in time"));
+                return Ok(Health::NoResultInTime(format!("command {command_id} gave no result in time")));
             }
             tokio::time::sleep(self.poll_interval).await;
             let invocation = self.client.get_command_invocation().command_id(&command_id).instance_id(instance_id).send().await;
@@ -65,15 +65,15 @@ impl HealthProbe for SsmHealthProbe {
                 Ok(output) => output,
                 // Right after SendCommand the invocation may not exist yet.
                 Err(error) if error.code() == Some("InvocationDoesNotExist") => continue,
-                Err(error) => return Health::NotYet(format!("GetCommandInvocation failed: {}", aws_sdk_ssm::error::DisplayErrorContext(error))),
+                Err(error) => return Err(format!("GetCommandInvocation failed: {}", aws_sdk_ssm::error::DisplayErrorContext(error))),
             };
             match output.status() {
-                Some(CommandInvocationStatus::Success) => return Health::Healthy,
+                Some(CommandInvocationStatus::Success) => return Ok(Health::Healthy),
                 Some(CommandInvocationStatus::Pending | CommandInvocationStatus::InProgress | CommandInvocationStatus::Delayed) | None => continue,
                 Some(status) => {
                     let detail = output.standard_error_content().filter(|e| !e.trim().is_empty()).or(output.standard_output_content()).unwrap_or_default();
                     let excerpt: String = detail.trim().chars().take(OUTPUT_EXCERPT_CHARS).collect();
-                    return Health::NotYet(format!("health check command {}: {excerpt}", status.as_str()));
+                    return Ok(Health::NotYet(format!("health check command {}: {excerpt}", status.as_str())));
                 }
             }
         }
@@ -207,7 +207,7 @@ mod tests {
             .output(|| invocation(CommandInvocationStatus::Success, ""))
             .build();
         let health = probe(&[&send, &get]).check("i-1", Instant::now() + Duration::from_secs(5)).await;
-        assert_eq!(health, Health::Healthy);
+        assert_eq!(health, Ok(Health::Healthy));
         assert_eq!(get.num_calls(), 3);
     }
 
@@ -217,13 +217,13 @@ mod tests {
         let get = mock!(aws_sdk_ssm::Client::get_command_invocation)
             .then_output(|| invocation(CommandInvocationStatus::Failed, "curl: (7) Failed to connect to localhost port 8000"));
         let health = probe(&[&send, &get]).check("i-1", Instant::now() + Duration::from_secs(5)).await;
-        assert!(matches!(&health, Health::NotYet(why) if why.contains("Failed") && why.contains("port 8000")), "{health:?}");
+        assert!(matches!(&health, Ok(Health::NotYet(why)) if why.contains("Failed") && why.contains("port 8000")), "{health:?}");
 
         let unregistered = mock!(aws_sdk_ssm::Client::send_command).then_error(|| {
             SendCommandError::InvalidInstanceId(InvalidInstanceId::builder().meta(SsmErrorMetadata::builder().code("InvalidInstanceId").build()).build())
         });
         let health = probe(&[&unregistered]).check("i-1", Instant::now() + Duration::from_secs(5)).await;
-        assert_eq!(health, Health::NotYet("instance not registered with SSM yet".into()));
+        assert_eq!(health, Ok(Health::NotYet("instance not registered with SSM yet".into())));
     }
 
     #[tokio::test]
@@ -232,7 +232,16 @@ mod tests {
         let get =
             mock!(aws_sdk_ssm::Client::get_command_invocation).sequence().output(|| invocation(CommandInvocationStatus::InProgress, "")).repeatedly().build();
         let health = probe(&[&send, &get]).check("i-1", Instant::now() + Duration::from_millis(50)).await;
-        assert!(matches!(health, Health::NoResultInTime(why) if why.contains("no result in time")));
+        assert!(matches!(health, Ok(Health::NoResultInTime(why)) if why.contains("no result in time")));
+    }
+
+    #[tokio::test]
+    async fn access_denied_says_nothing_about_the_instance() {
+        let denied = mock!(aws_sdk_ssm::Client::send_command).then_error(|| {
+            SendCommandError::generic(SsmErrorMetadata::builder().code("AccessDeniedException").message("not authorized to perform: ssm:SendCommand").build())
+        });
+        let health = probe(&[&denied]).check("i-1", Instant::now() + Duration::from_secs(5)).await;
+        assert!(matches!(&health, Err(why) if why.contains("AccessDenied")), "{health:?}");
     }
 
     #[tokio::test]

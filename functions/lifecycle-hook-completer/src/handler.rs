@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use shared::metrics::Metrics;
+use shared::startup::FunctionError;
 use tokio::time::Instant;
 
 use crate::config::{Config, LifecycleResult};
@@ -17,6 +18,33 @@ use crate::ports::{Completion, Health, HealthProbe, LifecycleActions};
 
 /// A heartbeat is recorded when the hook would otherwise lapse within this margin (plus one check interval).
 pub const HEARTBEAT_MARGIN: Duration = Duration::from_secs(30);
+/// How long a check may wait for its command's result, even when the event arrives after its deadline (a late
+/// redelivery or retry gets a real check, never a verdict without evidence), within the invocation's own deadline.
+pub const RESULT_WAIT: Duration = Duration::from_secs(crate::aws::COMMAND_TIMEOUT_SECONDS as u64);
+/// Kept back from the invocation's deadline to complete the action and answer.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
+
+/// The warning for a function timeout too short for the health check deadline: the action would then be decided when
+/// the invocation ends, before the application had all its time. `remaining` is the first invocation's time left.
+pub fn timeout_warning(remaining: Duration, config: &Config) -> Option<String> {
+    let needed = config.healthcheck_deadline + DEADLINE_MARGIN + RESULT_WAIT;
+    (remaining + Duration::from_secs(1) < needed).then(|| {
+        format!(
+            "the function timeout ({} s) is shorter than HEALTHCHECK_DEADLINE_SECONDS ({} s) plus {} s: instances are judged when the invocation ends, not at the deadline",
+            remaining.as_secs(),
+            config.healthcheck_deadline.as_secs(),
+            (DEADLINE_MARGIN + RESULT_WAIT).as_secs()
+        )
+    })
+}
+
+/// What the function answers: the outcome of its one action, or `{"results": [...]}` for several.
+pub fn summary(mut outcomes: Vec<Outcome>) -> Value {
+    match outcomes.len() {
+        1 => serde_json::to_value(outcomes.remove(0)).unwrap_or_default(),
+        _ => serde_json::json!({ "results": outcomes }),
+    }
+}
 
 /// What the function returns for each lifecycle action.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -59,8 +87,10 @@ impl<P: HealthProbe, L: LifecycleActions> Completer<P, L> {
     }
 
     /// `now` is the wall clock at the start; `act_by` the invocation's deadline less a margin.
-    pub async fn handle(&self, payload: &Value, now: DateTime<Utc>, act_by: Instant) -> Result<Vec<Outcome>, String> {
-        let deliveries = parse(payload, now).map_err(|e| e.to_string())?;
+    /// An error fails the invocation, so EventBridge / SNS retry it and the failure destination keeps it: a
+    /// completion that could not be sent, or a health check that could not be run (that says nothing of the instance).
+    pub async fn handle(&self, payload: &Value, now: DateTime<Utc>, act_by: Instant) -> Result<Vec<Outcome>, FunctionError> {
+        let deliveries = parse(payload, now).map_err(|e| FunctionError::new("MalformedEvent", e))?;
         let mut outcomes = Vec::new();
         for delivery in deliveries {
             let outcome = match delivery {
@@ -86,7 +116,7 @@ impl<P: HealthProbe, L: LifecycleActions> Completer<P, L> {
         Ok(outcomes)
     }
 
-    async fn handle_action(&self, action: &LifecycleAction, event_time: DateTime<Utc>, now: DateTime<Utc>, act_by: Instant) -> Result<Outcome, String> {
+    async fn handle_action(&self, action: &LifecycleAction, event_time: DateTime<Utc>, now: DateTime<Utc>, act_by: Instant) -> Result<Outcome, FunctionError> {
         let started = Instant::now();
         let mut outcome = Outcome {
             instance: Some(action.ec2_instance_id.clone()),
@@ -117,7 +147,7 @@ impl<P: HealthProbe, L: LifecycleActions> Completer<P, L> {
             }
         };
         outcome.result = verdict.as_str().into();
-        outcome.completed = match self.lifecycle.complete(action, verdict).await? {
+        outcome.completed = match self.lifecycle.complete(action, verdict).await.map_err(lifecycle_failed)? {
             Completion::Completed => true,
             Completion::NoActiveAction => {
                 tracing::info!(instance = %action.ec2_instance_id, "no active lifecycle action: already completed, timed out, or a redelivered event");
@@ -137,7 +167,7 @@ impl<P: HealthProbe, L: LifecycleActions> Completer<P, L> {
         now: DateTime<Utc>,
         act_by: Instant,
         outcome: &mut Outcome,
-    ) -> Result<Verdict, String> {
+    ) -> Result<Verdict, FunctionError> {
         let deadline_at = event_time + chrono::Duration::from_std(self.config.healthcheck_deadline).unwrap_or_default();
         let health_deadline = to_instant(deadline_at, now);
         let stop_at = health_deadline.min(act_by);
@@ -155,16 +185,27 @@ impl<P: HealthProbe, L: LifecycleActions> Completer<P, L> {
         let interval = self.config.healthcheck_interval;
         // The last thing a check said about the instance; a check cut short by the deadline says nothing.
         let mut last = String::new();
+        let mut evidence = false;
         loop {
             outcome.attempts += 1;
-            match self.probe.check(&action.ec2_instance_id, stop_at).await {
+            let result_by = stop_at.max(Instant::now() + RESULT_WAIT).min(act_by);
+            let health = self.probe.check(&action.ec2_instance_id, result_by).await.map_err(|e| FunctionError::new("HealthCheckFailed", e))?;
+            match health {
                 Health::Healthy => return Ok(Verdict::Complete(LifecycleResult::Continue, format!("healthy after {} check(s)", outcome.attempts))),
-                Health::NotYet(why) => last = why,
+                Health::NotYet(why) => {
+                    last = why;
+                    evidence = true;
+                }
                 Health::NoResultInTime(why) if last.is_empty() => last = why,
                 Health::NoResultInTime(_) => {}
             }
             tracing::info!(instance = %action.ec2_instance_id, attempt = outcome.attempts, why = %last, "not healthy yet");
             if Instant::now() + interval >= stop_at {
+                if !evidence {
+                    // No check said anything about the instance: no verdict. The retry (or the hook's own timeout
+                    // and default result) decides.
+                    return Err(FunctionError::new("HealthCheckInconclusive", format!("no health check of {} gave a result: {last}", action.ec2_instance_id)));
+                }
                 let reason = if stop_at == health_deadline {
                     format!("not healthy by the deadline ({} s after the event): {last}", self.config.healthcheck_deadline.as_secs())
                 } else {
@@ -174,7 +215,7 @@ impl<P: HealthProbe, L: LifecycleActions> Completer<P, L> {
             }
             if let (Some(lapse), Some(timeout)) = (lapses_at, heartbeat_timeout) {
                 if Instant::now() + interval + HEARTBEAT_MARGIN >= lapse {
-                    match self.lifecycle.record_heartbeat(action).await? {
+                    match self.lifecycle.record_heartbeat(action).await.map_err(lifecycle_failed)? {
                         Completion::Completed => {
                             outcome.heartbeats += 1;
                             lapses_at = Some(Instant::now() + timeout).filter(|lapse| *lapse < stop_at);
@@ -190,6 +231,10 @@ impl<P: HealthProbe, L: LifecycleActions> Completer<P, L> {
     }
 }
 
+fn lifecycle_failed(error: String) -> FunctionError {
+    FunctionError::new("LifecycleActionFailed", error)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,25 +243,38 @@ mod tests {
     use std::collections::VecDeque;
     use std::sync::Mutex;
 
-    /// Health checks answer from a script, then keep giving the last answer.
+    /// Health checks answer from a script, then keep giving the last answer. Like the SSM adapter, a check whose
+    /// result would come after its deadline gives no result.
     struct FakeProbe {
         script: Mutex<VecDeque<Health>>,
         last: Mutex<Health>,
         checks: Mutex<Vec<Instant>>,
+        /// How long the command takes to give its result.
+        result_after: Duration,
+        /// Every check fails this way (a failure that says nothing about the instance).
+        failure: Option<String>,
     }
 
     impl FakeProbe {
         fn new(script: Vec<Health>) -> Self {
             let last = script.last().cloned().unwrap_or(Health::Healthy);
-            Self { script: Mutex::new(script.into()), last: Mutex::new(last), checks: Mutex::new(Vec::new()) }
+            Self { script: Mutex::new(script.into()), last: Mutex::new(last), checks: Mutex::new(Vec::new()), result_after: Duration::ZERO, failure: None }
         }
     }
 
     #[async_trait]
     impl HealthProbe for FakeProbe {
-        async fn check(&self, _: &str, _: Instant) -> Health {
+        async fn check(&self, _: &str, deadline: Instant) -> Result<Health, String> {
             self.checks.lock().unwrap().push(Instant::now());
-            self.script.lock().unwrap().pop_front().unwrap_or_else(|| self.last.lock().unwrap().clone())
+            if let Some(failure) = &self.failure {
+                return Err(failure.clone());
+            }
+            if Instant::now() + self.result_after > deadline {
+                tokio::time::sleep_until(deadline).await;
+                return Ok(Health::NoResultInTime("command gave no result in time".into()));
+            }
+            tokio::time::sleep(self.result_after).await;
+            Ok(self.script.lock().unwrap().pop_front().unwrap_or_else(|| self.last.lock().unwrap().clone()))
         }
     }
 
@@ -412,10 +470,55 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_late_event_gets_one_check_before_its_verdict() {
+    async fn a_late_event_gets_a_real_check_and_a_healthy_instance_continues() {
         let now = Utc::now();
-        let c = completer(vec![Health::Healthy], FakeLifecycle::new(450), config(420, LifecycleResult::Abandon));
+        // The command takes 3 s to answer; the event arrives 600 s after it happened, past the 420 s deadline.
+        let mut probe = FakeProbe::new(vec![Health::Healthy]);
+        probe.result_after = Duration::from_secs(3);
+        let c = Completer::new(probe, FakeLifecycle::new(450), config(420, LifecycleResult::Abandon), Arc::new(Metrics::new("Test", "l")));
         let outcome = run(&c, &event(now - chrono::Duration::seconds(600), "AutoScalingGroup"), now).await;
-        assert_eq!(outcome.result, "CONTINUE", "a healthy instance is admitted even when the event arrives late");
+        assert_eq!((outcome.result.as_str(), outcome.attempts), ("CONTINUE", 1), "{}", outcome.reason);
+        assert_eq!(*c.lifecycle.completions.lock().unwrap(), vec![LifecycleResult::Continue]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_event_for_an_unhealthy_instance_is_abandoned_after_one_check() {
+        let now = Utc::now();
+        let c = completer(vec![not_yet("curl: (7) Connection refused")], FakeLifecycle::new(450), config(420, LifecycleResult::Abandon));
+        let outcome = run(&c, &event(now - chrono::Duration::seconds(600), "AutoScalingGroup"), now).await;
+        assert_eq!((outcome.result.as_str(), outcome.attempts), ("ABANDON", 1));
+        assert!(outcome.reason.contains("Connection refused"), "{}", outcome.reason);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_that_could_not_run_is_an_invocation_error_not_a_verdict() {
+        let now = Utc::now();
+        let mut probe = FakeProbe::new(vec![Health::Healthy]);
+        probe.failure = Some("SendCommand failed: AccessDeniedException".into());
+        let c = Completer::new(probe, FakeLifecycle::new(450), config(420, LifecycleResult::Abandon), Arc::new(Metrics::new("Test", "l")));
+        let error = c.handle(&event(now, "AutoScalingGroup"), now, Instant::now() + Duration::from_secs(890)).await.unwrap_err();
+        assert_eq!(error.kind, "HealthCheckFailed");
+        assert!(error.message.contains("AccessDenied"));
+        assert!(c.lifecycle.completions.lock().unwrap().is_empty(), "no verdict without evidence");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn checks_that_never_gave_a_result_are_inconclusive_not_unhealthy() {
+        let now = Utc::now();
+        let mut probe = FakeProbe::new(vec![Health::Healthy]);
+        probe.result_after = Duration::from_secs(120);
+        let c = Completer::new(probe, FakeLifecycle::new(450), config(60, LifecycleResult::Abandon), Arc::new(Metrics::new("Test", "l")));
+        let error = c.handle(&event(now, "AutoScalingGroup"), now, Instant::now() + Duration::from_secs(890)).await.unwrap_err();
+        assert_eq!(error.kind, "HealthCheckInconclusive");
+        assert!(c.lifecycle.completions.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_timeout_shorter_than_the_deadline_plus_its_margins_is_reported() {
+        let config = config(420, LifecycleResult::Abandon);
+        assert!(timeout_warning(Duration::from_secs(480), &config).is_none());
+        assert!(timeout_warning(Duration::from_millis(479_800), &config).is_none(), "the first invocation starts a moment after its timeout began");
+        let warning = timeout_warning(Duration::from_secs(300), &config).unwrap();
+        assert!(warning.contains("300 s") && warning.contains("HEALTHCHECK_DEADLINE_SECONDS"), "{warning}");
     }
 }

@@ -20,8 +20,10 @@ pub enum Health {
 
 #[async_trait]
 pub trait HealthProbe: Send + Sync {
-    /// Runs the health check on the instance; gives up waiting for the command's result at `deadline`.
-    async fn check(&self, instance_id: &str, deadline: Instant) -> Health;
+    /// Runs the health check on the instance; gives up waiting for the command's result at `deadline`. `Err` is a
+    /// failure that says nothing about the instance (access denied, throttling after the SDK's retries, a missing
+    /// document): no verdict may rest on it.
+    async fn check(&self, instance_id: &str, deadline: Instant) -> Result<Health, String>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
