@@ -252,8 +252,13 @@ pub async fn create_launch_hook(autoscaling: &aws_sdk_autoscaling::Client, group
 
 /// A sample lifecycle event, its time set to `now` (the health check deadline counts from it).
 pub fn fresh_lifecycle_event(path: &str) -> serde_json::Value {
+    lifecycle_event_at(path, chrono::Utc::now())
+}
+
+/// A sample lifecycle event that happened at `time`: a late one is a redelivery or a retry.
+pub fn lifecycle_event_at(path: &str, time: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
     let mut event = sample_event(path);
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let now = time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     if event.get("time").is_some() {
         event["time"] = serde_json::Value::String(now);
     } else if let Some(records) = event["Records"].as_array_mut() {

@@ -1,7 +1,7 @@
 //! What moto lacks for lifecycle hooks, answered by the recording proxy in front of it: `CompleteLifecycleAction`
 //! and `RecordLifecycleActionHeartbeat` (recorded for assertions, with Auto Scaling's "No active Lifecycle Action"
-//! for an action completed before), and a failed health check command for chosen instances (moto's SSM commands
-//! always succeed).
+//! for an action completed before), a failed health check command for chosen instances (moto's SSM commands
+//! always succeed), and a refused SendCommand.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -20,6 +20,7 @@ struct State {
     completed: Vec<CompletedAction>,
     heartbeats: Vec<String>,
     unhealthy: HashSet<String>,
+    ssm_denied: bool,
 }
 
 #[derive(Clone, Default)]
@@ -63,6 +64,11 @@ impl LifecycleStandIn {
         self.state.lock().unwrap().unhealthy.insert(instance_id.to_owned());
     }
 
+    /// From now on SendCommand is refused (AccessDeniedException), as with a role missing `ssm:SendCommand`.
+    pub fn deny_ssm_commands(&self) {
+        self.state.lock().unwrap().ssm_denied = true;
+    }
+
     pub fn completed(&self) -> Vec<CompletedAction> {
         self.state.lock().unwrap().completed.clone()
     }
@@ -90,6 +96,10 @@ fn answer(state: &Mutex<State>, call: &Call) -> Option<Reply> {
                 state.heartbeats.push(instance);
             }
             Some(xml_ok(operation))
+        }
+        "SendCommand" if state.lock().unwrap().ssm_denied => {
+            let body = serde_json::json!({"__type": "AccessDeniedException", "message": "User: arn:aws:sts::123456789012:assumed-role/lifecycle-hook-completer is not authorized to perform: ssm:SendCommand"});
+            Some(Reply { status: 400, content_type: "application/x-amz-json-1.1", body: body.to_string() })
         }
         "GetCommandInvocation" => {
             let request: serde_json::Value = serde_json::from_str(&call.body).ok()?;

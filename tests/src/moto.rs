@@ -2,11 +2,11 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct Moto {
     child: Child,
@@ -33,37 +33,35 @@ impl Moto {
         crate::die_with_parent(&mut command);
         let mut child = command.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", server.display()));
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        // moto (werkzeug) says ` * Running on http://...` once it listens: the start waits for that line, or for the
+        // end of its output when it exits instead.
+        let (ready, listening) = channel::<bool>();
         if let Some(pipe) = child.stderr.take() {
             let tail = stderr_tail.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if line.contains("Running on") {
+                        let _ = ready.send(true);
+                    }
                     let mut tail = tail.lock().unwrap();
                     if tail.len() == STDERR_LINES_KEPT {
                         tail.pop_front();
                     }
                     tail.push_back(line);
                 }
+                let _ = ready.send(false);
             });
         }
-        let mut moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}"), stderr_tail };
-        moto.wait_ready(port);
-        moto
+        let moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}"), stderr_tail };
+        match listening.recv_timeout(Duration::from_secs(60)) {
+            Ok(true) => moto,
+            Ok(false) | Err(RecvTimeoutError::Disconnected) => panic!("moto exited at start:\n{}", moto.stderr()),
+            Err(RecvTimeoutError::Timeout) => panic!("moto did not listen on port {port} within 60 s:\n{}", moto.stderr()),
+        }
     }
 
-    fn wait_ready(&mut self, port: u16) {
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(60) {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(200));
-                let stderr = self.stderr_tail.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n");
-                panic!("moto exited at start ({status}):\n{stderr}");
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("moto did not listen on port {port} within 60 s");
+    fn stderr(&self) -> String {
+        self.stderr_tail.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n")
     }
 }
 

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -41,6 +41,7 @@ struct Shared {
     init_error: Mutex<Option<Value>>,
     /// When the function first asked for an invocation: the end of its init (cold start).
     first_poll: Mutex<Option<Instant>>,
+    first_poll_seen: Condvar,
 }
 
 /// A function binary running under the emulator. Dropping it stops the process.
@@ -51,6 +52,8 @@ pub struct FunctionProcess {
     shared: Arc<Shared>,
     server: Arc<tiny_http::Server>,
     output: Arc<Mutex<Vec<String>>>,
+    /// One message per output pipe the process closed: both closed means it has exited and all it printed is read.
+    pipes_closed: Receiver<()>,
     counter: u64,
     spawned_at: Instant,
     /// The deadline each invocation gets, as Lambda's function timeout.
@@ -96,18 +99,20 @@ impl FunctionProcess {
         let spawned_at = Instant::now();
         let mut child = command.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
         let output = Arc::new(Mutex::new(Vec::new()));
+        let (closed, pipes_closed) = channel();
         for pipe in [child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>), child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>)]
             .into_iter()
             .flatten()
         {
-            let output = output.clone();
+            let (output, closed) = (output.clone(), closed.clone());
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                     output.lock().unwrap().push(line);
                 }
+                let _ = closed.send(());
             });
         }
-        FunctionProcess { child, name, invocations, shared, server, output, counter: 0, spawned_at, timeout: Duration::from_secs(60) }
+        FunctionProcess { child, name, invocations, shared, server, output, pipes_closed, counter: 0, spawned_at, timeout: Duration::from_secs(60) }
     }
 
     /// Invokes the function with `event` and waits for its answer.
@@ -144,14 +149,9 @@ impl FunctionProcess {
 
     /// Init time: from the process start to its first `/invocation/next` (waits for it, at most 30 s).
     pub fn init_duration(&self) -> Option<Duration> {
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(30) {
-            if let Some(at) = *self.shared.first_poll.lock().unwrap() {
-                return Some(at.duration_since(self.spawned_at));
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        None
+        let first_poll = self.shared.first_poll.lock().unwrap();
+        let (first_poll, _) = self.shared.first_poll_seen.wait_timeout_while(first_poll, Duration::from_secs(30), |at| at.is_none()).unwrap();
+        first_poll.map(|at| at.duration_since(self.spawned_at))
     }
 
     /// The process's peak resident memory so far (VmHWM), in KiB.
@@ -165,18 +165,14 @@ impl FunctionProcess {
         self.shared.init_error.lock().unwrap().clone()
     }
 
-    /// Waits for the process to exit by itself (an init failure), at most `limit`.
+    /// Waits for the process to exit by itself (an init failure), at most `limit`: until it has closed both output
+    /// pipes, so everything it printed last is read.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let started = Instant::now();
-        while started.elapsed() < limit {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                // Let the pipe readers drain what the process printed last.
-                std::thread::sleep(Duration::from_millis(200));
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let until = Instant::now() + limit;
+        for _ in 0..2 {
+            self.pipes_closed.recv_timeout(until.saturating_duration_since(Instant::now())).ok()?;
         }
-        None
+        self.child.wait().ok()
     }
 }
 
@@ -205,6 +201,7 @@ fn serve(mut request: tiny_http::Request, shared: &Shared, queue: &Mutex<Receive
     };
     if path == "/invocation/next" {
         shared.first_poll.lock().unwrap().get_or_insert_with(Instant::now);
+        shared.first_poll_seen.notify_all();
         // Long poll, as the real Runtime API does: the function waits here between invocations.
         let pending = loop {
             let received = queue.lock().unwrap().recv_timeout(Duration::from_millis(200));

@@ -207,18 +207,24 @@ pub async fn run(binaries: &Path) -> Running {
     let globex = eligible_subscribers("globex");
     let expected_emails = acme.len() + globex.len();
     let cognito_dlq = &stack.queue("CognitoAttributeSyncDeadLetterQueue").url;
-    let waited = Instant::now();
-    while waited.elapsed() < Duration::from_secs(90) {
+    wait_until(Duration::from_secs(90), || async {
         let emails = proxy.calls_of("SendEmail").len();
         let dead = peek_all(&sqs, cognito_dlq).await.len();
         let alan_disabled = !user_state(&cognito, &stack.user_pool_id, "alan@example.com").await.0;
-        if emails >= expected_emails && dead >= 1 && alan_disabled {
-            break;
+        emails >= expected_emails && dead >= 1 && alan_disabled
+    })
+    .await;
+    // Nothing else is on its way once the queues are empty with nothing in flight.
+    let source_queues: Vec<String> = ["CognitoAttributeSyncQueue", "PublishHistoryEmailQueue"].iter().map(|q| stack.queue(q).url.clone()).collect();
+    let drained = wait_until(Duration::from_secs(30), || async {
+        let mut all = true;
+        for url in &source_queues {
+            all &= queue_is_drained(&sqs, url).await;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    // A moment more, to see that nothing else arrives.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+        all
+    })
+    .await;
+    report.expect(drained, "the source queues drained: nothing left in them or in flight");
     let mut processes = Vec::new();
     for (name, source) in sources {
         let stats = source.stats();
@@ -319,4 +325,39 @@ pub async fn run(binaries: &Path) -> Running {
     }
     drop(processes);
     Running { moto, proxy, stack, report }
+}
+
+/// Whether `queue` holds no message, visible or in flight.
+async fn queue_is_drained(sqs: &aws_sdk_sqs::Client, queue: &str) -> bool {
+    use aws_sdk_sqs::types::QueueAttributeName::{ApproximateNumberOfMessages, ApproximateNumberOfMessagesNotVisible};
+    let Ok(output) = sqs
+        .get_queue_attributes()
+        .queue_url(queue)
+        .attribute_names(ApproximateNumberOfMessages)
+        .attribute_names(ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+    else {
+        return false;
+    };
+    let attributes = output.attributes().cloned().unwrap_or_default();
+    [ApproximateNumberOfMessages, ApproximateNumberOfMessagesNotVisible].iter().all(|name| attributes.get(name).map(String::as_str) == Some("0"))
+}
+
+/// Checks `condition` until it holds or `limit` passes; whether it held.
+async fn wait_until<F, Fut>(limit: Duration, condition: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if condition().await {
+            return true;
+        }
+        if started.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

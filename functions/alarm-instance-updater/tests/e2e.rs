@@ -7,7 +7,6 @@
 //! are shown by the proxy rewriting moto's DescribeAutoScalingGroups answer. Everything else is moto's own state.
 
 use std::path::Path;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use e2e_harness::fixtures::{
@@ -71,11 +70,16 @@ async fn restricts_on_alarm_and_lifts_only_once_the_group_has_settled() {
     assert_eq!(window.num_seconds(), MAX_SECONDS);
     assert_eq!(stack.writes(), 1);
 
-    // A second ALARM (a real metric-math notification) -> one more write at most, the expiry later.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // A second ALARM (a real metric-math notification) a minute later -> one more write, the expiry later. Rather
+    // than wait, the stored restriction is moved a minute into the past.
+    let mut first = first;
+    for field in ["since", "expiresAt"] {
+        first[field] = Value::String((time(&first[field]) - chrono::Duration::seconds(60)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    }
+    put_parameter(&stack.ssm, RESTRICTION_PARAMETER, &first.to_string()).await;
     stack.invoke("sns-alarm-cpu-high-metric-math.json");
     let second = stack.parameter().await;
-    assert!(stack.writes() <= 2);
+    assert_eq!(stack.writes(), 2);
     assert!(time(&second["expiresAt"]) > time(&first["expiresAt"]), "expiry not pushed later: {first} -> {second}");
     assert_eq!(second["since"], first["since"], "the same restriction goes on");
 
@@ -163,7 +167,11 @@ async fn an_expired_restriction_is_lifted_by_any_event() {
 async fn unrecognised_input_fails_the_invocation_with_a_clear_error() {
     let mut stack = stack(&[]).await;
     match stack.function.invoke(&serde_json::json!({"hello": "world"})) {
-        Invocation::Error(error) => assert!(error["errorMessage"].as_str().unwrap().contains("unrecognised event"), "{error}"),
+        Invocation::Error(error) => {
+            assert!(error["errorMessage"].as_str().unwrap().contains("unrecognised event"), "{error}");
+            // What failure destinations and CloudWatch show: a name, not a Rust type.
+            assert_eq!(error["errorType"], "MalformedEvent", "{error}");
+        }
         Invocation::Response(response) => panic!("expected an error, got {response}"),
     }
     assert_eq!(stack.writes(), 0);

@@ -27,6 +27,10 @@ pub const USERS_TABLE: &str = "users";
 /// runs several invocations in parallel, so a small number keeps bursts short.
 pub const CONCURRENCY: usize = 4;
 
+/// How long a lease outlives its invocation: a Cognito request sent just before the invocation was cut off may still
+/// be applied after its deadline (the SDK's attempt timeout is 5 s); no other writer may start before that.
+pub const LEASE_GRACE: Duration = Duration::from_secs(10);
+
 /// The version of a change with no time at all (a hand-made event): older than every change that has one.
 const UNKNOWN_VERSION: Version = 0;
 
@@ -62,9 +66,9 @@ impl<D: UserDirectory, G: OrderingGuard> AttributeSync<D, G> {
         Self { directory, guard, on_user_deleted, user_not_found_retry, metrics, user_locks: Mutex::new(HashMap::new()) }
     }
 
-    /// `deadline` is the invocation's: a claim left by this invocation lapses then.
+    /// `deadline` is the invocation's: a claim left by this invocation lapses [`LEASE_GRACE`] after it.
     pub async fn handle_batch(&self, processor: &BatchProcessor, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
-        let lease_until = SystemTime::now() + deadline.saturating_duration_since(Instant::now());
+        let lease_until = SystemTime::now() + deadline.saturating_duration_since(Instant::now()) + LEASE_GRACE;
         let outcome = processor.process(event, |record| self.handle_record(record, lease_until)).await;
         outcome.count_into(&self.metrics);
         outcome.response()

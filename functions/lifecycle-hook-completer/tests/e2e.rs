@@ -5,9 +5,9 @@
 
 use std::path::Path;
 
-use e2e_harness::fixtures::{create_launch_hook, create_worker_group, fresh_lifecycle_event, WORKER_GROUP};
+use e2e_harness::fixtures::{create_launch_hook, create_worker_group, fresh_lifecycle_event, lifecycle_event_at, WORKER_GROUP};
 use e2e_harness::lifecycle_stand_in::{CompletedAction, LifecycleStandIn};
-use e2e_harness::runtime::FunctionProcess;
+use e2e_harness::runtime::{FunctionProcess, Invocation};
 use e2e_harness::LocalAws;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_lifecycle-hook-completer");
@@ -79,4 +79,38 @@ async fn on_unhealthy_continue_warm_pool_and_test_notification() {
     let test = function.invoke(&fresh_lifecycle_event("lifecycle-hook-completer/sns-test-notification.json")).response();
     assert_eq!((test["result"].as_str(), test["completed"].as_bool()), (Some("NONE"), Some(false)));
     assert_eq!(stand_in.completed().len(), 2);
+}
+
+/// Ten minutes after the event: past the 4 s deadline, as a redelivery or an asynchronous retry arrives.
+fn late(path: &str) -> serde_json::Value {
+    lifecycle_event_at(path, chrono::Utc::now() - chrono::Duration::minutes(10))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_event_gets_a_real_check_continue_when_healthy_abandon_when_not() {
+    let (aws, stand_in, mut function) = stack(FAST).await;
+    let healthy = function.invoke(&late("lifecycle-hook-completer/eventbridge-launch-lifecycle-action.json")).response();
+    assert_eq!((healthy["result"].as_str(), healthy["completed"].as_bool()), (Some("CONTINUE"), Some(true)), "{healthy}");
+    assert!(!aws.proxy.calls_of("GetCommandInvocation").is_empty(), "the verdict rests on the command's result");
+
+    stand_in.make_unhealthy("i-0badc0ffee0d15ea5");
+    let unhealthy = function.invoke(&late("lifecycle-hook-completer/sns-launch-lifecycle-action.json")).response();
+    assert_eq!((unhealthy["result"].as_str(), unhealthy["attempts"].as_u64()), (Some("ABANDON"), Some(1)), "{unhealthy}");
+    assert!(unhealthy["reason"].as_str().unwrap().contains("Connection refused"), "{unhealthy}");
+    let results: Vec<String> = stand_in.completed().into_iter().map(|c| c.result).collect();
+    assert_eq!(results, vec!["CONTINUE", "ABANDON"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ssm_access_denied_fails_the_invocation_and_completes_nothing() {
+    let (_aws, stand_in, mut function) = stack(FAST).await;
+    stand_in.deny_ssm_commands();
+    match function.invoke(&fresh_lifecycle_event("lifecycle-hook-completer/eventbridge-launch-lifecycle-action.json")) {
+        Invocation::Error(error) => {
+            assert_eq!(error["errorType"], "HealthCheckFailed", "{error}");
+            assert!(error["errorMessage"].as_str().unwrap().contains("AccessDenied"), "{error}");
+        }
+        Invocation::Response(response) => panic!("an unhealthy verdict on no evidence: {response}"),
+    }
+    assert!(stand_in.completed().is_empty(), "no CompleteLifecycleAction");
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use e2e_harness::fixtures::{create_idempotency_table, eligible_subscribers, peek_all, sample_event, scan_all, verify_sender, SENDER_ADDRESS};
 use e2e_harness::proxy::RecordingProxy;
 use e2e_harness::runtime::FunctionProcess;
@@ -11,6 +12,9 @@ use e2e_harness::{batch_failures as failures, dead_letter_info, message_ids, Poo
 
 const BINARY: &str = env!("CARGO_BIN_EXE_publish-history-email");
 const TABLE: &str = "publish-history-email-idempotency";
+/// The template's dead-letter retention, from which it sets IDEMPOTENCY_TTL_SECONDS.
+const DEAD_LETTER_RETENTION: &str = "1209600";
+const DAY: i64 = 24 * 3600;
 
 struct Stack {
     pool: PoolStack,
@@ -35,6 +39,7 @@ async fn stack() -> Stack {
             ("SENDER_ADDRESS", SENDER_ADDRESS),
             ("APP_BASE_URL", "https://app.navlab.online"),
             ("IDEMPOTENCY_TABLE", TABLE),
+            ("IDEMPOTENCY_TTL_SECONDS", DEAD_LETTER_RETENTION),
             ("DEAD_LETTER_QUEUE_URL", pool.dlq_url.as_str()),
         ],
     );
@@ -142,4 +147,68 @@ async fn a_batch_mixing_good_and_poison_records_sends_the_good_and_dead_letters_
     let reasons: Vec<String> = dead.iter().map(|m| dead_letter_info(m).1).collect();
     assert!(reasons.iter().any(|r| r.contains("no `id`")), "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("not valid JSON")), "{reasons:?}");
+}
+
+/// Moves every idempotency record `seconds` into the past, as if it had been written that long ago.
+async fn age_records(stack: &Stack, seconds: i64) {
+    for item in scan_all(&stack.dynamodb, TABLE).await {
+        let expiration: i64 = item["expiration"].as_n().unwrap().parse().unwrap();
+        stack
+            .dynamodb
+            .update_item()
+            .table_name(TABLE)
+            .key("id", item["id"].clone())
+            .update_expression("SET expiration = :e")
+            .expression_attribute_values(":e", AttributeValue::N((expiration - seconds).to_string()))
+            .send()
+            .await
+            .expect("age the record");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redrive_after_the_old_one_day_window_still_sends_nothing() {
+    let mut stack = stack().await;
+    let event = sample_event("publish-history-email/sns-envelope-batch.json");
+    assert_eq!(failures(&stack.function.invoke(&event).response()), Vec::<String>::new());
+    let sent = stack.aws.proxy.calls_of("SendEmail").len();
+    assert_eq!(sent, 4);
+
+    // Every record expires no sooner than the dead-letter queue lets a message go.
+    let retention: i64 = DEAD_LETTER_RETENTION.parse().unwrap();
+    let now = chrono::Utc::now().timestamp();
+    for item in scan_all(&stack.dynamodb, TABLE).await {
+        let expiration: i64 = item["expiration"].as_n().unwrap().parse().unwrap();
+        assert!(expiration >= now + retention - 60, "the record expires {} s from now, before the dead-letter queue's {retention} s", expiration - now);
+    }
+
+    // Two days later the operator redrives the dead-letter queue: the batch comes back and sends nothing.
+    age_records(&stack, 2 * DAY).await;
+    assert_eq!(failures(&stack.function.invoke(&event).response()), Vec::<String>::new());
+    assert_eq!(stack.aws.proxy.calls_of("SendEmail").len(), sent, "a redrive on day 2 emailed again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_left_by_a_crashed_invocation_is_taken_over_once_its_deadline_has_passed() {
+    let mut stack = stack().await;
+    let event = sample_event("publish-history-email/sns-envelope-batch.json");
+    // Another invocation claimed Ada's email of the acme row and died a minute ago.
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let key = publish_history_email::idempotency::notification_key("acme", "ph-1001", "ada@example.com");
+    stack
+        .dynamodb
+        .put_item()
+        .table_name(TABLE)
+        .item("id", AttributeValue::S(key.clone()))
+        .item("status", AttributeValue::S("INPROGRESS".into()))
+        .item("expiration", AttributeValue::N((now_ms / 1000 + DAY).to_string()))
+        .item("in_progress_expiration", AttributeValue::N((now_ms - 60_000).to_string()))
+        .send()
+        .await
+        .expect("put the crashed claim");
+    assert_eq!(failures(&stack.function.invoke(&event).response()), Vec::<String>::new());
+    let to_ada = sent_emails(&stack.aws.proxy).iter().filter(|(to, subject, _)| to == "ada@example.com" && subject.contains("Winter catalogue")).count();
+    assert_eq!(to_ada, 1, "the lapsed claim is taken over and Ada gets her email once");
+    let record = scan_all(&stack.dynamodb, TABLE).await.into_iter().find(|item| item["id"].as_s().unwrap() == &key).unwrap();
+    assert_eq!(record["status"].as_s().unwrap(), "COMPLETED");
 }
