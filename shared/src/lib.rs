@@ -6,6 +6,8 @@ pub mod config;
 pub mod db_event;
 pub mod dead_letter;
 pub mod deadline;
+#[cfg(feature = "dynamodb")]
+pub mod dynamodb;
 pub mod envelope;
 pub mod logging;
 pub mod metrics;

@@ -92,10 +92,6 @@ pub fn new_owner() -> String {
     format!("{}-{}-{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
-fn epoch_millis(time: SystemTime) -> u128 {
-    time.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
-}
-
 /// The DynamoDB adapter (`ORDERING_TABLE`).
 #[cfg(feature = "ordering")]
 pub struct DynamoOrderingGuard {
@@ -106,16 +102,9 @@ pub struct DynamoOrderingGuard {
 #[cfg(feature = "ordering")]
 mod dynamo {
     use super::*;
+    use crate::dynamodb::{consistent_attribute, epoch_millis, error_text as failed, number};
     use aws_sdk_dynamodb::error::ProvideErrorMetadata;
     use aws_sdk_dynamodb::types::AttributeValue;
-
-    fn number(value: impl ToString) -> AttributeValue {
-        AttributeValue::N(value.to_string())
-    }
-
-    fn failed(error: impl std::error::Error + Send + Sync + 'static) -> String {
-        aws_sdk_dynamodb::error::DisplayErrorContext(error).to_string()
-    }
 
     impl DynamoOrderingGuard {
         pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
@@ -123,16 +112,8 @@ mod dynamo {
         }
 
         async fn applied_version(&self, key: &str) -> Result<Option<Version>, String> {
-            let item = self
-                .client
-                .get_item()
-                .table_name(&self.table)
-                .key("id", AttributeValue::S(key.to_owned()))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(failed)?;
-            Ok(item.item().and_then(|i| i.get("version")).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()))
+            let version = consistent_attribute(&self.client, &self.table, key, "version").await?;
+            Ok(version.as_ref().and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()))
         }
     }
 
@@ -238,6 +219,7 @@ mod tests {
 #[cfg(all(test, feature = "ordering"))]
 mod adapter_tests {
     use super::*;
+    use crate::dynamodb::epoch_millis;
     use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
     use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
     use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;

@@ -154,6 +154,21 @@ pub fn dead_letter_info(message: &aws_sdk_sqs::types::Message) -> (String, Strin
     (attribute("SourceMessageId"), attribute("ErrorMessage"))
 }
 
+/// What a dead-letter queue holds: each message's `SourceMessageId` and `ErrorMessage`, sorted by source.
+pub async fn dead_lettered(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<(String, String)> {
+    let mut dead: Vec<(String, String)> = fixtures::peek_all(sqs, queue_url).await.iter().map(dead_letter_info).collect();
+    dead.sort();
+    dead
+}
+
+/// The message ids of `event` at `positions`, sorted: the records expected in a dead-letter queue.
+pub fn ids_at(event: &serde_json::Value, positions: &[usize]) -> Vec<String> {
+    let ids = message_ids(event);
+    let mut picked: Vec<String> = positions.iter().map(|&i| ids[i].clone()).collect();
+    picked.sort();
+    picked
+}
+
 /// Builds the function binaries (once per process) and returns their directory. Tests of the whole flow need other
 /// packages' binaries, which cargo builds for a test only when asked; cargo holds no lock while tests run, so the
 /// test asks. Outside `cargo test`, `cargo` from PATH.

@@ -1,24 +1,12 @@
-//! The two ports and their SDK adapters: the restriction parameter (SSM) and the group's state (Auto Scaling).
+//! The SDK adapters of the ports: the restriction parameter on SSM, the group's state from Auto Scaling.
 
 use async_trait::async_trait;
 use aws_sdk_autoscaling::types::LifecycleState;
 use aws_sdk_ssm::error::ProvideErrorMetadata;
 use aws_sdk_ssm::types::ParameterType;
 
+use crate::ports::{GroupStatus, RestrictionStore};
 use crate::restriction::GroupState;
-
-#[async_trait]
-pub trait RestrictionStore: Send + Sync {
-    /// The raw value, `None` when the parameter does not exist.
-    async fn read(&self) -> Result<Option<String>, String>;
-    async fn write(&self, value: &str) -> Result<(), String>;
-}
-
-#[async_trait]
-pub trait GroupStatus: Send + Sync {
-    /// `None` when the group does not exist.
-    async fn describe(&self, group: &str) -> Result<Option<GroupState>, String>;
-}
 
 pub struct SsmParameter {
     client: aws_sdk_ssm::Client,

@@ -9,8 +9,8 @@ use serde_json::Value;
 use shared::metrics::Metrics;
 use shared::startup::FunctionError;
 
-use crate::aws::{GroupStatus, RestrictionStore};
 use crate::config::Config;
+use crate::ports::{GroupStatus, RestrictionStore};
 use crate::restriction::{intent, is_change, next_value, read_value, GroupState, Intent, Restriction};
 use crate::trigger::{parse, Trigger};
 

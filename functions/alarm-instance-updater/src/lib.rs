@@ -4,10 +4,11 @@
 //!
 //! `trigger` turns the three kinds of input into one [`trigger::Trigger`]; `restriction` is the parameter's value and
 //! the pure decision of what it becomes; `handler` runs that decision over two ports (the parameter and the group),
-//! whose SDK adapters are in `aws`.
+//! declared in `ports`, whose SDK adapters are in `aws`.
 
 pub mod aws;
 pub mod config;
 pub mod handler;
+pub mod ports;
 pub mod restriction;
 pub mod trigger;

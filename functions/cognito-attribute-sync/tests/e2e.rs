@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use e2e_harness::fixtures::{create_table, peek_all, sample_event, user_state};
 use e2e_harness::proxy::RecordingProxy;
 use e2e_harness::runtime::FunctionProcess;
-use e2e_harness::{batch_failures as failures, dead_letter_info, message_ids, PoolStack};
+use e2e_harness::{batch_failures as failures, dead_lettered, ids_at, message_ids, PoolStack};
 use serde_json::Value;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_cognito-attribute-sync");
@@ -69,15 +69,11 @@ async fn sample_events_bring_cognito_in_line_with_the_user_rows() {
 
     // Poison records go to the dead-letter queue with their reason; the good record beside them still succeeds.
     let poison_event = sample_event("cognito-attribute-sync/poison-record.json");
-    let ids = message_ids(&poison_event);
     let response = function.invoke(&poison_event).response();
     assert_eq!(failures(&response), Vec::<String>::new(), "dead-lettered poison is acknowledged");
+    let sources: Vec<String> = dead_lettered(&stack.sqs, &stack.dlq_url).await.into_iter().map(|(source, _)| source).collect();
+    assert_eq!(sources, ids_at(&poison_event, &[1, 2]));
     let dead = peek_all(&stack.sqs, &stack.dlq_url).await;
-    let mut sources: Vec<String> = dead.iter().map(|m| dead_letter_info(m).0).collect();
-    sources.sort();
-    let mut expected = vec![ids[1].clone(), ids[2].clone()];
-    expected.sort();
-    assert_eq!(sources, expected);
     let records = poison_event["Records"].as_array().unwrap();
     for message in &dead {
         let attributes = message.message_attributes().unwrap();

@@ -1,12 +1,14 @@
 //! The SDK adapters of the ports: the user pool on Cognito, sending on SES, the once-only records on DynamoDB.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_sdk_cognitoidentityprovider::types::UserStatusType;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_ses::error::ProvideErrorMetadata;
 use aws_sdk_ses::types::{Body, Content, Destination, Message};
+
+use shared::dynamodb::{consistent_attribute, epoch_millis, epoch_seconds, error_text, number};
 
 use crate::idempotency::{STATUS_COMPLETED, STATUS_IN_PROGRESS};
 use crate::ports::{Claim, IdempotencyStore, Mailer, OutgoingEmail, SendError, UserSource};
@@ -119,29 +121,9 @@ impl DynamoIdempotency {
     }
 
     async fn status(&self, key: &str) -> Result<Option<String>, String> {
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("id", AttributeValue::S(key.to_owned()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())?;
-        Ok(item.item().and_then(|i| i.get("status")).and_then(|s| s.as_s().ok()).cloned())
+        let status = consistent_attribute(&self.client, &self.table, key, "status").await?;
+        Ok(status.as_ref().and_then(|s| s.as_s().ok()).cloned())
     }
-}
-
-fn epoch_seconds(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-fn epoch_millis(time: SystemTime) -> u128 {
-    time.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
-}
-
-fn number(value: impl ToString) -> AttributeValue {
-    AttributeValue::N(value.to_string())
 }
 
 #[async_trait]
@@ -170,7 +152,7 @@ impl IdempotencyStore for DynamoIdempotency {
                 Some(STATUS_COMPLETED) => Ok(Claim::AlreadyCompleted),
                 _ => Ok(Claim::InProgress),
             },
-            Err(error) => Err(aws_sdk_dynamodb::error::DisplayErrorContext(error).to_string()),
+            Err(error) => Err(error_text(error)),
         }
     }
 
@@ -187,7 +169,7 @@ impl IdempotencyStore for DynamoIdempotency {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+            .map_err(error_text)
     }
 
     async fn release(&self, key: &str) -> Result<(), String> {
@@ -204,7 +186,7 @@ impl IdempotencyStore for DynamoIdempotency {
         match result {
             Ok(_) => Ok(()),
             Err(error) if error.code() == Some("ConditionalCheckFailedException") => Ok(()),
-            Err(error) => Err(aws_sdk_dynamodb::error::DisplayErrorContext(error).to_string()),
+            Err(error) => Err(error_text(error)),
         }
     }
 }

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use e2e_harness::fixtures::{create_idempotency_table, eligible_subscribers, peek_all, sample_event, scan_all, verify_sender, SENDER_ADDRESS};
+use e2e_harness::fixtures::{create_idempotency_table, eligible_subscribers, sample_event, scan_all, verify_sender, SENDER_ADDRESS};
 use e2e_harness::proxy::RecordingProxy;
 use e2e_harness::runtime::FunctionProcess;
-use e2e_harness::{batch_failures as failures, dead_letter_info, message_ids, PoolStack};
+use e2e_harness::{batch_failures as failures, dead_lettered, ids_at, PoolStack};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_publish-history-email");
 const TABLE: &str = "publish-history-email-idempotency";
@@ -130,7 +130,6 @@ async fn each_eligible_subscriber_gets_exactly_one_email_and_redelivery_sends_no
 async fn a_batch_mixing_good_and_poison_records_sends_the_good_and_dead_letters_the_poison() {
     let mut stack = stack().await;
     let event = sample_event("publish-history-email/mixed-batch.json");
-    let ids = message_ids(&event);
     let response = stack.function.invoke(&event).response();
     assert_eq!(failures(&response), Vec::<String>::new(), "poison is dead-lettered, not returned");
 
@@ -138,13 +137,9 @@ async fn a_batch_mixing_good_and_poison_records_sends_the_good_and_dead_letters_
     assert_eq!(by_subject.len(), 1);
     assert_eq!(by_subject["New publish history: Audit log export"], eligible_subscribers("acme"));
 
-    let dead = peek_all(&stack.sqs, &stack.dlq_url).await;
-    let mut sources: Vec<String> = dead.iter().map(|m| dead_letter_info(m).0).collect();
-    sources.sort();
-    let mut expected = vec![ids[1].clone(), ids[2].clone()];
-    expected.sort();
-    assert_eq!(sources, expected);
-    let reasons: Vec<String> = dead.iter().map(|m| dead_letter_info(m).1).collect();
+    let dead = dead_lettered(&stack.sqs, &stack.dlq_url).await;
+    assert_eq!(dead.iter().map(|(source, _)| source.clone()).collect::<Vec<_>>(), ids_at(&event, &[1, 2]));
+    let reasons: Vec<String> = dead.into_iter().map(|(_, reason)| reason).collect();
     assert!(reasons.iter().any(|r| r.contains("no `id`")), "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("not valid JSON")), "{reasons:?}");
 }
