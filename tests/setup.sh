@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and the local run need into the project itself: a Python virtual environment (.venv)
-# with moto (the local AWS), cargo-lambda, the SAM CLI, cfn-lint and checkov, from tests/requirements.txt; and the
-# arm64 Rust target that `sam build` cross-compiles to. Idempotent and quiet when up to date.
+# with moto (the local AWS), cargo-lambda, the SAM CLI, cfn-lint and checkov, from tests/requirements.txt; the
+# arm64 Rust target that `sam build` cross-compiles to; and PostgreSQL (server and psql) where the machine lacks it.
+# Idempotent and quiet when up to date.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
@@ -16,6 +17,11 @@ fi
 if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
   echo "setup: adding the aarch64-unknown-linux-gnu Rust target (for sam build)..." >&2
   rustup target add aarch64-unknown-linux-gnu >&2
+fi
+
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+  echo "setup: installing PostgreSQL (apt)..." >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-client >/dev/null
 fi
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/moto_server" ]; then

@@ -6,13 +6,17 @@ pub mod config;
 pub mod db_event;
 pub mod dead_letter;
 pub mod deadline;
+#[cfg(feature = "cognito")]
+pub mod directory;
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
 pub mod envelope;
 pub mod logging;
 pub mod metrics;
 pub mod ordering;
+pub mod pacer;
 pub mod startup;
+pub mod user_attributes;
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;

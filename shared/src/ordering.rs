@@ -19,6 +19,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
+/// How long a lease outlives its writer's invocation: a Cognito request sent just before Lambda cut the invocation
+/// off may still be applied after its deadline (the SDK's attempt timeout is 5 s); no other writer starts before.
+pub const LEASE_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A change's place in a user's history: microseconds since the epoch.
 pub type Version = i64;
 

@@ -5,10 +5,12 @@ pub mod event_source;
 pub mod fixtures;
 pub mod lifecycle_stand_in;
 pub mod moto;
+pub mod postgres;
 pub mod proxy;
 pub mod runtime;
 pub mod scenario;
 pub mod stack;
+pub mod users_db;
 
 use std::path::PathBuf;
 

@@ -33,6 +33,8 @@ impl Invocation {
 struct Pending {
     request_id: String,
     event: Value,
+    /// `Lambda-Runtime-Deadline-Ms`: now plus the function's timeout.
+    deadline_ms: u64,
 }
 
 #[derive(Default)]
@@ -56,7 +58,7 @@ pub struct FunctionProcess {
     pipes_closed: Receiver<()>,
     counter: u64,
     spawned_at: Instant,
-    /// The deadline each invocation gets, as Lambda's function timeout.
+    /// The deadline each invocation gets, as Lambda's function timeout (60 s unless a test sets it).
     pub timeout: Duration,
 }
 
@@ -121,7 +123,8 @@ impl FunctionProcess {
         let request_id = format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), self.counter);
         let (sender, receiver) = channel();
         self.shared.results.lock().unwrap().insert(request_id.clone(), sender);
-        self.invocations.send(Pending { request_id: request_id.clone(), event: event.clone() }).expect("runtime API alive");
+        let deadline_ms = (SystemTime::now() + self.timeout).duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        self.invocations.send(Pending { request_id: request_id.clone(), event: event.clone(), deadline_ms }).expect("runtime API alive");
         self.wait(receiver, &request_id)
     }
 
@@ -211,7 +214,7 @@ fn serve(mut request: tiny_http::Request, shared: &Shared, queue: &Mutex<Receive
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         };
-        let deadline = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 + 60_000;
+        let deadline = pending.deadline_ms;
         let mut response = json_response(200, &pending.event);
         for (key, value) in [
             ("Lambda-Runtime-Aws-Request-Id", pending.request_id.clone()),

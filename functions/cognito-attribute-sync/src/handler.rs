@@ -12,12 +12,12 @@ use shared::db_event::{EventKind, Row};
 use shared::envelope::published_database_event;
 use shared::logging::mask_email;
 use shared::metrics::Metrics;
-use shared::ordering::{parse_version, user_key, version_of, Claim, Lease, OrderingGuard, Version};
+use shared::ordering::{parse_version, user_key, version_of, Claim, Lease, OrderingGuard, Version, LEASE_GRACE};
 use tokio::time::Instant;
 
 use crate::config::OnUserDeleted;
-use crate::mapping::{desired_attributes, plan_writes, username, UserChange};
 use crate::ports::{DirectoryError, UserDirectory};
+use shared::user_attributes::{desired_attributes, plan_writes, username, UserChange};
 
 /// The table whose rows are Cognito users; the queue's subscription filter lets only these through, and anything
 /// else that arrives is acknowledged and counted.
@@ -26,10 +26,6 @@ pub const USERS_TABLE: &str = "users";
 /// Records handled at once. Cognito allows 25 AdminUpdateUserAttributes per second per pool and the event source
 /// runs several invocations in parallel, so a small number keeps bursts short.
 pub const CONCURRENCY: usize = 4;
-
-/// How long a lease outlives its invocation: a Cognito request sent just before the invocation was cut off may still
-/// be applied after its deadline (the SDK's attempt timeout is 5 s); no other writer may start before that.
-pub const LEASE_GRACE: Duration = Duration::from_secs(10);
 
 /// The version of a change with no time at all (a hand-made event): older than every change that has one.
 const UNKNOWN_VERSION: Version = 0;

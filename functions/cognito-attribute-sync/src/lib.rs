@@ -6,5 +6,4 @@
 pub mod aws;
 pub mod config;
 pub mod handler;
-pub mod mapping;
 pub mod ports;

@@ -17,10 +17,10 @@ use tokio::time::Instant;
 
 use crate::idempotency::{notification_key, Guarded, OnceOnly};
 use crate::notification::{EmailTemplates, PublishHistory};
-use crate::pacer::Pacer;
 use crate::ports::{IdempotencyStore, Mailer, OutgoingEmail, SendError, UserSource};
 use crate::retry::{send_with_retry, RetryPolicy};
 use crate::subscribers::{Recipient, SubscriberCache, SubscriberIndex};
+use shared::pacer::Pacer;
 
 /// Records handled at once.
 pub const RECORD_CONCURRENCY: usize = 5;

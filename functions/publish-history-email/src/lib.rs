@@ -9,7 +9,6 @@ pub mod config;
 pub mod handler;
 pub mod idempotency;
 pub mod notification;
-pub mod pacer;
 pub mod ports;
 pub mod retry;
 pub mod subscribers;

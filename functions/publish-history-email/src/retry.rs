@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::pacer::Pacer;
 use crate::ports::{Mailer, OutgoingEmail, SendError};
+use shared::pacer::Pacer;
 
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {

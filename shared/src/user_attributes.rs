@@ -1,9 +1,10 @@
-//! From a `users` row to the Cognito attributes it should produce, and from those to the writes still needed.
+//! From a `users` row to the Cognito attributes it should produce, and from those to the writes still needed: one
+//! mapping for every writer of the user attributes (the event path and the reconciliation).
 
 use std::collections::HashMap;
 
+use crate::db_event::{json_type, row_string, Row};
 use serde_json::Value;
-use shared::db_event::{json_type, row_string, Row};
 
 /// Row column -> Cognito attribute.
 pub const ATTRIBUTE_MAP: [(&str, &str); 3] = [("firstName", "given_name"), ("lastName", "family_name"), ("_tenant", "custom:_tenant")];

@@ -1,4 +1,4 @@
-//! Keeps this instance under the account's maximum send rate.
+//! Keeps this instance under a rate: SES's maximum send rate, Cognito's quotas for the reconciliation's calls.
 
 use std::time::Duration;
 

@@ -1,0 +1,40 @@
+use cognito_reconcile::aws::{read_secret, PacedDirectory};
+use cognito_reconcile::config::Config;
+use cognito_reconcile::database::PostgresUsers;
+use cognito_reconcile::handler::Reconciler;
+use cognito_reconcile::run::parse_request;
+use lambda_runtime::{Error, LambdaEvent};
+use serde_json::Value;
+use shared::config::ConfigError;
+use shared::directory::CognitoDirectory;
+use shared::ordering::DynamoOrderingGuard;
+use shared::startup::{FunctionError, Startup};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    let Startup { config, sdk, metrics } = shared::startup::init("cognito-reconcile", Config::from_env).await?;
+    // The password, once per cold start: a SecureString, decrypted by SSM.
+    let password = match &config.password_parameter {
+        Some(name) => Some(read_secret(&aws_sdk_ssm::Client::new(&sdk), name).await.map_err(|reason| {
+            let error = ConfigError::invalid("DATABASE_PASSWORD_PARAMETER", name, reason);
+            tracing::error!(error_type = "ConfigError", error = %error, "invalid configuration");
+            error
+        })?),
+        None => None,
+    };
+    let directory = PacedDirectory::new(CognitoDirectory::new(aws_sdk_cognitoidentityprovider::Client::new(&sdk), config.user_pool_id.clone()));
+    let guard = DynamoOrderingGuard::new(aws_sdk_dynamodb::Client::new(&sdk), config.ordering_table.clone());
+    let reconciler = Reconciler::new(directory, guard, config.max_writes_per_second, metrics.clone());
+    shared::startup::run(metrics, |event: LambdaEvent<Value>| {
+        let (reconciler, config, password) = (&reconciler, &config, &password);
+        async move {
+            let request = parse_request(&event.payload).map_err(|e| FunctionError::new("MalformedEvent", e))?;
+            let deadline = shared::deadline::work_deadline(event.context.deadline, std::time::Duration::ZERO);
+            // One connection per invocation: a daily job, and a connection kept across warm starts may have gone stale.
+            let table =
+                PostgresUsers::connect(&config.database, password.as_deref(), &config.users_table).await.map_err(|e| FunctionError::new("DatabaseError", e))?;
+            reconciler.run(request, &table, deadline).await
+        }
+    })
+    .await
+}

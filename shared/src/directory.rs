@@ -1,0 +1,217 @@
+//! The Cognito user pool, as the functions that read and write user attributes use it: one adapter over the SDK, its
+//! errors classified once. Each function declares the small port it needs in its own `ports.rs` and implements it
+//! for [`CognitoDirectory`] by delegation.
+
+use std::collections::HashMap;
+
+use aws_sdk_cognitoidentityprovider::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_cognitoidentityprovider::types::AttributeType;
+use aws_sdk_cognitoidentityprovider::Client;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryUser {
+    pub enabled: bool,
+    pub attributes: HashMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("user does not exist in the user pool")]
+    UserNotFound,
+    /// The directory refused the request as such (an attribute the pool does not define, a value it rejects):
+    /// sending it again cannot help.
+    #[error("rejected by the user pool: {0}")]
+    Rejected(String),
+    /// Throttling that outlasted the SDK's retries, 5xx, timeouts: may succeed later.
+    #[error("user pool unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A user as ListUsers gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedUser {
+    pub username: String,
+    pub enabled: bool,
+    pub attributes: HashMap<String, String>,
+}
+
+pub struct CognitoDirectory {
+    client: Client,
+    user_pool_id: String,
+}
+
+/// ListUsers' page size limit.
+const PAGE_SIZE: i32 = 60;
+
+impl CognitoDirectory {
+    pub fn new(client: Client, user_pool_id: impl Into<String>) -> Self {
+        Self { client, user_pool_id: user_pool_id.into() }
+    }
+
+    /// Every user of the pool, page by page; `before_page` runs before each ListUsers call (to pace them).
+    pub async fn list_users<F, Fut>(&self, before_page: F) -> Result<Vec<ListedUser>, DirectoryError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let mut users = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            before_page().await;
+            let page = self
+                .client
+                .list_users()
+                .user_pool_id(&self.user_pool_id)
+                .limit(PAGE_SIZE)
+                .set_pagination_token(token.clone())
+                .send()
+                .await
+                .map_err(classify)?;
+            users.extend(page.users().iter().map(|user| ListedUser {
+                username: user.username().unwrap_or_default().to_owned(),
+                enabled: user.enabled(),
+                attributes: user.attributes().iter().map(|a| (a.name().to_owned(), a.value().unwrap_or_default().to_owned())).collect(),
+            }));
+            token = page.pagination_token().filter(|t| !t.is_empty()).map(str::to_owned);
+            if token.is_none() {
+                return Ok(users);
+            }
+        }
+    }
+}
+
+fn classify<E, R>(error: SdkError<E, R>) -> DirectoryError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match error.code() {
+        Some("UserNotFoundException") => DirectoryError::UserNotFound,
+        Some("InvalidParameterException") | Some("AliasExistsException") => DirectoryError::Rejected(error.message().unwrap_or("invalid parameter").to_owned()),
+        _ => DirectoryError::Unavailable(aws_sdk_cognitoidentityprovider::error::DisplayErrorContext(&error).to_string()),
+    }
+}
+
+impl CognitoDirectory {
+    pub async fn get_user(&self, username: &str) -> Result<DirectoryUser, DirectoryError> {
+        let output = self.client.admin_get_user().user_pool_id(&self.user_pool_id).username(username).send().await.map_err(classify)?;
+        let attributes = output.user_attributes().iter().map(|a| (a.name().to_owned(), a.value().unwrap_or_default().to_owned())).collect();
+        Ok(DirectoryUser { enabled: output.enabled(), attributes })
+    }
+
+    pub async fn update_attributes(&self, username: &str, attributes: &[(String, String)]) -> Result<(), DirectoryError> {
+        let attributes = attributes
+            .iter()
+            .map(|(name, value)| AttributeType::builder().name(name).value(value).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| DirectoryError::Rejected(e.to_string()))?;
+        self.client
+            .admin_update_user_attributes()
+            .user_pool_id(&self.user_pool_id)
+            .username(username)
+            .set_user_attributes(Some(attributes))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+
+    pub async fn delete_attributes(&self, username: &str, names: &[String]) -> Result<(), DirectoryError> {
+        self.client
+            .admin_delete_user_attributes()
+            .user_pool_id(&self.user_pool_id)
+            .username(username)
+            .set_user_attribute_names(Some(names.to_vec()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+
+    pub async fn disable_user(&self, username: &str) -> Result<(), DirectoryError> {
+        self.client.admin_disable_user().user_pool_id(&self.user_pool_id).username(username).send().await.map(|_| ()).map_err(classify)
+    }
+
+    pub async fn delete_user(&self, username: &str) -> Result<(), DirectoryError> {
+        self.client.admin_delete_user().user_pool_id(&self.user_pool_id).username(username).send().await.map(|_| ()).map_err(classify)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_cognitoidentityprovider::error::ErrorMetadata;
+    use aws_sdk_cognitoidentityprovider::operation::admin_get_user::{AdminGetUserError, AdminGetUserOutput};
+    use aws_sdk_cognitoidentityprovider::operation::admin_update_user_attributes::AdminUpdateUserAttributesError;
+    use aws_sdk_cognitoidentityprovider::types::error::{InvalidParameterException, UserNotFoundException};
+    use aws_smithy_mocks::{mock, mock_client};
+    // Deserialized service errors carry their code in the metadata, which is what `classify` reads.
+
+    #[tokio::test]
+    async fn reads_enabled_flag_and_attributes() {
+        let rule = mock!(Client::admin_get_user).match_requests(|r| r.user_pool_id() == Some("pool") && r.username() == Some("a@b.co")).then_output(|| {
+            AdminGetUserOutput::builder()
+                .username("a@b.co")
+                .enabled(false)
+                .user_attributes(AttributeType::builder().name("given_name").value("Ada").build().unwrap())
+                .build()
+                .unwrap()
+        });
+        let directory = CognitoDirectory::new(mock_client!(aws_sdk_cognitoidentityprovider, [&rule]), "pool");
+        let user = directory.get_user("a@b.co").await.unwrap();
+        assert!(!user.enabled);
+        assert_eq!(user.attributes["given_name"], "Ada");
+    }
+
+    #[tokio::test]
+    async fn classifies_not_found_and_invalid_parameter() {
+        let not_found = mock!(Client::admin_get_user).then_error(|| {
+            AdminGetUserError::UserNotFoundException(
+                UserNotFoundException::builder()
+                    .message("User does not exist.")
+                    .meta(ErrorMetadata::builder().code("UserNotFoundException").message("User does not exist.").build())
+                    .build(),
+            )
+        });
+        let directory = CognitoDirectory::new(mock_client!(aws_sdk_cognitoidentityprovider, [&not_found]), "pool");
+        assert_eq!(directory.get_user("x@b.co").await, Err(DirectoryError::UserNotFound));
+
+        let invalid = mock!(Client::admin_update_user_attributes).then_error(|| {
+            AdminUpdateUserAttributesError::InvalidParameterException(
+                InvalidParameterException::builder()
+                    .message("Attribute does not exist in the schema.")
+                    .meta(ErrorMetadata::builder().code("InvalidParameterException").message("Attribute does not exist in the schema.").build())
+                    .build(),
+            )
+        });
+        let directory = CognitoDirectory::new(mock_client!(aws_sdk_cognitoidentityprovider, [&invalid]), "pool");
+        let err = directory.update_attributes("a@b.co", &[("custom:nope".into(), "x".into())]).await.unwrap_err();
+        assert_eq!(err, DirectoryError::Rejected("Attribute does not exist in the schema.".into()));
+    }
+
+    #[tokio::test]
+    async fn lists_every_page_and_paces_each_call() {
+        use aws_sdk_cognitoidentityprovider::operation::list_users::ListUsersOutput;
+        use aws_sdk_cognitoidentityprovider::types::UserType;
+        let user = |name: &str| {
+            UserType::builder().username(name).enabled(true).attributes(AttributeType::builder().name("email").value(name).build().unwrap()).build()
+        };
+        let first = mock!(Client::list_users)
+            .match_requests(|r| r.pagination_token().is_none() && r.limit() == Some(60))
+            .then_output(move || ListUsersOutput::builder().users(user("a@b.co")).pagination_token("p2").build());
+        let second = mock!(Client::list_users)
+            .match_requests(|r| r.pagination_token() == Some("p2"))
+            .then_output(move || ListUsersOutput::builder().users(user("c@d.co")).build());
+        let directory = CognitoDirectory::new(mock_client!(aws_sdk_cognitoidentityprovider, aws_smithy_mocks::RuleMode::MatchAny, [&first, &second]), "pool");
+        let paced = std::sync::atomic::AtomicUsize::new(0);
+        let users = directory
+            .list_users(|| async {
+                paced.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+            .await
+            .unwrap();
+        assert_eq!(users.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), vec!["a@b.co", "c@d.co"]);
+        assert_eq!(users[1].attributes["email"], "c@d.co");
+        assert_eq!(paced.into_inner(), 2, "one pacing wait per page");
+    }
+}

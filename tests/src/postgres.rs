@@ -1,0 +1,156 @@
+//! A throwaway PostgreSQL server for a test or the local run: a new cluster in a temporary directory, on a free
+//! loopback port, run in the foreground as a child that dies with its parent, removed on drop. The server refuses
+//! to run as root, so as root it runs as the `postgres` user the distribution's package creates (tests/setup.sh
+//! installs PostgreSQL where it is missing).
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{channel, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The superuser's password; the database is local and thrown away.
+pub const SUPERUSER_PASSWORD: &str = "local-superuser";
+
+pub struct Postgres {
+    child: Child,
+    dir: PathBuf,
+    pub port: u16,
+    bin: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+/// The directory of `initdb` and `postgres`: Debian keeps them under /usr/lib/postgresql/<version>/bin.
+fn bin_dir() -> PathBuf {
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|dirs| dirs.filter_map(Result::ok).map(|d| d.path().join("bin")).filter(|p| p.join("initdb").exists()).collect())
+        .unwrap_or_default();
+    candidates.sort();
+    if let Some(newest) = candidates.pop() {
+        return newest;
+    }
+    let found = Command::new("sh").args(["-c", "command -v initdb"]).output().ok().filter(|o| o.status.success());
+    match found {
+        Some(output) => PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()).parent().map(Path::to_path_buf).unwrap_or_default(),
+        None => panic!("PostgreSQL's initdb not found: run `bash tests/setup.sh` (the README's commands do) to install it"),
+    }
+}
+
+/// As root, the uid and gid of `postgres`; otherwise `None` (run as ourselves).
+fn server_user() -> Option<(u32, u32)> {
+    // SAFETY: getuid and getpwnam read process and passwd state; the result is copied out at once.
+    unsafe {
+        if libc::getuid() != 0 {
+            return None;
+        }
+        let entry = libc::getpwnam(c"postgres".as_ptr());
+        assert!(!entry.is_null(), "running as root needs a `postgres` user to run the server: run `bash tests/setup.sh`");
+        Some(((*entry).pw_uid, (*entry).pw_gid))
+    }
+}
+
+fn as_server_user(command: &mut Command) -> &mut Command {
+    if let Some((uid, gid)) = server_user() {
+        command.uid(uid).gid(gid).env("HOME", "/tmp");
+    }
+    command
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let bin = bin_dir();
+        let dir = std::env::temp_dir().join(format!("event-workers-pg-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+        let data = dir.join("data");
+        std::fs::create_dir_all(&dir).expect("create the cluster's directory");
+        let password_file = dir.join("password");
+        std::fs::write(&password_file, SUPERUSER_PASSWORD).expect("write the password file");
+        if let Some((uid, gid)) = server_user() {
+            for path in [&dir, &password_file] {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("hand the directory to postgres");
+            }
+        }
+        let output = as_server_user(Command::new(bin.join("initdb")).args([
+            "-D",
+            &data.to_string_lossy(),
+            "-U",
+            "postgres",
+            "--auth=scram-sha-256",
+            "--pwfile",
+            &password_file.to_string_lossy(),
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]))
+        .output()
+        .expect("run initdb");
+        assert!(output.status.success(), "initdb failed:\n{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+
+        let port = crate::free_port();
+        let mut command = Command::new(bin.join("postgres"));
+        command
+            .args(["-D", &data.to_string_lossy(), "-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c"])
+            .arg(format!("unix_socket_directories={}", dir.display()))
+            .args(["-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        as_server_user(&mut command);
+        crate::die_with_parent(&mut command);
+        let mut child = command.spawn().expect("start postgres");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        // The server says so once it accepts connections; the start waits for that line, or for the end of its
+        // output when it exits instead.
+        let (ready, accepting) = channel::<bool>();
+        if let Some(pipe) = child.stderr.take() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if line.contains("ready to accept connections") {
+                        let _ = ready.send(true);
+                    }
+                    log.lock().unwrap().push(line);
+                }
+                let _ = ready.send(false);
+            });
+        }
+        let postgres = Postgres { child, dir, port, bin, log };
+        match accepting.recv_timeout(Duration::from_secs(60)) {
+            Ok(true) => postgres,
+            Ok(false) | Err(RecvTimeoutError::Disconnected) => panic!("postgres exited at start:\n{}", postgres.log()),
+            Err(RecvTimeoutError::Timeout) => panic!("postgres did not accept connections within 60 s:\n{}", postgres.log()),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// A libpq URL to `database` as `user` with `password`.
+    pub fn url(&self, user: &str, password: &str, database: &str) -> String {
+        format!("postgres://{user}:{password}@127.0.0.1:{}/{database}?sslmode=disable", self.port)
+    }
+
+    /// Runs `sql` as the superuser in `database` with psql; panics with psql's output when it fails.
+    pub fn psql(&self, database: &str, sql: &str) -> String {
+        let output = Command::new(self.bin.join("psql"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", database, "-At", "-c", sql])
+            .env("PGPASSWORD", SUPERUSER_PASSWORD)
+            .output()
+            .expect("run psql");
+        assert!(output.status.success(), "psql failed on {sql}:\n{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
