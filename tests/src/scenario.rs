@@ -1,8 +1,9 @@
 //! The main job, locally: the whole event flow on one machine. The local stack is provisioned on moto from the SAM
 //! template; database events are published to the topic, SNS delivers them to the queues through the template's
 //! filter policies, the event sources hand batches to the real function binaries, and the lifecycle action and the
-//! alarm are delivered as EventBridge and SNS would. A short report says what happened; every expectation that did
-//! not hold is listed, and the caller exits non-zero.
+//! alarm are delivered as EventBridge and SNS would; then cognito-reconcile compares a real PostgreSQL users table
+//! with the pool, in a dry run and a repair. A short report says what happened; every expectation that did not hold
+//! is listed, and the caller exits non-zero.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use crate::moto::Moto;
 use crate::proxy::RecordingProxy;
 use crate::runtime::FunctionProcess;
 use crate::stack::{provision, LocalStack};
+use crate::users_db::UsersDb;
 use crate::{dead_letter_info, local_aws_env, sdk_config};
 
 pub const APP_BASE_URL: &str = "https://app.navlab.online";
@@ -46,6 +48,8 @@ pub struct Running {
     pub proxy: RecordingProxy,
     pub stack: LocalStack,
     pub report: Report,
+    /// The users table cognito-reconcile reads.
+    pub users_db: UsersDb,
 }
 
 impl Running {
@@ -54,7 +58,9 @@ impl Running {
         let mut exports = local_aws_env(&self.moto.endpoint);
         for function in &self.stack.functions {
             for (key, value) in &function.environment {
-                exports.push((format!("{}:{key}", function.binary), value.clone()));
+                // The template's URL names the real database; locally it is the throwaway one.
+                let value = if key == "DATABASE_URL" { self.users_db.url_without_password() } else { value.clone() };
+                exports.push((format!("{}:{key}", function.binary), value));
             }
         }
         exports
@@ -295,7 +301,91 @@ pub async fn run(binaries: &Path) -> Running {
     report.expect(timeline == [true, false], "restricted during the scale-out, lifted once the group settled");
     processes.push(updater);
 
-    // 4. What ended in the dead-letter queues.
+    // 4. The reconciliation: Postgres holds the users as they are; Cognito has drifted.
+    println!("\n== users table (PostgreSQL) -> cognito-reconcile -> Cognito: dry run, then repair");
+    let users_db = UsersDb::start();
+    let rows: Vec<(String, Option<String>, Option<String>, Option<String>)> = SAMPLE_USERS
+        .iter()
+        .map(|u| {
+            let text = |v: &str| (!v.is_empty()).then(|| v.to_owned());
+            let (first, last, tenant) = match u.email {
+                // As the events above made them.
+                "ada@example.com" => (text("Ada"), text("Lovelace"), text("acme")),
+                "katherine@example.com" => (text("Katherine"), text("Johnson"), text("globex")),
+                // Grace married: the API's event for it was lost, so Cognito still says Hopper.
+                "grace@example.com" => (text("Grace"), text("Murray"), text("acme")),
+                _ => (text(u.given_name), text(u.family_name), text(u.tenant)),
+            };
+            (u.email.to_owned(), first, last, tenant)
+        })
+        .chain(std::iter::once(("hedy@example.com".to_owned(), Some("Hedy".to_owned()), Some("Lamarr".to_owned()), Some("globex".to_owned()))))
+        .collect();
+    let borrowed: Vec<crate::users_db::UserRow> = rows.iter().map(|(e, f, l, t)| (e.as_str(), f.as_deref(), l.as_deref(), t.as_deref())).collect();
+    users_db.insert(&borrowed);
+    // Edsger's tenant was removed in the console by mistake.
+    cognito
+        .admin_delete_user_attributes()
+        .user_pool_id(&stack.user_pool_id)
+        .username("edsger@example.com")
+        .user_attribute_names("custom:_tenant")
+        .send()
+        .await
+        .expect("drift Edsger");
+    println!("  users table: {} rows; drift: Grace's surname is stale, Edsger's tenant is missing, Hedy has no Cognito user", rows.len());
+    let before = snapshot(&cognito, &stack.user_pool_id).await;
+    // As in AWS: the URL has no password; the operator keeps it in an SSM SecureString the function reads at init.
+    let password_parameter =
+        stack.function("cognito-reconcile").environment.iter().find(|(k, _)| k == "DATABASE_PASSWORD_PARAMETER").map(|(_, v)| v.clone()).unwrap_or_default();
+    ssm.put_parameter()
+        .name(&password_parameter)
+        .value(crate::users_db::PASSWORD)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .expect("store the database password");
+    let database_url = users_db.url_without_password();
+    let mut reconcile = start_with("cognito-reconcile", &[("DATABASE_URL", database_url.as_str())]);
+    let counts = |s: &serde_json::Value| {
+        ["scanned", "inSync", "drifted", "repaired", "missingInPool", "notInDatabase", "failed"].map(|k| format!("{k} {}", s[k])).join(", ")
+    };
+    let dry = reconcile.invoke(&json!({"dryRun": true})).response();
+    println!("  dry run: {}", counts(&dry));
+    for drift in dry["driftedUsers"].as_array().into_iter().flatten() {
+        let differences: Vec<String> = drift["differences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                format!("{}: {} -> {}", d["attribute"].as_str().unwrap_or("?"), d["cognito"].as_str().unwrap_or("-"), d["database"].as_str().unwrap_or("-"))
+            })
+            .collect();
+        println!("    drifted  {}  {}", drift["user"].as_str().unwrap_or("?"), differences.join(", "));
+    }
+    for missing in dry["missingUsers"].as_array().into_iter().flatten() {
+        println!("    missing in the pool  {}", missing.as_str().unwrap_or("?"));
+    }
+    report.expect(
+        dry["drifted"] == 2 && dry["missingInPool"] == 1 && dry["repaired"] == 0,
+        "the dry run finds Grace and Edsger drifted, Hedy missing, and repairs nothing",
+    );
+    report.expect(snapshot(&cognito, &stack.user_pool_id).await == before, "the dry run changed nothing in Cognito");
+    let repair = reconcile.invoke(&json!({"dryRun": false})).response();
+    println!("  repair:  {}", counts(&repair));
+    let after = snapshot(&cognito, &stack.user_pool_id).await;
+    println!("  Cognito attributes, before -> after:");
+    print_changes(&before, &after);
+    let attr = |email: &str, name: &str| after[email].1.get(name).cloned().unwrap_or_default();
+    report.expect(repair["repaired"] == 2 && repair["complete"] == true, "the repair run repairs both, in one invocation");
+    report.expect(
+        attr("grace@example.com", "family_name") == "Murray" && attr("edsger@example.com", "custom:_tenant") == "acme",
+        "Grace is Murray and Edsger is back in acme",
+    );
+    let hedy = cognito.admin_get_user().user_pool_id(&stack.user_pool_id).username("hedy@example.com").send().await;
+    report.expect(hedy.is_err(), "Hedy is not created (sign-up creates users)");
+    processes.push(reconcile);
+
+    // 5. What ended in the dead-letter queues.
     println!("\n== dead-letter queues");
     let mut dead_counts = HashMap::new();
     let mut dlqs: Vec<(&String, &crate::stack::Queue)> =
@@ -324,7 +414,7 @@ pub async fn run(binaries: &Path) -> Running {
         }
     }
     drop(processes);
-    Running { moto, proxy, stack, report }
+    Running { moto, proxy, stack, report, users_db }
 }
 
 /// Whether `queue` holds no message, visible or in flight.

@@ -35,9 +35,14 @@ impl UsersDb {
         UsersDb { postgres }
     }
 
-    /// The URL cognito-reconcile gets locally: the password in the URL (in AWS it comes from SSM).
+    /// A URL with the password in it (accepted for local use).
     pub fn url(&self) -> String {
         self.postgres.url(ROLE, PASSWORD, DATABASE)
+    }
+
+    /// The URL as the template gives it: no password (that comes from the SSM parameter).
+    pub fn url_without_password(&self) -> String {
+        format!("postgres://{ROLE}@127.0.0.1:{}/{DATABASE}?sslmode=disable", self.postgres.port)
     }
 
     pub fn insert(&self, rows: &[UserRow]) {

@@ -1,5 +1,5 @@
 //! The SAM template's checks, offline and without credentials: the template and the crates agree on each function's
-//! environment; `sam validate` (plain and `--lint`), cfn-lint and checkov pass; `sam build` builds all four functions
+//! environment; `sam validate` (plain and `--lint`), cfn-lint and checkov pass; `sam build` builds all five functions
 //! for arm64 with cargo-lambda. The tools come from the project's .venv (tests/setup.sh).
 
 use std::collections::BTreeSet;
@@ -25,6 +25,7 @@ fn declared(crate_dir: &str) -> &'static [&'static str] {
         "publish-history-email" => publish_history_email::config::Config::VARIABLES,
         "lifecycle-hook-completer" => lifecycle_hook_completer::config::Config::VARIABLES,
         "alarm-instance-updater" => alarm_instance_updater::config::Config::VARIABLES,
+        "cognito-reconcile" => cognito_reconcile::config::Config::VARIABLES,
         other => panic!("the template deploys {other}, which is not a function crate"),
     }
 }
@@ -190,7 +191,7 @@ fn checkov_passes_with_every_skip_explained() {
     }
 }
 
-/// The deployment build: all four functions, release, arm64 (cargo-lambda cross-compiles through zig). About ten
+/// The deployment build: all five functions, release, arm64 (cargo-lambda cross-compiles through zig). About ten
 /// minutes on two cores from a clean target: the README's test command runs it, plain `cargo test` does not.
 #[test]
 #[ignore = "slow: a release arm64 cross-build; tests/test.sh runs it"]
@@ -205,7 +206,13 @@ fn sam_build_builds_every_function_for_arm64() {
         &["build", "--beta-features", "--template-file", "template.yaml", "--build-dir", &build_dir_text],
         &[("CARGO_TARGET_DIR", &target.to_string_lossy())],
     );
-    for function in ["PublishHistoryEmailFunction", "CognitoAttributeSyncFunction", "LifecycleHookCompleterFunction", "AlarmInstanceUpdaterFunction"] {
+    for function in [
+        "PublishHistoryEmailFunction",
+        "CognitoAttributeSyncFunction",
+        "LifecycleHookCompleterFunction",
+        "AlarmInstanceUpdaterFunction",
+        "CognitoReconcileFunction",
+    ] {
         let bootstrap = build_dir.join(function).join("bootstrap");
         let bytes = std::fs::read(&bootstrap).unwrap_or_else(|e| panic!("{}: {e}", bootstrap.display()));
         // ELF, 64-bit, e_machine 0xB7 = AArch64.
