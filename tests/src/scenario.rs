@@ -304,7 +304,7 @@ pub async fn run(binaries: &Path) -> Running {
     // 4. The reconciliation: Postgres holds the users as they are; Cognito has drifted.
     println!("\n== users table (PostgreSQL) -> cognito-reconcile -> Cognito: dry run, then repair");
     let users_db = UsersDb::start();
-    let rows: Vec<(String, Option<String>, Option<String>, Option<String>)> = SAMPLE_USERS
+    let rows: Vec<crate::users_db::OwnedUserRow> = SAMPLE_USERS
         .iter()
         .map(|u| {
             let text = |v: &str| (!v.is_empty()).then(|| v.to_owned());

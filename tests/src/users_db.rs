@@ -9,6 +9,8 @@ pub const PASSWORD: &str = "local-reconcile-password";
 
 /// A users row: (email, firstName, lastName, _tenant); `None` is NULL.
 pub type UserRow<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+/// The same, owning its values.
+pub type OwnedUserRow = (String, Option<String>, Option<String>, Option<String>);
 
 pub struct UsersDb {
     pub postgres: Postgres,
