@@ -41,6 +41,77 @@ fn package_size(binary: &str) -> Option<(u64, u64)> {
     Some((size, gzip.stdout.len() as u64))
 }
 
+/// Rows and pool users of the reconciliation benchmark, and how many of them have drifted.
+const RECONCILE_USERS: usize = 10_000;
+const RECONCILE_DRIFTED: usize = 100;
+
+/// cognito-reconcile at scale: 10,000 rows in PostgreSQL and 10,000 pool users, 1 % drifted; one repair run.
+async fn reconcile_at_scale(binaries: &std::path::Path, moto: &Moto, proxy: &RecordingProxy, stack: &e2e_harness::stack::LocalStack) {
+    use futures::StreamExt;
+    let sdk = e2e_harness::sdk_config(&moto.endpoint).await;
+    let cognito = aws_sdk_cognitoidentityprovider::Client::new(&sdk);
+    let pool = &stack.user_pool_id;
+    let started = std::time::Instant::now();
+    futures::stream::iter(0..RECONCILE_USERS)
+        .for_each_concurrent(16, |i| {
+            let cognito = cognito.clone();
+            async move {
+                let email = format!("bench{i:05}@example.com");
+                let attribute = |n: &str, v: &str| aws_sdk_cognitoidentityprovider::types::AttributeType::builder().name(n).value(v).build().unwrap();
+                cognito
+                    .admin_create_user()
+                    .user_pool_id(pool)
+                    .username(&email)
+                    .message_action(aws_sdk_cognitoidentityprovider::types::MessageActionType::Suppress)
+                    .user_attributes(attribute("email", &email))
+                    .user_attributes(attribute("given_name", "Bench"))
+                    .user_attributes(attribute("family_name", &format!("User{i}")))
+                    .user_attributes(attribute("custom:_tenant", "acme"))
+                    .send()
+                    .await
+                    .expect("create a bench user");
+            }
+        })
+        .await;
+    let db = e2e_harness::users_db::UsersDb::start();
+    // Every hundredth row has a new surname Cognito does not know yet.
+    db.sql(&format!(
+        r#"INSERT INTO users (email, "firstName", "lastName", "_tenant")
+           SELECT format('bench%s@example.com', lpad(i::text, 5, '0')), 'Bench',
+                  CASE WHEN i % {} = 0 THEN format('Renamed%s', i) ELSE format('User%s', i) END, 'acme'
+           FROM generate_series(0, {}) AS i"#,
+        RECONCILE_USERS / RECONCILE_DRIFTED,
+        RECONCILE_USERS - 1
+    ));
+    println!("\ncognito-reconcile: {RECONCILE_USERS} rows and pool users, {RECONCILE_DRIFTED} drifted (set up in {:.0} s)", started.elapsed().as_secs_f64());
+    let mut env = local_aws_env(&proxy.endpoint);
+    env.extend(stack.function("cognito-reconcile").environment.iter().cloned());
+    env.retain(|(k, _)| k != "DATABASE_PASSWORD_PARAMETER");
+    env.push(("DATABASE_URL".into(), db.url()));
+    env.push(("RECONCILE_MAX_WRITES_PER_SECOND".into(), "25".into()));
+    let mut process = FunctionProcess::start(&binaries.join("cognito-reconcile"), &env);
+    process.timeout = Duration::from_secs(300);
+    let before = proxy.calls().len();
+    let started = std::time::Instant::now();
+    let summary = process.invoke(&serde_json::json!({"dryRun": false})).response();
+    let wall = started.elapsed();
+    let mut calls = BTreeMap::new();
+    for call in &proxy.calls()[before..] {
+        *calls.entry(call.operation.clone()).or_insert(0) += 1;
+    }
+    let breakdown: Vec<String> = calls.iter().map(|(op, n)| format!("{op} {n}")).collect();
+    println!(
+        "  one repair run: {:.1} s wall, peak RSS {:.1} MiB, complete {}, scanned {}, drifted {}, repaired {}",
+        wall.as_secs_f64(),
+        process.peak_rss_kib().unwrap_or(0) as f64 / 1024.0,
+        summary["complete"],
+        summary["scanned"],
+        summary["drifted"],
+        summary["repaired"]
+    );
+    println!("  AWS calls: {}", breakdown.join(", "));
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() {
     let binaries = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target/release"));
@@ -79,8 +150,9 @@ async fn main() {
             breakdown.join(", ")
         );
     }
+    reconcile_at_scale(&binaries, &moto, &proxy, &stack).await;
     println!();
-    for (name, _, _) in workloads() {
+    for (name, _, _) in workloads().into_iter().chain([("cognito-reconcile", serde_json::Value::Null, "")]) {
         match package_size(name) {
             Some((size, gzip)) => {
                 println!("package {name:<26} bootstrap {:>6.1} MiB, zipped about {:>5.1} MiB (arm64)", size as f64 / 1048576.0, gzip as f64 / 1048576.0)
