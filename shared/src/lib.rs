@@ -15,7 +15,11 @@ pub mod logging;
 pub mod metrics;
 pub mod ordering;
 pub mod pacer;
+#[cfg(feature = "ssm")]
+pub mod secrets;
 pub mod startup;
+#[cfg(feature = "unsubscribe")]
+pub mod unsubscribe;
 pub mod user_attributes;
 
 #[cfg(any(test, feature = "test-support"))]

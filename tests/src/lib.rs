@@ -4,6 +4,7 @@
 pub mod event_source;
 pub mod fixtures;
 pub mod lifecycle_stand_in;
+pub mod mail;
 pub mod moto;
 pub mod postgres;
 pub mod proxy;

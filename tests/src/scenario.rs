@@ -214,7 +214,7 @@ pub async fn run(binaries: &Path) -> Running {
     let expected_emails = acme.len() + globex.len();
     let cognito_dlq = &stack.queue("CognitoAttributeSyncDeadLetterQueue").url;
     wait_until(Duration::from_secs(90), || async {
-        let emails = proxy.calls_of("SendEmail").len();
+        let emails = proxy.calls_of("SendRawEmail").len();
         let dead = peek_all(&sqs, cognito_dlq).await.len();
         let alan_disabled = !user_state(&cognito, &stack.user_pool_id, "alan@example.com").await.0;
         emails >= expected_emails && dead >= 1 && alan_disabled
@@ -248,10 +248,9 @@ pub async fn run(binaries: &Path) -> Running {
 
     println!("  emails sent:");
     let mut by_subject: HashMap<String, Vec<String>> = HashMap::new();
-    for call in proxy.calls_of("SendEmail") {
-        let form = call.form();
-        let to = form.get("Destination.ToAddresses.member.1").cloned().unwrap_or_default();
-        let subject = form.get("Message.Subject.Data").cloned().unwrap_or_default();
+    for email in crate::mail::sent_emails(&proxy) {
+        let to = email.destinations.first().cloned().unwrap_or_default();
+        let subject = email.subject.clone();
         println!("    to {:<30} {subject}", who(&to));
         by_subject.entry(subject).or_default().push(to);
     }

@@ -1,5 +1,4 @@
-//! The SDK adapters: the user pool on Cognito (shared with cognito-attribute-sync), paced under ListUsers' quota,
-//! and the database password from SSM Parameter Store.
+//! The SDK adapter of the pool: Cognito (shared with cognito-attribute-sync), paced under ListUsers' quota.
 
 use async_trait::async_trait;
 use shared::directory::CognitoDirectory;
@@ -42,16 +41,4 @@ impl PoolDirectory for PacedDirectory {
     async fn delete_attributes(&self, username: &str, names: &[String]) -> Result<(), DirectoryError> {
         self.directory.delete_attributes(username, names).await
     }
-}
-
-/// The value of an SSM `SecureString`, decrypted. The error names the parameter, never its value.
-pub async fn read_secret(ssm: &aws_sdk_ssm::Client, name: &str) -> Result<String, String> {
-    let output = ssm
-        .get_parameter()
-        .name(name)
-        .with_decryption(true)
-        .send()
-        .await
-        .map_err(|e| format!("reading the SSM parameter {name} failed: {}", aws_sdk_ssm::error::DisplayErrorContext(e)))?;
-    output.parameter().and_then(|p| p.value()).map(str::to_owned).ok_or_else(|| format!("the SSM parameter {name} has no value"))
 }

@@ -1,11 +1,10 @@
-use cognito_reconcile::aws::{read_secret, PacedDirectory};
+use cognito_reconcile::aws::PacedDirectory;
 use cognito_reconcile::config::Config;
 use cognito_reconcile::database::PostgresUsers;
 use cognito_reconcile::handler::Reconciler;
 use cognito_reconcile::run::parse_request;
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::Value;
-use shared::config::ConfigError;
 use shared::directory::CognitoDirectory;
 use shared::ordering::DynamoOrderingGuard;
 use shared::startup::{FunctionError, Startup};
@@ -15,11 +14,7 @@ async fn main() -> Result<(), Error> {
     let Startup { config, sdk, metrics } = shared::startup::init("cognito-reconcile", Config::from_env).await?;
     // The password, once per cold start: a SecureString, decrypted by SSM.
     let password = match &config.password_parameter {
-        Some(name) => Some(read_secret(&aws_sdk_ssm::Client::new(&sdk), name).await.map_err(|reason| {
-            let error = ConfigError::invalid("DATABASE_PASSWORD_PARAMETER", name, reason);
-            tracing::error!(error_type = "ConfigError", error = %error, "invalid configuration");
-            error
-        })?),
+        Some(name) => Some(shared::secrets::read_secret_for(&aws_sdk_ssm::Client::new(&sdk), "DATABASE_PASSWORD_PARAMETER", name).await?),
         None => None,
     };
     let directory = PacedDirectory::new(CognitoDirectory::new(aws_sdk_cognitoidentityprovider::Client::new(&sdk), config.user_pool_id.clone()));

@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use aws_sdk_cognitoidentityprovider::types::UserStatusType;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_ses::error::ProvideErrorMetadata;
-use aws_sdk_ses::types::{Body, Content, Destination, Message};
+use aws_sdk_ses::primitives::Blob;
+use aws_sdk_ses::types::RawMessage;
 
 use shared::dynamodb::{consistent_attribute, epoch_millis, epoch_seconds, error_text, number};
 
@@ -39,6 +40,7 @@ impl UserSource for CognitoUserSource {
             for user in page.users() {
                 let attribute = |name: &str| user.attributes().iter().find(|a| a.name() == name).and_then(|a| a.value()).map(str::to_owned);
                 users.push(PoolUser {
+                    sub: attribute("sub"),
                     email: attribute("email"),
                     given_name: attribute("given_name"),
                     tenant: attribute("custom:_tenant"),
@@ -53,7 +55,7 @@ impl UserSource for CognitoUserSource {
     }
 }
 
-/// The SES (v1 `SendEmail`) adapter.
+/// The SES (v1 `SendRawEmail`) adapter.
 pub struct SesMailer {
     client: aws_sdk_ses::Client,
     sender: String,
@@ -70,10 +72,6 @@ impl SesMailer {
     }
 }
 
-fn utf8(text: &str) -> Content {
-    Content::builder().data(text).charset("UTF-8").build().expect("data is set")
-}
-
 #[async_trait]
 impl Mailer for SesMailer {
     async fn max_send_rate(&self) -> Result<f64, String> {
@@ -82,13 +80,15 @@ impl Mailer for SesMailer {
     }
 
     async fn send(&self, email: &OutgoingEmail) -> Result<String, SendError> {
-        let message = Message::builder().subject(utf8(&email.subject)).body(Body::builder().text(utf8(&email.text)).html(utf8(&email.html)).build()).build();
+        // Raw MIME, so the message can carry List-Unsubscribe; the one destination is given explicitly, so nothing in
+        // the message's headers can add a recipient.
+        let raw = crate::mime::build(&self.sender, email).map_err(SendError::Retryable)?;
         let result = self
             .client
-            .send_email()
+            .send_raw_email()
             .source(&self.sender)
-            .destination(Destination::builder().to_addresses(&email.to).build())
-            .message(message)
+            .destinations(&email.to)
+            .raw_message(RawMessage::builder().data(Blob::new(raw)).build().map_err(|e| SendError::Retryable(e.to_string()))?)
             .set_configuration_set_name(self.configuration_set.clone())
             .send()
             .await;
@@ -195,44 +195,45 @@ impl IdempotencyStore for DynamoIdempotency {
 mod ses_tests {
     use super::*;
     use aws_sdk_ses::error::ErrorMetadata;
-    use aws_sdk_ses::operation::send_email::{SendEmailError, SendEmailOutput};
+    use aws_sdk_ses::operation::send_raw_email::{SendRawEmailError, SendRawEmailOutput};
     use aws_sdk_ses::types::error::MessageRejected;
     use aws_smithy_mocks::{mock, mock_client};
 
     fn email() -> OutgoingEmail {
-        OutgoingEmail { to: "ada@example.com".into(), subject: "S".into(), text: "T".into(), html: "<p>H</p>".into() }
+        OutgoingEmail { to: "ada@example.com".into(), subject: "S".into(), text: "T".into(), html: "<p>H</p>".into(), list_unsubscribe: None }
     }
 
-    fn rejected(message: &'static str) -> SendEmailError {
-        SendEmailError::MessageRejected(
+    fn rejected(message: &'static str) -> SendRawEmailError {
+        SendRawEmailError::MessageRejected(
             MessageRejected::builder().message(message).meta(ErrorMetadata::builder().code("MessageRejected").message(message).build()).build(),
         )
     }
 
     #[tokio::test]
-    async fn ses_request_carries_sender_recipient_both_parts_and_configuration_set() {
-        let rule = mock!(aws_sdk_ses::Client::send_email)
+    async fn ses_request_carries_sender_the_one_destination_the_raw_message_and_configuration_set() {
+        let rule = mock!(aws_sdk_ses::Client::send_raw_email)
             .match_requests(|r| {
-                let message = r.message().unwrap();
+                let raw = r.raw_message().unwrap().data().as_ref();
+                let message = mail_parser::MessageParser::default().parse(raw).unwrap();
                 r.source() == Some("Navlab <no-reply@navlab.online>")
-                    && r.destination().unwrap().to_addresses() == ["ada@example.com"]
-                    && message.subject().unwrap().data() == "S"
-                    && message.body().unwrap().html().unwrap().data() == "<p>H</p>"
-                    && message.body().unwrap().text().unwrap().data() == "T"
+                    && r.destinations() == ["ada@example.com"]
+                    && message.subject() == Some("S")
+                    && message.body_html(0).as_deref() == Some("<p>H</p>")
+                    && message.body_text(0).as_deref() == Some("T")
                     && r.configuration_set_name() == Some("notifications")
             })
-            .then_output(|| SendEmailOutput::builder().message_id("ses-1").build().unwrap());
+            .then_output(|| SendRawEmailOutput::builder().message_id("ses-1").build().unwrap());
         let mailer = SesMailer::new(mock_client!(aws_sdk_ses, [&rule]), "Navlab <no-reply@navlab.online>", Some("notifications".into()));
         assert_eq!(mailer.send(&email()).await.unwrap(), "ses-1");
     }
 
     #[tokio::test]
     async fn recipient_rejection_is_permanent_but_an_unverified_sender_is_not() {
-        let recipient = mock!(aws_sdk_ses::Client::send_email).then_error(|| rejected("Email address is blacklisted."));
+        let recipient = mock!(aws_sdk_ses::Client::send_raw_email).then_error(|| rejected("Email address is blacklisted."));
         let mailer = SesMailer::new(mock_client!(aws_sdk_ses, [&recipient]), "no-reply@navlab.online", None);
         assert!(matches!(mailer.send(&email()).await, Err(SendError::Rejected(_))));
 
-        let sender = mock!(aws_sdk_ses::Client::send_email).then_error(|| rejected("Email address not verified no-reply@navlab.online"));
+        let sender = mock!(aws_sdk_ses::Client::send_raw_email).then_error(|| rejected("Email address not verified no-reply@navlab.online"));
         let mailer = SesMailer::new(mock_client!(aws_sdk_ses, [&sender]), "Navlab <no-reply@navlab.online>", None);
         assert!(matches!(mailer.send(&email()).await, Err(SendError::Retryable(_))));
     }

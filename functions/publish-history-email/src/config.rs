@@ -16,6 +16,15 @@ pub struct Config {
     pub idempotency_table: Option<String>,
     /// How long a completed once-only record prevents a second send: at least the dead-letter queue's retention.
     pub idempotency_ttl: Duration,
+    /// The one-click unsubscribe endpoint's public HTTPS base URL and the SSM parameter of the signing key: both, or
+    /// neither (then the emails carry no unsubscribe link, and init says so).
+    pub unsubscribe: Option<UnsubscribeSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsubscribeSettings {
+    pub url: String,
+    pub key_parameter: String,
 }
 
 impl Config {
@@ -30,6 +39,8 @@ impl Config {
         "DEAD_LETTER_QUEUE_URL",
         "IDEMPOTENCY_TABLE",
         "IDEMPOTENCY_TTL_SECONDS",
+        "UNSUBSCRIBE_URL",
+        "UNSUBSCRIBE_KEY_PARAMETER",
     ];
 
     pub fn from_env<S: VarSource>(env: &Env<S>) -> Result<Self, ConfigError> {
@@ -47,7 +58,25 @@ impl Config {
             dead_letter_queue_url: env.optional_url("DEAD_LETTER_QUEUE_URL")?,
             idempotency_table: env.optional("IDEMPOTENCY_TABLE"),
             idempotency_ttl: idempotency_ttl(env)?,
+            unsubscribe: unsubscribe(env)?,
         })
+    }
+}
+
+fn unsubscribe<S: VarSource>(env: &Env<S>) -> Result<Option<UnsubscribeSettings>, ConfigError> {
+    let url = env.optional("UNSUBSCRIBE_URL");
+    let key_parameter = env.optional("UNSUBSCRIBE_KEY_PARAMETER");
+    match (url, key_parameter) {
+        (None, None) => Ok(None),
+        (Some(url), Some(key_parameter)) => {
+            // Mailbox providers fetch one-click links over HTTPS only (RFC 8058).
+            if !url.starts_with("https://") {
+                return Err(ConfigError::invalid("UNSUBSCRIBE_URL", &url, "expected an https:// URL"));
+            }
+            Ok(Some(UnsubscribeSettings { url, key_parameter }))
+        }
+        (Some(_), None) => Err(ConfigError::Missing { name: "UNSUBSCRIBE_KEY_PARAMETER".into() }),
+        (None, Some(_)) => Err(ConfigError::Missing { name: "UNSUBSCRIBE_URL".into() }),
     }
 }
 
@@ -102,6 +131,20 @@ mod tests {
         assert!(err.to_string().contains("APP_BASE_URL"));
         let err = config(&[("USER_POOL_ID", "p"), ("SENDER_ADDRESS", "a@b.co"), ("IDEMPOTENCY_TTL_SECONDS", "60")]).unwrap_err();
         assert!(err.to_string().contains("IDEMPOTENCY_TTL_SECONDS"));
+    }
+
+    #[test]
+    fn unsubscribe_needs_both_variables_and_https() {
+        let base = [("USER_POOL_ID", "p"), ("SENDER_ADDRESS", "a@b.co")];
+        assert_eq!(config(&base).unwrap().unsubscribe, None);
+        let both = config(&[base[0], base[1], ("UNSUBSCRIBE_URL", "https://u.example.com/u"), ("UNSUBSCRIBE_KEY_PARAMETER", "/k")]).unwrap();
+        assert_eq!(both.unsubscribe, Some(UnsubscribeSettings { url: "https://u.example.com/u".into(), key_parameter: "/k".into() }));
+        let err = config(&[base[0], base[1], ("UNSUBSCRIBE_URL", "https://u.example.com/u")]).unwrap_err();
+        assert!(err.to_string().contains("UNSUBSCRIBE_KEY_PARAMETER"), "{err}");
+        let err = config(&[base[0], base[1], ("UNSUBSCRIBE_KEY_PARAMETER", "/k")]).unwrap_err();
+        assert!(err.to_string().contains("UNSUBSCRIBE_URL"), "{err}");
+        let err = config(&[base[0], base[1], ("UNSUBSCRIBE_URL", "http://u.example.com/u"), ("UNSUBSCRIBE_KEY_PARAMETER", "/k")]).unwrap_err();
+        assert!(err.to_string().contains("UNSUBSCRIBE_URL") && err.to_string().contains("https"), "{err}");
     }
 
     #[test]

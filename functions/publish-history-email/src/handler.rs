@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::idempotency::{notification_key, Guarded, OnceOnly};
 use crate::notification::{EmailTemplates, PublishHistory};
-use crate::ports::{IdempotencyStore, Mailer, OutgoingEmail, SendError, UserSource};
+use crate::ports::{IdempotencyStore, ListUnsubscribe, Mailer, OutgoingEmail, SendError, UserSource};
 use crate::retry::{send_with_retry, RetryPolicy};
 use crate::subscribers::{Recipient, SubscriberCache, SubscriberIndex};
 use shared::pacer::Pacer;
@@ -49,7 +49,26 @@ pub struct Notifier<U, M, I> {
     pacer: tokio::sync::Mutex<Option<(Instant, Arc<Pacer>)>>,
     send_slots: Semaphore,
     retry: RetryPolicy,
+    unsubscribe: Option<UnsubscribeLinks>,
     metrics: Arc<Metrics>,
+}
+
+/// How the one-click unsubscribe links are made: the endpoint's base URL, the signing key, and the sender (whose
+/// domain names the list).
+pub struct UnsubscribeLinks {
+    pub base_url: String,
+    pub key: shared::unsubscribe::SigningKey,
+    pub sender: String,
+}
+
+impl UnsubscribeLinks {
+    /// The link and headers of one recipient, signed now. The token goes in the query string, so the base URL may
+    /// carry any path.
+    pub fn for_recipient(&self, sub: &str, tenant: &str) -> ListUnsubscribe {
+        let token = self.key.sign(sub, tenant, chrono::Utc::now().timestamp());
+        let separator = if self.base_url.contains('?') { '&' } else { '?' };
+        ListUnsubscribe { url: format!("{}{separator}token={token}", self.base_url), list_id: crate::mime::list_id(tenant, &self.sender) }
+    }
 }
 
 /// What one batch shares: one subscriber snapshot (listed at most once, even when it fails).
@@ -69,8 +88,15 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore> Notifier<U, M, I> {
             pacer: tokio::sync::Mutex::new(None),
             send_slots: Semaphore::new(SEND_CONCURRENCY),
             retry: RetryPolicy::default(),
+            unsubscribe: None,
             metrics,
         }
+    }
+
+    /// Every email then carries its recipient's one-click unsubscribe link and headers.
+    pub fn with_unsubscribe(mut self, links: UnsubscribeLinks) -> Self {
+        self.unsubscribe = Some(links);
+        self
     }
 
     pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
@@ -157,9 +183,13 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore> Notifier<U, M, I> {
 
     /// Renders and sends one email, paced and retried within `deadline`.
     async fn send(&self, history: &PublishHistory, recipient: &Recipient, deadline: Instant) -> Result<String, SendError> {
-        let rendered =
-            self.templates.render(history, recipient.given_name.as_deref()).map_err(|e| SendError::Retryable(format!("rendering the email failed: {e}")))?;
-        let email = OutgoingEmail { to: recipient.email.clone(), subject: rendered.subject, text: rendered.text, html: rendered.html };
+        let list_unsubscribe = self.unsubscribe.as_ref().and_then(|links| recipient.sub.as_deref().map(|sub| links.for_recipient(sub, &history.tenant)));
+        let unsubscribe_url = list_unsubscribe.as_ref().map(|l| l.url.as_str());
+        let rendered = self
+            .templates
+            .render(history, recipient.given_name.as_deref(), unsubscribe_url)
+            .map_err(|e| SendError::Retryable(format!("rendering the email failed: {e}")))?;
+        let email = OutgoingEmail { to: recipient.email.clone(), subject: rendered.subject, text: rendered.text, html: rendered.html, list_unsubscribe };
         let _slot = self.send_slots.acquire().await.map_err(|e| SendError::Retryable(e.to_string()))?;
         let pacer = self.pacer().await;
         send_with_retry(&self.mailer, &pacer, self.retry, &email, deadline).await
@@ -254,7 +284,16 @@ mod tests {
     }
 
     fn pool_user(email: &str, tenant: &str, subscribed: bool) -> PoolUser {
-        PoolUser { email: Some(email.into()), given_name: None, tenant: Some(tenant.into()), subscribed, enabled: true, confirmed: true, email_verified: true }
+        PoolUser {
+            sub: Some(format!("sub-{email}")),
+            email: Some(email.into()),
+            given_name: None,
+            tenant: Some(tenant.into()),
+            subscribed,
+            enabled: true,
+            confirmed: true,
+            email_verified: true,
+        }
     }
 
     struct Fixture {
@@ -400,5 +439,29 @@ mod tests {
         assert_eq!(run(&f, vec![("bad", no_id), ("upd", updated), ("usr", users), ("junk", "{".into())]).await, vec!["bad", "junk"]);
         assert!(f.mailer.sent_to().is_empty());
         assert_eq!(f.users.listings.load(Ordering::SeqCst), 0, "nothing to send, nothing listed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_email_carries_its_recipients_own_unsubscribe_link() {
+        let key = || shared::unsubscribe::SigningKey::new(&"k".repeat(64)).unwrap();
+        let mut f = fixture(Duration::from_secs(300));
+        f.notifier = f.notifier.with_unsubscribe(UnsubscribeLinks {
+            base_url: "https://unsub.example.com/u".into(),
+            key: key(),
+            sender: "no-reply@navlab.online".into(),
+        });
+        assert!(run(&f, vec![("m1", created("ph-1", "acme"))]).await.is_empty());
+        let sent = f.mailer.sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 2);
+        for email in &sent {
+            let link = email.list_unsubscribe.as_ref().expect("a link");
+            let token = link.url.strip_prefix("https://unsub.example.com/u?token=").expect("the token in the query string");
+            let verified = shared::unsubscribe::verify(Some(token), &key(), None, chrono::Utc::now().timestamp()).unwrap();
+            assert_eq!(verified.sub, format!("sub-{}", email.to), "the link names its own recipient");
+            assert_eq!(verified.tenant, "acme");
+            assert_eq!(link.list_id, "Publish history <publish-history.acme.navlab.online>");
+            assert!(email.text.contains(&link.url) && email.html.contains(&link.url.replace('/', "&#x2f;")), "the visible link in both parts");
+            assert!(!link.url.contains('@'), "no address in the URL");
+        }
     }
 }

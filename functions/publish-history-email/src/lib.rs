@@ -8,6 +8,7 @@ pub mod aws;
 pub mod config;
 pub mod handler;
 pub mod idempotency;
+pub mod mime;
 pub mod notification;
 pub mod ports;
 pub mod retry;

@@ -5,12 +5,13 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent};
 use publish_history_email::aws::{CognitoUserSource, DynamoIdempotency, SesMailer};
 use publish_history_email::config::Config;
-use publish_history_email::handler::{Notifier, RECORD_CONCURRENCY};
+use publish_history_email::handler::{Notifier, UnsubscribeLinks, RECORD_CONCURRENCY};
 use publish_history_email::idempotency::NoIdempotency;
 use publish_history_email::notification::EmailTemplates;
 use publish_history_email::ports::IdempotencyStore;
 use publish_history_email::subscribers::SubscriberCache;
 use shared::batch::BatchProcessor;
+use shared::config::ConfigError;
 use shared::dead_letter::{DeadLetterSink, SqsDeadLetterQueue};
 use shared::startup::Startup;
 
@@ -30,6 +31,21 @@ async fn main() -> Result<(), Error> {
             Box::new(NoIdempotency)
         }
     };
+    // The signing key, once per cold start: a SecureString, decrypted by SSM.
+    let unsubscribe = match &config.unsubscribe {
+        Some(settings) => {
+            let value = shared::secrets::read_secret_for(&aws_sdk_ssm::Client::new(&sdk), "UNSUBSCRIBE_KEY_PARAMETER", &settings.key_parameter).await?;
+            let key = shared::unsubscribe::SigningKey::new(&value)
+                .map_err(|reason| ConfigError::invalid("UNSUBSCRIBE_KEY_PARAMETER", &settings.key_parameter, reason))?;
+            Some(UnsubscribeLinks { base_url: settings.url.clone(), key, sender: config.sender_address.clone() })
+        }
+        None => {
+            tracing::warn!(
+                "UNSUBSCRIBE_URL and UNSUBSCRIBE_KEY_PARAMETER not set: the emails carry no unsubscribe link (mailbox providers may file them as spam)"
+            );
+            None
+        }
+    };
     let notifier = Notifier::new(
         SubscriberCache::new(CognitoUserSource::new(aws_sdk_cognitoidentityprovider::Client::new(&sdk), config.user_pool_id), config.subscriber_cache_ttl),
         SesMailer::new(aws_sdk_ses::Client::new(&sdk), config.sender_address, config.ses_configuration_set),
@@ -38,6 +54,10 @@ async fn main() -> Result<(), Error> {
         config.publish_history_table,
         metrics.clone(),
     );
+    let notifier = match unsubscribe {
+        Some(links) => notifier.with_unsubscribe(links),
+        None => notifier,
+    };
     let processor = BatchProcessor::new(RECORD_CONCURRENCY, dead_letters);
     shared::startup::run(metrics, |event: LambdaEvent<SqsEvent>| {
         let (notifier, processor) = (&notifier, &processor);

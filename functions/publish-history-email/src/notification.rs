@@ -70,7 +70,8 @@ impl EmailTemplates {
         Ok(Self { environment, app_base_url })
     }
 
-    pub fn render(&self, history: &PublishHistory, recipient_name: Option<&str>) -> Result<RenderedEmail, minijinja::Error> {
+    /// `unsubscribe_url` is the recipient's own one-click link, shown in both parts when given.
+    pub fn render(&self, history: &PublishHistory, recipient_name: Option<&str>, unsubscribe_url: Option<&str>) -> Result<RenderedEmail, minijinja::Error> {
         let link = self.app_base_url.as_ref().map(|base| format!("{base}/publish-history/{}", url_segment(&history.id)));
         let values = context! {
             title => history.title,
@@ -79,6 +80,7 @@ impl EmailTemplates {
             created_at => history.created_at.as_deref().map(readable_time),
             link => link,
             greeting_name => recipient_name.filter(|n| !n.is_empty()).unwrap_or("there"),
+            unsubscribe_url => unsubscribe_url,
         };
         // A subject is one line: a title with a line break must not start a new header line.
         let subject = self.environment.get_template(SUBJECT)?.render(&values)?.replace(['\r', '\n'], " ").trim().to_owned();
@@ -141,7 +143,7 @@ mod tests {
             published_by: Some("Ada".into()),
             created_at: Some("2026-11-21T10:00:00Z".into()),
         };
-        let email = templates.render(&history, Some("Grace")).unwrap();
+        let email = templates.render(&history, Some("Grace"), None).unwrap();
         assert_eq!(email.subject, "New publish history: <script>alert(1)</script> & more");
         assert!(email.html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt; &amp; more"), "{}", email.html);
         assert!(!email.html.contains("<script>"));
@@ -157,7 +159,7 @@ mod tests {
     fn no_link_without_base_url_and_one_line_subject() {
         let templates = EmailTemplates::new(None).unwrap();
         let history = PublishHistory { id: "1".into(), tenant: "acme".into(), title: "a\r\nBcc: x@y.z".into(), published_by: None, created_at: None };
-        let email = templates.render(&history, None).unwrap();
+        let email = templates.render(&history, None, None).unwrap();
         assert!(!email.subject.contains('\n') && !email.subject.contains('\r'));
         assert!(!email.html.contains("href") && !email.text.contains("Open it"));
         assert!(email.text.starts_with("Hello there,"));

@@ -18,6 +18,15 @@ pub struct OutgoingEmail {
     pub subject: String,
     pub text: String,
     pub html: String,
+    /// The recipient's one-click unsubscribe (RFC 8058), when the function is configured for it.
+    pub list_unsubscribe: Option<ListUnsubscribe>,
+}
+
+/// What the `List-Unsubscribe`, `List-Unsubscribe-Post` and `List-Id` headers say for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListUnsubscribe {
+    pub url: String,
+    pub list_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -13,6 +13,8 @@ use crate::ports::UserSource;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PoolUser {
+    /// Cognito's immutable id of the user: what the unsubscribe link names instead of the address.
+    pub sub: Option<String>,
     pub email: Option<String>,
     pub given_name: Option<String>,
     pub tenant: Option<String>,
@@ -36,6 +38,7 @@ pub fn is_true_flag(value: &str) -> bool {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipient {
+    pub sub: Option<String>,
     pub email: String,
     pub given_name: Option<String>,
 }
@@ -47,7 +50,7 @@ pub fn index_subscribers(users: Vec<PoolUser>) -> SubscriberIndex {
     let mut index: SubscriberIndex = HashMap::new();
     for user in users.into_iter().filter(PoolUser::is_eligible) {
         if let (Some(tenant), Some(email)) = (user.tenant, user.email) {
-            index.entry(tenant).or_default().push(Recipient { email, given_name: user.given_name });
+            index.entry(tenant).or_default().push(Recipient { sub: user.sub, email, given_name: user.given_name });
         }
     }
     index
@@ -88,6 +91,7 @@ mod tests {
 
     fn user(email: &str, tenant: &str) -> PoolUser {
         PoolUser {
+            sub: None,
             email: Some(email.into()),
             given_name: None,
             tenant: Some(tenant.into()),

@@ -1,6 +1,6 @@
 //! End to end: the built binary, run through the Lambda Runtime API against moto (SES with a verified sender, a
 //! user pool of two tenants with mixed subscribers, the DynamoDB idempotency table), on the sample events. The
-//! recording proxy in front of moto captures every SendEmail, so recipients and content are asserted exactly.
+//! recording proxy in front of moto captures every SendRawEmail, so recipients and content are asserted exactly.
 
 use std::collections::BTreeMap;
 
@@ -46,18 +46,16 @@ async fn stack() -> Stack {
     Stack { pool, function }
 }
 
-/// Sent emails by row link (each email links its row): recipient -> HTML part.
+/// Sent emails: (recipient, subject, HTML part), each checked to go to its one recipient from the sender.
 fn sent_emails(proxy: &RecordingProxy) -> Vec<(String, String, String)> {
-    proxy
-        .calls_of("SendEmail")
-        .iter()
-        .map(|call| {
-            let form = call.form();
-            let to = form.get("Destination.ToAddresses.member.1").cloned().unwrap_or_default();
-            assert!(!form.contains_key("Destination.ToAddresses.member.2"), "one recipient per email");
-            assert!(!form.contains_key("Destination.CcAddresses.member.1") && !form.contains_key("Destination.BccAddresses.member.1"));
-            assert_eq!(form.get("Source").map(String::as_str), Some(SENDER_ADDRESS));
-            (to, form["Message.Subject.Data"].clone(), form["Message.Body.Html.Data"].clone())
+    e2e_harness::mail::sent_emails(proxy)
+        .into_iter()
+        .map(|email| {
+            assert_eq!(email.destinations.len(), 1, "one recipient per email: {:?}", email.destinations);
+            assert_eq!(email.to, email.destinations, "the To header names the one destination");
+            assert!(email.header("Cc").is_none() && email.header("Bcc").is_none());
+            assert_eq!(email.source, SENDER_ADDRESS);
+            (email.destinations[0].clone(), email.subject, email.html)
         })
         .collect()
 }
@@ -111,7 +109,7 @@ async fn each_eligible_subscriber_gets_exactly_one_email_and_redelivery_sends_no
     // SQS (or SNS) delivers the same batch again: nothing new is sent.
     let response = stack.function.invoke(&event).response();
     assert_eq!(failures(&response), Vec::<String>::new());
-    assert_eq!(stack.aws.proxy.calls_of("SendEmail").len(), 4, "a redelivered batch sent again");
+    assert_eq!(stack.aws.proxy.calls_of("SendRawEmail").len(), 4, "a redelivered batch sent again");
 
     // Raw delivery works the same way.
     let response = stack.function.invoke(&sample_event("publish-history-email/raw-delivery.json")).response();
@@ -166,7 +164,7 @@ async fn a_redrive_after_the_old_one_day_window_still_sends_nothing() {
     let mut stack = stack().await;
     let event = sample_event("publish-history-email/sns-envelope-batch.json");
     assert_eq!(failures(&stack.function.invoke(&event).response()), Vec::<String>::new());
-    let sent = stack.aws.proxy.calls_of("SendEmail").len();
+    let sent = stack.aws.proxy.calls_of("SendRawEmail").len();
     assert_eq!(sent, 4);
 
     // Every record expires no sooner than the dead-letter queue lets a message go.
@@ -180,7 +178,7 @@ async fn a_redrive_after_the_old_one_day_window_still_sends_nothing() {
     // Two days later the operator redrives the dead-letter queue: the batch comes back and sends nothing.
     age_records(&stack, 2 * DAY).await;
     assert_eq!(failures(&stack.function.invoke(&event).response()), Vec::<String>::new());
-    assert_eq!(stack.aws.proxy.calls_of("SendEmail").len(), sent, "a redrive on day 2 emailed again");
+    assert_eq!(stack.aws.proxy.calls_of("SendRawEmail").len(), sent, "a redrive on day 2 emailed again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
