@@ -134,6 +134,37 @@ pub fn sqs_event(queue: &str, records: &[(&str, String)]) -> serde_json::Value {
     serde_json::json!({ "Records": records })
 }
 
+/// A Lambda Function URL request (payload format 2.0) for `method` on `url`, as the URL's front end hands it to the
+/// function: the path, the query string and its parameters, a form body.
+pub fn function_url_request(method: &str, url: &str, body: Option<&str>) -> serde_json::Value {
+    let without_scheme = url.split_once("://").map(|(_, rest)| rest).unwrap_or(url);
+    let (host, path_and_query) = without_scheme.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((without_scheme, "/".to_owned()));
+    let (path, query) = path_and_query.split_once('?').map(|(p, q)| (p.to_owned(), q.to_owned())).unwrap_or((path_and_query.clone(), String::new()));
+    let parameters: serde_json::Map<String, serde_json::Value> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| p.split_once('=').map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned()))))
+        .collect();
+    let mut request = serde_json::json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query,
+        "headers": {"host": host, "content-type": "application/x-www-form-urlencoded", "user-agent": "e2e-harness"},
+        "requestContext": {
+            "accountId": "anonymous", "apiId": "local", "domainName": host, "domainPrefix": "local",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "e2e-harness"},
+            "requestId": format!("req-{}", std::process::id()), "routeKey": "$default", "stage": "$default",
+            "time": "23/Nov/2026:10:00:00 +0000", "timeEpoch": 1795000000000u64
+        },
+        "isBase64Encoded": false
+    });
+    if !parameters.is_empty() {
+        request["queryStringParameters"] = serde_json::Value::Object(parameters);
+    }
+    if let Some(body) = body {
+        request["body"] = serde_json::Value::String(body.to_owned());
+    }
+    request
+}
+
 /// The `itemIdentifier`s of a partial batch response, sorted. Panics when the response is not one.
 pub fn batch_failures(response: &serde_json::Value) -> Vec<String> {
     let mut ids: Vec<String> = response["batchItemFailures"]

@@ -384,7 +384,54 @@ pub async fn run(binaries: &Path) -> Running {
     report.expect(hedy.is_err(), "Hedy is not created (sign-up creates users)");
     processes.push(reconcile);
 
-    // 5. What ended in the dead-letter queues.
+    // 5. One-click unsubscribe: Ada follows her email's List-Unsubscribe link; the next history does not email her.
+    println!("\n== one-click unsubscribe (RFC 8058): an email's List-Unsubscribe link -> unsubscribe (Function URL)");
+    let emails = crate::mail::sent_emails(&proxy);
+    let ada_email = emails.iter().find(|e| e.destinations == ["ada@example.com"]);
+    report.expect(
+        ada_email.is_some_and(|e| {
+            e.header("List-Unsubscribe-Post") == Some("List-Unsubscribe=One-Click") && e.header("List-Id").is_some_and(|id| id.contains("acme"))
+        }),
+        "Ada's email carries List-Unsubscribe, List-Unsubscribe-Post and List-Id",
+    );
+    let link = ada_email.and_then(|e| e.unsubscribe_url()).unwrap_or_default();
+    println!("  List-Unsubscribe of {}: {}...", who("ada@example.com"), link.chars().take(60).collect::<String>());
+    let mut unsubscribe = start("unsubscribe");
+    let page = unsubscribe.invoke(&crate::function_url_request("GET", &link, None)).response();
+    println!("  GET  (a link scanner)      -> {}", page["statusCode"]);
+    let flag = |snapshot: &Snapshot, email: &str| snapshot[email].1.get("custom:subPublishHistory").cloned().unwrap_or_default();
+    report.expect(
+        page["statusCode"] == 200 && flag(&snapshot(&cognito, &stack.user_pool_id).await, "ada@example.com") == "true",
+        "a GET shows the page and changes nothing",
+    );
+    let done = unsubscribe.invoke(&crate::function_url_request("POST", &link, Some("List-Unsubscribe=One-Click"))).response();
+    println!("  POST List-Unsubscribe=One-Click -> {}", done["statusCode"]);
+    let now = snapshot(&cognito, &stack.user_pool_id).await;
+    println!(
+        "  custom:subPublishHistory: {} {}, {} {}",
+        who("ada@example.com"),
+        flag(&now, "ada@example.com"),
+        who("grace@example.com"),
+        flag(&now, "grace@example.com")
+    );
+    report.expect(
+        done["statusCode"] == 200 && flag(&now, "ada@example.com") == "false" && flag(&now, "grace@example.com") == "1",
+        "the one-click POST unsubscribed Ada, and only Ada",
+    );
+    // The next publish history of acme, to a new instance (an instance that listed the pool before keeps the old list
+    // for up to SUBSCRIBER_CACHE_TTL_SECONDS).
+    let before = crate::mail::sent_emails(&proxy).len();
+    let mut notifier = start("publish-history-email");
+    let message = json!({"event": "records_created", "table": "publish_history", "records": [{"id": "ph-1002", "_tenant": "acme", "title": "Spring roadmap"}]});
+    let envelope = shared::testing::sns_envelope(&message.to_string(), "records_created", "publish_history");
+    notifier.invoke(&crate::sqs_event("local-publish-history-email", &[("m-next", envelope)])).response();
+    let next: Vec<String> = crate::mail::sent_emails(&proxy).split_off(before).into_iter().flat_map(|e| e.destinations).collect();
+    println!("  next acme history emailed: {}", next.iter().map(|e| who(e)).collect::<Vec<_>>().join(", "));
+    report.expect(next == ["grace@example.com"], "the next acme publish history emails Grace, not Ada");
+    processes.push(unsubscribe);
+    processes.push(notifier);
+
+    // 6. What ended in the dead-letter queues.
     println!("\n== dead-letter queues");
     let mut dead_counts = HashMap::new();
     let mut dlqs: Vec<(&String, &crate::stack::Queue)> =

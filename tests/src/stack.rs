@@ -63,6 +63,9 @@ pub fn read_template() -> Value {
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The local stack's unsubscribe signing key (64 hex characters, as the README tells operators to make one).
+pub const LOCAL_UNSUBSCRIBE_KEY: &str = "6c6f63616c2d756e7375627363726962652d6b65792d666f722d746573747321";
+
 /// What `!Ref`, `!Sub`, `!GetAtt` and `!If` resolve to locally.
 struct Resolver {
     refs: HashMap<String, String>,
@@ -86,6 +89,8 @@ impl Resolver {
                         let (resource, attribute) = target.split_once('.')?;
                         match attribute {
                             "Arn" => self.arns.get(resource).cloned(),
+                            // A function's URL (SAM names it <Function>Url): locally an address the harness serves.
+                            "FunctionUrl" => Some(format!("https://{}.lambda-url.local/", resource.trim_end_matches("Url").to_lowercase())),
                             "QueueName" => self.names.get(resource).cloned(),
                             _ => None,
                         }
@@ -246,6 +251,17 @@ pub async fn provision(endpoint: &str, app_base_url: &str, visibility_timeout: O
         resolver.refs.insert(logical_id, name.clone());
         restriction_parameter = name;
     }
+
+    // The signing key of the unsubscribe links, which the operator creates as a SecureString.
+    let key_parameter = parameter_default(&template, "UnsubscribeKeyParameterName");
+    ssm.put_parameter()
+        .name(&key_parameter)
+        .value(LOCAL_UNSUBSCRIBE_KEY)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .expect("create the unsubscribe signing key");
 
     let mut functions = Vec::new();
     for (logical_id, properties) in resources_of(&template, "AWS::Serverless::Function") {

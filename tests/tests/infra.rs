@@ -1,5 +1,5 @@
 //! The SAM template's checks, offline and without credentials: the template and the crates agree on each function's
-//! environment; `sam validate` (plain and `--lint`), cfn-lint and checkov pass; `sam build` builds all five functions
+//! environment; `sam validate` (plain and `--lint`), cfn-lint and checkov pass; `sam build` builds all six functions
 //! for arm64 with cargo-lambda. The tools come from the project's .venv (tests/setup.sh).
 
 use std::collections::BTreeSet;
@@ -26,6 +26,7 @@ fn declared(crate_dir: &str) -> &'static [&'static str] {
         "lifecycle-hook-completer" => lifecycle_hook_completer::config::Config::VARIABLES,
         "alarm-instance-updater" => alarm_instance_updater::config::Config::VARIABLES,
         "cognito-reconcile" => cognito_reconcile::config::Config::VARIABLES,
+        "unsubscribe" => unsubscribe::config::Config::VARIABLES,
         other => panic!("the template deploys {other}, which is not a function crate"),
     }
 }
@@ -191,7 +192,7 @@ fn checkov_passes_with_every_skip_explained() {
     }
 }
 
-/// The deployment build: all five functions, release, arm64 (cargo-lambda cross-compiles through zig). About ten
+/// The deployment build: all six functions, release, arm64 (cargo-lambda cross-compiles through zig). About ten
 /// minutes on two cores from a clean target: the README's test command runs it, plain `cargo test` does not.
 #[test]
 #[ignore = "slow: a release arm64 cross-build; tests/test.sh runs it"]

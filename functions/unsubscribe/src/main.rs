@@ -1,0 +1,52 @@
+use lambda_http::{service_fn, Body, Error, Request, RequestExt, Response};
+use shared::config::ConfigError;
+use shared::secrets::read_secret_for;
+use shared::startup::Startup;
+use shared::unsubscribe::SigningKey;
+use unsubscribe::aws::CognitoSubscriptions;
+use unsubscribe::config::Config;
+use unsubscribe::handler::{Page, Unsubscriber, CONTENT_SECURITY_POLICY};
+
+/// A signing key from its SSM parameter, once per cold start; errors name the variable.
+async fn key(ssm: &aws_sdk_ssm::Client, variable: &str, name: &str) -> Result<SigningKey, ConfigError> {
+    let value = read_secret_for(ssm, variable, name).await?;
+    SigningKey::new(&value).map_err(|reason| ConfigError::invalid(variable, name, reason))
+}
+
+fn response(page: Page) -> Result<Response<Body>, Error> {
+    let mut builder = Response::builder()
+        .status(page.status)
+        .header("Content-Type", "text/html; charset=utf-8")
+        .header("Cache-Control", "no-store")
+        .header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        .header("X-Content-Type-Options", "nosniff")
+        .header("Referrer-Policy", "no-referrer");
+    if let Some(allow) = page.allow {
+        builder = builder.header("Allow", allow);
+    }
+    Ok(builder.body(Body::from(page.html))?)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    let Startup { config, sdk, metrics } = shared::startup::init("unsubscribe", Config::from_env).await?;
+    let ssm = aws_sdk_ssm::Client::new(&sdk);
+    let current = key(&ssm, "UNSUBSCRIBE_KEY_PARAMETER", &config.key_parameter).await?;
+    let previous = match &config.previous_key_parameter {
+        Some(name) => Some(key(&ssm, "UNSUBSCRIBE_PREVIOUS_KEY_PARAMETER", name).await?),
+        None => None,
+    };
+    let subscriptions = CognitoSubscriptions::new(aws_sdk_cognitoidentityprovider::Client::new(&sdk), config.user_pool_id);
+    let unsubscriber = Unsubscriber::new(subscriptions, current, previous, metrics.clone());
+    lambda_http::run(service_fn(|request: Request| {
+        let (unsubscriber, metrics) = (&unsubscriber, metrics.clone());
+        async move {
+            let token = request.query_string_parameters_ref().and_then(|q| q.first("token")).map(str::to_owned);
+            let body = std::str::from_utf8(request.body().as_ref()).unwrap_or_default().to_owned();
+            let page = unsubscriber.handle(request.method().as_str(), token.as_deref(), &body, chrono::Utc::now().timestamp()).await;
+            metrics.flush();
+            response(page)
+        }
+    }))
+    .await
+}

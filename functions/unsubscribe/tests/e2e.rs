@@ -1,0 +1,168 @@
+//! End to end: publish-history-email sends the notification (raw MIME through moto's SES, the signing key from an
+//! SSM SecureString); the test follows the email's own List-Unsubscribe link into the unsubscribe binary, as a
+//! mailbox provider's one-click POST through the Function URL (payload format 2.0). Cognito's writes are counted
+//! through the recording proxy.
+
+use e2e_harness::fixtures::{create_idempotency_table, user_state, verify_sender, SENDER_ADDRESS};
+use e2e_harness::mail::{sent_emails, SentEmail};
+use e2e_harness::runtime::FunctionProcess;
+use e2e_harness::{built_binaries, function_url_request, PoolStack};
+use serde_json::{json, Value};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_unsubscribe");
+const KEY: &str = "/local/unsubscribe-key";
+const OLD_KEY: &str = "/local/unsubscribe-key-previous";
+const BASE_URL: &str = "https://unsubscribe.example.com/u";
+
+async fn put_secret(stack: &PoolStack, name: &str, value: &str) {
+    aws_sdk_ssm::Client::new(&stack.aws.sdk)
+        .put_parameter()
+        .name(name)
+        .value(value)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .expect("put the signing key");
+}
+
+async fn stack() -> PoolStack {
+    let stack = PoolStack::start("publish-history-email-dlq").await;
+    verify_sender(&aws_sdk_ses::Client::new(&stack.aws.sdk)).await;
+    create_idempotency_table(&stack.dynamodb, "idempotency").await;
+    put_secret(&stack, KEY, &"c".repeat(64)).await;
+    put_secret(&stack, OLD_KEY, &"o".repeat(64)).await;
+    stack
+}
+
+/// publish-history-email signing with the key in `key_parameter`; sends one acme row, returns what it sent.
+fn send_notifications(stack: &PoolStack, key_parameter: &str, title: &str) -> Vec<SentEmail> {
+    let mut sender = FunctionProcess::start(
+        &built_binaries().join("publish-history-email"),
+        &stack.aws.function_env(&[
+            ("USER_POOL_ID", stack.pool_id.as_str()),
+            ("SENDER_ADDRESS", SENDER_ADDRESS),
+            ("IDEMPOTENCY_TABLE", "idempotency"),
+            ("UNSUBSCRIBE_URL", BASE_URL),
+            ("UNSUBSCRIBE_KEY_PARAMETER", key_parameter),
+            ("SUBSCRIBER_CACHE_TTL_SECONDS", "0"),
+        ]),
+    );
+    let before = sent_emails(&stack.aws.proxy).len();
+    let message =
+        json!({"event": "records_created", "table": "publish_history", "records": [{"id": format!("ph-{title}"), "_tenant": "acme", "title": title}]});
+    let response = sender.invoke(&e2e_harness::sqs_event("publish-history-email", &[("m-1", message.to_string())])).response();
+    assert_eq!(response["batchItemFailures"], json!([]), "{response}");
+    sent_emails(&stack.aws.proxy).split_off(before)
+}
+
+fn start(stack: &PoolStack, previous: bool) -> FunctionProcess {
+    let mut settings = vec![("USER_POOL_ID", stack.pool_id.as_str()), ("UNSUBSCRIBE_KEY_PARAMETER", KEY)];
+    if previous {
+        settings.push(("UNSUBSCRIBE_PREVIOUS_KEY_PARAMETER", OLD_KEY));
+    }
+    stack.start_function(BINARY, &settings)
+}
+
+fn call(function: &mut FunctionProcess, method: &str, url: &str, body: Option<&str>) -> Value {
+    function.invoke(&function_url_request(method, url, body)).response()
+}
+
+fn unsubscribe_writes(stack: &PoolStack) -> usize {
+    stack.aws.proxy.calls_of("AdminUpdateUserAttributes").len()
+}
+
+async fn subscribed(stack: &PoolStack, email: &str) -> String {
+    user_state(&stack.cognito, &stack.pool_id, email).await.1.get("custom:subPublishHistory").cloned().unwrap_or_default()
+}
+
+fn to<'a>(emails: &'a [SentEmail], address: &str) -> &'a SentEmail {
+    emails.iter().find(|e| e.destinations == [address]).unwrap_or_else(|| panic!("no email to {address}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_email_carries_the_three_headers_and_its_link_unsubscribes_exactly_its_recipient() {
+    let stack = stack().await;
+    let emails = send_notifications(&stack, KEY, "Winter catalogue");
+    assert_eq!(emails.len(), 2, "Ada and Grace are acme's subscribers");
+    for email in &emails {
+        assert_eq!(email.destinations.len(), 1, "one recipient per message");
+        let url = email.unsubscribe_url().expect("List-Unsubscribe");
+        assert!(url.starts_with(&format!("{BASE_URL}?token=")) && !url.contains('@'), "{url}");
+        assert_eq!(email.header("List-Unsubscribe-Post"), Some("List-Unsubscribe=One-Click"));
+        assert_eq!(email.header("List-Id"), Some("Publish history <publish-history.acme.navlab.online>"));
+        assert!(email.text.contains(&url), "the visible link in the text part");
+        assert!(email.html.contains("Unsubscribe</a>") && email.html.contains(&url.replace('/', "&#x2f;")), "the visible link in the HTML part");
+    }
+    let mut function = start(&stack, false);
+    let ada_link = to(&emails, "ada@example.com").unsubscribe_url().unwrap();
+
+    // A link scanner's GET changes nothing; the page posts back to the same link.
+    let page = call(&mut function, "GET", &ada_link, None);
+    assert_eq!(page["statusCode"], 200, "{page}");
+    assert!(page["body"].as_str().unwrap().contains("method=\"post\""));
+    assert_eq!(unsubscribe_writes(&stack), 0, "a GET wrote");
+    let headers = &page["headers"];
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert!(headers["content-security-policy"].as_str().unwrap().starts_with("default-src 'none'"));
+
+    // The mailbox provider's one-click POST unsubscribes Ada, and only Ada.
+    let done = call(&mut function, "POST", &ada_link, Some("List-Unsubscribe=One-Click"));
+    assert_eq!(done["statusCode"], 200, "{done}");
+    assert_eq!(subscribed(&stack, "ada@example.com").await, "false");
+    assert_eq!(subscribed(&stack, "grace@example.com").await, "1", "Grace is still subscribed");
+    assert_eq!(unsubscribe_writes(&stack), 1);
+    // Again: already unsubscribed, no write.
+    assert_eq!(call(&mut function, "POST", &ada_link, Some("List-Unsubscribe=One-Click"))["statusCode"], 200);
+    assert_eq!(unsubscribe_writes(&stack), 1);
+    assert_eq!(call(&mut function, "PUT", &ada_link, None)["statusCode"], 405);
+
+    // The next publish history of acme does not email her.
+    let next = send_notifications(&stack, KEY, "Spring roadmap");
+    assert_eq!(next.iter().map(|e| e.destinations[0].as_str()).collect::<Vec<_>>(), vec!["grace@example.com"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_edited_and_missing_tokens_fail_without_a_write_and_a_rotated_key_still_works() {
+    let stack = stack().await;
+    let emails = send_notifications(&stack, KEY, "Winter catalogue");
+    let grace_link = to(&emails, "grace@example.com").unsubscribe_url().unwrap();
+    let mut function = start(&stack, true);
+
+    // A token signed with another key.
+    let forged =
+        format!("{BASE_URL}?token={}", shared::unsubscribe::SigningKey::new(&"x".repeat(64)).unwrap().sign("any-sub", "acme", chrono::Utc::now().timestamp()));
+    // Grace's token edited by one character.
+    let mut edited = grace_link.clone().into_bytes();
+    let last = edited.len() - 1;
+    edited[last] = if edited[last] == b'A' { b'B' } else { b'A' };
+    let edited = String::from_utf8(edited).unwrap();
+    for (what, url) in [("another key", forged.as_str()), ("one character edited", edited.as_str()), ("no token", "https://unsubscribe.example.com/")] {
+        let refused = call(&mut function, "POST", url, Some("List-Unsubscribe=One-Click"));
+        assert_eq!(refused["statusCode"], 400, "{what}: {refused}");
+        let body = refused["body"].as_str().unwrap();
+        assert!(!body.contains("grace") && !body.contains("acme"), "{what}: the page reveals nothing: {body}");
+        assert_eq!(call(&mut function, "GET", url, None)["statusCode"], 400, "{what}");
+    }
+    assert_eq!(unsubscribe_writes(&stack), 0);
+
+    // Rotation: an email signed with the previous key (before the rotation) still unsubscribes.
+    let old_emails = send_notifications(&stack, OLD_KEY, "Before the rotation");
+    let old_link = to(&old_emails, "grace@example.com").unsubscribe_url().unwrap();
+    assert_eq!(call(&mut function, "POST", &old_link, Some("List-Unsubscribe=One-Click"))["statusCode"], 200);
+    assert_eq!(subscribed(&stack, "grace@example.com").await, "false");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_title_with_line_breaks_and_bcc_adds_no_header_and_no_recipient() {
+    let stack = stack().await;
+    let emails = send_notifications(&stack, KEY, "Q4\r\nBcc: victim@evil.example\r\nX-Injected: yes");
+    assert_eq!(emails.len(), 2);
+    for email in &emails {
+        assert_eq!(email.destinations.len(), 1, "{:?}", email.destinations);
+        assert!(email.header("Bcc").is_none() && email.header("X-Injected").is_none(), "{:?}", email.headers);
+        assert!(!email.destinations.iter().any(|d| d.contains("evil")));
+        assert!(email.subject.contains("Q4") && email.subject.contains("Bcc: victim@evil.example"), "the title stays text: {}", email.subject);
+    }
+}
