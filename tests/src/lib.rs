@@ -65,6 +65,50 @@ pub fn die_with_parent(command: &mut std::process::Command) {
     }
 }
 
+/// A server's stderr, read line by line as it comes (a full pipe would block the server), with the last `keep`
+/// lines kept for error messages, and a readiness check: [`ServerOutput::wait_for`] returns once a line contains the
+/// server's marker, or says it exited first.
+pub struct ServerOutput {
+    lines: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+    ready: std::sync::mpsc::Receiver<bool>,
+}
+
+impl ServerOutput {
+    pub fn watch(pipe: impl std::io::Read + Send + 'static, marker: &'static str, keep: usize) -> ServerOutput {
+        use std::io::BufRead;
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        let (ready, readiness) = std::sync::mpsc::channel();
+        let kept = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                if line.contains(marker) {
+                    let _ = ready.send(true);
+                }
+                let mut kept = kept.lock().unwrap();
+                if kept.len() == keep {
+                    kept.pop_front();
+                }
+                kept.push_back(line);
+            }
+            let _ = ready.send(false);
+        });
+        ServerOutput { lines, ready: readiness }
+    }
+
+    /// Waits for the marker; panics, with what the server said, when it exits first or `limit` passes.
+    pub fn wait_for(&self, server: &str, limit: std::time::Duration) {
+        match self.ready.recv_timeout(limit) {
+            Ok(true) => {}
+            Ok(false) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{server} exited at start:\n{}", self.text()),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{server} was not ready within {limit:?}:\n{}", self.text()),
+        }
+    }
+
+    pub fn text(&self) -> String {
+        self.lines.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+}
+
 /// moto with the recording proxy in front, and an SDK configuration for set-up calls (made directly to moto, so
 /// they are not among the recorded calls of the function under test).
 pub struct LocalAws {

@@ -3,13 +3,10 @@
 //! to run as root, so as root it runs as the `postgres` user the distribution's package creates (tests/setup.sh
 //! installs PostgreSQL where it is missing).
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::{channel, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The superuser's password; the database is local and thrown away.
@@ -20,7 +17,7 @@ pub struct Postgres {
     dir: PathBuf,
     pub port: u16,
     bin: PathBuf,
-    log: Arc<Mutex<Vec<String>>>,
+    output: crate::ServerOutput,
 }
 
 /// The directory of `initdb` and `postgres`: Debian keeps them under /usr/lib/postgresql/<version>/bin.
@@ -102,32 +99,15 @@ impl Postgres {
         as_server_user(&mut command);
         crate::die_with_parent(&mut command);
         let mut child = command.spawn().expect("start postgres");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        // The server says so once it accepts connections; the start waits for that line, or for the end of its
-        // output when it exits instead.
-        let (ready, accepting) = channel::<bool>();
-        if let Some(pipe) = child.stderr.take() {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if line.contains("ready to accept connections") {
-                        let _ = ready.send(true);
-                    }
-                    log.lock().unwrap().push(line);
-                }
-                let _ = ready.send(false);
-            });
-        }
-        let postgres = Postgres { child, dir, port, bin, log };
-        match accepting.recv_timeout(Duration::from_secs(60)) {
-            Ok(true) => postgres,
-            Ok(false) | Err(RecvTimeoutError::Disconnected) => panic!("postgres exited at start:\n{}", postgres.log()),
-            Err(RecvTimeoutError::Timeout) => panic!("postgres did not accept connections within 60 s:\n{}", postgres.log()),
-        }
+        // The server says so once it accepts connections.
+        let output = crate::ServerOutput::watch(child.stderr.take().expect("stderr is piped"), "ready to accept connections", 200);
+        output.wait_for("postgres", Duration::from_secs(60));
+        Postgres { child, dir, port, bin, output }
     }
 
+    /// The last lines the server logged.
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        self.output.text()
     }
 
     /// A libpq URL to `database` as `user` with `password`.

@@ -238,3 +238,80 @@ mod ses_tests {
         assert!(matches!(mailer.send(&email()).await, Err(SendError::Retryable(_))));
     }
 }
+
+// The once-only record's conditions, as the adapter sends them to DynamoDB (moto evaluates them in the e2e tests).
+#[cfg(test)]
+mod idempotency_tests {
+    use super::*;
+    use aws_sdk_dynamodb::operation::delete_item::{DeleteItemError, DeleteItemOutput};
+    use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
+    use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
+    use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    fn refused() -> ConditionalCheckFailedException {
+        ConditionalCheckFailedException::builder().message("The conditional request failed").meta(aws_sdk_dynamodb::error::ErrorMetadata::builder().code("ConditionalCheckFailedException").build()).build()
+    }
+
+    fn stored(status: &str) -> GetItemOutput {
+        GetItemOutput::builder().item("id", AttributeValue::S("k".into())).item("status", AttributeValue::S(status.into())).build()
+    }
+
+    fn number_of(values: &std::collections::HashMap<String, AttributeValue>, name: &str) -> u128 {
+        values[name].as_n().unwrap().parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_claim_may_take_over_only_an_in_progress_record_whose_invocation_has_ended() {
+        let until = SystemTime::now() + Duration::from_secs(30);
+        let claim = mock!(aws_sdk_dynamodb::Client::put_item)
+            .match_requests(move |r| {
+                let condition = r.condition_expression().unwrap();
+                let values = r.expression_attribute_values().unwrap();
+                let item = r.item().unwrap();
+                let now_ms = epoch_millis(SystemTime::now());
+                // New, expired, or INPROGRESS with a lapsed invocation deadline: a COMPLETED record matches none.
+                condition == "attribute_not_exists(id) OR expiration < :now OR (#status = :in_progress AND in_progress_expiration < :now_ms)"
+                    && values[":in_progress"].as_s().unwrap() == STATUS_IN_PROGRESS
+                    && number_of(values, ":now_ms").abs_diff(now_ms) < 5_000
+                    && item["status"].as_s().unwrap() == STATUS_IN_PROGRESS
+                    && number_of(item, "in_progress_expiration") == epoch_millis(until)
+                    && number_of(item, "expiration") >= epoch_seconds(SystemTime::now() + 14 * DAY) as u128
+            })
+            .then_output(|| PutItemOutput::builder().build());
+        let store = DynamoIdempotency::new(mock_client!(aws_sdk_dynamodb, [&claim]), "t", 15 * DAY);
+        assert_eq!(store.claim("k", until).await, Ok(Claim::Acquired));
+    }
+
+    #[tokio::test]
+    async fn a_refused_claim_is_already_completed_or_in_progress_as_the_record_says() {
+        for (status, expected) in [(STATUS_COMPLETED, Claim::AlreadyCompleted), (STATUS_IN_PROGRESS, Claim::InProgress)] {
+            let put = mock!(aws_sdk_dynamodb::Client::put_item).then_error(|| PutItemError::ConditionalCheckFailedException(refused()));
+            let get = mock!(aws_sdk_dynamodb::Client::get_item).match_requests(|r| r.consistent_read() == Some(true)).then_output(move || stored(status));
+            let store = DynamoIdempotency::new(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&put, &get]), "t", 15 * DAY);
+            assert_eq!(store.claim("k", SystemTime::now()).await, Ok(expected), "{status}");
+        }
+    }
+
+    #[tokio::test]
+    async fn completing_sets_the_ttl_and_releasing_removes_only_an_in_progress_record() {
+        let complete = mock!(aws_sdk_dynamodb::Client::update_item)
+            .match_requests(|r| {
+                let values = r.expression_attribute_values().unwrap();
+                values[":completed"].as_s().unwrap() == STATUS_COMPLETED && number_of(values, ":expiration") >= epoch_seconds(SystemTime::now() + 14 * DAY) as u128
+            })
+            .then_output(|| aws_sdk_dynamodb::operation::update_item::UpdateItemOutput::builder().build());
+        let release = mock!(aws_sdk_dynamodb::Client::delete_item)
+            .match_requests(|r| r.condition_expression() == Some("#status = :in_progress"))
+            .then_output(|| DeleteItemOutput::builder().build());
+        let store = DynamoIdempotency::new(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&complete, &release]), "t", 15 * DAY);
+        store.complete("k", "sent").await.unwrap();
+        store.release("k").await.unwrap();
+        // A completed record refuses the release: that is no error, and the record stays.
+        let kept = mock!(aws_sdk_dynamodb::Client::delete_item).then_error(|| DeleteItemError::ConditionalCheckFailedException(refused()));
+        let store = DynamoIdempotency::new(mock_client!(aws_sdk_dynamodb, [&kept]), "t", 15 * DAY);
+        assert_eq!(store.release("k").await, Ok(()));
+    }
+}
