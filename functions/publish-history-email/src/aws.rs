@@ -252,7 +252,10 @@ mod idempotency_tests {
     const DAY: Duration = Duration::from_secs(24 * 3600);
 
     fn refused() -> ConditionalCheckFailedException {
-        ConditionalCheckFailedException::builder().message("The conditional request failed").meta(aws_sdk_dynamodb::error::ErrorMetadata::builder().code("ConditionalCheckFailedException").build()).build()
+        ConditionalCheckFailedException::builder()
+            .message("The conditional request failed")
+            .meta(aws_sdk_dynamodb::error::ErrorMetadata::builder().code("ConditionalCheckFailedException").build())
+            .build()
     }
 
     fn stored(status: &str) -> GetItemOutput {
@@ -300,7 +303,8 @@ mod idempotency_tests {
         let complete = mock!(aws_sdk_dynamodb::Client::update_item)
             .match_requests(|r| {
                 let values = r.expression_attribute_values().unwrap();
-                values[":completed"].as_s().unwrap() == STATUS_COMPLETED && number_of(values, ":expiration") >= epoch_seconds(SystemTime::now() + 14 * DAY) as u128
+                values[":completed"].as_s().unwrap() == STATUS_COMPLETED
+                    && number_of(values, ":expiration") >= epoch_seconds(SystemTime::now() + 14 * DAY) as u128
             })
             .then_output(|| aws_sdk_dynamodb::operation::update_item::UpdateItemOutput::builder().build());
         let release = mock!(aws_sdk_dynamodb::Client::delete_item)
