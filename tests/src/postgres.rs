@@ -58,6 +58,16 @@ fn as_server_user(command: &mut Command) -> &mut Command {
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Self::start_with(false)
+    }
+
+    /// A server that takes only TLS connections over TCP (a self-signed certificate made with openssl), as RDS
+    /// with `rds.force_ssl`: a client that connects at all has spoken TLS.
+    pub fn start_tls_only() -> Postgres {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls_only: bool) -> Postgres {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let bin = bin_dir();
         let dir = std::env::temp_dir().join(format!("event-workers-pg-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
@@ -87,8 +97,40 @@ impl Postgres {
         .expect("run initdb");
         assert!(output.status.success(), "initdb failed:\n{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
 
+        let mut tls = Vec::new();
+        if tls_only {
+            let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+            let made = Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .output()
+                .expect("run openssl (Debian's openssl package; tests/setup.sh installs it where missing)");
+            assert!(made.status.success(), "openssl failed: {}", String::from_utf8_lossy(&made.stderr));
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("key permissions");
+            if let Some((uid, gid)) = server_user() {
+                for path in [&cert, &key] {
+                    std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("hand the certificate to postgres");
+                }
+            }
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostnossl all all 127.0.0.1/32 reject\n",
+            )
+            .expect("write pg_hba.conf");
+            tls = vec![
+                "-c".to_owned(),
+                "ssl=on".to_owned(),
+                "-c".to_owned(),
+                format!("ssl_cert_file={}", cert.display()),
+                "-c".to_owned(),
+                format!("ssl_key_file={}", key.display()),
+            ];
+        }
         let port = crate::free_port();
         let mut command = Command::new(bin.join("postgres"));
+        command.args(&tls);
         command
             .args(["-D", &data.to_string_lossy(), "-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c"])
             .arg(format!("unix_socket_directories={}", dir.display()))

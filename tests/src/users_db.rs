@@ -22,7 +22,15 @@ fn literal(value: Option<&str>) -> String {
 
 impl UsersDb {
     pub fn start() -> UsersDb {
-        let postgres = Postgres::start();
+        Self::on(Postgres::start())
+    }
+
+    /// The same table on a server that takes TLS connections only.
+    pub fn start_tls_only() -> UsersDb {
+        Self::on(Postgres::start_tls_only())
+    }
+
+    fn on(postgres: Postgres) -> UsersDb {
         postgres.psql("postgres", &format!("CREATE ROLE {ROLE} LOGIN PASSWORD '{PASSWORD}'"));
         postgres.psql("postgres", &format!("CREATE DATABASE {DATABASE}"));
         postgres.psql(
@@ -40,6 +48,11 @@ impl UsersDb {
     /// A URL with the password in it (accepted for local use).
     pub fn url(&self) -> String {
         self.postgres.url(ROLE, PASSWORD, DATABASE)
+    }
+
+    /// A URL with the password and `sslmode` as given.
+    pub fn url_with_sslmode(&self, sslmode: &str) -> String {
+        format!("postgres://{ROLE}:{PASSWORD}@127.0.0.1:{}/{DATABASE}?sslmode={sslmode}", self.postgres.port)
     }
 
     /// The URL as the template gives it: no password (that comes from the SSM parameter).

@@ -198,3 +198,20 @@ async fn a_wrong_password_or_a_missing_table_is_a_clear_error_and_writes_nothing
     assert_eq!(error["errorType"], "MalformedEvent", "{error}");
     assert!(stack.writes().await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_connection_works_through_the_sdks_crypto_provider() {
+    // RDS-like: the server refuses connections without TLS, so a run that reads the table spoke TLS; and a second
+    // rustls provider in the binary would have made it panic at this first connection.
+    let pool = PoolStack::start("unused-dlq").await;
+    create_table(&pool.dynamodb, ORDERING_TABLE, None).await;
+    let db = UsersDb::start_tls_only();
+    db.insert(ROWS);
+    let stack = Stack { pool, db };
+    let required = stack.db.url_with_sslmode("require");
+    let summary = stack.start(&[("DATABASE_URL", &required)]).invoke(&json!({"dryRun": true})).response();
+    assert_eq!((summary["complete"].as_bool(), summary["scanned"].as_u64()), (Some(true), Some(8)), "{summary}");
+    let plain = stack.db.url_with_sslmode("disable");
+    let error = error_of(stack.start(&[("DATABASE_URL", &plain)]).invoke(&json!({"dryRun": true})));
+    assert_eq!(error["errorType"], "DatabaseError", "without TLS the server refuses: {error}");
+}
