@@ -13,7 +13,7 @@ use e2e_harness::stack::provision;
 use e2e_harness::{built_binaries, local_aws_env, sdk_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "slow (about 100 s: five receives of a poison record); tests/test.sh runs it"]
+#[ignore = "slow: it builds every binary and waits for five receives of a poison record; tests/test.sh runs it"]
 async fn reported_failures_come_back_and_the_redrive_policy_moves_them_to_the_dead_letter_queue() {
     let moto = Moto::start();
     // A one-second visibility timeout instead of the template's minutes, so a failed record is back at once.
