@@ -228,6 +228,18 @@ pub async fn put_parameter(ssm: &aws_sdk_ssm::Client, name: &str, value: &str) {
     ssm.put_parameter().name(name).value(value).r#type(aws_sdk_ssm::types::ParameterType::String).overwrite(true).send().await.expect("put parameter");
 }
 
+/// An SSM `SecureString`, as an operator creates a secret the functions read at init.
+pub async fn put_secret(ssm: &aws_sdk_ssm::Client, name: &str, value: &str) {
+    ssm.put_parameter()
+        .name(name)
+        .value(value)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("put the secret {name}: {e}"));
+}
+
 pub async fn get_parameter(ssm: &aws_sdk_ssm::Client, name: &str) -> serde_json::Value {
     let output = ssm.get_parameter().name(name).send().await.expect("get parameter");
     let value = output.parameter().and_then(|p| p.value()).unwrap_or_default();

@@ -335,14 +335,7 @@ pub async fn run(binaries: &Path) -> Running {
     // As in AWS: the URL has no password; the operator keeps it in an SSM SecureString the function reads at init.
     let password_parameter =
         stack.function("cognito-reconcile").environment.iter().find(|(k, _)| k == "DATABASE_PASSWORD_PARAMETER").map(|(_, v)| v.clone()).unwrap_or_default();
-    ssm.put_parameter()
-        .name(&password_parameter)
-        .value(crate::users_db::PASSWORD)
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .overwrite(true)
-        .send()
-        .await
-        .expect("store the database password");
+    crate::fixtures::put_secret(&ssm, &password_parameter, crate::users_db::PASSWORD).await;
     let database_url = users_db.url_without_password();
     let mut reconcile = start_with("cognito-reconcile", &[("DATABASE_URL", database_url.as_str())]);
     let counts = |s: &serde_json::Value| {

@@ -254,14 +254,7 @@ pub async fn provision(endpoint: &str, app_base_url: &str, visibility_timeout: O
 
     // The signing key of the unsubscribe links, which the operator creates as a SecureString.
     let key_parameter = parameter_default(&template, "UnsubscribeKeyParameterName");
-    ssm.put_parameter()
-        .name(&key_parameter)
-        .value(LOCAL_UNSUBSCRIBE_KEY)
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .overwrite(true)
-        .send()
-        .await
-        .expect("create the unsubscribe signing key");
+    crate::fixtures::put_secret(&ssm, &key_parameter, LOCAL_UNSUBSCRIBE_KEY).await;
 
     let mut functions = Vec::new();
     for (logical_id, properties) in resources_of(&template, "AWS::Serverless::Function") {

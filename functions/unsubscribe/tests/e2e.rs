@@ -3,7 +3,7 @@
 //! mailbox provider's one-click POST through the Function URL (payload format 2.0). Cognito's writes are counted
 //! through the recording proxy.
 
-use e2e_harness::fixtures::{create_idempotency_table, user_state, verify_sender, SENDER_ADDRESS};
+use e2e_harness::fixtures::{create_idempotency_table, put_secret, user_state, verify_sender, SENDER_ADDRESS};
 use e2e_harness::mail::{sent_emails, SentEmail};
 use e2e_harness::runtime::FunctionProcess;
 use e2e_harness::{built_binaries, function_url_request, PoolStack};
@@ -14,24 +14,13 @@ const KEY: &str = "/local/unsubscribe-key";
 const OLD_KEY: &str = "/local/unsubscribe-key-previous";
 const BASE_URL: &str = "https://unsubscribe.example.com/u";
 
-async fn put_secret(stack: &PoolStack, name: &str, value: &str) {
-    aws_sdk_ssm::Client::new(&stack.aws.sdk)
-        .put_parameter()
-        .name(name)
-        .value(value)
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .overwrite(true)
-        .send()
-        .await
-        .expect("put the signing key");
-}
-
 async fn stack() -> PoolStack {
     let stack = PoolStack::start("publish-history-email-dlq").await;
     verify_sender(&aws_sdk_ses::Client::new(&stack.aws.sdk)).await;
     create_idempotency_table(&stack.dynamodb, "idempotency").await;
-    put_secret(&stack, KEY, &"c".repeat(64)).await;
-    put_secret(&stack, OLD_KEY, &"o".repeat(64)).await;
+    let ssm = aws_sdk_ssm::Client::new(&stack.aws.sdk);
+    put_secret(&ssm, KEY, &"c".repeat(64)).await;
+    put_secret(&ssm, OLD_KEY, &"o".repeat(64)).await;
     stack
 }
 
