@@ -22,7 +22,7 @@ pub struct Startup<C> {
 pub async fn init<C>(service: &str, read_config: impl FnOnce(&Env<ProcessEnv>) -> Result<C, ConfigError>) -> Result<Startup<C>, ConfigError> {
     crate::logging::init();
     let config = read_config(&Env::process()).inspect_err(|e| tracing::error!(error_type = "ConfigError", error = %e, "invalid configuration"))?;
-    let sdk = crate::aws::load_sdk_config().await;
+    let sdk = crate::aws::load_sdk_config().await.inspect_err(|e| tracing::error!(error_type = "ConfigError", error = %e, "invalid configuration"))?;
     Ok(Startup { config, sdk, metrics: Arc::new(Metrics::from_env(service)) })
 }
 

@@ -1,6 +1,7 @@
 //! The end-to-end test harness. Nothing here reaches AWS: every test starts its own moto server on a free loopback
 //! port, runs the function binaries as Lambda would (through the Runtime API), and stops everything on drop.
 
+pub mod cpu_share;
 pub mod event_source;
 pub mod fixtures;
 pub mod lifecycle_stand_in;
@@ -11,6 +12,7 @@ pub mod proxy;
 pub mod runtime;
 pub mod scenario;
 pub mod stack;
+pub mod tls;
 pub mod users_db;
 
 use std::path::PathBuf;
@@ -28,7 +30,13 @@ pub fn free_port() -> u16 {
 
 /// SDK configuration for test set-up calls against a local endpoint: dummy credentials, a fixed region.
 pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).endpoint_url(endpoint).region(aws_config::Region::new(REGION)).test_credentials().load().await
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(shared::aws::https_client(&shared::config::Env::from_pairs(&[])).expect("the SDK's client"))
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new(REGION))
+        .test_credentials()
+        .load()
+        .await
 }
 
 pub const REGION: &str = "eu-west-1";

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+use crate::cpu_share::CpuShare;
+
 const PREFIX: &str = "/2018-06-01/runtime";
 
 /// How an invocation ended.
@@ -65,6 +67,16 @@ pub struct FunctionProcess {
 impl FunctionProcess {
     /// Starts `binary` with `env` (plus the variables Lambda always sets) against a new Runtime API endpoint.
     pub fn start(binary: &Path, env: &[(String, String)]) -> FunctionProcess {
+        Self::spawn(binary, env, None)
+    }
+
+    /// As [`FunctionProcess::start`], confined from its first instruction to the CPU share of a memory size, which
+    /// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` then says, as on Lambda.
+    pub fn start_confined(binary: &Path, env: &[(String, String)], share: &CpuShare) -> FunctionProcess {
+        Self::spawn(binary, env, Some(share))
+    }
+
+    fn spawn(binary: &Path, env: &[(String, String)], share: Option<&CpuShare>) -> FunctionProcess {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("runtime API listens"));
         let address = format!("127.0.0.1:{}", server.server_addr().to_ip().expect("an IP address").port());
         let (invocations, queue) = channel::<Pending>();
@@ -87,7 +99,7 @@ impl FunctionProcess {
             .env("AWS_LAMBDA_RUNTIME_API", &address)
             .env("AWS_LAMBDA_FUNCTION_NAME", &name)
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", share.map_or(128, |s| s.memory_mb).to_string())
             .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
             .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
@@ -98,6 +110,9 @@ impl FunctionProcess {
             command.env(key, value);
         }
         crate::die_with_parent(&mut command);
+        if let Some(share) = share {
+            share.enter_on_exec(&mut command);
+        }
         let spawned_at = Instant::now();
         let mut child = command.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
         let output = Arc::new(Mutex::new(Vec::new()));

@@ -1,8 +1,7 @@
 //! The users table on Postgres: one connection per invocation, the table's shape checked before anything else, then
 //! keyset-paginated reads in the order of the lower-cased address (byte order, so it agrees with the pool's).
 //!
-//! TLS goes through rustls with the AWS SDK's own crypto provider (aws-lc-rs): a second provider in the binary would
-//! make rustls panic at the first connection.
+//! TLS goes through rustls with the AWS SDK's own crypto provider (ring, see shared::aws), so the binary carries one.
 
 use std::sync::Arc;
 
@@ -26,7 +25,7 @@ pub struct PostgresUsers {
 }
 
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// Encrypts without verifying the server's certificate: libpq's `prefer` and `require` without a root certificate.

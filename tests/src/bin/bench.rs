@@ -1,38 +1,192 @@
-//! Benchmarks of the figures that matter for these functions: cold start (init) time, peak memory, AWS calls per
-//! unit of work, and package size. Run with `bash tests/bench.sh` (release binaries, against moto on loopback).
-//! Prints figures; asserts nothing (goals live here, not in timed tests).
+//! Benchmarks of the figures that matter for these functions: cold start as Lambda bills it (init plus the first
+//! invocation, over TLS, at the CPU share of each memory size), warm invocations, peak memory, AWS calls per unit of
+//! work, the cost per million invocations at each size, and package size. Run with `bash tests/bench.sh`.
+//!
+//! Prints a Markdown report and writes it to `tests/bench-results.md` (checked in with its date and machine). It
+//! asserts nothing: goals live here, read off the report, never in timed tests.
+//!
+//! `BENCH_RUNS` (cold starts per function and size, default 5), `BENCH_SIZES` (memory sizes in MB, default
+//! 128,256,512,1024), `BENCH_VARIANTS` (extra `name=binary-dir` pairs, `;`-separated: other builds of the SDK floor, for the levers),
+//! `BENCH_ONLY` (function names: only those, beside the floors), `BENCH_SKIP_RECONCILE` (skip the run at scale).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+use e2e_harness::cpu_share::CpuShare;
 use e2e_harness::fixtures::{fresh_lifecycle_event, sample_event};
 use e2e_harness::lifecycle_stand_in::LifecycleStandIn;
 use e2e_harness::moto::Moto;
 use e2e_harness::proxy::RecordingProxy;
 use e2e_harness::runtime::FunctionProcess;
-use e2e_harness::stack::provision;
+use e2e_harness::stack::{provision, LocalStack};
+use e2e_harness::tls::{LocalCa, TlsFront};
 use e2e_harness::{local_aws_env, workspace_root};
+use serde_json::Value;
 
-const COLD_STARTS: usize = 5;
+/// Lambda's arm64 price (eu-west-1 and us-east-1, first tier): per GB-second, and per million requests.
+const PRICE_PER_GB_SECOND: f64 = 0.000_013_333_4;
+const PRICE_PER_MILLION_REQUESTS: f64 = 0.20;
+/// The README's budgets.
+const INIT_BUDGET: f64 = 1.25;
+const COLD_BUDGET: f64 = 1.5;
+const RSS_BUDGET_MIB: f64 = 16.0;
+const ZIP_BUDGET_MB: f64 = 4.0;
+/// Longer than the CFS period of [`CpuShare`] (100 ms): after it, a cgroup's quota is unspent.
+const QUOTA_REFILL: Duration = Duration::from_millis(250);
+/// SES's send rate of an account out of the sandbox, at the start.
+const PRODUCTION_SEND_RATE: f64 = 14.0;
+/// The SDK floor's row name.
+const FLOOR: &str = "sdk-floor";
+/// The floor that makes its call at init as well: the comparison for functions that read a secret at init.
+const FLOOR_CALL_AT_INIT: &str = "sdk-floor (call at init)";
 
-/// Each function with a realistic event and what one unit of its work is.
-fn workloads(ada_unsubscribe_url: &str) -> Vec<(&'static str, serde_json::Value, &'static str)> {
-    vec![
-        ("cognito-attribute-sync", sample_event("cognito-attribute-sync/sns-envelope-batch.json"), "3 records: 1 user changed, 1 unchanged, 1 other table"),
-        ("publish-history-email", sample_event("publish-history-email/sns-envelope-batch.json"), "2 rows: 4 emails to 2 tenants' subscribers"),
-        ("lifecycle-hook-completer", fresh_lifecycle_event("lifecycle-hook-completer/eventbridge-launch-lifecycle-action.json"), "1 launch, healthy at once"),
-        ("alarm-instance-updater", sample_event("alarm-instance-updater/sns-alarm-cpu-high.json"), "1 ALARM: restriction written"),
-        (
-            "unsubscribe",
-            e2e_harness::function_url_request("POST", ada_unsubscribe_url, Some("List-Unsubscribe=One-Click")),
-            "1 one-click POST: the user unsubscribed",
-        ),
-    ]
+/// The AWS services the functions call, each on its own loopback address so that, as against AWS's per-service
+/// hosts, each gets its own connection and TLS handshake. `AWS_ENDPOINT_URL_<SERVICE>` names them.
+const SERVICE_HOSTS: [(&str, &str); 6] = [
+    ("SSM", "127.0.0.2"),
+    ("COGNITO_IDENTITY_PROVIDER", "127.0.0.3"),
+    ("SES", "127.0.0.4"),
+    ("DYNAMODB", "127.0.0.5"),
+    ("AUTO_SCALING", "127.0.0.6"),
+    ("SQS", "127.0.0.7"),
+];
+
+/// One function (or floor build) and how to give it a unit of work.
+struct Workload {
+    name: String,
+    binary: PathBuf,
+    /// Which template function's environment it runs with.
+    env_of: Option<&'static str>,
+    /// Set on top of that.
+    extra_env: Vec<(String, String)>,
+    /// The floor it is compared with: the one that calls at init for a function that reads a secret at init.
+    floor: &'static str,
+    unit: &'static str,
+    /// The event of the `n`th invocation: a fresh unit of work each time where the function would otherwise see a
+    /// replay (new rows, newer versions), so every figure is of real work.
+    event: Box<dyn Fn(u64) -> Value>,
+}
+
+/// The database events of an SQS batch made new: each row gets a new id and a newer version, and each user a new
+/// surname, so the ordering guard and the once-only guard see new work, not a replay.
+fn fresh_database_events(mut event: Value, n: u64) -> Value {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    for record in event["Records"].as_array_mut().into_iter().flatten() {
+        let Some(body) = record["body"].as_str() else { continue };
+        let Ok(mut envelope) = serde_json::from_str::<Value>(body) else { continue };
+        let Some(Ok(mut message)) = envelope["Message"].as_str().map(serde_json::from_str::<Value>) else { continue };
+        if message.get("occurredAt").is_some() {
+            message["occurredAt"] = now.clone().into();
+        }
+        let rows: Vec<&mut Value> = if message.get("records").is_some() {
+            message["records"].as_array_mut().into_iter().flatten().collect()
+        } else {
+            message.get_mut("record").into_iter().collect()
+        };
+        for row in rows {
+            match &row["id"] {
+                Value::Number(id) => row["id"] = (id.as_u64().unwrap_or(0) * 1000 + n).into(),
+                Value::String(id) => row["id"] = format!("{id}-{n}").into(),
+                _ => {}
+            }
+            if let Some(last) = row["lastName"].as_str() {
+                row["lastName"] = format!("{}{n}", last.trim_end_matches(|c: char| c.is_ascii_digit())).into();
+                row["updatedAt"] = now.clone().into();
+            }
+        }
+        envelope["Message"] = message.to_string().into();
+        record["body"] = envelope.to_string().into();
+    }
+    event
+}
+
+fn workloads(binaries: &Path, ada_unsubscribe_url: String, floor_variants: &[(String, PathBuf)]) -> Vec<Workload> {
+    let fixed = |path: &'static str| Box::new(move |_| sample_event(path)) as Box<dyn Fn(u64) -> Value>;
+    let mut all = vec![
+        Workload {
+            name: FLOOR.into(),
+            binary: binaries.join(FLOOR),
+            env_of: None,
+            extra_env: vec![],
+            floor: FLOOR,
+            unit: "1 SSM GetParameter",
+            event: Box::new(|_| serde_json::json!({})),
+        },
+        Workload {
+            name: FLOOR_CALL_AT_INIT.into(),
+            binary: binaries.join(FLOOR),
+            env_of: None,
+            extra_env: vec![("FLOOR_CALL_AT_INIT".into(), "1".into())],
+            floor: FLOOR_CALL_AT_INIT,
+            unit: "1 SSM GetParameter (and one at init)",
+            event: Box::new(|_| serde_json::json!({})),
+        },
+        Workload {
+            name: "cognito-attribute-sync".into(),
+            binary: binaries.join("cognito-attribute-sync"),
+            env_of: Some("cognito-attribute-sync"),
+            extra_env: vec![],
+            floor: FLOOR,
+            unit: "3 records: 2 users renamed, 1 other table",
+            event: Box::new(|n| fresh_database_events(sample_event("cognito-attribute-sync/sns-envelope-batch.json"), n)),
+        },
+        Workload {
+            name: "publish-history-email".into(),
+            binary: binaries.join("publish-history-email"),
+            env_of: Some("publish-history-email"),
+            extra_env: vec![],
+            // Reads its SecureString at init.
+            floor: FLOOR_CALL_AT_INIT,
+            unit: "2 new rows: 4 emails to 2 tenants' subscribers",
+            event: Box::new(|n| fresh_database_events(sample_event("publish-history-email/sns-envelope-batch.json"), n)),
+        },
+        Workload {
+            name: "lifecycle-hook-completer".into(),
+            binary: binaries.join("lifecycle-hook-completer"),
+            env_of: Some("lifecycle-hook-completer"),
+            extra_env: vec![],
+            floor: FLOOR,
+            unit: "1 launch, healthy at once",
+            event: Box::new(|_| fresh_lifecycle_event("lifecycle-hook-completer/eventbridge-launch-lifecycle-action.json")),
+        },
+        Workload {
+            name: "alarm-instance-updater".into(),
+            binary: binaries.join("alarm-instance-updater"),
+            env_of: Some("alarm-instance-updater"),
+            extra_env: vec![],
+            floor: FLOOR,
+            unit: "1 ALARM (the restriction written once, then unchanged)",
+            event: fixed("alarm-instance-updater/sns-alarm-cpu-high.json"),
+        },
+        Workload {
+            name: "unsubscribe".into(),
+            binary: binaries.join("unsubscribe"),
+            env_of: Some("unsubscribe"),
+            extra_env: vec![],
+            // Reads its SecureString at init.
+            floor: FLOOR_CALL_AT_INIT,
+            unit: "1 one-click POST",
+            event: Box::new(move |_| e2e_harness::function_url_request("POST", &ada_unsubscribe_url, Some("List-Unsubscribe=One-Click"))),
+        },
+    ];
+    for (variant, dir) in floor_variants {
+        all.push(Workload {
+            name: format!("{FLOOR} ({variant})"),
+            binary: dir.join(FLOOR),
+            env_of: None,
+            extra_env: vec![],
+            floor: FLOOR,
+            unit: "1 SSM GetParameter",
+            event: Box::new(|_| serde_json::json!({})),
+        });
+    }
+    all
 }
 
 /// Ada's one-click link, signed with the local stack's key as publish-history-email signs it.
-async fn ada_unsubscribe_url(moto: &Moto, stack: &e2e_harness::stack::LocalStack) -> String {
+async fn ada_unsubscribe_url(moto: &Moto, stack: &LocalStack) -> String {
     let cognito = aws_sdk_cognitoidentityprovider::Client::new(&e2e_harness::sdk_config(&moto.endpoint).await);
     let ada = cognito.admin_get_user().user_pool_id(&stack.user_pool_id).username("ada@example.com").send().await.expect("Ada");
     let sub = ada.user_attributes().iter().find(|a| a.name() == "sub").and_then(|a| a.value()).unwrap_or_default().to_owned();
@@ -40,19 +194,100 @@ async fn ada_unsubscribe_url(moto: &Moto, stack: &e2e_harness::stack::LocalStack
     format!("https://unsubscribe.local/?token={}", key.sign(&sub, "acme", chrono::Utc::now().timestamp()))
 }
 
-fn median(mut values: Vec<Duration>) -> Duration {
+fn median(values: &[Duration]) -> Duration {
+    let mut values = values.to_vec();
     values.sort();
     values[values.len() / 2]
 }
 
-/// The arm64 package (bootstrap) that `sam build` produced, if any: (bytes, gzip -9 bytes).
-fn package_size(binary: &str) -> Option<(u64, u64)> {
-    let candidates =
-        [workspace_root().join("target/sam/lambda").join(binary).join("bootstrap"), workspace_root().join("target/lambda").join(binary).join("bootstrap")];
-    let path = candidates.iter().find(|p| p.exists())?;
-    let size = std::fs::metadata(path).ok()?.len();
-    let gzip = std::process::Command::new("gzip").args(["-9", "-c"]).arg(path).output().ok()?;
-    Some((size, gzip.stdout.len() as u64))
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Lambda bills each phase rounded up to the millisecond; init is billed for a custom runtime (`provided.al2023`).
+fn dollars_per_million(billed: Duration, memory_mb: u64) -> f64 {
+    let billed_ms = ms(billed).ceil();
+    1e6 * billed_ms / 1000.0 * memory_mb as f64 / 1024.0 * PRICE_PER_GB_SECOND + PRICE_PER_MILLION_REQUESTS
+}
+
+#[derive(Default)]
+struct Samples {
+    init: Vec<Duration>,
+    first: Vec<Duration>,
+    warm: Vec<Duration>,
+    /// CPU time of init plus the first invocation, and of the warm invocation, where the cgroup counts it.
+    cold_cpu: Vec<Duration>,
+    warm_cpu: Vec<Duration>,
+    peak_rss_kib: u64,
+    first_calls: BTreeMap<String, usize>,
+    warm_calls: usize,
+}
+
+impl Samples {
+    fn cold(&self) -> Vec<Duration> {
+        self.init.iter().zip(&self.first).map(|(i, f)| *i + *f).collect()
+    }
+
+    /// What the cold start adds to the work itself: cold minus warm, run by run.
+    fn penalty(&self) -> Vec<Duration> {
+        self.cold().iter().zip(&self.warm).map(|(c, w)| c.saturating_sub(*w)).collect()
+    }
+
+    /// The same in CPU time, which the quota's timing does not blur.
+    fn cpu_penalty(&self) -> Vec<Duration> {
+        self.cold_cpu.iter().zip(&self.warm_cpu).map(|(c, w)| c.saturating_sub(*w)).collect()
+    }
+}
+
+/// The environment a function gets to reach the local AWS over TLS: every service on its own host, the throwaway
+/// root trusted through `AWS_CA_BUNDLE` (and, for a build with the `system-roots` lever, `SSL_CERT_FILE`).
+fn tls_env(front: &TlsFront, ca: &LocalCa, proxy_endpoint: &str) -> Vec<(String, String)> {
+    let mut env = local_aws_env(proxy_endpoint);
+    for (key, value) in env.iter_mut() {
+        if key == "AWS_ENDPOINT_URL" {
+            *value = front.endpoint("127.0.0.1");
+        }
+    }
+    for (service, host) in SERVICE_HOSTS {
+        env.push((format!("AWS_ENDPOINT_URL_{service}"), front.endpoint(host)));
+    }
+    env.push(("AWS_CA_BUNDLE".into(), ca.root.display().to_string()));
+    env.push(("SSL_CERT_FILE".into(), ca.trust_bundle.display().to_string()));
+    env
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| info.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    format!("{} {cpu}, {cores} cores, Linux {}", std::env::consts::ARCH, kernel.trim())
+}
+
+/// The arm64 zip `cargo lambda build --release --arm64 --output-format zip` made (target/lambda/<name>/bootstrap.zip).
+fn zip_size(name: &str) -> Option<u64> {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+    std::fs::metadata(target.join("lambda").join(name).join("bootstrap.zip")).ok().map(|m| m.len())
+}
+
+/// The template's `MemorySize` for each function (its own, else the Globals').
+fn template_memory_sizes() -> BTreeMap<String, u64> {
+    let template = e2e_harness::stack::read_template();
+    let global = template["Globals"]["Function"]["MemorySize"].as_u64();
+    let mut sizes = BTreeMap::new();
+    for (_, resource) in template["Resources"].as_mapping().into_iter().flatten() {
+        if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        let Some(code) = resource["Properties"]["CodeUri"].as_str() else { continue };
+        let binary = code.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_owned();
+        if let Some(size) = resource["Properties"]["MemorySize"].as_u64().or(global) {
+            sizes.insert(binary, size);
+        }
+    }
+    sizes
 }
 
 /// Rows and pool users of the reconciliation benchmark, and how many of them have drifted.
@@ -60,12 +295,11 @@ const RECONCILE_USERS: usize = 10_000;
 const RECONCILE_DRIFTED: usize = 100;
 
 /// cognito-reconcile at scale: 10,000 rows in PostgreSQL and 10,000 pool users, 1 % drifted; one repair run.
-async fn reconcile_at_scale(binaries: &std::path::Path, moto: &Moto, proxy: &RecordingProxy, stack: &e2e_harness::stack::LocalStack) {
+async fn reconcile_at_scale(binaries: &Path, moto: &Moto, proxy: &RecordingProxy, stack: &LocalStack, report: &mut String) {
     use futures::StreamExt;
     let sdk = e2e_harness::sdk_config(&moto.endpoint).await;
     let cognito = aws_sdk_cognitoidentityprovider::Client::new(&sdk);
     let pool = &stack.user_pool_id;
-    let started = std::time::Instant::now();
     futures::stream::iter(0..RECONCILE_USERS)
         // moto's user pools fail under concurrent writes (an HTML 500 now and then): one at a time.
         .for_each_concurrent(1, |i| {
@@ -98,7 +332,6 @@ async fn reconcile_at_scale(binaries: &std::path::Path, moto: &Moto, proxy: &Rec
         RECONCILE_USERS / RECONCILE_DRIFTED,
         RECONCILE_USERS - 1
     ));
-    println!("\ncognito-reconcile: {RECONCILE_USERS} rows and pool users, {RECONCILE_DRIFTED} drifted (set up in {:.0} s)", started.elapsed().as_secs_f64());
     let mut env = local_aws_env(&proxy.endpoint);
     env.extend(stack.function("cognito-reconcile").environment.iter().cloned());
     env.retain(|(k, _)| k != "DATABASE_PASSWORD_PARAMETER");
@@ -107,7 +340,7 @@ async fn reconcile_at_scale(binaries: &std::path::Path, moto: &Moto, proxy: &Rec
     let mut process = FunctionProcess::start(&binaries.join("cognito-reconcile"), &env);
     process.timeout = Duration::from_secs(300);
     let before = proxy.calls().len();
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let summary = process.invoke(&serde_json::json!({"dryRun": false})).response();
     let wall = started.elapsed();
     let mut calls = BTreeMap::new();
@@ -115,65 +348,277 @@ async fn reconcile_at_scale(binaries: &std::path::Path, moto: &Moto, proxy: &Rec
         *calls.entry(call.operation.clone()).or_insert(0) += 1;
     }
     let breakdown: Vec<String> = calls.iter().map(|(op, n)| format!("{op} {n}")).collect();
-    println!(
-        "  one repair run: {:.1} s wall, peak RSS {:.1} MiB, complete {}, scanned {}, drifted {}, repaired {}",
+    let _ = writeln!(
+        report,
+        "\n## cognito-reconcile at scale\n\n{RECONCILE_USERS} rows and pool users, {RECONCILE_DRIFTED} drifted, one repair run (full core, plain HTTP, \
+         writes paced at 25/s): {:.1} s wall, peak RSS {:.1} MiB; complete {}, scanned {}, drifted {}, repaired {}.\n\nAWS calls: {}.",
         wall.as_secs_f64(),
         process.peak_rss_kib().unwrap_or(0) as f64 / 1024.0,
         summary["complete"],
         summary["scanned"],
         summary["drifted"],
-        summary["repaired"]
+        summary["repaired"],
+        breakdown.join(", ")
     );
-    println!("  AWS calls: {}", breakdown.join(", "));
+}
+
+/// The budgets of the README, read off this run at each function's chosen memory size.
+fn budgets(report: &mut String, results: &BTreeMap<u64, BTreeMap<String, Samples>>, workloads: &[Workload], chosen: &BTreeMap<String, u64>) {
+    let _ = writeln!(
+        report,
+        "\n## Budgets, at each function's `MemorySize`\n\nInit ≤ {INIT_BUDGET}x the floor's; cold start ≤ {COLD_BUDGET}x the floor's, read on what it adds to the work \
+         (cold − warm), in wall time and in CPU time; peak RSS ≤ {RSS_BUDGET_MIB} MiB; arm64 zip ≤ {ZIP_BUDGET_MB} MB.\n"
+    );
+    let _ = writeln!(
+        report,
+        "| function | MB | init ÷ floor | cold − warm ÷ floor's | same in CPU | peak RSS MiB | zip MB | within |\n|---|--:|--:|--:|--:|--:|--:|---|"
+    );
+    let mark = |ok: bool| if ok { "" } else { " ✗" };
+    for workload in workloads.iter().filter(|w| w.env_of.is_some()) {
+        let Some(size) = chosen.get(&workload.name) else { continue };
+        let Some(by_function) = results.get(size) else { continue };
+        let (s, floor) = (&by_function[&workload.name], &by_function[workload.floor]);
+        let init = ms(median(&s.init)) / ms(median(&floor.init));
+        let cold = ms(median(&s.penalty())) / ms(median(&floor.penalty()));
+        let cpu = (!s.cpu_penalty().is_empty()).then(|| ms(median(&s.cpu_penalty())) / ms(median(&floor.cpu_penalty())));
+        let rss = s.peak_rss_kib as f64 / 1024.0;
+        let zip = zip_size(&workload.name).map(|bytes| bytes as f64 / 1e6);
+        let ok = init <= INIT_BUDGET
+            && cold <= COLD_BUDGET
+            && cpu.is_none_or(|c| c <= COLD_BUDGET)
+            && rss <= RSS_BUDGET_MIB
+            && zip.is_some_and(|z| z <= ZIP_BUDGET_MB);
+        let _ = writeln!(
+            report,
+            "| {} | {size} | {init:.2}{} | {cold:.2}{} | {} | {rss:.1}{} | {} | {} |",
+            workload.name,
+            mark(init <= INIT_BUDGET),
+            mark(cold <= COLD_BUDGET),
+            cpu.map_or("n/a".to_owned(), |c| format!("{c:.2}{}", mark(c <= COLD_BUDGET))),
+            mark(rss <= RSS_BUDGET_MIB),
+            zip.map_or("not built".to_owned(), |z| format!("{z:.2}{}", mark(z <= ZIP_BUDGET_MB))),
+            if ok { "yes" } else { "no" }
+        );
+    }
+}
+
+fn calls_since(proxy: &RecordingProxy, before: usize) -> BTreeMap<String, usize> {
+    let mut calls = BTreeMap::new();
+    for call in &proxy.calls()[before..] {
+        *calls.entry(call.operation.clone()).or_insert(0) += 1;
+    }
+    calls
+}
+
+fn env_list(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned()).split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() {
     let binaries = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target/release"));
+    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let sizes: Vec<u64> = env_list("BENCH_SIZES", "128,256,512,1024").iter().map(|s| s.parse().expect("BENCH_SIZES: memory sizes in MB")).collect();
+    let variants: Vec<(String, PathBuf)> = std::env::var("BENCH_VARIANTS")
+        .unwrap_or_default()
+        .split(';')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| pair.split_once('=').map(|(n, d)| (n.to_owned(), PathBuf::from(d))).expect("BENCH_VARIANTS: name=binary-dir;..."))
+        .collect();
+
     let moto = Moto::start();
     let proxy = RecordingProxy::start(&moto.endpoint);
     let _stand_in = LifecycleStandIn::install(&proxy);
+    // moto reports the SES sandbox's send rate (1 per second), so publish-history-email would spend its invocations
+    // waiting on its pacer; a production account starts at 14 per second. Stand-in, for this benchmark only.
+    proxy.rewrite_with(Some(Box::new(|call, body| {
+        if call.operation == "GetSendQuota" {
+            let rate = body.split("<MaxSendRate>").nth(1).and_then(|rest| rest.split("</MaxSendRate>").next()).unwrap_or_default().to_owned();
+            body.replace(&format!("<MaxSendRate>{rate}</MaxSendRate>"), &format!("<MaxSendRate>{PRODUCTION_SEND_RATE}</MaxSendRate>"))
+        } else {
+            body
+        }
+    })));
     let stack = provision(&moto.endpoint, e2e_harness::scenario::APP_BASE_URL, None).await;
-    println!("binaries: {}  (x86_64 here; Lambda runs the arm64 build)", binaries.display());
-    println!("{:<26} {:>14} {:>13} {:>10}  unit of work / calls by operation", "function", "init (median)", "peak RSS", "AWS calls");
-    let ada_link = ada_unsubscribe_url(&moto, &stack).await;
-    for (name, event, unit) in workloads(&ada_link) {
-        let mut env = local_aws_env(&proxy.endpoint);
-        env.extend(stack.function(name).environment.iter().cloned());
-        let mut inits = Vec::new();
-        let mut peak = 0;
-        let mut first_calls = BTreeMap::new();
-        for run in 0..COLD_STARTS {
-            let mut process = FunctionProcess::start(&binaries.join(name), &env);
-            inits.push(process.init_duration().expect("the function polled for an invocation"));
-            let before = proxy.calls().len();
-            process.invoke(&event).response();
-            if run == 0 {
-                for call in &proxy.calls()[before..] {
-                    *first_calls.entry(call.operation.clone()).or_insert(0) += 1;
+    let hosts: Vec<String> = std::iter::once("127.0.0.1").chain(SERVICE_HOSTS.iter().map(|(_, h)| *h)).map(str::to_owned).collect();
+    let ca = LocalCa::create(&hosts);
+    let front = TlsFront::start(&ca, &hosts, &proxy.endpoint);
+    let base_env = tls_env(&front, &ca, &proxy.endpoint);
+    let only = env_list("BENCH_ONLY", "");
+    let mut workloads = workloads(&binaries, ada_unsubscribe_url(&moto, &stack).await, &variants);
+    workloads.retain(|w| only.is_empty() || w.name.starts_with(FLOOR) || only.iter().any(|o| w.name.starts_with(o.as_str())));
+    let chosen = template_memory_sizes();
+
+    let mut report = String::new();
+    let _ = writeln!(report, "# Benchmark results\n");
+    let _ = writeln!(
+        report,
+        "Made by `bash tests/bench.sh` on {} on {}. Release binaries ({}, x86_64 here; Lambda runs the arm64 build) against moto \
+         behind TLS (a throwaway RSA 2048 root and intermediate, trusted through `AWS_CA_BUNDLE`), \
+         one loopback host per AWS service; medians of {runs} cold starts per function and size, interleaved.\n",
+        chrono::Utc::now().format("%Y-%m-%d"),
+        machine(),
+        binaries.display()
+    );
+
+    let mut results: BTreeMap<u64, BTreeMap<String, Samples>> = BTreeMap::new();
+    let mut confinement = BTreeMap::new();
+    let mut invocation = 0;
+    for &size in &sizes {
+        let share = CpuShare::create(size);
+        confinement.insert(size, share.as_ref().map(|s| format!("{:.1} % of a vCPU", s.vcpu() * 100.0)).map_err(Clone::clone));
+        if let Err(why) = &share {
+            eprintln!("{size} MB: NOT CONFINED, full CPU: {why}");
+        }
+        for run in 0..runs {
+            for workload in &workloads {
+                let mut env = base_env.clone();
+                match workload.env_of {
+                    Some(function) => env.extend(stack.function(function).environment.iter().cloned()),
+                    None => env.push(("FLOOR_PARAMETER".into(), stack.restriction_parameter.clone())),
                 }
+                env.extend(workload.extra_env.iter().cloned());
+                let mut process = match &share {
+                    Ok(share) => FunctionProcess::start_confined(&workload.binary, &env, share),
+                    Err(_) => FunctionProcess::start(&workload.binary, &env),
+                };
+                // A full CFS period with nothing running, so the quota is whole again: the previous process must
+                // not leave this one throttled (a new Lambda environment starts with its share unspent).
+                std::thread::sleep(QUOTA_REFILL);
+                let cpu_before = share.as_ref().ok().and_then(CpuShare::cpu_time);
+                let samples = results.entry(size).or_default().entry(workload.name.clone()).or_default();
+                samples.init.push(process.init_duration().unwrap_or_else(|| panic!("{} never polled for an invocation", workload.name)));
+                for warm in [false, true] {
+                    if warm {
+                        // A warm invocation comes after a pause, not in the throttled tail of the first one.
+                        std::thread::sleep(QUOTA_REFILL);
+                    }
+                    invocation += 1;
+                    let cpu_at_start = share.as_ref().ok().and_then(CpuShare::cpu_time);
+                    let event = (workload.event)(invocation);
+                    let before = proxy.calls().len();
+                    let started = Instant::now();
+                    let outcome = process.invoke(&event);
+                    let took = started.elapsed();
+                    if let e2e_harness::runtime::Invocation::Error(error) = &outcome {
+                        panic!("{} failed at {size} MB: {error}\n{}", workload.name, process.output().join("\n"));
+                    }
+                    let calls = calls_since(&proxy, before);
+                    if warm {
+                        samples.warm.push(took);
+                        samples.warm_calls = calls.values().sum();
+                        if let (Some(before), Some(now)) = (cpu_at_start, share.as_ref().ok().and_then(CpuShare::cpu_time)) {
+                            samples.warm_cpu.push(now.saturating_sub(before));
+                        }
+                    } else {
+                        samples.first.push(took);
+                        samples.first_calls = calls;
+                        if let (Some(before), Some(now)) = (cpu_before, share.as_ref().ok().and_then(CpuShare::cpu_time)) {
+                            samples.cold_cpu.push(now.saturating_sub(before));
+                        }
+                    }
+                }
+                samples.peak_rss_kib = samples.peak_rss_kib.max(process.peak_rss_kib().unwrap_or(0));
             }
-            peak = peak.max(process.peak_rss_kib().unwrap_or(0));
+            eprintln!("{size} MB: cold start round {} of {runs} done", run + 1);
         }
-        let total: usize = first_calls.values().sum();
-        let breakdown: Vec<String> = first_calls.iter().map(|(op, n)| format!("{op} {n}")).collect();
-        println!(
-            "{:<26} {:>11.1} ms {:>9.1} MiB {:>10}  {unit}: {}",
-            name,
-            median(inits).as_secs_f64() * 1000.0,
-            peak as f64 / 1024.0,
-            total,
-            breakdown.join(", ")
+    }
+
+    let _ = writeln!(report, "## Cold and warm, by memory size\n");
+    let _ = writeln!(
+        report,
+        "Init: process start to its first poll of the Runtime API. First: the first invocation (new TLS connections, its real calls). \
+         Cold = init + first, what Lambda bills for a cold start of a custom runtime. Warm: the next invocation, on open connections. \
+         Cold CPU: the CPU time of init and first together, which the quota stretches into the wall times beside it. \
+         The ratios compare with the floor that calls at init for the functions that read a secret at init (publish-history-email, \
+         unsubscribe), with the plain floor for the others. \
+         Cold − warm: what the cold start adds to the work itself (a function that waits on AWS for a second, as the lifecycle health \
+         check does, is not slow to start). \
+         Cost: Lambda arm64, ${PRICE_PER_GB_SECOND}/GB-s plus ${PRICE_PER_MILLION_REQUESTS:.2} per million requests, each phase rounded up to 1 ms. \
+         ★ marks the template's `MemorySize`.\n"
+    );
+    for (&size, by_function) in &results {
+        let _ = writeln!(
+            report,
+            "### {size} MB ({})\n",
+            match &confinement[&size] {
+                Ok(share) => format!("confined to {share}"),
+                Err(why) => format!("NOT CONFINED, full CPU: {why}"),
+            }
         );
+        let _ = writeln!(
+            report,
+            "| function | init ms | first ms | cold ms | warm ms | cold CPU ms | warm CPU ms | init ÷ floor | cold ÷ floor | cold − warm ÷ floor's | same in CPU | peak RSS MiB | $ per M cold | $ per M warm |"
+        );
+        let _ = writeln!(report, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        for workload in &workloads {
+            let floor = &by_function[workload.floor];
+            let s = &by_function[&workload.name];
+            let (init, first, cold, warm) = (median(&s.init), median(&s.first), median(&s.cold()), median(&s.warm));
+            let star = if chosen.get(&workload.name) == Some(&size) { " ★" } else { "" };
+            let cpu = |values: &[Duration]| if values.is_empty() { "n/a".to_owned() } else { format!("{:.1}", ms(median(values))) };
+            let cpu_ratio = if s.cold_cpu.is_empty() || s.warm_cpu.is_empty() {
+                "n/a".to_owned()
+            } else {
+                format!("{:.2}", ms(median(&s.cpu_penalty())) / ms(median(&floor.cpu_penalty())))
+            };
+            let _ = writeln!(
+                report,
+                "| {}{star} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {:.2} | {:.2} | {:.2} | {cpu_ratio} | {:.1} | {:.2} | {:.2} |",
+                workload.name,
+                ms(init),
+                ms(first),
+                ms(cold),
+                ms(warm),
+                cpu(&s.cold_cpu),
+                cpu(&s.warm_cpu),
+                ms(init) / ms(median(&floor.init)),
+                ms(cold) / ms(median(&floor.cold())),
+                ms(median(&s.penalty())) / ms(median(&floor.penalty())),
+                s.peak_rss_kib as f64 / 1024.0,
+                dollars_per_million(cold, size),
+                dollars_per_million(warm, size),
+            );
+        }
+        let _ = writeln!(report);
     }
-    reconcile_at_scale(&binaries, &moto, &proxy, &stack).await;
-    println!();
-    for (name, _, _) in workloads(&ada_link).into_iter().chain([("cognito-reconcile", serde_json::Value::Null, "")]) {
-        match package_size(name) {
-            Some((size, gzip)) => {
-                println!("package {name:<26} bootstrap {:>6.1} MiB, zipped about {:>5.1} MiB (arm64)", size as f64 / 1048576.0, gzip as f64 / 1048576.0)
-            }
-            None => println!("package {name:<26} not built for arm64 yet (sam build, or the infra test, builds it)"),
+
+    let _ = writeln!(report, "## AWS calls per unit of work\n\n| function | unit of work | first invocation | warm invocation |\n|---|---|---|--:|");
+    if let Some(by_function) = results.values().next() {
+        for workload in &workloads {
+            let s = &by_function[&workload.name];
+            let breakdown: Vec<String> = s.first_calls.iter().map(|(op, n)| format!("{op} {n}")).collect();
+            let _ = writeln!(
+                report,
+                "| {} | {} | {}: {} | {} |",
+                workload.name,
+                workload.unit,
+                s.first_calls.values().sum::<usize>(),
+                breakdown.join(", "),
+                s.warm_calls
+            );
         }
     }
+
+    let _ = writeln!(report, "\n## Packages (arm64 zip, `cargo lambda build --release --arm64 --output-format zip`)\n\n| function | zip MB |\n|---|--:|");
+    for name in ["cognito-attribute-sync", "publish-history-email", "lifecycle-hook-completer", "alarm-instance-updater", "unsubscribe", "cognito-reconcile"] {
+        match zip_size(name) {
+            Some(bytes) => {
+                let _ = writeln!(report, "| {name} | {:.2} |", bytes as f64 / 1e6);
+            }
+            None => {
+                let _ = writeln!(report, "| {name} | not built |");
+            }
+        }
+    }
+
+    budgets(&mut report, &results, &workloads, &chosen);
+
+    if std::env::var_os("BENCH_SKIP_RECONCILE").is_none() {
+        reconcile_at_scale(&binaries, &moto, &proxy, &stack, &mut report).await;
+    }
+    println!("{report}");
+    let out = workspace_root().join("tests/bench-results.md");
+    std::fs::write(&out, &report).unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
+    eprintln!("written to {}", out.display());
 }
