@@ -6,23 +6,37 @@
 
 use std::io::{self, Write};
 
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Installs the JSON subscriber. The level comes from `AWS_LAMBDA_LOG_LEVEL` (set by Lambda's advanced logging
 /// controls) or `RUST_LOG`, default `info`.
 pub fn init() {
     let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().or_else(|| std::env::var("RUST_LOG").ok());
-    let filter = EnvFilter::try_new(level.as_deref().unwrap_or("info").to_lowercase()).unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .json()
-        .with_env_filter(filter)
         .with_current_span(true)
         .with_span_list(false)
         .flatten_event(true)
         .with_target(false)
         .with_writer(MaskingStdout)
-        .try_init();
+        .finish();
+    let _ = subscriber.with(log_filter(level.as_deref())).try_init();
+}
+
+/// A level (`info`) or `target=level` directives (`info,aws_smithy_runtime=debug`), as `RUST_LOG` takes them;
+/// Lambda's `FATAL` is `error`; anything unreadable, and every target not named, is `info`. `Targets`, not `EnvFilter`: the same directives
+/// without a regex engine in every package.
+pub fn log_filter(level: Option<&str>) -> Targets {
+    let directives = level.unwrap_or("info").trim().to_lowercase().replace("fatal", "error");
+    match directives.parse::<Targets>() {
+        Ok(targets) if targets.default_level().is_some() => targets,
+        // Only targets named: the rest at `info`, not silenced.
+        Ok(targets) => targets.with_default(tracing::Level::INFO),
+        Err(_) => Targets::new().with_default(tracing::Level::INFO),
+    }
 }
 
 /// Stdout, with email addresses masked. tracing-subscriber formats a whole line and writes it at once.
@@ -98,6 +112,18 @@ pub fn mask_email(address: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_level_comes_from_lambda_or_rust_log_directives() {
+        use tracing::level_filters::LevelFilter;
+        assert_eq!(log_filter(None).default_level(), Some(LevelFilter::INFO));
+        assert_eq!(log_filter(Some("DEBUG")).default_level(), Some(LevelFilter::DEBUG));
+        assert_eq!(log_filter(Some("FATAL")).default_level(), Some(LevelFilter::ERROR));
+        assert_eq!(log_filter(Some("not a level!")).default_level(), Some(LevelFilter::INFO));
+        let directives = log_filter(Some("warn,aws_smithy_runtime=debug"));
+        assert!(directives.would_enable("aws_smithy_runtime::client", &tracing::Level::DEBUG));
+        assert!(!directives.would_enable("shared::batch", &tracing::Level::INFO));
+    }
 
     #[test]
     fn masks_the_local_part_and_keeps_the_domain() {
