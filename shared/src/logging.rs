@@ -28,7 +28,7 @@ pub fn init() {
 
 /// A level (`info`) or `target=level` directives (`info,aws_smithy_runtime=debug`), as `RUST_LOG` takes them;
 /// Lambda's `FATAL` is `error`; anything unreadable, and every target not named, is `info`. `Targets`, not `EnvFilter`: the same directives
-/// without a regex engine in every package.
+/// without a regex engine.
 pub fn log_filter(level: Option<&str>) -> Targets {
     let directives = level.unwrap_or("info").trim().to_lowercase().replace("fatal", "error");
     match directives.parse::<Targets>() {
