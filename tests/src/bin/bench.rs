@@ -158,7 +158,7 @@ fn workloads(binaries: &Path, ada_unsubscribe_url: String, floor_variants: &[(St
             env_of: Some("alarm-instance-updater"),
             extra_env: vec![],
             floor: FLOOR,
-            unit: "1 ALARM (the restriction written once, then unchanged)",
+            unit: "1 ALARM during a scale-out: the restriction written (each ALARM pushes its expiry later)",
             event: fixed("alarm-instance-updater/sns-alarm-cpu-high.json"),
         },
         Workload {
