@@ -4,6 +4,7 @@
 pub mod cpu_share;
 pub mod event_source;
 pub mod fixtures;
+pub mod iam;
 pub mod lifecycle_stand_in;
 pub mod mail;
 pub mod moto;

@@ -3,6 +3,7 @@
 //! responder answers calls itself (calls moto lacks, or a failure to inject), and a rewriter changes moto's answer
 //! (a state moto cannot model). Tests that use them say so.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -30,10 +31,28 @@ struct Hooks {
     rewriter: Option<Arc<Rewriter>>,
 }
 
+/// A call the function's template policy did not allow (see [`crate::iam`]).
+#[derive(Debug, Clone)]
+pub struct Denial {
+    pub function: String,
+    pub operation: String,
+    /// AWS's message, naming the action and the resource.
+    pub message: String,
+}
+
+#[derive(Default)]
+struct IamState {
+    /// Per function binary, actions taken out of its policy by a test.
+    revoked: HashMap<String, Vec<String>>,
+    instance_groups: crate::iam::InstanceGroups,
+    denials: Vec<Denial>,
+}
+
 pub struct RecordingProxy {
     pub endpoint: String,
     calls: Arc<Mutex<Vec<Call>>>,
     hooks: Arc<Mutex<Hooks>>,
+    iam: Arc<Mutex<IamState>>,
     server: Arc<tiny_http::Server>,
     thread: Option<JoinHandle<()>>,
 }
@@ -78,16 +97,37 @@ impl RecordingProxy {
         let port = server.server_addr().to_ip().expect("an IP address").port();
         let calls = Arc::new(Mutex::new(Vec::new()));
         let hooks = Arc::new(Mutex::new(Hooks::default()));
+        let iam = Arc::new(Mutex::new(IamState::default()));
         let upstream = upstream.trim_end_matches('/').to_owned();
-        let (server2, calls2, hooks2) = (server.clone(), calls.clone(), hooks.clone());
+        let (server2, calls2, hooks2, iam2) = (server.clone(), calls.clone(), hooks.clone(), iam.clone());
         let thread = std::thread::spawn(move || {
             let agent = ureq::AgentBuilder::new().build();
             for request in server2.incoming_requests() {
-                let (agent, calls, hooks, upstream) = (agent.clone(), calls2.clone(), hooks2.clone(), upstream.clone());
-                std::thread::spawn(move || forward(request, &agent, &calls, &hooks, &upstream));
+                let (agent, calls, hooks, iam, upstream) = (agent.clone(), calls2.clone(), hooks2.clone(), iam2.clone(), upstream.clone());
+                std::thread::spawn(move || forward(request, &agent, &calls, &hooks, &iam, &upstream));
             }
         });
-        RecordingProxy { endpoint: format!("http://127.0.0.1:{port}"), calls, hooks, server, thread: Some(thread) }
+        RecordingProxy { endpoint: format!("http://127.0.0.1:{port}"), calls, hooks, iam, server, thread: Some(thread) }
+    }
+
+    /// Takes `action` (e.g. `ses:SendRawEmail`) out of the policy of every `function` process: what its calls meet
+    /// with that line deleted from the template.
+    pub fn revoke(&self, function: &str, action: &str) {
+        self.iam.lock().unwrap().revoked.entry(function.to_owned()).or_default().push(action.to_owned());
+    }
+
+    /// Says that these instances belong to Auto Scaling group `group`, as its `aws:autoscaling:groupName` tag does:
+    /// the condition lifecycle-hook-completer's SendCommand permission reads.
+    pub fn place_instances(&self, group: &str, instances: &[&str]) {
+        let mut iam = self.iam.lock().unwrap();
+        for instance in instances {
+            iam.instance_groups.insert(instance.to_string(), group.to_owned());
+        }
+    }
+
+    /// The calls denied so far, which the proxy then forgets. A proxy dropped with denials no test took fails.
+    pub fn take_denials(&self) -> Vec<Denial> {
+        std::mem::take(&mut self.iam.lock().unwrap().denials)
     }
 
     /// Answers the calls for which `responder` returns a reply, instead of moto.
@@ -131,12 +171,70 @@ fn no_delay_listener() -> std::net::TcpListener {
     listener
 }
 
-fn forward(mut request: tiny_http::Request, agent: &ureq::Agent, calls: &Mutex<Vec<Call>>, hooks: &Mutex<Hooks>, upstream: &str) {
+/// A call's signer, when it is a function process under its template policy.
+struct Signer {
+    policy: Arc<crate::iam::FunctionPolicy>,
+    service: String,
+    json_protocol: bool,
+}
+
+impl Signer {
+    fn of(request: &tiny_http::Request) -> Option<Signer> {
+        let authorization = request.headers().iter().find(|h| h.field.equiv("Authorization"))?;
+        let (key, service) = crate::iam::credential_of(authorization.value.as_str())?;
+        let json_protocol = request.headers().iter().any(|h| h.field.equiv("X-Amz-Target"));
+        Some(Signer { policy: crate::iam::policy_for(&key)?, service, json_protocol })
+    }
+
+    /// `Err` with AWS's denial answer when any of `requests` is not allowed; each allowing statement is recorded.
+    fn authorize(
+        &self,
+        call: &Call,
+        requests: Result<Vec<crate::iam::Request>, String>,
+        iam: &Mutex<IamState>,
+    ) -> Result<(), tiny_http::Response<std::io::Cursor<Vec<u8>>>> {
+        let function = &self.policy.function;
+        let mut iam = iam.lock().unwrap();
+        let revoked = iam.revoked.get(function).cloned().unwrap_or_default();
+        let denied = match requests {
+            Err(reason) => Some(format!("User: {function} is not authorized to perform {}: {reason}", call.operation)),
+            Ok(requests) => requests.iter().find_map(|request| match self.policy.evaluate(request, &revoked) {
+                crate::iam::Decision::Allowed(sid) => {
+                    crate::iam::record_exercised(function, &sid, &request.action);
+                    None
+                }
+                crate::iam::Decision::Denied(reason) => Some(crate::iam::denial_message(function, request, &reason)),
+            }),
+        };
+        let Some(message) = denied else { return Ok(()) };
+        iam.denials.push(Denial { function: function.clone(), operation: call.operation.clone(), message: message.clone() });
+        let (status, content_type, body, error_type) = crate::iam::access_denied(&self.service, self.json_protocol, &message);
+        let mut response =
+            tiny_http::Response::from_string(body).with_status_code(status).with_header(tiny_http::Header::from_bytes("Content-Type", content_type).unwrap());
+        if let Some(error_type) = error_type {
+            response.add_header(tiny_http::Header::from_bytes("x-amzn-ErrorType", error_type.as_bytes()).unwrap());
+            response.add_header(tiny_http::Header::from_bytes("x-amzn-query-error", format!("{error_type};Sender").as_bytes()).unwrap());
+        }
+        Err(response)
+    }
+}
+
+fn forward(mut request: tiny_http::Request, agent: &ureq::Agent, calls: &Mutex<Vec<Call>>, hooks: &Mutex<Hooks>, iam: &Mutex<IamState>, upstream: &str) {
     let mut body = Vec::new();
     let _ = request.as_reader().read_to_end(&mut body);
     let text = String::from_utf8_lossy(&body).into_owned();
     let call = Call { operation: operation_of(&request, &text), body: text };
     calls.lock().unwrap().push(call.clone());
+    let signer = Signer::of(&request);
+    if let Some(signer) = &signer {
+        let form = if signer.json_protocol { HashMap::new() } else { call.form() };
+        let instances = iam.lock().unwrap().instance_groups.clone();
+        let requests = crate::iam::requests_of(&signer.service, &call.operation, &call.body, &form, &instances);
+        if let Err(denied) = signer.authorize(&call, requests, iam) {
+            let _ = request.respond(denied);
+            return;
+        }
+    }
     let (responder, rewriter) = {
         let hooks = hooks.lock().unwrap();
         (hooks.responder.clone(), hooks.rewriter.clone())
@@ -171,6 +269,16 @@ fn forward(mut request: tiny_http::Request, agent: &ureq::Agent, calls: &Mutex<V
         .collect();
     let mut response_body = Vec::new();
     let _ = response.into_reader().read_to_end(&mut response_body);
+    // Decrypting a SecureString is a second authorization, of kms:Decrypt through SSM.
+    if let Some(signer) = signer.as_ref().filter(|s| s.service == "ssm" && call.operation.starts_with("GetParameter")) {
+        let decrypts = serde_json::from_str::<serde_json::Value>(&call.body).is_ok_and(|b| b["WithDecryption"] == true);
+        if decrypts && String::from_utf8_lossy(&response_body).contains("\"SecureString\"") {
+            if let Err(denied) = signer.authorize(&call, Ok(vec![crate::iam::decrypt_request()]), iam) {
+                let _ = request.respond(denied);
+                return;
+            }
+        }
+    }
     if let Some(rewriter) = rewriter {
         response_body = rewriter(&call, String::from_utf8_lossy(&response_body).into_owned()).into_bytes();
     }
@@ -186,6 +294,14 @@ impl Drop for RecordingProxy {
         self.server.unblock();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+        // Every test and the main job fail on a denial nobody expected (took), even one a function tolerated.
+        let denials = self.take_denials();
+        if !denials.is_empty() && !std::thread::panicking() {
+            panic!(
+                "calls denied by the functions' policies in infra/template.yaml:\n{}",
+                denials.iter().map(|d| format!("  {}: {}", d.operation, d.message)).collect::<Vec<_>>().join("\n")
+            );
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::fixtures::{create_launch_hook, create_sample_users, create_user_pool,
 
 /// The environment name locally: every named resource is `local-...`.
 pub const ENVIRONMENT: &str = "local";
-const ACCOUNT: &str = "123456789012";
+use crate::iam::ACCOUNT;
 
 pub struct Queue {
     pub name: String,
