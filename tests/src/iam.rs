@@ -264,14 +264,6 @@ pub fn harness_parameters() -> HashMap<String, String> {
     ])
 }
 
-fn strings(value: &Value) -> Vec<String> {
-    match value {
-        Value::Sequence(items) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
-        Value::String(s) => vec![s.clone()],
-        _ => Vec::new(),
-    }
-}
-
 /// The policy of the function whose `CodeUri` ends in `binary`, resolved against its environment `env`. `None` for
 /// a binary the template does not deploy (the benchmark's SDK floor).
 pub fn policy_from_template(template: &Value, binary: &str, env: &[(String, String)]) -> Result<Option<FunctionPolicy>, String> {
@@ -343,11 +335,13 @@ pub fn policy_from_template(template: &Value, binary: &str, env: &[(String, Stri
                 }
             };
             let (resources, not_resources) = (resolve("Resource")?, resolve("NotResource")?);
+            // An action under a false `!If` is `AWS::NoValue`: no action at all.
+            let actions = |field: &str| -> Result<Vec<String>, String> { Ok(resolve(field)?.into_iter().flatten().collect()) };
             statements.push(Statement {
-                sid,
+                sid: sid.clone(),
                 allow,
-                actions: strings(&statement["Action"]),
-                not_actions: strings(&statement["NotAction"]),
+                actions: actions("Action")?,
+                not_actions: actions("NotAction")?,
                 resources,
                 not_resources,
                 conditions,
@@ -528,9 +522,105 @@ pub fn record_exercised(function: &str, sid: &str, action: &str) {
     }
 }
 
+/// One action a function's policy grants: the statement, the action as written (a pattern), its template line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub function: String,
+    pub sid: String,
+    pub action: String,
+    /// The comment on the action's line or the line above it, which says why a grant no test exercises is there.
+    pub reason: Option<String>,
+}
+
+/// The comment that justifies a grant no test exercises: `# unexercised: <why>`.
+const UNEXERCISED: &str = "# unexercised:";
+
+/// Every Allow action of every function's inline policy, both branches of an `!If` included (a grant a parameter
+/// switches on is a grant); `template_text` is the same template as text, for the comments YAML parsing drops.
+pub fn grants(template: &Value, template_text: &str) -> Vec<Grant> {
+    fn actions(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::String(s) => out.push(s.clone()),
+            Value::Sequence(items) => items.iter().for_each(|item| actions(item, out)),
+            Value::Tagged(tagged) if tagged.tag.to_string().trim_start_matches('!') == "If" => {
+                tagged.value.as_sequence().into_iter().flatten().skip(1).for_each(|branch| actions(branch, out))
+            }
+            _ => {}
+        }
+    }
+    let lines: Vec<&str> = template_text.lines().collect();
+    let mut grants = Vec::new();
+    for resource in template["Resources"].as_mapping().into_iter().flat_map(|m| m.values()) {
+        if resource["Type"] != "AWS::Serverless::Function" {
+            continue;
+        }
+        let Some(function) = resource["Properties"]["CodeUri"].as_str().and_then(|uri| uri.rsplit('/').next()) else { continue };
+        for statement in resource["Properties"]["Policies"].as_sequence().into_iter().flatten().flat_map(|d| d["Statement"].as_sequence().into_iter().flatten())
+        {
+            if statement["Effect"] != "Allow" {
+                continue;
+            }
+            let sid = statement["Sid"].as_str().unwrap_or("(no Sid)").to_owned();
+            let mut listed = Vec::new();
+            actions(&statement["Action"], &mut listed);
+            // The statement's lines: from its Sid to the next statement's.
+            let start = lines.iter().position(|l| l.trim() == format!("- Sid: {sid}")).unwrap_or(lines.len());
+            let end = lines.iter().skip(start + 1).position(|l| l.trim_start().starts_with("- Sid:")).map_or(lines.len(), |n| start + 1 + n);
+            for action in listed {
+                let at = (start..end).find(|&n| lines[n].contains(action.as_str()));
+                let reason = at.and_then(|n| {
+                    [Some(lines[n]), n.checked_sub(1).map(|above| lines[above])]
+                        .into_iter()
+                        .flatten()
+                        .find_map(|line| line.find(UNEXERCISED).map(|i| line[i + UNEXERCISED.len()..].trim().to_owned()))
+                });
+                grants.push(Grant { function: function.to_owned(), sid: sid.clone(), action, reason });
+            }
+        }
+    }
+    grants
+}
+
+/// What the suite exercised: (function, Sid, action called) from every test process's records in `dir`.
+pub fn exercised(dir: &std::path::Path) -> std::collections::HashSet<(String, String, String)> {
+    let mut seen = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for line in std::fs::read_to_string(entry.path()).unwrap_or_default().lines() {
+            let mut fields = line.split('\t').map(str::to_owned);
+            if let (Some(function), Some(sid), Some(action)) = (fields.next(), fields.next(), fields.next()) {
+                seen.insert((function, sid, action));
+            }
+        }
+    }
+    seen
+}
+
+/// The grants no call of the suite was allowed by.
+pub fn unexercised<'a>(grants: &'a [Grant], exercised: &std::collections::HashSet<(String, String, String)>) -> Vec<&'a Grant> {
+    grants
+        .iter()
+        .filter(|grant| {
+            !exercised.iter().any(|(function, sid, action)| *function == grant.function && *sid == grant.sid && wildcard_match(&grant.action, action, true))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grant_is_unexercised_until_a_call_it_allowed_is_recorded_and_carries_its_reason() {
+        let text = "Resources:\n  F:\n    Type: AWS::Serverless::Function\n    Properties:\n      CodeUri: functions/f\n      Policies:\n        - Statement:\n            - Sid: Send\n              Effect: Allow\n              Action:\n                - ses:SendRaw*\n                # unexercised: only with a configuration set\n                - !If [C, ses:GetSendQuota, !Ref AWS::NoValue]\n";
+        let template: Value = serde_yaml::from_str(text).unwrap();
+        let grants = grants(&template, text);
+        assert_eq!(grants.iter().map(|g| g.action.as_str()).collect::<Vec<_>>(), vec!["ses:SendRaw*", "ses:GetSendQuota"]);
+        assert_eq!((grants[0].reason.as_deref(), grants[1].reason.as_deref()), (None, Some("only with a configuration set")));
+        let mut seen = std::collections::HashSet::new();
+        assert_eq!(unexercised(&grants, &seen).len(), 2);
+        seen.insert(("f".to_owned(), "Send".to_owned(), "ses:SendRawEmail".to_owned()));
+        assert_eq!(unexercised(&grants, &seen).iter().map(|g| g.action.as_str()).collect::<Vec<_>>(), vec!["ses:GetSendQuota"]);
+    }
 
     #[test]
     fn wildcards_match_as_iam_does() {
@@ -562,6 +652,19 @@ mod tests {
         let table = format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/order");
         assert!(matches!(policy.evaluate(&Request::new("dynamodb:UpdateItem", &table), &[]), Decision::Allowed(_)));
         assert!(matches!(policy.evaluate(&Request::new("dynamodb:Scan", &table), &[]), Decision::Denied(_)));
+    }
+
+    #[test]
+    fn an_action_under_if_follows_the_condition_of_the_configured_parameter() {
+        let template = crate::stack::read_template();
+        let deleting = env(&[("USER_POOL_ID", "eu-west-1_abc"), ("ON_USER_DELETED", "delete")]);
+        let pool = format!("arn:aws:cognito-idp:{REGION}:{ACCOUNT}:userpool/eu-west-1_abc");
+        let delete = Request::new("cognito-idp:AdminDeleteUser", &pool);
+        let policy = policy_from_template(&template, "cognito-attribute-sync", &deleting).unwrap().unwrap();
+        assert!(matches!(policy.evaluate(&delete, &[]), Decision::Allowed(_)));
+        let disabling = env(&[("USER_POOL_ID", "eu-west-1_abc"), ("ON_USER_DELETED", "disable")]);
+        let policy = policy_from_template(&template, "cognito-attribute-sync", &disabling).unwrap().unwrap();
+        assert!(matches!(policy.evaluate(&delete, &[]), Decision::Denied(_)));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! What moto lacks for lifecycle hooks, answered by the recording proxy in front of it: `CompleteLifecycleAction`
 //! and `RecordLifecycleActionHeartbeat` (recorded for assertions, with Auto Scaling's "No active Lifecycle Action"
 //! for an action completed before), a failed health check command for chosen instances (moto's SSM commands
-//! always succeed), and a refused SendCommand.
+//! always succeed). The instances of the sample events are placed in the harness's worker group, as Auto Scaling
+//! tags its instances: lifecycle-hook-completer may send commands only to instances of its group.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -20,13 +21,15 @@ struct State {
     completed: Vec<CompletedAction>,
     heartbeats: Vec<String>,
     unhealthy: HashSet<String>,
-    ssm_denied: bool,
 }
 
 #[derive(Clone, Default)]
 pub struct LifecycleStandIn {
     state: Arc<Mutex<State>>,
 }
+
+/// The instances the sample events under `events/lifecycle-hook-completer/` launch.
+pub const SAMPLE_INSTANCES: &[&str] = &["i-0a1b2c3d4e5f60718", "i-0badc0ffee0d15ea5", "i-0f00dfeed0000beef"];
 
 const XMLNS: &str = "http://autoscaling.amazonaws.com/doc/2011-01-01/";
 
@@ -53,6 +56,7 @@ fn no_active_action(instance: &str) -> Reply {
 impl LifecycleStandIn {
     /// Installs the stand-in on `proxy` (replacing any responder it had).
     pub fn install(proxy: &RecordingProxy) -> LifecycleStandIn {
+        proxy.place_instances(crate::fixtures::WORKER_GROUP, SAMPLE_INSTANCES);
         let stand_in = LifecycleStandIn::default();
         let state = stand_in.state.clone();
         proxy.respond_with(move |call| answer(&state, call));
@@ -62,11 +66,6 @@ impl LifecycleStandIn {
     /// From now on the health check command of `instance_id` fails, as when its application does not answer.
     pub fn make_unhealthy(&self, instance_id: &str) {
         self.state.lock().unwrap().unhealthy.insert(instance_id.to_owned());
-    }
-
-    /// From now on SendCommand is refused (AccessDeniedException), as with a role missing `ssm:SendCommand`.
-    pub fn deny_ssm_commands(&self) {
-        self.state.lock().unwrap().ssm_denied = true;
     }
 
     pub fn completed(&self) -> Vec<CompletedAction> {
@@ -96,10 +95,6 @@ fn answer(state: &Mutex<State>, call: &Call) -> Option<Reply> {
                 state.heartbeats.push(instance);
             }
             Some(xml_ok(operation))
-        }
-        "SendCommand" if state.lock().unwrap().ssm_denied => {
-            let body = serde_json::json!({"__type": "AccessDeniedException", "message": "User: arn:aws:sts::123456789012:assumed-role/lifecycle-hook-completer is not authorized to perform: ssm:SendCommand"});
-            Some(Reply { status: 400, content_type: "application/x-amz-json-1.1", body: body.to_string() })
         }
         "GetCommandInvocation" => {
             let request: serde_json::Value = serde_json::from_str(&call.body).ok()?;

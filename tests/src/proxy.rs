@@ -116,6 +116,11 @@ impl RecordingProxy {
         self.iam.lock().unwrap().revoked.entry(function.to_owned()).or_default().push(action.to_owned());
     }
 
+    /// Gives `function` its template policy back, whole.
+    pub fn restore(&self, function: &str) {
+        self.iam.lock().unwrap().revoked.remove(function);
+    }
+
     /// Says that these instances belong to Auto Scaling group `group`, as its `aws:autoscaling:groupName` tag does:
     /// the condition lifecycle-hook-completer's SendCommand permission reads.
     pub fn place_instances(&self, group: &str, instances: &[&str]) {
@@ -224,17 +229,18 @@ fn forward(mut request: tiny_http::Request, agent: &ureq::Agent, calls: &Mutex<V
     let _ = request.as_reader().read_to_end(&mut body);
     let text = String::from_utf8_lossy(&body).into_owned();
     let call = Call { operation: operation_of(&request, &text), body: text };
-    calls.lock().unwrap().push(call.clone());
     let signer = Signer::of(&request);
     if let Some(signer) = &signer {
         let form = if signer.json_protocol { HashMap::new() } else { call.form() };
         let instances = iam.lock().unwrap().instance_groups.clone();
         let requests = crate::iam::requests_of(&signer.service, &call.operation, &call.body, &form, &instances);
+        // A denied call never reaches the service: it is among the denials, not the calls.
         if let Err(denied) = signer.authorize(&call, requests, iam) {
             let _ = request.respond(denied);
             return;
         }
     }
+    calls.lock().unwrap().push(call.clone());
     let (responder, rewriter) = {
         let hooks = hooks.lock().unwrap();
         (hooks.responder.clone(), hooks.rewriter.clone())

@@ -101,16 +101,56 @@ async fn a_late_event_gets_a_real_check_continue_when_healthy_abandon_when_not()
     assert_eq!(results, vec!["CONTINUE", "ABANDON"]);
 }
 
+/// The template's policy with `ssm:SendCommand` taken out: the proxy answers as IAM does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_ssm_access_denied_fails_the_invocation_and_completes_nothing() {
-    let (_aws, stand_in, mut function) = stack(FAST).await;
-    stand_in.deny_ssm_commands();
+async fn without_ssm_send_command_in_its_policy_the_invocation_fails_naming_access_denied_and_completes_nothing() {
+    let (aws, stand_in, mut function) = stack(FAST).await;
+    aws.proxy.revoke("lifecycle-hook-completer", "ssm:SendCommand");
     match function.invoke(&fresh_lifecycle_event("lifecycle-hook-completer/eventbridge-launch-lifecycle-action.json")) {
         Invocation::Error(error) => {
             assert_eq!(error["errorType"], "HealthCheckFailed", "{error}");
-            assert!(error["errorMessage"].as_str().unwrap().contains("AccessDenied"), "{error}");
+            let message = error["errorMessage"].as_str().unwrap();
+            assert!(message.contains("AccessDenied") && message.contains("ssm:SendCommand"), "{error}");
         }
         Invocation::Response(response) => panic!("an unhealthy verdict on no evidence: {response}"),
     }
     assert!(stand_in.completed().is_empty(), "no CompleteLifecycleAction");
+    let denials = aws.proxy.take_denials();
+    assert!(!denials.is_empty() && denials.iter().all(|d| d.operation == "SendCommand"), "{denials:?}");
+}
+
+/// An instance of another group (here: not tagged as the worker group's) is out of the function's reach.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_outside_the_worker_group_cannot_be_sent_a_command() {
+    let (aws, stand_in, mut function) = stack(FAST).await;
+    aws.proxy.place_instances("another-group", &["i-0a1b2c3d4e5f60718"]);
+    let outcome = function.invoke(&fresh_lifecycle_event("lifecycle-hook-completer/eventbridge-launch-lifecycle-action.json"));
+    assert!(matches!(&outcome, Invocation::Error(e) if e["errorMessage"].as_str().unwrap_or("").contains("AccessDenied")), "{outcome:?}");
+    assert!(stand_in.completed().is_empty());
+    let denials = aws.proxy.take_denials();
+    assert!(denials.iter().any(|d| d.message.contains("i-0a1b2c3d4e5f60718")), "{denials:?}");
+}
+
+/// A hook about to lapse (AWS's shortest heartbeat timeout, 30 s, most of it gone when the event arrives) gets a
+/// heartbeat before the verdict, so the action is still there to complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_about_to_lapse_gets_a_heartbeat_before_the_verdict() {
+    let (aws, stand_in, mut function) = stack(&[("HEALTHCHECK_INTERVAL_SECONDS", "1"), ("HEALTHCHECK_DEADLINE_SECONDS", "32")]).await;
+    aws_sdk_autoscaling::Client::new(&aws.sdk)
+        .put_lifecycle_hook()
+        .auto_scaling_group_name(WORKER_GROUP)
+        .lifecycle_hook_name(e2e_harness::fixtures::LAUNCH_HOOK)
+        .lifecycle_transition("autoscaling:EC2_INSTANCE_LAUNCHING")
+        .heartbeat_timeout(30)
+        .default_result("ABANDON")
+        .send()
+        .await
+        .expect("the hook with AWS's shortest heartbeat timeout");
+    stand_in.make_unhealthy("i-0a1b2c3d4e5f60718");
+    let event = lifecycle_event_at("lifecycle-hook-completer/eventbridge-launch-lifecycle-action.json", chrono::Utc::now() - chrono::Duration::seconds(28));
+    let outcome = function.invoke(&event).response();
+    assert_eq!(outcome["result"], "ABANDON", "{outcome}");
+    assert!(outcome["heartbeats"].as_u64().unwrap_or(0) >= 1, "{outcome}");
+    assert_eq!(stand_in.heartbeats().first().map(String::as_str), Some("i-0a1b2c3d4e5f60718"));
+    assert_eq!(stand_in.completed().len(), 1);
 }
