@@ -99,7 +99,9 @@ impl Mailer for SesMailer {
                 Err(match error.code() {
                     // SES names the unverified identity. When that is our own sender the configuration is wrong, and
                     // every recipient would be "rejected": keep the notification for a retry instead.
-                    Some("MessageRejected") if message.contains(self.sender_address()) => SendError::Retryable(format!("sender identity refused: {message}")),
+                    Some("MessageRejected") if message.contains(self.sender_address()) => SendError::Refused(format!("sender identity refused: {message}")),
+                    // The role may not send (a policy without ses:SendRawEmail, or not on this identity).
+                    Some(code) if code.starts_with("AccessDenied") => SendError::Refused(format!("{code}: {message}")),
                     Some("MessageRejected") | Some("InvalidParameterValue") => SendError::Rejected(message),
                     _ => SendError::Retryable(aws_sdk_ses::error::DisplayErrorContext(error).to_string()),
                 })
@@ -235,7 +237,13 @@ mod ses_tests {
 
         let sender = mock!(aws_sdk_ses::Client::send_raw_email).then_error(|| rejected("Email address not verified no-reply@navlab.online"));
         let mailer = SesMailer::new(mock_client!(aws_sdk_ses, [&sender]), "Navlab <no-reply@navlab.online>", None);
-        assert!(matches!(mailer.send(&email()).await, Err(SendError::Retryable(_))));
+        assert!(matches!(mailer.send(&email()).await, Err(SendError::Refused(_))));
+
+        let unauthorized = mock!(aws_sdk_ses::Client::send_raw_email).then_error(|| {
+            SendRawEmailError::generic(ErrorMetadata::builder().code("AccessDenied").message("not authorized to perform: ses:SendRawEmail").build())
+        });
+        let mailer = SesMailer::new(mock_client!(aws_sdk_ses, [&unauthorized]), "no-reply@navlab.online", None);
+        assert!(matches!(mailer.send(&email()).await, Err(SendError::Refused(m)) if m.contains("ses:SendRawEmail")));
     }
 }
 

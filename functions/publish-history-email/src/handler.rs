@@ -172,7 +172,7 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore> Notifier<U, M, I> {
                 self.metrics.count("EmailsRejected", 1);
                 return Delivery::Rejected;
             }
-            Guarded::Ran { outcome: Err(SendError::Retryable(reason)), .. } => {
+            Guarded::Ran { outcome: Err(SendError::Retryable(reason) | SendError::Refused(reason)), .. } => {
                 tracing::error!(to = %to, row = %history.id, reason = %reason, "email not sent; the row will be retried");
                 Delivery::Pending
             }

@@ -34,9 +34,13 @@ pub enum SendError {
     /// The recipient is refused for good (invalid address, suppressed, rejected content): never retried.
     #[error("rejected: {0}")]
     Rejected(String),
-    /// Throttled, 5xx, a timeout, or a configuration problem an operator must fix: may succeed later.
+    /// Throttled, 5xx or a timeout: may succeed on a retry within this invocation.
     #[error("not sent: {0}")]
     Retryable(String),
+    /// Refused for every recipient until an operator fixes it (AccessDenied, the sender's identity unverified):
+    /// retrying within the invocation only repeats the refusal, so the row waits for its redelivery.
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 #[async_trait]

@@ -38,7 +38,7 @@ pub async fn send_with_retry<M: Mailer + ?Sized>(
         }
         match mailer.send(email).await {
             Ok(id) => return Ok(id),
-            Err(rejected @ SendError::Rejected(_)) => return Err(rejected),
+            Err(final_answer @ (SendError::Rejected(_) | SendError::Refused(_))) => return Err(final_answer),
             Err(error) if attempt >= policy.max_attempts || Instant::now() + backoff >= deadline => return Err(error),
             Err(error) => {
                 tracing::warn!(attempt, error = %error, backoff_ms = backoff.as_millis() as u64, "send failed; retrying");

@@ -124,6 +124,27 @@ async fn each_eligible_subscriber_gets_exactly_one_email_and_redelivery_sends_no
     assert!(!output.iter().any(|l| l.contains("ada@example.com")), "an address was logged in full");
 }
 
+/// The template's policy with `ses:SendRawEmail` taken out (as it was once deployed, allowing only `ses:SendEmail`):
+/// SES's AccessDenied is named, no recipient is retried within the invocation, and every row comes back for
+/// redelivery, which sends once the policy is whole again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_ses_send_raw_email_in_its_policy_every_row_is_kept_and_the_denial_is_named() {
+    let mut stack = stack().await;
+    stack.aws.proxy.revoke("publish-history-email", "ses:SendRawEmail");
+    let event = sample_event("publish-history-email/sns-envelope-batch.json");
+    assert_eq!(failures(&stack.function.invoke(&event).response()), ids_at(&event, &[0, 1]), "both rows are handed back");
+    let output = stack.function.output().join("\n");
+    assert!(output.contains("AccessDenied") && output.contains("ses:SendRawEmail"), "{output}");
+    let denials = stack.aws.proxy.take_denials();
+    assert_eq!(denials.len(), 4, "one refused attempt per recipient, no retry loop: {denials:?}");
+    assert!(denials.iter().all(|d| d.operation == "SendRawEmail"));
+    assert!(sent_emails(&stack.aws.proxy).is_empty());
+
+    stack.aws.proxy.restore("publish-history-email");
+    assert_eq!(failures(&stack.function.invoke(&event).response()), Vec::<String>::new());
+    assert_eq!(sent_emails(&stack.aws.proxy).len(), 4, "each recipient once, after the redelivery");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_mixing_good_and_poison_records_sends_the_good_and_dead_letters_the_poison() {
     let mut stack = stack().await;
