@@ -176,3 +176,26 @@ async fn unrecognised_input_fails_the_invocation_with_a_clear_error() {
     }
     assert_eq!(stack.writes(), 0);
 }
+
+/// The template's policy with `ssm:PutParameter` taken out: the invocation fails naming the denial (Lambda then
+/// retries the asynchronous event), the feature stays as it was, and the retry restricts once the policy is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_ssm_put_parameter_in_its_policy_the_invocation_fails_naming_access_denied() {
+    let mut stack = stack(&[("RESTRICT_ON_ALARMS", "cpu_high")]).await;
+    stack.aws.proxy.revoke("alarm-instance-updater", "ssm:PutParameter");
+    let event = sample_event("alarm-instance-updater/sns-alarm-cpu-high.json");
+    match stack.function.invoke(&event) {
+        Invocation::Error(error) => {
+            let message = error["errorMessage"].as_str().unwrap_or_default();
+            assert!(message.contains("AccessDenied") && message.contains("ssm:PutParameter"), "{error}");
+        }
+        Invocation::Response(response) => panic!("a restriction that was never written reported as done: {response}"),
+    }
+    assert_eq!(stack.parameter().await["restricted"], false);
+    let denials = stack.aws.proxy.take_denials();
+    assert!(!denials.is_empty() && denials.iter().all(|d| d.operation == "PutParameter"), "{denials:?}");
+
+    stack.aws.proxy.restore("alarm-instance-updater");
+    assert_eq!(stack.function.invoke(&event).response()["written"], true);
+    assert_eq!(stack.parameter().await["restricted"], true);
+}

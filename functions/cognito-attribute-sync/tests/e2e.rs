@@ -106,6 +106,45 @@ async fn sample_events_bring_cognito_in_line_with_the_user_rows() {
     assert_eq!(emf, 4);
 }
 
+/// A column set to null removes the attribute (AdminDeleteUserAttributes); a redelivery finds nothing to remove.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_surname_set_to_null_is_removed_once() {
+    let stack = stack().await;
+    let pool = stack.pool_id.clone();
+    let mut function = start(&stack, &[("USER_POOL_ID", &pool)]);
+    let message = serde_json::json!({"event": "record_updated", "table": "users", "occurredAt": chrono::Utc::now().to_rfc3339(),
+                                     "record": {"email": "ada@example.com", "lastName": null}});
+    let event = e2e_harness::sqs_event("dev-cognito-attribute-sync", &[("m-null", message.to_string())]);
+    for _ in 0..2 {
+        assert_eq!(failures(&function.invoke(&event).response()), Vec::<String>::new());
+    }
+    assert_eq!(attr(&user_state(&stack.cognito, &pool, "ada@example.com").await.1, "family_name"), None);
+    assert_eq!(calls_for(&stack.aws.proxy, "AdminDeleteUserAttributes", "ada@example.com"), 1);
+}
+
+/// The template's policy with `cognito-idp:AdminUpdateUserAttributes` taken out: Ada's change is handed back for
+/// redelivery (not dead-lettered, not acknowledged), the log names the denial, and the redelivery applies it once
+/// the policy is whole again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_admin_update_user_attributes_in_its_policy_the_change_is_kept_and_the_denial_is_named() {
+    let stack = stack().await;
+    let pool = stack.pool_id.clone();
+    let mut function = start(&stack, &[("USER_POOL_ID", &pool), ("DEAD_LETTER_QUEUE_URL", &stack.dlq_url)]);
+    stack.aws.proxy.revoke("cognito-attribute-sync", "cognito-idp:AdminUpdateUserAttributes");
+    let event = sample_event("cognito-attribute-sync/sns-envelope-batch.json");
+    assert_eq!(failures(&function.invoke(&event).response()), ids_at(&event, &[0]), "Ada's change is handed back");
+    assert!(peek_all(&stack.sqs, &stack.dlq_url).await.is_empty(), "a denial is not poison");
+    let output = function.output().join("\n");
+    assert!(output.contains("AccessDenied") && output.contains("cognito-idp:AdminUpdateUserAttributes"), "{output}");
+    let denials = stack.aws.proxy.take_denials();
+    assert!(!denials.is_empty() && denials.iter().all(|d| d.operation == "AdminUpdateUserAttributes"), "{denials:?}");
+    assert_ne!(attr(&user_state(&stack.cognito, &pool, "ada@example.com").await.1, "family_name"), Some("Lovelace"));
+
+    stack.aws.proxy.restore("cognito-attribute-sync");
+    assert_eq!(failures(&function.invoke(&event).response()), Vec::<String>::new());
+    assert_eq!(attr(&user_state(&stack.cognito, &pool, "ada@example.com").await.1, "family_name"), Some("Lovelace"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_dead_letter_queue_poison_and_unreachable_pool_are_reported_for_redelivery() {
     let stack = stack().await;

@@ -199,6 +199,30 @@ async fn a_wrong_password_or_a_missing_table_is_a_clear_error_and_writes_nothing
     assert!(stack.writes().await.is_empty());
 }
 
+/// A surname the table no longer has is removed from Cognito (AdminDeleteUserAttributes), not left stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_surname_the_row_no_longer_has_is_removed() {
+    let stack = stack().await;
+    stack.db.sql("UPDATE users SET \"lastName\" = NULL WHERE email = 'grace@example.com'");
+    let summary = stack.start(&[]).invoke(&json!({"dryRun": false})).response();
+    assert_eq!(summary["failed"], 1, "only Donald's, as before: {summary}");
+    assert!(!stack.attributes("grace@example.com").await.contains_key("family_name"), "{summary}");
+    assert_eq!(stack.pool.aws.proxy.calls_of("AdminDeleteUserAttributes").len(), 1);
+}
+
+/// The template's policy with `cognito-idp:ListUsers` taken out: the run fails naming the denial and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_list_users_in_its_policy_the_run_fails_naming_access_denied() {
+    let stack = stack().await;
+    stack.pool.aws.proxy.revoke("cognito-reconcile", "cognito-idp:ListUsers");
+    let error = error_of(stack.start(&[]).invoke(&json!({"dryRun": false})));
+    let message = error["errorMessage"].as_str().unwrap();
+    assert!(message.contains("AccessDenied") && message.contains("cognito-idp:ListUsers"), "{error}");
+    assert!(stack.writes().await.is_empty());
+    let denials = stack.pool.aws.proxy.take_denials();
+    assert!(!denials.is_empty() && denials.iter().all(|d| d.operation == "ListUsers"), "{denials:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_connection_works_through_the_sdks_crypto_provider() {
     // RDS-like: the server refuses connections without TLS, so a run that reads the table spoke TLS; and a second

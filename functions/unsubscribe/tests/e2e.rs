@@ -155,3 +155,35 @@ async fn a_title_with_line_breaks_and_bcc_adds_no_header_and_no_recipient() {
         assert!(email.subject.contains("Q4") && email.subject.contains("Bcc: victim@evil.example"), "the title stays text: {}", email.subject);
     }
 }
+
+/// The template's policy with one action taken out at a time: without `cognito-idp:AdminUpdateUserAttributes` the
+/// one-click POST answers 503 (the mailbox provider retries) and the log names the denial; without `kms:Decrypt` the
+/// function cannot read its signing key and fails its init naming the action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_update_or_its_decrypt_permission_nothing_is_unsubscribed_and_the_denial_is_named() {
+    let stack = stack().await;
+    let emails = send_notifications(&stack, KEY, "Winter catalogue");
+    let ada_link = to(&emails, "ada@example.com").unsubscribe_url().unwrap();
+    stack.aws.proxy.revoke("unsubscribe", "cognito-idp:AdminUpdateUserAttributes");
+    let mut function = start(&stack, false);
+    let refused = call(&mut function, "POST", &ada_link, Some("List-Unsubscribe=One-Click"));
+    assert_eq!(refused["statusCode"], 503, "{refused}");
+    assert_eq!(subscribed(&stack, "ada@example.com").await, "true", "still subscribed");
+    let output = function.output().join("\n");
+    assert!(output.contains("AccessDenied") && output.contains("cognito-idp:AdminUpdateUserAttributes"), "{output}");
+    let denials = stack.aws.proxy.take_denials();
+    assert!(!denials.is_empty() && denials.iter().all(|d| d.operation == "AdminUpdateUserAttributes"), "{denials:?}");
+
+    stack.aws.proxy.restore("unsubscribe");
+    assert_eq!(call(&mut function, "POST", &ada_link, Some("List-Unsubscribe=One-Click"))["statusCode"], 200);
+    assert_eq!(subscribed(&stack, "ada@example.com").await, "false", "the retried POST unsubscribes");
+
+    stack.aws.proxy.revoke("unsubscribe", "kms:Decrypt");
+    let mut cold = start(&stack, false);
+    let status = cold.wait_exit(std::time::Duration::from_secs(20)).expect("the function exits at init");
+    assert!(!status.success());
+    let output = cold.output().join("\n");
+    assert!(output.contains("UNSUBSCRIBE_KEY_PARAMETER") && output.contains("kms:Decrypt"), "{output}");
+    let denials = stack.aws.proxy.take_denials();
+    assert!(!denials.is_empty() && denials.iter().all(|d| d.operation == "GetParameter"), "{denials:?}");
+}
