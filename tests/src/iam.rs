@@ -480,17 +480,24 @@ pub fn decrypt_request() -> Request {
 /// AWS's answer to a denied call, in the service's own protocol: a status, a content type, a body and, for the
 /// JSON protocols, the error-type header.
 pub fn access_denied(service: &str, json_protocol: bool, message: &str) -> (u16, &'static str, String, Option<String>) {
-    let escaped = message.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    // SQS's JSON protocol spells the code as its query protocol did.
+    let code = if json_protocol && service != "sqs" { "AccessDeniedException" } else { "AccessDenied" };
+    service_error(json_protocol, if json_protocol { 400 } else { 403 }, code, message)
+}
+
+/// An error answer as AWS gives it: (status, content type, body, the `x-amzn-ErrorType` of the JSON protocols).
+/// `code` may carry a JSON namespace (`com.amazonaws.sqs#...`); the query protocol's answer uses the bare name.
+pub fn service_error(json_protocol: bool, status: u16, code: &str, message: &str) -> (u16, &'static str, String, Option<String>) {
     if json_protocol {
-        // SQS's JSON protocol spells the code as its query protocol did.
-        let code = if service == "sqs" { "AccessDenied" } else { "AccessDeniedException" };
         let body = serde_json::json!({ "__type": code, "message": message, "Message": message }).to_string();
-        (400, "application/x-amz-json-1.1", body, Some(code.to_owned()))
+        (status, "application/x-amz-json-1.1", body, Some(code.rsplit('#').next().unwrap_or(code).to_owned()))
     } else {
+        let escaped = message.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+        let code = code.rsplit('#').next().unwrap_or(code);
         let body = format!(
-            "<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>{escaped}</Message></Error><RequestId>00000000-0000-4000-8000-000000000403</RequestId></ErrorResponse>"
+            "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{escaped}</Message></Error><RequestId>00000000-0000-4000-8000-000000000400</RequestId></ErrorResponse>"
         );
-        (403, "text/xml", body, None)
+        (status, "text/xml", body, None)
     }
 }
 

@@ -10,6 +10,7 @@ pub mod mail;
 pub mod moto;
 pub mod postgres;
 pub mod proxy;
+pub mod quotas;
 pub mod runtime;
 pub mod scenario;
 pub mod stack;

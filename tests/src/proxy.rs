@@ -46,6 +46,7 @@ struct IamState {
     revoked: HashMap<String, Vec<String>>,
     instance_groups: crate::iam::InstanceGroups,
     denials: Vec<Denial>,
+    quotas: crate::quotas::QuotaState,
 }
 
 pub struct RecordingProxy {
@@ -128,6 +129,17 @@ impl RecordingProxy {
         for instance in instances {
             iam.instance_groups.insert(instance.to_string(), group.to_owned());
         }
+    }
+
+    /// Switches AWS's rate quotas on (or off with `None`) for the calls of function processes; the services' size
+    /// limits are always on.
+    pub fn enforce_quotas(&self, quotas: Option<crate::quotas::Quotas>) {
+        self.iam.lock().unwrap().quotas.enforce(quotas);
+    }
+
+    /// The calls refused for a quota or a limit so far: (function, AWS's answer).
+    pub fn refusals(&self) -> Vec<(String, crate::quotas::Refusal)> {
+        self.iam.lock().unwrap().quotas.refusals.clone()
     }
 
     /// The calls denied so far, which the proxy then forgets. A proxy dropped with denials no test took fails.
@@ -213,15 +225,51 @@ impl Signer {
         };
         let Some(message) = denied else { return Ok(()) };
         iam.denials.push(Denial { function: function.clone(), operation: call.operation.clone(), message: message.clone() });
-        let (status, content_type, body, error_type) = crate::iam::access_denied(&self.service, self.json_protocol, &message);
-        let mut response =
-            tiny_http::Response::from_string(body).with_status_code(status).with_header(tiny_http::Header::from_bytes("Content-Type", content_type).unwrap());
-        if let Some(error_type) = error_type {
-            response.add_header(tiny_http::Header::from_bytes("x-amzn-ErrorType", error_type.as_bytes()).unwrap());
-            response.add_header(tiny_http::Header::from_bytes("x-amzn-query-error", format!("{error_type};Sender").as_bytes()).unwrap());
-        }
-        Err(response)
+        Err(error_response(crate::iam::access_denied(&self.service, self.json_protocol, &message), None))
     }
+
+    /// `Err` with AWS's answer when the call is over a service limit or a quota switched on; otherwise the call is
+    /// counted against them. SES's `GetSendQuota` is answered here when the quotas are on, so a function paces
+    /// itself by the rate it is held to.
+    fn admit(&self, call: &Call, iam: &Mutex<IamState>) -> Admission {
+        let mut iam = iam.lock().unwrap();
+        if self.service == "ses" && call.operation == "GetSendQuota" {
+            if let Some(body) = iam.quotas.send_quota() {
+                return Admission::Answered(
+                    tiny_http::Response::from_string(body).with_header(tiny_http::Header::from_bytes("Content-Type", "text/xml").unwrap()),
+                );
+            }
+        }
+        match iam.quotas.admit(&self.policy.function, &self.service, &call.operation, &call.body) {
+            None => Admission::Forward,
+            Some(refusal) => {
+                let answer = crate::iam::service_error(self.json_protocol, refusal.status, &refusal.code, &refusal.message);
+                Admission::Refused(error_response(answer, refusal.query_code.as_deref()))
+            }
+        }
+    }
+}
+
+enum Admission {
+    Forward,
+    /// Answered by the proxy itself (a call, recorded as one).
+    Answered(tiny_http::Response<std::io::Cursor<Vec<u8>>>),
+    Refused(tiny_http::Response<std::io::Cursor<Vec<u8>>>),
+}
+
+/// AWS's error answer, with the headers the JSON protocols read the error's code from.
+fn error_response(
+    (status, content_type, body, error_type): (u16, &'static str, String, Option<String>),
+    query_code: Option<&str>,
+) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    let mut response =
+        tiny_http::Response::from_string(body).with_status_code(status).with_header(tiny_http::Header::from_bytes("Content-Type", content_type).unwrap());
+    if let Some(error_type) = error_type {
+        let query_code = query_code.unwrap_or(&error_type).to_owned();
+        response.add_header(tiny_http::Header::from_bytes("x-amzn-ErrorType", error_type.as_bytes()).unwrap());
+        response.add_header(tiny_http::Header::from_bytes("x-amzn-query-error", format!("{query_code};Sender").as_bytes()).unwrap());
+    }
+    response
 }
 
 fn forward(mut request: tiny_http::Request, agent: &ureq::Agent, calls: &Mutex<Vec<Call>>, hooks: &Mutex<Hooks>, iam: &Mutex<IamState>, upstream: &str) {
@@ -234,10 +282,22 @@ fn forward(mut request: tiny_http::Request, agent: &ureq::Agent, calls: &Mutex<V
         let form = if signer.json_protocol { HashMap::new() } else { call.form() };
         let instances = iam.lock().unwrap().instance_groups.clone();
         let requests = crate::iam::requests_of(&signer.service, &call.operation, &call.body, &form, &instances);
-        // A denied call never reaches the service: it is among the denials, not the calls.
+        // A denied or refused call does nothing at the service: it is among the denials or refusals, not the calls.
         if let Err(denied) = signer.authorize(&call, requests, iam) {
             let _ = request.respond(denied);
             return;
+        }
+        match signer.admit(&call, iam) {
+            Admission::Forward => {}
+            Admission::Answered(answer) => {
+                calls.lock().unwrap().push(call.clone());
+                let _ = request.respond(answer);
+                return;
+            }
+            Admission::Refused(refused) => {
+                let _ = request.respond(refused);
+                return;
+            }
         }
     }
     calls.lock().unwrap().push(call.clone());

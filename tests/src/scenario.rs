@@ -165,6 +165,9 @@ pub async fn run(binaries: &Path) -> Running {
     // The functions reach moto through the recording proxy: it shows what they sent, and stands in for the
     // lifecycle calls moto lacks.
     let proxy = RecordingProxy::start(&moto.endpoint);
+    // As in AWS: each function under its policy from the template, within AWS's default quotas.
+    proxy.enforce_quotas(Some(crate::quotas::Quotas::aws()));
+    println!("enforced: each function's IAM policy from infra/template.yaml, AWS's default quotas and the services' size limits");
     let stand_in = LifecycleStandIn::install(&proxy);
     stand_in.make_unhealthy(BROKEN_INSTANCE);
     let stack = provision(&moto.endpoint, APP_BASE_URL, None).await;
@@ -445,6 +448,15 @@ pub async fn run(binaries: &Path) -> Running {
     report.expect(dead_counts.values().sum::<usize>() == 1, "no other record in any dead-letter queue");
     let leaked = processes.iter().flat_map(|p| p.output()).filter(|l| SAMPLE_USERS.iter().any(|u| l.contains(u.email))).count();
     report.expect(leaked == 0, "no email address in full in any function's logs");
+    let denials = proxy.take_denials();
+    report.expect(denials.is_empty(), &format!("no call denied by a function's policy ({} denied)", denials.len()));
+    for denial in &denials {
+        println!("  denied  {}: {}", denial.operation, denial.message);
+    }
+    // A throttled call is retried (the SDK's and the functions' own retries); what matters is that nothing was lost.
+    for (function, refusal) in proxy.refusals() {
+        println!("  throttled or refused  {function}: {} {}", refusal.code, refusal.message);
+    }
 
     println!();
     if report.problems.is_empty() {
