@@ -5,7 +5,7 @@ use aws_sdk_autoscaling::types::LifecycleState;
 use aws_sdk_ssm::error::ProvideErrorMetadata;
 use aws_sdk_ssm::types::ParameterType;
 
-use crate::ports::{GroupStatus, RestrictionStore};
+use crate::ports::{GroupStatus, RestrictionStore, WriteError};
 use crate::restriction::GroupState;
 
 pub struct SsmParameter {
@@ -29,17 +29,16 @@ impl RestrictionStore for SsmParameter {
         }
     }
 
-    async fn write(&self, value: &str) -> Result<(), String> {
-        self.client
-            .put_parameter()
-            .name(&self.name)
-            .value(value)
-            .r#type(ParameterType::String)
-            .overwrite(true)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("writing {}: {}", self.name, aws_sdk_ssm::error::DisplayErrorContext(e)))
+    async fn write(&self, value: &str) -> Result<(), WriteError> {
+        self.client.put_parameter().name(&self.name).value(value).r#type(ParameterType::String).overwrite(true).send().await.map(|_| ()).map_err(|e| {
+            let contended = e.code() == Some("TooManyUpdates");
+            let message = format!("writing {}: {}", self.name, aws_sdk_ssm::error::DisplayErrorContext(e));
+            if contended {
+                WriteError::Contended(message)
+            } else {
+                WriteError::Failed(message)
+            }
+        })
     }
 }
 

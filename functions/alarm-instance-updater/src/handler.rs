@@ -1,7 +1,9 @@
 //! One invocation: read the parameter once, decide for each trigger, look at the group only when the decision
-//! needs it, and write once at the end, only if the value changed.
+//! needs it, and write once at the end, only if the value changed. When another instance is writing the
+//! parameter at that moment (SSM's `TooManyUpdates`), read, decide and write again after a short pause.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -10,7 +12,7 @@ use shared::metrics::Metrics;
 use shared::startup::FunctionError;
 
 use crate::config::Config;
-use crate::ports::{GroupStatus, RestrictionStore};
+use crate::ports::{GroupStatus, RestrictionStore, WriteError};
 use crate::restriction::{intent, is_change, next_value, read_value, GroupState, Intent, Restriction};
 use crate::trigger::{parse, Trigger};
 
@@ -47,6 +49,22 @@ impl<P: RestrictionStore, G: GroupStatus> Updater<P, G> {
     /// after the retries, hands it to the function's failure destination: nothing is lost.
     pub async fn handle(&self, payload: &Value, now: DateTime<Utc>) -> Result<Summary, FunctionError> {
         let triggers = parse(payload).map_err(|e| FunctionError::new("MalformedEvent", e))?;
+        let mut attempt = 1;
+        loop {
+            match self.decide_and_write(&triggers, now).await {
+                Err(Failure::Contended(error)) if attempt < CONTENDED_ATTEMPTS => {
+                    tracing::info!(attempt, error = %error, "another writer is updating the parameter; deciding again");
+                    tokio::time::sleep(contended_pause(attempt)).await;
+                    attempt += 1;
+                }
+                Err(Failure::Contended(error)) => return Err(unavailable(error)),
+                Err(Failure::Other(error)) => return Err(error),
+                Ok(summary) => return Ok(summary),
+            }
+        }
+    }
+
+    async fn decide_and_write(&self, triggers: &[Trigger], now: DateTime<Utc>) -> Result<Summary, Failure> {
         let raw = self.parameter.read().await.map_err(unavailable)?;
         let (before, warning) = read_value(raw.as_deref());
         if let Some(warning) = warning {
@@ -55,7 +73,7 @@ impl<P: RestrictionStore, G: GroupStatus> Updater<P, G> {
         let mut state = before.clone();
         let mut group: Option<Option<GroupState>> = None;
         let mut steps = Vec::new();
-        for trigger in &triggers {
+        for trigger in triggers {
             let wanted = intent(state.as_ref(), trigger, now, &self.config);
             // The group is described at most once, and only for a decision that needs it.
             if !matches!(wanted, Intent::Nothing { .. }) && group.is_none() {
@@ -74,7 +92,10 @@ impl<P: RestrictionStore, G: GroupStatus> Updater<P, G> {
         let written = state != before && state.as_ref().is_some_and(|next| is_change(before.as_ref(), next));
         if written {
             let value = state.as_ref().expect("a change has a value");
-            self.parameter.write(&value.to_json()).await.map_err(unavailable)?;
+            self.parameter.write(&value.to_json()).await.map_err(|e| match e {
+                WriteError::Contended(message) => Failure::Contended(message),
+                WriteError::Failed(message) => Failure::Other(unavailable(message)),
+            })?;
             self.metrics.count(if value.restricted { "RestrictionsWritten" } else { "RestrictionsLifted" }, 1);
             tracing::info!(restricted = value.restricted, expires_at = ?value.expires_at, "restriction parameter written");
         }
@@ -92,6 +113,26 @@ impl<P: RestrictionStore, G: GroupStatus> Updater<P, G> {
             1,
         );
     }
+}
+
+/// Tries of one invocation against a parameter another instance keeps writing; then Lambda's retry takes over.
+const CONTENDED_ATTEMPTS: u32 = 5;
+
+enum Failure {
+    Contended(String),
+    Other(FunctionError),
+}
+
+impl From<FunctionError> for Failure {
+    fn from(error: FunctionError) -> Self {
+        Failure::Other(error)
+    }
+}
+
+/// 200 ms, 400 ms, ... with up to 100 ms of jitter, so two contending instances do not meet again.
+fn contended_pause(attempt: u32) -> Duration {
+    let jitter = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos() % 100_000_000);
+    Duration::from_millis(200 * u64::from(attempt)) + Duration::from_nanos(u64::from(jitter))
 }
 
 fn unavailable(error: String) -> FunctionError {

@@ -72,10 +72,26 @@ impl Restriction {
         self.restricted && self.expires_at.is_some_and(|expires| expires > now)
     }
 
+    /// The parameter's value, within SSM's 4 KB for a standard parameter: an alarm's reason (up to 1,023
+    /// characters, JSON-escaped) is shortened until it fits; the decision's fields are never cut.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("a restriction serializes")
+        let mut value = self.clone();
+        loop {
+            let json = serde_json::to_string(&value).expect("a restriction serializes");
+            if json.len() <= MAX_PARAMETER_BYTES || value.reason.is_empty() {
+                return json;
+            }
+            let keep = value.reason.chars().count() * 3 / 4;
+            value.reason = value.reason.chars().take(keep.saturating_sub(1)).chain(std::iter::once('…')).collect();
+            if keep <= 1 {
+                value.reason.clear();
+            }
+        }
     }
 }
+
+/// SSM's limit on a standard parameter's value.
+pub const MAX_PARAMETER_BYTES: usize = 4096;
 
 /// The parameter's current value: `None` when missing or unreadable (the application then sees it as unrestricted
 /// too), with a warning for the unreadable case.
@@ -255,6 +271,17 @@ mod tests {
     fn step(current: Option<&Restriction>, trigger: &Trigger, group: &GroupState, now: DateTime<Utc>) -> (Option<Restriction>, String) {
         let intent = intent(current, trigger, now, &config());
         next_value(current, &intent, Some(group), now, &config())
+    }
+
+    #[test]
+    fn the_longest_alarm_reason_still_fits_a_standard_parameter() {
+        let long = Trigger::Alarm { name: "n".repeat(255), state: AlarmState::Alarm, reason: "\"\u{1}".repeat(512) };
+        let config = Config { restrict_on_alarms: None, ..config() };
+        let (value, _) = next_value(None, &intent(None, &long, at(0), &config), Some(&PENDING), at(0), &config);
+        let json = value.expect("restricted").to_json();
+        assert!(json.len() <= MAX_PARAMETER_BYTES, "{}", json.len());
+        let back: Restriction = serde_json::from_str(&json).unwrap();
+        assert!(back.restricted && back.alarm.as_deref() == Some("n".repeat(255).as_str()) && back.reason.ends_with('…'));
     }
 
     #[test]

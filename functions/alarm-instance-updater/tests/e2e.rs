@@ -199,3 +199,58 @@ async fn without_ssm_put_parameter_in_its_policy_the_invocation_fails_naming_acc
     assert_eq!(stack.function.invoke(&event).response()["written"], true);
     assert_eq!(stack.parameter().await["restricted"], true);
 }
+
+/// Two instances handle the same alarm at once (SNS delivers at least once, Lambda runs them side by side) under
+/// SSM's one update at a time per parameter: the one refused with TooManyUpdates reads, decides and writes again,
+/// and both invocations succeed with the feature restricted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_writing_the_parameter_at_once_both_succeed_after_too_many_updates() {
+    let mut stack = stack(&[("RESTRICT_ON_ALARMS", "cpu_high")]).await;
+    stack.aws.proxy.enforce_quotas(Some(e2e_harness::quotas::Quotas::aws()));
+    let env = stack.aws.function_env(&[
+        ("RESTRICTION_PARAMETER", RESTRICTION_PARAMETER),
+        ("AUTOSCALING_GROUP_NAME", WORKER_GROUP),
+        ("RESTRICT_ON_ALARMS", "cpu_high"),
+    ]);
+    let mut second = FunctionProcess::start(Path::new(BINARY), &env);
+    let event = sample_event("alarm-instance-updater/sns-alarm-cpu-high.json");
+    let mut contended = 0;
+    for _ in 0..5 {
+        put_parameter(&stack.ssm, RESTRICTION_PARAMETER, INITIAL_RESTRICTION).await;
+        let (first, other) = tokio::task::block_in_place(|| {
+            std::thread::scope(|scope| {
+                let one = scope.spawn(|| stack.function.invoke(&event));
+                let two = scope.spawn(|| second.invoke(&event));
+                (one.join().unwrap(), two.join().unwrap())
+            })
+        });
+        for outcome in [first, other] {
+            assert!(matches!(outcome, Invocation::Response(_)), "{outcome:?}");
+        }
+        assert_eq!(stack.parameter().await["restricted"], true);
+        contended = stack.aws.proxy.refusals().iter().filter(|(_, r)| r.code == "TooManyUpdates").count();
+        if contended > 0 {
+            break;
+        }
+    }
+    assert!(contended > 0, "the two writes never met: the test did not cross the limit");
+    assert!(second.output().iter().chain(stack.function.output().iter()).any(|l| l.contains("deciding again")));
+}
+
+/// An alarm's reason may be 1,023 characters, twice that JSON-escaped: the restriction still fits SSM's 4 KB
+/// standard parameter, which the proxy enforces as SSM does (the unit test of `to_json` covers a reason that
+/// would not fit and is shortened).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_longest_alarm_reason_is_written_within_ssms_four_kilobytes() {
+    let mut stack = stack(&[("RESTRICT_ON_ALARMS", "cpu_high")]).await;
+    let mut event = sample_event("alarm-instance-updater/sns-alarm-cpu-high.json");
+    let mut alarm: Value = serde_json::from_str(event["Records"][0]["Sns"]["Message"].as_str().unwrap()).unwrap();
+    alarm["NewStateReason"] = Value::String("\"\\".repeat(511) + "!");
+    event["Records"][0]["Sns"]["Message"] = Value::String(alarm.to_string());
+    let summary = stack.function.invoke(&event).response();
+    assert_eq!(summary["written"], true, "{summary}");
+    let stored = stack.parameter().await;
+    assert_eq!(stored["restricted"], true);
+    assert!(stored["reason"].as_str().unwrap().ends_with('!'), "the whole reason is kept: {stored}");
+    assert!(stack.aws.proxy.refusals().is_empty(), "{:?}", stack.aws.proxy.refusals());
+}
