@@ -102,6 +102,8 @@ impl Mailer for SesMailer {
                     Some("MessageRejected") if message.contains(self.sender_address()) => SendError::Refused(format!("sender identity refused: {message}")),
                     // The role may not send (a policy without ses:SendRawEmail, or not on this identity).
                     Some(code) if code.starts_with("AccessDenied") => SendError::Refused(format!("{code}: {message}")),
+                    // The account's 24-hour quota is spent: no retry within the invocation can send; the row waits.
+                    Some("Throttling") if message.contains("Daily message quota exceeded") => SendError::Refused(format!("Throttling: {message}")),
                     Some("MessageRejected") | Some("InvalidParameterValue") => SendError::Rejected(message),
                     _ => SendError::Retryable(aws_sdk_ses::error::DisplayErrorContext(error).to_string()),
                 })
@@ -244,6 +246,15 @@ mod ses_tests {
         });
         let mailer = SesMailer::new(mock_client!(aws_sdk_ses, [&unauthorized]), "no-reply@navlab.online", None);
         assert!(matches!(mailer.send(&email()).await, Err(SendError::Refused(m)) if m.contains("ses:SendRawEmail")));
+
+        let daily = mock!(aws_sdk_ses::Client::send_raw_email)
+            .then_error(|| SendRawEmailError::generic(ErrorMetadata::builder().code("Throttling").message("Daily message quota exceeded.").build()));
+        let mailer = SesMailer::new(mock_client!(aws_sdk_ses, [&daily]), "no-reply@navlab.online", None);
+        assert!(matches!(mailer.send(&email()).await, Err(SendError::Refused(m)) if m.contains("Daily message quota")));
+        let rate = mock!(aws_sdk_ses::Client::send_raw_email)
+            .then_error(|| SendRawEmailError::generic(ErrorMetadata::builder().code("Throttling").message("Maximum sending rate exceeded.").build()));
+        let mailer = SesMailer::new(mock_client!(aws_sdk_ses, [&rate]), "no-reply@navlab.online", None);
+        assert!(matches!(mailer.send(&email()).await, Err(SendError::Retryable(_))), "a rate throttle is retried");
     }
 }
 
