@@ -449,7 +449,7 @@ pub async fn run(binaries: &Path) -> Running {
     let leaked = processes.iter().flat_map(|p| p.output()).filter(|l| SAMPLE_USERS.iter().any(|u| l.contains(u.email))).count();
     report.expect(leaked == 0, "no email address in full in any function's logs");
     let denials = proxy.take_denials();
-    report.expect(denials.is_empty(), &format!("no call denied by a function's policy ({} denied)", denials.len()));
+    report.expect(denials.is_empty(), format!("no call denied by a function's policy ({} denied)", denials.len()));
     for denial in &denials {
         println!("  denied  {}: {}", denial.operation, denial.message);
     }
