@@ -44,33 +44,62 @@ fn truncate_chars(text: &str, max: usize) -> &str {
     }
 }
 
+/// SQS's limit on a message: its body and each attribute's name, data type and value.
+pub const MAX_MESSAGE_BYTES: usize = 262_144;
+
+/// The attributes a dead-lettered `record` carries: ours first (the reason, shortened to keep the whole message
+/// within SQS's limit), then as many of the original ones as fit. The body is never cut: it is what gets redriven.
+fn attributes_within_limit(record: &SqsMessage, body: &str, error: &str) -> Vec<(String, String)> {
+    let size = |attributes: &[(String, String)]| body.len() + attributes.iter().map(|(name, value)| name.len() + "String".len() + value.len()).sum::<usize>();
+    let mut attributes = vec![
+        (ATTR_ERROR.to_owned(), truncate_chars(error, MAX_ERROR_CHARS).to_owned()),
+        (ATTR_SOURCE_MESSAGE_ID.to_owned(), record.message_id.as_deref().unwrap_or("unknown").to_owned()),
+    ];
+    if let Some(arn) = record.event_source_arn.as_deref() {
+        attributes.push((ATTR_SOURCE_QUEUE.to_owned(), arn.to_owned()));
+    }
+    let mut originals: Vec<_> = record.message_attributes.iter().collect();
+    originals.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, attribute) in originals {
+        if attributes.len() >= MAX_ATTRIBUTES {
+            break;
+        }
+        if let (Some(value), false) = (attribute.string_value.as_deref(), [ATTR_ERROR, ATTR_SOURCE_MESSAGE_ID, ATTR_SOURCE_QUEUE].contains(&name.as_str())) {
+            let candidate = (name.clone(), value.to_owned());
+            if size(&attributes) + size(std::slice::from_ref(&candidate)) - body.len() <= MAX_MESSAGE_BYTES {
+                attributes.push(candidate);
+            }
+        }
+    }
+    // A body near the limit leaves little room: the reason is shortened (to no less than its first words), then
+    // the least useful attributes go, last first; the reason stays (an empty attribute SQS would refuse).
+    const MIN_REASON_BYTES: usize = 32;
+    loop {
+        let over = size(&attributes).saturating_sub(MAX_MESSAGE_BYTES);
+        if over == 0 {
+            break;
+        }
+        let only_the_reason = attributes.len() == 1;
+        let reason = &mut attributes[0].1;
+        if reason.len() >= over + MIN_REASON_BYTES || only_the_reason {
+            let keep = reason.len().saturating_sub(over).max(1);
+            let cut = (1..=keep).rev().find(|&i| reason.is_char_boundary(i)).unwrap_or(reason.len());
+            reason.truncate(cut);
+            break;
+        }
+        attributes.pop();
+    }
+    attributes
+}
+
 #[async_trait]
 impl DeadLetterSink for SqsDeadLetterQueue {
     async fn send(&self, record: &SqsMessage, error: &str) -> Result<(), String> {
-        let mut request = self
-            .client
-            .send_message()
-            .queue_url(&self.queue_url)
-            // An SQS body can be empty only in theory; SendMessage rejects an empty one, so say what happened.
-            .message_body(record.body.as_deref().filter(|b| !b.is_empty()).unwrap_or("<empty body>"))
-            .message_attributes(ATTR_ERROR, string_attribute(truncate_chars(error, MAX_ERROR_CHARS)))
-            .message_attributes(ATTR_SOURCE_MESSAGE_ID, string_attribute(record.message_id.as_deref().unwrap_or("unknown")));
-        let mut count = 2;
-        if let Some(arn) = record.event_source_arn.as_deref() {
-            request = request.message_attributes(ATTR_SOURCE_QUEUE, string_attribute(arn));
-            count += 1;
-        }
-        let mut originals: Vec<_> = record.message_attributes.iter().collect();
-        originals.sort_by(|a, b| a.0.cmp(b.0));
-        for (name, attribute) in originals {
-            if count >= MAX_ATTRIBUTES {
-                break;
-            }
-            if let (Some(value), false) = (attribute.string_value.as_deref(), [ATTR_ERROR, ATTR_SOURCE_MESSAGE_ID, ATTR_SOURCE_QUEUE].contains(&name.as_str()))
-            {
-                request = request.message_attributes(name, string_attribute(value));
-                count += 1;
-            }
+        // An SQS body can be empty only in theory; SendMessage rejects an empty one, so say what happened.
+        let body = record.body.as_deref().filter(|b| !b.is_empty()).unwrap_or("<empty body>");
+        let mut request = self.client.send_message().queue_url(&self.queue_url).message_body(body);
+        for (name, value) in attributes_within_limit(record, body, error) {
+            request = request.message_attributes(name, string_attribute(&value));
         }
         request.send().await.map(|_| ()).map_err(|e| format!("sending to the dead-letter queue failed: {}", aws_sdk_sqs::error::DisplayErrorContext(e)))
     }
@@ -81,6 +110,22 @@ mod tests {
     use super::*;
     use aws_sdk_sqs::operation::send_message::SendMessageOutput;
     use aws_smithy_mocks::{mock, mock_client};
+
+    #[test]
+    fn a_body_near_the_limit_keeps_the_message_within_it_and_the_body_whole() {
+        let body = "x".repeat(MAX_MESSAGE_BYTES - 60);
+        let mut record = crate::testing::with_string_attribute(crate::testing::sqs_record("m-1", &body), "table", "users");
+        record.event_source_arn = Some("arn:aws:sqs:eu-west-1:123456789012:dev-cognito-attribute-sync".into());
+        let attributes = attributes_within_limit(&record, &body, &"not JSON: ".repeat(100));
+        let size = body.len() + attributes.iter().map(|(n, v)| n.len() + 6 + v.len()).sum::<usize>();
+        assert!(size <= MAX_MESSAGE_BYTES, "{size}");
+        assert!(attributes[0].1.starts_with("not JSON") && attributes[0].1.len() < 1000, "{attributes:?}");
+        assert_eq!(attributes[0].0, ATTR_ERROR, "the reason is kept");
+
+        let small = crate::testing::with_string_attribute(crate::testing::sqs_record("m-2", "{bad"), "table", "users");
+        let attributes = attributes_within_limit(&small, "{bad", "not JSON");
+        assert_eq!(attributes.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), vec![ATTR_ERROR, ATTR_SOURCE_MESSAGE_ID, ATTR_SOURCE_QUEUE, "table"]);
+    }
 
     #[test]
     fn truncates_on_character_boundaries() {

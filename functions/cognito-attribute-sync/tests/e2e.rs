@@ -106,6 +106,23 @@ async fn sample_events_bring_cognito_in_line_with_the_user_rows() {
     assert_eq!(emf, 4);
 }
 
+/// A poison record as large as SQS allows is dead-lettered whole: the reason is shortened so the message, with
+/// its attributes, stays within the 256 KiB the proxy enforces as SQS does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_record_of_nearly_256_kib_is_dead_lettered_whole() {
+    let stack = stack().await;
+    let mut function = start(&stack, &[("USER_POOL_ID", stack.pool_id.as_str()), ("DEAD_LETTER_QUEUE_URL", &stack.dlq_url)]);
+    let mut body = "{\"event\":\"record_updated\",\"table\":\"users\",\"pad\":\"".to_owned();
+    body.push_str(&"x".repeat(262_144 - 40 - body.len()));
+    let event = e2e_harness::sqs_event("dev-cognito-attribute-sync", &[("m-huge", body.clone())]);
+    let response = function.invoke(&event).response();
+    assert_eq!(failures(&response), Vec::<String>::new(), "dead-lettered, not handed back: {:?} {}", stack.aws.proxy.refusals(), function.output().join("\n"));
+    assert!(stack.aws.proxy.refusals().is_empty(), "{:?}", stack.aws.proxy.refusals());
+    let kept = peek_all(&stack.sqs, &stack.dlq_url).await;
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].body(), Some(body.as_str()), "the body is kept whole, for the redrive");
+}
+
 /// A column set to null removes the attribute (AdminDeleteUserAttributes); a redelivery finds nothing to remove.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_surname_set_to_null_is_removed_once() {
