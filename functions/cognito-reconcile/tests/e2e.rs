@@ -239,3 +239,59 @@ async fn a_tls_connection_works_through_the_sdks_crypto_provider() {
     let error = error_of(stack.start(&[("DATABASE_URL", &plain)]).invoke(&json!({"dryRun": true})));
     assert_eq!(error["errorType"], "DatabaseError", "without TLS the server refuses: {error}");
 }
+
+/// Cognito's user updates are 25 a second for the whole account: a repair run at its configured 25 a second and
+/// cognito-attribute-sync writing at the same time go over it together. The throttled writes are retried, and
+/// every user ends as the table says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_of_two_functions_beyond_cognitos_25_a_second_are_retried_and_all_land() {
+    let stack = stack().await;
+    stack.pool.aws.proxy.enforce_quotas(Some(e2e_harness::quotas::Quotas::aws()));
+    let drifted: Vec<(String, String)> = (0..40).map(|i| (format!("drift{i:02}@example.com"), format!("Row{i}"))).collect();
+    let changed: Vec<(String, String)> = (0..30).map(|i| (format!("event{i:02}@example.com"), format!("Event{i}"))).collect();
+    for (email, _) in drifted.iter().chain(&changed) {
+        let email: &'static str = Box::leak(email.clone().into_boxed_str());
+        create_user(&stack.pool.cognito, &stack.pool.pool_id, &SampleUser { email, family_name: "Old", ..SAMPLE_USERS[0] }).await;
+    }
+    let rows: Vec<UserRow> = drifted.iter().map(|(email, name)| (email.as_str(), Some("Ada"), Some(name.as_str()), Some("acme"))).collect();
+    stack.db.insert(&rows);
+    let mut reconcile = stack.start(&[]);
+    let mut sync = FunctionProcess::start(
+        &built_binaries().join("cognito-attribute-sync"),
+        &stack.pool.aws.function_env(&[("USER_POOL_ID", stack.pool.pool_id.as_str()), ("ORDERING_TABLE", ORDERING_TABLE)]),
+    );
+    let batches: Vec<Value> = changed
+        .chunks(10)
+        .map(|chunk| {
+            let records: Vec<(String, String)> = chunk
+                .iter()
+                .map(|(email, name)| {
+                    let message = json!({"event": "record_updated", "table": "users", "occurredAt": chrono::Utc::now().to_rfc3339(), "record": {"email": email, "lastName": name}});
+                    (format!("m-{email}"), message.to_string())
+                })
+                .collect();
+            let records: Vec<(&str, String)> = records.iter().map(|(id, body)| (id.as_str(), body.clone())).collect();
+            sqs_event("dev-cognito-attribute-sync", &records)
+        })
+        .collect();
+    let summary = tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            let run = scope.spawn(|| reconcile.invoke(&json!({"dryRun": false})).response());
+            for batch in &batches {
+                // As SQS redelivers what the function hands back.
+                let mut handed_back = 0;
+                while !e2e_harness::batch_failures(&sync.invoke(batch).response()).is_empty() {
+                    handed_back += 1;
+                    assert!(handed_back < 10, "a batch keeps failing");
+                }
+            }
+            run.join().unwrap()
+        })
+    });
+    let throttled = stack.pool.aws.proxy.refusals().iter().filter(|(_, r)| r.code == "TooManyRequestsException").count();
+    assert!(throttled > 0, "the two functions never went over 25 a second together: the test proves nothing");
+    assert_eq!(summary["failed"], 1, "only Donald's surname, too long for Cognito: {summary}");
+    for (email, name) in drifted.iter().chain(&changed) {
+        assert_eq!(&stack.attributes(email).await["family_name"], name, "{email}");
+    }
+}

@@ -32,7 +32,13 @@ async fn stack() -> Stack {
     let pool = PoolStack::start("publish-history-email-dlq").await;
     verify_sender(&aws_sdk_ses::Client::new(&pool.aws.sdk)).await;
     create_idempotency_table(&pool.dynamodb, TABLE).await;
-    let function = pool.start_function(
+    let function = start(&pool);
+    Stack { pool, function }
+}
+
+/// An instance of the function as the template configures it.
+fn start(pool: &PoolStack) -> FunctionProcess {
+    pool.start_function(
         BINARY,
         &[
             ("USER_POOL_ID", pool.pool_id.as_str()),
@@ -42,8 +48,36 @@ async fn stack() -> Stack {
             ("IDEMPOTENCY_TTL_SECONDS", DEAD_LETTER_RETENTION),
             ("DEAD_LETTER_QUEUE_URL", pool.dlq_url.as_str()),
         ],
-    );
-    Stack { pool, function }
+    )
+}
+
+/// `count` subscribers of tenant `tenant`: (their addresses, sorted).
+async fn subscribers(pool: &PoolStack, tenant: &'static str, count: usize) -> Vec<String> {
+    let mut addresses = Vec::new();
+    for i in 0..count {
+        let email: &'static str = Box::leak(format!("{tenant}{i:03}@example.com").into_boxed_str());
+        let user = e2e_harness::fixtures::SampleUser { email, tenant, subscription: "true", ..e2e_harness::fixtures::SAMPLE_USERS[0] };
+        e2e_harness::fixtures::create_user(&pool.cognito, &pool.pool_id, &user).await;
+        addresses.push(email.to_owned());
+    }
+    addresses.sort();
+    addresses
+}
+
+/// A database event creating publish history `id` of `tenant`, as one SQS record.
+fn history_row(tenant: &str, id: &str) -> serde_json::Value {
+    let message = serde_json::json!({"event": "records_created", "table": "publish_history", "records": [{"id": id, "_tenant": tenant, "title": id}]});
+    e2e_harness::sqs_event("publish-history-email", &[(id, message.to_string())])
+}
+
+/// Invokes with `event` and, as SQS would, redelivers what the function hands back, up to `rounds` times.
+fn deliver(function: &mut FunctionProcess, event: &serde_json::Value, rounds: usize) -> usize {
+    for round in 1..=rounds {
+        if failures(&function.invoke(event).response()).is_empty() {
+            return round;
+        }
+    }
+    panic!("{event} still handed back after {rounds} deliveries");
 }
 
 /// Sent emails: (recipient, subject, HTML part), each checked to go to its one recipient from the sender.
@@ -225,4 +259,51 @@ async fn a_claim_left_by_a_crashed_invocation_is_taken_over_once_its_deadline_ha
     assert_eq!(to_ada, 1, "the lapsed claim is taken over and Ada gets her email once");
     let record = scan_all(&stack.dynamodb, TABLE).await.into_iter().find(|item| item["id"].as_s().unwrap() == &key).unwrap();
     assert_eq!(record["status"].as_s().unwrap(), "COMPLETED");
+}
+
+/// Two instances send at once for one account (SES's rate is the account's, not the instance's), at 5 emails a
+/// second: the sends over the rate are throttled as SES does, retried, and each of the 2 x 20 emails goes out
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_over_the_accounts_send_rate_are_throttled_retried_and_send_each_email_once() {
+    let mut stack = stack().await;
+    stack.aws.proxy.enforce_quotas(Some(e2e_harness::quotas::Quotas { ses_max_send_rate: 5.0, ..e2e_harness::quotas::Quotas::aws() }));
+    let tenant = subscribers(&stack, "initech", 20).await;
+    let mut second = start(&stack);
+    let (first_row, second_row) = (history_row("initech", "ph-rate-1"), history_row("initech", "ph-rate-2"));
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            let one = scope.spawn(|| deliver(&mut stack.function, &first_row, 5));
+            let two = scope.spawn(|| deliver(&mut second, &second_row, 5));
+            (one.join().unwrap(), two.join().unwrap())
+        })
+    });
+    let throttled = stack.aws.proxy.refusals().iter().filter(|(_, r)| r.message == "Maximum sending rate exceeded.").count();
+    assert!(throttled > 0, "the two instances never crossed the account's rate: the test proves nothing");
+    let by_subject = recipients_by_subject(&sent_emails(&stack.aws.proxy));
+    assert_eq!(by_subject["New publish history: ph-rate-1"], tenant, "each subscriber once");
+    assert_eq!(by_subject["New publish history: ph-rate-2"], tenant, "each subscriber once");
+}
+
+/// With SES's 24-hour quota spent part way through a row, the rest of the row is handed back (not retried per
+/// recipient), the log says why, and nobody gets the email twice once the quota allows again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_daily_quota_hands_the_row_back_and_the_rest_is_sent_later_exactly_once() {
+    let mut stack = stack().await;
+    stack.aws.proxy.enforce_quotas(Some(e2e_harness::quotas::Quotas { ses_max_24_hour_send: 3.0, ..e2e_harness::quotas::Quotas::aws() }));
+    let tenant = subscribers(&stack, "initech", 5).await;
+    let row = history_row("initech", "ph-daily");
+    assert_eq!(failures(&stack.function.invoke(&row).response()), vec!["ph-daily".to_owned()]);
+    assert_eq!(sent_emails(&stack.aws.proxy).len(), 3);
+    let output = stack.function.output().join("\n");
+    assert!(output.contains("Daily message quota exceeded."), "{output}");
+    let refused = stack.aws.proxy.refusals().len();
+    let sdk_attempts = shared::aws::MAX_ATTEMPTS as usize;
+    assert!((2..=2 * sdk_attempts).contains(&refused), "each remaining recipient tried once, with at most the SDK's own attempts at a throttle: {refused}");
+
+    // The next day (a new quota): the redelivery sends to the two left, and only to them.
+    stack.aws.proxy.enforce_quotas(Some(e2e_harness::quotas::Quotas::aws()));
+    assert_eq!(deliver(&mut stack.function, &row, 3), 1);
+    let by_subject = recipients_by_subject(&sent_emails(&stack.aws.proxy));
+    assert_eq!(by_subject["New publish history: ph-daily"], tenant);
 }
