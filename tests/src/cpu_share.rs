@@ -67,26 +67,12 @@ impl CpuShare {
     /// Moves the calling process into the cgroup: for a child, between fork and exec, so it is confined from its
     /// first instruction.
     pub fn enter_on_exec(&self, command: &mut std::process::Command) {
-        use std::os::unix::process::CommandExt;
-        let procs: Vec<std::ffi::CString> =
-            self.procs.iter().map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("a path without NUL")).collect();
-        // SAFETY: only open, write and close, which are async-signal-safe, on memory allocated before the fork.
-        unsafe {
-            command.pre_exec(move || {
-                for file in &procs {
-                    let fd = libc::open(file.as_ptr(), libc::O_WRONLY);
-                    if fd < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    let written = libc::write(fd, b"0".as_ptr().cast(), 1);
-                    libc::close(fd);
-                    if written != 1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
+        enter_cgroups_on_exec(command, &self.procs);
+    }
+
+    /// The `cgroup.procs` files a process joins the share through.
+    pub fn procs(&self) -> &[PathBuf] {
+        &self.procs
     }
 
     /// CPU time the cgroup's processes have used so far: the difference between two readings is what a process
@@ -109,5 +95,29 @@ impl Drop for CpuShare {
         if let Some(accounting) = &self.accounting_dir {
             let _ = std::fs::remove_dir(accounting);
         }
+    }
+}
+
+/// Moves a child into the cgroups of these `cgroup.procs` files between fork and exec, so it is confined from its
+/// first instruction.
+pub fn enter_cgroups_on_exec(command: &mut std::process::Command, procs: &[PathBuf]) {
+    use std::os::unix::process::CommandExt;
+    let procs: Vec<std::ffi::CString> = procs.iter().map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("a path without NUL")).collect();
+    // SAFETY: only open, write and close, which are async-signal-safe, on memory allocated before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            for file in &procs {
+                let fd = libc::open(file.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if written != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
     }
 }

@@ -7,6 +7,7 @@ pub mod fixtures;
 pub mod iam;
 pub mod lifecycle_stand_in;
 pub mod mail;
+pub mod memory_cap;
 pub mod moto;
 pub mod postgres;
 pub mod proxy;
