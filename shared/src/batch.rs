@@ -91,14 +91,30 @@ impl BatchProcessor {
         H: Fn(SqsMessage) -> Fut,
         Fut: Future<Output = Result<(), RecordError>>,
     {
+        self.process_until(event, None, handler).await
+    }
+
+    /// As [`BatchProcessor::process`], but a record not finished by `answer_by` is given up and handed back, so the
+    /// function answers before Lambda's deadline: past it, Lambda throws the answer away and the whole batch,
+    /// finished records included, comes back.
+    pub async fn process_until<H, Fut>(&self, event: SqsEvent, answer_by: Option<tokio::time::Instant>, handler: H) -> BatchOutcome
+    where
+        H: Fn(SqsMessage) -> Fut,
+        Fut: Future<Output = Result<(), RecordError>>,
+    {
         let handler = &handler;
         let results: Vec<RecordResult> = futures::stream::iter(event.records)
             .map(|record| async move {
                 let message_id = record.message_id.clone();
-                let outcome = AssertUnwindSafe(handler(record.clone()))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|panic| Err(RecordError::Transient(format!("handler panicked: {}", panic_message(&panic)))));
+                let run = AssertUnwindSafe(handler(record.clone())).catch_unwind();
+                let finished = match answer_by {
+                    Some(at) => tokio::time::timeout_at(at, run).await.ok(),
+                    None => Some(run.await),
+                };
+                let outcome = match finished {
+                    Some(result) => result.unwrap_or_else(|panic| Err(RecordError::Transient(format!("handler panicked: {}", panic_message(&panic))))),
+                    None => Err(RecordError::Transient("not finished before the invocation's deadline; handed back for redelivery".into())),
+                };
                 self.settle(record, message_id, outcome).await
             })
             .buffer_unordered(self.concurrency)
@@ -225,6 +241,21 @@ mod tests {
         let outcome = processor.process(batch(&["poison"]), by_body).await;
         assert_eq!(outcome.dead_lettered, 0);
         assert_eq!(outcome.failed, vec!["m0"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn records_unfinished_at_the_answer_time_are_handed_back_and_the_rest_kept() {
+        let processor = BatchProcessor::new(2, None);
+        let answer_by = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let outcome = processor
+            .process_until(batch(&["quick", "stuck", "quick", "quick"]), Some(answer_by), |record| async move {
+                let wait = if record.body.as_deref() == Some("stuck") { 3_600 } else { 1 };
+                tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+                Ok(())
+            })
+            .await;
+        assert_eq!((outcome.succeeded, outcome.failed), (3, vec!["m1".to_owned()]));
+        assert!(tokio::time::Instant::now() <= answer_by, "answered by the time given");
     }
 
     #[tokio::test]

@@ -65,7 +65,9 @@ impl<D: UserDirectory, G: OrderingGuard> AttributeSync<D, G> {
     /// `deadline` is the invocation's: a claim left by this invocation lapses [`LEASE_GRACE`] after it.
     pub async fn handle_batch(&self, processor: &BatchProcessor, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
         let lease_until = SystemTime::now() + deadline.saturating_duration_since(Instant::now()) + LEASE_GRACE;
-        let outcome = processor.process(event, |record| self.handle_record(record, lease_until)).await;
+        // Half a second is left to post the answer: past the deadline Lambda throws it away with the whole batch.
+        let answer_by = deadline.checked_sub(Duration::from_millis(500)).unwrap_or(deadline);
+        let outcome = processor.process_until(event, Some(answer_by), |record| self.handle_record(record, lease_until)).await;
         outcome.count_into(&self.metrics);
         outcome.response()
     }

@@ -24,6 +24,10 @@ use shared::pacer::Pacer;
 
 /// Records handled at once.
 pub const RECORD_CONCURRENCY: usize = 5;
+/// The invocation's deadline less this is when no send may start (main.rs's margin, 3 s); what is still running
+/// `ANSWER_SLACK` later is given up, leaving a second to answer before Lambda's deadline.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
+pub const ANSWER_SLACK: Duration = Duration::from_secs(2);
 /// Sends in flight at once (the pacer keeps their rate under the account's maximum).
 pub const SEND_CONCURRENCY: usize = 8;
 /// How long the send rate from GetSendQuota is trusted.
@@ -107,7 +111,9 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore> Notifier<U, M, I> {
     /// Handles a batch; nothing is started after `deadline` (the invocation's deadline less a safety margin).
     pub async fn handle_batch(&self, processor: &BatchProcessor, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
         let context = BatchContext { index: OnceCell::new(), deadline };
-        let outcome = processor.process(event, |record| self.handle_record(record, &context)).await;
+        // Sends started before `deadline` get until just before Lambda's own deadline to finish.
+        let answer_by = deadline + ANSWER_SLACK;
+        let outcome = processor.process_until(event, Some(answer_by), |record| self.handle_record(record, &context)).await;
         outcome.count_into(&self.metrics);
         outcome.response()
     }

@@ -1,11 +1,10 @@
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent};
 use publish_history_email::aws::{CognitoUserSource, DynamoIdempotency, SesMailer};
 use publish_history_email::config::Config;
-use publish_history_email::handler::{Notifier, UnsubscribeLinks, RECORD_CONCURRENCY};
+use publish_history_email::handler::{Notifier, UnsubscribeLinks, DEADLINE_MARGIN, RECORD_CONCURRENCY};
 use publish_history_email::idempotency::NoIdempotency;
 use publish_history_email::notification::EmailTemplates;
 use publish_history_email::ports::IdempotencyStore;
@@ -16,7 +15,6 @@ use shared::dead_letter::{DeadLetterSink, SqsDeadLetterQueue};
 use shared::startup::Startup;
 
 /// Time kept back from the invocation's deadline to answer with the partial batch response.
-const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {

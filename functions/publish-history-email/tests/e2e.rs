@@ -307,3 +307,40 @@ async fn a_spent_daily_quota_hands_the_row_back_and_the_rest_is_sent_later_exact
     let by_subject = recipients_by_subject(&sent_emails(&stack.aws.proxy));
     assert_eq!(by_subject["New publish history: ph-daily"], tenant);
 }
+
+/// SES hangs past the invocation's deadline (each send answers after 4 s, with a 5 s function timeout): the
+/// function still answers before the deadline, handing the rows back, instead of being cut off by Lambda (which
+/// would throw the answer away and return the whole batch); the redelivery sends each email once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_hanging_past_the_deadline_are_given_up_in_time_and_the_rows_handed_back() {
+    let mut stack = stack().await;
+    let slow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let hanging = slow.clone();
+    stack.aws.proxy.respond_with(move |call| {
+        if call.operation != "SendRawEmail" || !hanging.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(4));
+        // The send never reached SES: it is not sent.
+        Some(e2e_harness::proxy::Reply {
+            status: 503,
+            content_type: "text/xml",
+            body: "<ErrorResponse><Error><Type>Receiver</Type><Code>ServiceUnavailable</Code><Message>Service unavailable</Message></Error></ErrorResponse>"
+                .into(),
+        })
+    });
+    stack.function.timeout = std::time::Duration::from_secs(5);
+    let event = sample_event("publish-history-email/sns-envelope-batch.json");
+    let answered = stack.function.invoke(&event);
+    let e2e_harness::runtime::Invocation::Response(response) = answered else { panic!("cut off by the deadline: {answered:?}") };
+    assert_eq!(failures(&response), ids_at(&event, &[0, 1]), "both rows handed back");
+    assert_eq!(stack.function.restarts(), 0, "answered within the deadline");
+
+    slow.store(false, std::sync::atomic::Ordering::SeqCst);
+    // What the proxy answered itself never reached SES: the emails are those sent from now on.
+    let hung = stack.aws.proxy.calls_of("SendRawEmail").len();
+    stack.function.timeout = std::time::Duration::from_secs(60);
+    assert_eq!(deliver(&mut stack.function, &event, 3), 1);
+    let by_subject = recipients_by_subject(&sent_emails(&stack.aws.proxy).split_off(hung));
+    assert_eq!(by_subject.values().map(Vec::len).sum::<usize>(), 4, "each recipient once: {by_subject:?}");
+}
