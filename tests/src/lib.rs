@@ -274,3 +274,24 @@ pub fn built_binaries() -> &'static std::path::Path {
         scenario::binaries_dir()
     })
 }
+
+/// A loopback listener whose connections send at once (TCP_NODELAY, which Linux passes to accepted sockets):
+/// tiny_http writes a response's head and body apart, and on a kept-alive connection Nagle's algorithm would hold
+/// the body until the client's delayed acknowledgement, 40 ms later.
+pub fn no_delay_listener() -> std::net::TcpListener {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback listener");
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor and a c_int option value of the size given.
+    let set = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "TCP_NODELAY on a loopback listener: {}", std::io::Error::last_os_error());
+    listener
+}

@@ -94,7 +94,7 @@ fn percent_decode(text: &str) -> String {
 
 impl RecordingProxy {
     pub fn start(upstream: &str) -> Self {
-        let server = Arc::new(tiny_http::Server::from_listener(no_delay_listener(), None).expect("proxy listens"));
+        let server = Arc::new(tiny_http::Server::from_listener(crate::no_delay_listener(), None).expect("proxy listens"));
         let port = server.server_addr().to_ip().expect("an IP address").port();
         let calls = Arc::new(Mutex::new(Vec::new()));
         let hooks = Arc::new(Mutex::new(Hooks::default()));
@@ -165,27 +165,6 @@ impl RecordingProxy {
     pub fn calls_of(&self, operation: &str) -> Vec<Call> {
         self.calls().into_iter().filter(|c| c.operation == operation).collect()
     }
-}
-
-/// A loopback listener whose connections send at once (TCP_NODELAY, which Linux passes to accepted sockets):
-/// tiny_http writes a response's head and body apart, and on a kept-alive connection Nagle's algorithm would hold
-/// the body until the client's delayed acknowledgement, 40 ms later.
-fn no_delay_listener() -> std::net::TcpListener {
-    use std::os::fd::AsRawFd;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("proxy listens");
-    let on: libc::c_int = 1;
-    // SAFETY: a valid socket descriptor and a c_int option value of the size given.
-    let set = unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(set, 0, "TCP_NODELAY on the proxy's listener: {}", std::io::Error::last_os_error());
-    listener
 }
 
 /// A call's signer, when it is a function process under its template policy.
