@@ -344,3 +344,34 @@ async fn sends_hanging_past_the_deadline_are_given_up_in_time_and_the_rows_hande
     let by_subject = recipients_by_subject(&sent_emails(&stack.aws.proxy).split_off(hung));
     assert_eq!(by_subject.values().map(Vec::len).sum::<usize>(), 4, "each recipient once: {by_subject:?}");
 }
+
+/// Listing a pool of 360 users takes seven ListUsers pages; with Cognito's ListUsers rate lowered to 2 a second
+/// (AWS's is 30, shared by the whole account) the pages come faster than that: the throttled pages are retried and
+/// the row reaches every subscriber, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_listed_faster_than_cognitos_list_users_rate_is_throttled_retried_and_complete() {
+    let mut stack = stack().await;
+    let tenant = subscribers(&stack, "initech", 3).await;
+    let mut creating = tokio::task::JoinSet::new();
+    for i in 0..350 {
+        let (cognito, pool) = (stack.cognito.clone(), stack.pool_id.clone());
+        creating.spawn(async move {
+            let email: &'static str = Box::leak(format!("bystander{i:03}@example.com").into_boxed_str());
+            let user = e2e_harness::fixtures::SampleUser { email, tenant: "umbrella", subscription: "false", ..e2e_harness::fixtures::SAMPLE_USERS[0] };
+            e2e_harness::fixtures::create_user(&cognito, &pool, &user).await;
+        });
+        if creating.len() >= 8 {
+            creating.join_next().await;
+        }
+    }
+    creating.join_all().await;
+    let mut quotas = e2e_harness::quotas::Quotas::aws();
+    quotas.cognito = vec![("UserList", &["ListUsers"], 2)];
+    stack.aws.proxy.enforce_quotas(Some(quotas));
+    let row = history_row("initech", "ph-pages");
+    assert_eq!(deliver(&mut stack.function, &row, 3), 1, "handed back");
+    let throttled = stack.aws.proxy.refusals().iter().filter(|(_, r)| r.code == "TooManyRequestsException").count();
+    assert!(throttled > 0, "the pages never came faster than the rate: the test proves nothing");
+    assert!(stack.aws.proxy.calls_of("ListUsers").len() >= 7, "the whole pool, page by page");
+    assert_eq!(recipients_by_subject(&sent_emails(&stack.aws.proxy))["New publish history: ph-pages"], tenant);
+}
