@@ -24,8 +24,8 @@ use shared::pacer::Pacer;
 
 /// Records handled at once.
 pub const RECORD_CONCURRENCY: usize = 5;
-/// The invocation's deadline less this is when no send may start (main.rs's margin, 3 s); what is still running
-/// `ANSWER_SLACK` later is given up, leaving a second to answer before Lambda's deadline.
+/// The invocation's deadline less this is when no send may start; what is still running `ANSWER_SLACK` later is
+/// given up, leaving a second to answer before Lambda's deadline.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
 pub const ANSWER_SLACK: Duration = Duration::from_secs(2);
 /// Sends in flight at once (the pacer keeps their rate under the account's maximum).
