@@ -86,6 +86,46 @@ fn sqs_fed_functions_report_batch_item_failures_and_queues_outlast_six_timeouts(
     assert_eq!(sqs_events, 2);
 }
 
+/// The logical ids an alarm on `metric` names through `dimension` (`!Ref X` or `!GetAtt X.QueueName`).
+fn alarmed(template: &Value, metric: &str, dimension: &str) -> BTreeSet<String> {
+    let mut named = BTreeSet::new();
+    for resource in template["Resources"].as_mapping().unwrap().values() {
+        if resource["Type"] != "AWS::CloudWatch::Alarm" || resource["Properties"]["MetricName"] != metric {
+            continue;
+        }
+        assert!(resource["Properties"]["AlarmActions"].as_sequence().is_some_and(|a| !a.is_empty()), "an alarm nobody hears: {resource:?}");
+        for d in resource["Properties"]["Dimensions"].as_sequence().into_iter().flatten() {
+            if let (Some(dimension_name), Value::Tagged(value)) = (d["Name"].as_str(), &d["Value"]) {
+                if dimension_name == dimension {
+                    named.extend(value.value.as_str().map(|v| v.trim_end_matches(".QueueName").to_owned()));
+                }
+            }
+        }
+    }
+    named
+}
+
+#[test]
+fn every_function_has_an_error_alarm_and_every_source_queue_a_backlog_alarm() {
+    let template = template();
+    let resources = template["Resources"].as_mapping().unwrap();
+    let functions: BTreeSet<String> =
+        resources.iter().filter(|(_, r)| r["Type"] == "AWS::Serverless::Function").filter_map(|(id, _)| id.as_str().map(str::to_owned)).collect();
+    assert_eq!(functions.len(), 6);
+    assert_eq!(alarmed(&template, "Errors", "FunctionName"), functions, "an Errors alarm per function");
+    let source_queues: BTreeSet<String> = resources
+        .values()
+        .flat_map(|r| r["Properties"]["Events"].as_mapping().into_iter().flatten().map(|(_, e)| e.clone()).collect::<Vec<_>>())
+        .filter(|e| e["Type"] == "SQS")
+        .filter_map(|e| match &e["Properties"]["Queue"] {
+            Value::Tagged(queue) => queue.value.as_str().map(|q| q.trim_end_matches(".Arn").to_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(source_queues.len(), 2);
+    assert_eq!(alarmed(&template, "ApproximateAgeOfOldestMessage", "QueueName"), source_queues, "a backlog alarm per source queue");
+}
+
 fn function<'a>(template: &'a Value, logical_id: &str) -> &'a Value {
     &template["Resources"][logical_id]["Properties"]
 }
