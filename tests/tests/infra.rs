@@ -126,6 +126,21 @@ fn every_function_has_an_error_alarm_and_every_source_queue_a_backlog_alarm() {
     assert_eq!(alarmed(&template, "ApproximateAgeOfOldestMessage", "QueueName"), source_queues, "a backlog alarm per source queue");
 }
 
+#[test]
+fn the_reconcile_state_machine_retries_throttling_timeouts_and_unknown_ends_with_backoff() {
+    let template = template();
+    let task = &template["Resources"]["CognitoReconcileStateMachine"]["Properties"]["Definition"]["States"]["Reconcile"];
+    let retries = task["Retry"].as_sequence().expect("the task retries");
+    let retried: BTreeSet<String> = retries.iter().flat_map(|r| r["ErrorEquals"].as_sequence().unwrap().iter().filter_map(|e| e.as_str().map(str::to_owned))).collect();
+    for error in ["Lambda.TooManyRequestsException", "Lambda.ServiceException", "Lambda.Unknown", "Sandbox.Timedout", "States.Timeout"] {
+        assert!(retried.contains(error), "{error} is not retried: {retried:?}");
+    }
+    assert!(!retried.contains("States.ALL"), "a run that failed on its own error is not retried blindly");
+    for retry in retries {
+        assert!(retry["BackoffRate"].as_f64().unwrap_or(1.0) > 1.0 && retry["IntervalSeconds"].as_u64().unwrap_or(0) > 0, "{retry:?}");
+    }
+}
+
 fn function<'a>(template: &'a Value, logical_id: &str) -> &'a Value {
     &template["Resources"][logical_id]["Properties"]
 }
