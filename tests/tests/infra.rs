@@ -131,7 +131,8 @@ fn the_reconcile_state_machine_retries_throttling_timeouts_and_unknown_ends_with
     let template = template();
     let task = &template["Resources"]["CognitoReconcileStateMachine"]["Properties"]["Definition"]["States"]["Reconcile"];
     let retries = task["Retry"].as_sequence().expect("the task retries");
-    let retried: BTreeSet<String> = retries.iter().flat_map(|r| r["ErrorEquals"].as_sequence().unwrap().iter().filter_map(|e| e.as_str().map(str::to_owned))).collect();
+    let retried: BTreeSet<String> =
+        retries.iter().flat_map(|r| r["ErrorEquals"].as_sequence().unwrap().iter().filter_map(|e| e.as_str().map(str::to_owned))).collect();
     for error in ["Lambda.TooManyRequestsException", "Lambda.ServiceException", "Lambda.Unknown", "Sandbox.Timedout", "States.Timeout"] {
         assert!(retried.contains(error), "{error} is not retried: {retried:?}");
     }
