@@ -136,7 +136,10 @@ impl BatchProcessor {
     async fn settle(&self, record: SqsMessage, message_id: Option<String>, outcome: Result<(), RecordError>) -> RecordResult {
         let id = message_id.as_deref().unwrap_or("unknown");
         let error = match outcome {
-            Ok(()) => return RecordResult::Succeeded,
+            Ok(()) => {
+                tracing::debug!(message_id = id, "record handled");
+                return RecordResult::Succeeded;
+            }
             Err(error) => error,
         };
         if let (RecordError::Poison(reason), Some(sink)) = (&error, &self.dead_letters) {

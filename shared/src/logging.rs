@@ -6,16 +6,19 @@
 
 use std::io::{self, Write};
 
+use tracing::level_filters::LevelFilter;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// Installs the JSON subscriber. The level comes from `AWS_LAMBDA_LOG_LEVEL` (set by Lambda's advanced logging
-/// controls) or `RUST_LOG`, default `info`.
+/// controls) or `RUST_LOG`, default `info`; see [`log_filter`] for what the SDK's own crates may write.
 pub fn init() {
     let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().or_else(|| std::env::var("RUST_LOG").ok());
     let subscriber = tracing_subscriber::fmt()
+        // The fmt builder caps at INFO by default, under any filter layered on it: the filter alone decides.
+        .with_max_level(tracing::Level::TRACE)
         .json()
         .with_current_span(true)
         .with_span_list(false)
@@ -26,17 +29,52 @@ pub fn init() {
     let _ = subscriber.with(log_filter(level.as_deref())).try_init();
 }
 
+/// The crates that see requests, responses and events on the wire: at `trace` they write bodies (a decrypted
+/// SecureString, an address, `lambda_runtime` the whole event with an unsubscribe token in it), and `aws_sigv4`
+/// writes the canonical request, session token included, at `debug`.
+const WIRE_TARGETS: [&str; 11] = [
+    "aws_smithy_runtime",
+    "aws_smithy_http_client",
+    "aws_runtime",
+    "aws_config",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "rustls",
+    "lambda_runtime",
+    "lambda_runtime_api_client",
+    "lambda_http",
+];
+
 /// A level (`info`) or `target=level` directives (`info,aws_smithy_runtime=debug`), as `RUST_LOG` takes them;
-/// Lambda's `FATAL` is `error`; anything unreadable, and every target not named, is `info`. `Targets`, not `EnvFilter`: the same directives
-/// without a regex engine.
+/// Lambda's `FATAL` is `error`; anything unreadable, and every target not named, is `info`. `Targets`, not
+/// `EnvFilter`: the same directives without a regex engine.
+///
+/// A plain level is this project's: the SDK and HTTP crates ([`WIRE_TARGETS`]) stay at `info` unless named, and
+/// even named go no further than `debug`; `aws_sigv4` never below `info`. No level writes a credential, a token
+/// or a body.
 pub fn log_filter(level: Option<&str>) -> Targets {
     let directives = level.unwrap_or("info").trim().to_lowercase().replace("fatal", "error");
-    match directives.parse::<Targets>() {
+    let targets = match directives.parse::<Targets>() {
         Ok(targets) if targets.default_level().is_some() => targets,
         // Only targets named: the rest at `info`, not silenced.
         Ok(targets) => targets.with_default(tracing::Level::INFO),
         Err(_) => Targets::new().with_default(tracing::Level::INFO),
+    };
+    let named: Vec<(String, LevelFilter)> = targets.iter().map(|(target, level)| (target.to_owned(), level)).collect();
+    let mut capped = targets;
+    for wire in WIRE_TARGETS {
+        let level = named.iter().find(|(target, _)| target == wire).map(|(_, level)| (*level).min(LevelFilter::DEBUG)).unwrap_or(LevelFilter::INFO);
+        capped = capped.with_target(wire, level);
     }
+    // Named wire targets' sub-targets (`aws_smithy_runtime::client`) take their crate's cap: a deeper directive
+    // would otherwise win over it.
+    for (target, level) in &named {
+        if WIRE_TARGETS.iter().any(|wire| target.starts_with(&format!("{wire}::"))) {
+            capped = capped.with_target(target.clone(), (*level).min(LevelFilter::DEBUG));
+        }
+    }
+    capped.with_target("aws_sigv4", LevelFilter::INFO)
 }
 
 /// Stdout, with email addresses masked. tracing-subscriber formats a whole line and writes it at once.
@@ -115,7 +153,6 @@ mod tests {
 
     #[test]
     fn the_log_level_comes_from_lambda_or_rust_log_directives() {
-        use tracing::level_filters::LevelFilter;
         assert_eq!(log_filter(None).default_level(), Some(LevelFilter::INFO));
         assert_eq!(log_filter(Some("DEBUG")).default_level(), Some(LevelFilter::DEBUG));
         assert_eq!(log_filter(Some("FATAL")).default_level(), Some(LevelFilter::ERROR));
@@ -123,6 +160,20 @@ mod tests {
         let directives = log_filter(Some("warn,aws_smithy_runtime=debug"));
         assert!(directives.would_enable("aws_smithy_runtime::client", &tracing::Level::DEBUG));
         assert!(!directives.would_enable("shared::batch", &tracing::Level::INFO));
+    }
+
+    #[test]
+    fn a_plain_level_is_ours_and_the_wire_crates_never_write_bodies_or_signatures() {
+        let debug = log_filter(Some("debug"));
+        assert!(debug.would_enable("cognito_attribute_sync::handler", &tracing::Level::DEBUG));
+        assert!(!debug.would_enable("aws_smithy_runtime::client::orchestrator", &tracing::Level::DEBUG));
+        assert!(debug.would_enable("aws_smithy_runtime::client::orchestrator", &tracing::Level::INFO));
+        let everything = log_filter(Some("trace,aws_smithy_runtime=trace,aws_smithy_runtime::client=trace,aws_sigv4=trace,hyper=trace"));
+        assert!(everything.would_enable("shared::batch", &tracing::Level::TRACE));
+        assert!(everything.would_enable("aws_smithy_runtime::client", &tracing::Level::DEBUG));
+        assert!(!everything.would_enable("aws_smithy_runtime::client", &tracing::Level::TRACE));
+        assert!(!everything.would_enable("hyper::proto", &tracing::Level::TRACE));
+        assert!(!everything.would_enable("aws_sigv4::http_request", &tracing::Level::DEBUG));
     }
 
     #[test]

@@ -77,6 +77,7 @@ impl<S: Subscriptions> Unsubscriber<S> {
                 );
             }
         };
+        tracing::debug!(tenant = %unsubscription.tenant, method, "link verified");
         if method == "GET" {
             let token = escape(token.unwrap_or_default().trim());
             let form = format!(

@@ -187,3 +187,54 @@ async fn without_its_update_or_its_decrypt_permission_nothing_is_unsubscribed_an
     let denials = stack.aws.proxy.take_denials();
     assert!(!denials.is_empty() && denials.iter().all(|d| d.operation == "GetParameter"), "{denials:?}");
 }
+
+/// Lambda's advanced logging controls set `AWS_LAMBDA_LOG_LEVEL`: at `debug` the function's debug lines appear, at
+/// `info` they do not; at every level, even with the SDK's and HTTP crates' tracing asked for by name, no line holds
+/// a credential, the session token, the signing key, the link's token or a full address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_level_switch_takes_effect_and_no_level_writes_a_secret_or_an_address() {
+    const SECRET_KEY: &str = "wJalrXUtnFEMI-secret-access-key-for-log-test";
+    const SESSION_TOKEN: &str = "IQoJb3JpZ2luX2VjE-session-token-for-log-test";
+    let stack = stack().await;
+    let emails = send_notifications(&stack, KEY, "Winter catalogue");
+    let ada_link = to(&emails, "ada@example.com").unsubscribe_url().unwrap();
+    let token = ada_link.split_once("token=").unwrap().1.to_owned();
+    let levels = [
+        ("AWS_LAMBDA_LOG_LEVEL", "INFO"),
+        ("AWS_LAMBDA_LOG_LEVEL", "DEBUG"),
+        (
+            "RUST_LOG",
+            "trace,aws_smithy_runtime=trace,aws_smithy_runtime::client::orchestrator=trace,aws_sigv4=trace,hyper=trace,aws_config=trace,lambda_runtime=trace",
+        ),
+    ];
+    for (variable, level) in levels {
+        let mut function = stack.start_function(
+            BINARY,
+            &[
+                ("USER_POOL_ID", stack.pool_id.as_str()),
+                ("UNSUBSCRIBE_KEY_PARAMETER", KEY),
+                (variable, level),
+                ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+                ("AWS_SESSION_TOKEN", SESSION_TOKEN),
+            ],
+        );
+        assert_eq!(call(&mut function, "GET", &ada_link, None)["statusCode"], 200);
+        assert_eq!(call(&mut function, "POST", &ada_link, Some("List-Unsubscribe=One-Click"))["statusCode"], 200);
+        let output = function.output();
+        let debug_lines = output.iter().filter(|l| l.contains("\"level\":\"DEBUG\"")).count();
+        let ours = output.iter().any(|l| l.contains("\"level\":\"DEBUG\"") && l.contains("link verified"));
+        if level == "INFO" {
+            assert_eq!(debug_lines, 0, "debug lines at info:\n{}", output.join("\n"));
+        } else {
+            assert!(ours, "no debug line of the function at {level}:\n{}", output.join("\n"));
+        }
+        for secret in [SECRET_KEY, SESSION_TOKEN, &"c".repeat(64), token.as_str(), "ada@example.com", "grace@example.com"] {
+            let leaked: Vec<&String> = output.iter().filter(|l| l.contains(secret)).collect();
+            assert!(leaked.is_empty(), "{variable}={level} wrote {secret:?}: {leaked:?}");
+        }
+        // The SDK's debug lines are there when named: the cap is not a blanket silence.
+        if variable == "RUST_LOG" {
+            assert!(output.iter().any(|l| l.contains("\"level\":\"DEBUG\"") && !l.contains("link verified")), "no SDK debug line");
+        }
+    }
+}
