@@ -1,6 +1,7 @@
 //! The common crate of the event workers. It holds only what two or more functions use.
 
 pub mod aws;
+pub mod backoff;
 pub mod batch;
 pub mod config;
 pub mod db_event;

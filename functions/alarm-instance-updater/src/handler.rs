@@ -129,10 +129,9 @@ impl From<FunctionError> for Failure {
     }
 }
 
-/// 200 ms, 400 ms, ... with up to 100 ms of jitter, so two contending instances do not meet again.
+/// 200 ms, 400 ms, ... jittered, so two contending instances do not meet again.
 fn contended_pause(attempt: u32) -> Duration {
-    let jitter = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos() % 100_000_000);
-    Duration::from_millis(200 * u64::from(attempt)) + Duration::from_nanos(u64::from(jitter))
+    shared::backoff::jittered(Duration::from_millis(400), attempt, Duration::from_secs(2))
 }
 
 fn unavailable(error: String) -> FunctionError {
