@@ -132,6 +132,10 @@ impl CognitoDirectory {
         self.client.admin_disable_user().user_pool_id(&self.user_pool_id).username(username).send().await.map(|_| ()).map_err(classify)
     }
 
+    pub async fn enable_user(&self, username: &str) -> Result<(), DirectoryError> {
+        self.client.admin_enable_user().user_pool_id(&self.user_pool_id).username(username).send().await.map(|_| ()).map_err(classify)
+    }
+
     pub async fn delete_user(&self, username: &str) -> Result<(), DirectoryError> {
         self.client.admin_delete_user().user_pool_id(&self.user_pool_id).username(username).send().await.map(|_| ()).map_err(classify)
     }

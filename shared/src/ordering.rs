@@ -76,6 +76,8 @@ pub struct Lease {
     pub key: String,
     pub owner: String,
     pub version: Version,
+    /// The last change applied to this user was a deletion: a newer change brings the user back.
+    pub after_deletion: bool,
 }
 
 #[async_trait]
@@ -139,10 +141,15 @@ mod dynamo {
                 .expression_attribute_values(":until", number(epoch_millis(until)))
                 .expression_attribute_values(":version", number(version))
                 .expression_attribute_values(":now", number(epoch_millis(SystemTime::now())))
+                // The item as it was: whether the last change applied was a deletion.
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
                 .send()
                 .await;
             match result {
-                Ok(_) => Ok(Claim::Acquired(Lease { key: key.to_owned(), owner, version })),
+                Ok(output) => {
+                    let after_deletion = output.attributes().and_then(|item| item.get("deleted")).and_then(|v| v.as_bool().ok()).copied().unwrap_or(false);
+                    Ok(Claim::Acquired(Lease { key: key.to_owned(), owner, version, after_deletion }))
+                }
                 Err(error) if error.code() == Some("ConditionalCheckFailedException") => match self.applied_version(key).await? {
                     Some(applied) if applied > version => Ok(Claim::Stale { applied }),
                     _ => Ok(Claim::Busy),
@@ -265,6 +272,19 @@ mod adapter_tests {
     }
 
     #[tokio::test]
+    async fn a_claim_tells_whether_the_last_change_applied_was_a_deletion() {
+        let after_delete = mock!(aws_sdk_dynamodb::Client::update_item)
+            .match_requests(|r| r.return_values() == Some(&aws_sdk_dynamodb::types::ReturnValue::AllOld))
+            .then_output(|| {
+                UpdateItemOutput::builder().attributes("deleted", AttributeValue::Bool(true)).attributes("version", AttributeValue::N("10".into())).build()
+            });
+        let first_ever = mock!(aws_sdk_dynamodb::Client::update_item).then_output(|| UpdateItemOutput::builder().build());
+        let guard = DynamoOrderingGuard::new(mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&after_delete, &first_ever]), "ordering");
+        assert!(matches!(guard.claim("user#x", 20, until()).await.unwrap(), Claim::Acquired(Lease { after_deletion: true, .. })));
+        assert!(matches!(guard.claim("user#y", 20, until()).await.unwrap(), Claim::Acquired(Lease { after_deletion: false, .. })));
+    }
+
+    #[tokio::test]
     async fn a_refused_claim_is_stale_when_a_newer_version_was_applied_and_busy_otherwise() {
         let refused = mock!(aws_sdk_dynamodb::Client::update_item).then_error(conditional_failure);
         let newer = mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| applied(30));
@@ -289,7 +309,7 @@ mod adapter_tests {
             })
             .then_output(|| UpdateItemOutput::builder().build());
         let lost = mock!(aws_sdk_dynamodb::Client::update_item).then_error(conditional_failure);
-        let lease = Lease { key: "user#x".into(), owner: "me".into(), version: 20 };
+        let lease = Lease { key: "user#x".into(), owner: "me".into(), version: 20, after_deletion: false };
         let guard = DynamoOrderingGuard::new(mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&commit, &lost]), "ordering");
         guard.commit(&lease, true).await.unwrap();
         assert!(guard.commit(&lease, true).await.unwrap_err().contains("lapsed"));

@@ -88,7 +88,7 @@ impl crate::ordering::OrderingGuard for MemoryOrderingGuard {
         }
         let owner = crate::ordering::new_owner();
         item.lease = Some((owner.clone(), until));
-        Ok(Claim::Acquired(Lease { key: key.to_owned(), owner, version }))
+        Ok(Claim::Acquired(Lease { key: key.to_owned(), owner, version, after_deletion: item.deleted }))
     }
 
     async fn commit(&self, lease: &crate::ordering::Lease, deleted: bool) -> Result<(), String> {

@@ -188,6 +188,19 @@ fn a_user_missing_from_the_pool_is_skipped_before_the_queue_dead_letters_it() {
     assert!(retry < (receives - 1) * visibility, "{retry} s of retries would outlast {receives} receives of {visibility} s");
 }
 
+/// A user held by another writer waits for its lease: the longest lease (the reconciliation's invocation plus the
+/// guard's grace) must lapse within the queue's redeliveries, so contention alone never dead-letters a change.
+#[test]
+fn a_contended_user_is_free_again_before_the_queue_dead_letters_its_change() {
+    let template = template();
+    let longest_writer = function(&template, "CognitoReconcileFunction")["Timeout"].as_u64().unwrap();
+    let lease = longest_writer + shared::ordering::LEASE_GRACE.as_secs();
+    let queue = &template["Resources"]["CognitoAttributeSyncQueue"]["Properties"];
+    let visibility = queue["VisibilityTimeout"].as_u64().unwrap();
+    let receives = queue["RedrivePolicy"]["maxReceiveCount"].as_u64().unwrap();
+    assert!(lease < (receives - 1) * visibility, "a {lease} s lease outlasts {receives} receives of {visibility} s");
+}
+
 fn venv_bin(tool: &str) -> PathBuf {
     let path = workspace_root().join(".venv/bin").join(tool);
     assert!(path.exists(), "{} not found: run `bash tests/setup.sh`", path.display());

@@ -19,6 +19,9 @@ impl UserDirectory for CognitoDirectory {
     async fn disable_user(&self, username: &str) -> Result<(), DirectoryError> {
         CognitoDirectory::disable_user(self, username).await
     }
+    async fn enable_user(&self, username: &str) -> Result<(), DirectoryError> {
+        CognitoDirectory::enable_user(self, username).await
+    }
     async fn delete_user(&self, username: &str) -> Result<(), DirectoryError> {
         CognitoDirectory::delete_user(self, username).await
     }

@@ -20,12 +20,15 @@ pub struct Config {
     pub ordering_table: String,
     /// How long a change of a user not (yet) in the pool is retried before it is skipped.
     pub user_not_found_retry: Duration,
+    /// A deletion versioned on the API's clock (`occurredAt`) wins over changes up to this much newer: the API's and
+    /// the database's clocks may disagree, and a deleted user left enabled is the worse error.
+    pub delete_skew_tolerance: Duration,
 }
 
 impl Config {
     /// The environment variables this function reads; the SAM template test checks its own list against this one.
     pub const VARIABLES: &'static [&'static str] =
-        &["USER_POOL_ID", "ON_USER_DELETED", "DEAD_LETTER_QUEUE_URL", "ORDERING_TABLE", "USER_NOT_FOUND_RETRY_SECONDS"];
+        &["USER_POOL_ID", "ON_USER_DELETED", "DEAD_LETTER_QUEUE_URL", "ORDERING_TABLE", "USER_NOT_FOUND_RETRY_SECONDS", "DELETE_SKEW_TOLERANCE_SECONDS"];
 
     pub fn from_env<S: VarSource>(env: &Env<S>) -> Result<Self, ConfigError> {
         let on_user_deleted = match env.choice_or("ON_USER_DELETED", &["disable", "delete", "ignore"], "disable")? {
@@ -39,6 +42,7 @@ impl Config {
             dead_letter_queue_url: env.optional_url("DEAD_LETTER_QUEUE_URL")?,
             ordering_table: env.required("ORDERING_TABLE")?,
             user_not_found_retry: Duration::from_secs(env.parsed_or("USER_NOT_FOUND_RETRY_SECONDS", 300)?),
+            delete_skew_tolerance: Duration::from_secs(env.parsed_or("DELETE_SKEW_TOLERANCE_SECONDS", 5)?),
         })
     }
 }
@@ -54,6 +58,7 @@ mod tests {
         assert_eq!(config.on_user_deleted, OnUserDeleted::Disable);
         assert_eq!(config.dead_letter_queue_url, None);
         assert_eq!(config.user_not_found_retry, Duration::from_secs(300));
+        assert_eq!(config.delete_skew_tolerance, Duration::from_secs(5));
         let err = Config::from_env(&Env::from_pairs(&[("ORDERING_TABLE", "ordering")])).unwrap_err();
         assert!(err.to_string().contains("USER_POOL_ID"));
         let err = Config::from_env(&Env::from_pairs(&[("USER_POOL_ID", "p")])).unwrap_err();
@@ -80,6 +85,7 @@ mod tests {
                 ("DEAD_LETTER_QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/1/dlq"),
                 ("ORDERING_TABLE", "ordering"),
                 ("USER_NOT_FOUND_RETRY_SECONDS", "60"),
+                ("DELETE_SKEW_TOLERANCE_SECONDS", "10"),
             ],
             Config::from_env,
         );

@@ -30,12 +30,21 @@ pub const CONCURRENCY: usize = 4;
 /// The version of a change with no time at all (a hand-made event): older than every change that has one.
 const UNKNOWN_VERSION: Version = 0;
 
+/// A user another writer holds is claimed again this many times within the invocation, with jittered backoff from
+/// [`CONTENTION_BACKOFF`], before the record goes back to the queue.
+pub const CONTENTION_RETRIES: u32 = 6;
+const CONTENTION_BACKOFF: Duration = Duration::from_millis(200);
+
+/// How far a deletion versioned on the event's clock is moved ahead by default (`DELETE_SKEW_TOLERANCE_SECONDS`).
+pub const DEFAULT_DELETE_SKEW_TOLERANCE: Duration = Duration::from_secs(5);
+
 pub struct AttributeSync<D, G> {
     directory: D,
     guard: G,
     on_user_deleted: OnUserDeleted,
     /// How long a change of a user not (yet) in the pool is retried before it is skipped.
     user_not_found_retry: Duration,
+    delete_skew_tolerance: Duration,
     metrics: Arc<Metrics>,
     /// One change at a time per user in this instance: the changes of one user in a batch wait for each other
     /// instead of failing on the guard's lease.
@@ -59,7 +68,20 @@ impl Change {
 
 impl<D: UserDirectory, G: OrderingGuard> AttributeSync<D, G> {
     pub fn new(directory: D, guard: G, on_user_deleted: OnUserDeleted, user_not_found_retry: Duration, metrics: Arc<Metrics>) -> Self {
-        Self { directory, guard, on_user_deleted, user_not_found_retry, metrics, user_locks: Mutex::new(HashMap::new()) }
+        Self {
+            directory,
+            guard,
+            on_user_deleted,
+            user_not_found_retry,
+            delete_skew_tolerance: DEFAULT_DELETE_SKEW_TOLERANCE,
+            metrics,
+            user_locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn with_delete_skew_tolerance(mut self, tolerance: Duration) -> Self {
+        self.delete_skew_tolerance = tolerance;
+        self
     }
 
     /// `deadline` is the invocation's: a claim left by this invocation lapses [`LEASE_GRACE`] after it.
@@ -90,9 +112,9 @@ impl<D: UserDirectory, G: OrderingGuard> AttributeSync<D, G> {
             EventKind::RecordsCreated | EventKind::RecordUpdated => {
                 event.map_rows(|row| Ok((Change::Upsert(desired_attributes(row)?), row_version(row, event_version)?))).map_err(RecordError::Poison)?
             }
-            EventKind::RecordsDeleted => {
-                event.map_rows(|row| Ok((Change::Delete(username(row)?), row_version(row, event_version)?))).map_err(RecordError::Poison)?
-            }
+            EventKind::RecordsDeleted => event
+                .map_rows(|row| Ok((Change::Delete(username(row)?), deletion_version(row, event_version, self.delete_skew_tolerance)?)))
+                .map_err(RecordError::Poison)?,
             EventKind::Other(ref name) => {
                 tracing::info!(event = %name, "event not handled by this function; acknowledged");
                 self.metrics.count("RecordsIgnored", 1);
@@ -112,20 +134,32 @@ impl<D: UserDirectory, G: OrderingGuard> AttributeSync<D, G> {
         let key = user_key(change.username());
         let lock = self.user_lock(&key);
         let _held = lock.lock().await;
-        let lease = match self.guard.claim(&key, version, lease_until).await.map_err(RecordError::transient)? {
-            Claim::Acquired(lease) => lease,
-            Claim::Stale { applied } => {
-                tracing::info!(user = %user, version, applied, "a newer change of this user was applied already; skipped");
-                self.metrics.count("ChangesStale", 1);
-                return Ok(());
-            }
-            Claim::Busy => {
-                self.metrics.count("ChangesDeferred", 1);
-                return Err(RecordError::transient(format!("another instance is applying a change of {user}; retried later")));
+        // Another writer (an instance, the reconciliation) holds a user for seconds: wait for it here rather than
+        // hand the record back for the queue's whole visibility timeout.
+        let answer_by = lease_until.checked_sub(LEASE_GRACE + Duration::from_secs(1)).unwrap_or(lease_until);
+        let mut attempt = 0;
+        let lease = loop {
+            match self.guard.claim(&key, version, lease_until).await.map_err(RecordError::transient)? {
+                Claim::Acquired(lease) => break lease,
+                Claim::Stale { applied } => {
+                    tracing::info!(user = %user, version, applied, "a newer change of this user was applied already; skipped");
+                    self.metrics.count("ChangesStale", 1);
+                    return Ok(());
+                }
+                Claim::Busy => {
+                    attempt += 1;
+                    let pause = shared::backoff::jittered(CONTENTION_BACKOFF, attempt, Duration::from_secs(2));
+                    if attempt > CONTENTION_RETRIES || SystemTime::now() + pause > answer_by {
+                        self.metrics.count("ChangesDeferred", 1);
+                        return Err(RecordError::transient(format!("another writer holds {user}; retried at the next delivery")));
+                    }
+                    self.metrics.count("ChangesContended", 1);
+                    tokio::time::sleep(pause).await;
+                }
             }
         };
         let applied = match change {
-            Change::Upsert(change) => self.sync_user(change, version).await,
+            Change::Upsert(change) => self.sync_user(change, version, lease.after_deletion).await,
             Change::Delete(username) => self.remove_user(username).await,
         };
         let settled = self.settle(&lease, applied, matches!(change, Change::Delete(_))).await;
@@ -187,13 +221,20 @@ impl<D: UserDirectory, G: OrderingGuard> AttributeSync<D, G> {
         Ok(Applied::NotInPool)
     }
 
-    async fn sync_user(&self, change: &UserChange, version: Version) -> Result<Applied, RecordError> {
+    /// `after_deletion`: the last change applied was this user's deletion, so this newer change brings the user
+    /// back, and with `ON_USER_DELETED=disable` that means enabling it again.
+    async fn sync_user(&self, change: &UserChange, version: Version, after_deletion: bool) -> Result<Applied, RecordError> {
         let user = mask_email(&change.username);
         let current = match self.directory.get_user(&change.username).await {
             Ok(current) => current,
             Err(DirectoryError::UserNotFound) => return self.not_in_pool(&user, version),
             Err(e) => return Err(to_record_error(e)),
         };
+        if after_deletion && !current.enabled && self.on_user_deleted == OnUserDeleted::Disable {
+            self.write(self.directory.enable_user(&change.username).await)?;
+            tracing::info!(user = %user, "a change newer than the deletion: user enabled again");
+            self.metrics.count("UsersEnabled", 1);
+        }
         let plan = plan_writes(change, &current.attributes);
         if plan.is_empty() {
             tracing::info!(user = %user, "attributes already match; no write");
@@ -261,9 +302,27 @@ enum Applied {
 
 /// A row's version: its `updatedAt` when present, else the event's (`occurredAt`, else when it was published).
 fn row_version(row: &Row, event_version: Option<Version>) -> Result<Version, String> {
-    match row.get("updatedAt") {
-        None | Some(serde_json::Value::Null) => Ok(event_version.unwrap_or(UNKNOWN_VERSION)),
-        Some(value) => parse_version(value).ok_or_else(|| "field `updatedAt` is neither an RFC 3339 timestamp nor epoch milliseconds".to_owned()),
+    Ok(row_timestamp(row, "updatedAt")?.or(event_version).unwrap_or(UNKNOWN_VERSION))
+}
+
+/// A deletion's version, on the database's clock where the row carries it, as upserts are: its `deletedAt`, else
+/// just after its `updatedAt` (the deletion followed the row's last change, so a replay of that change sorts before
+/// it). Only without either is it the event's clock, moved `skew_tolerance` ahead: a deletion the API's slower clock
+/// placed up to that long before the last update still wins.
+fn deletion_version(row: &Row, event_version: Option<Version>, skew_tolerance: Duration) -> Result<Version, String> {
+    if let Some(deleted_at) = row_timestamp(row, "deletedAt")? {
+        return Ok(deleted_at);
+    }
+    if let Some(updated_at) = row_timestamp(row, "updatedAt")? {
+        return Ok(updated_at + 1);
+    }
+    Ok(event_version.map_or(UNKNOWN_VERSION, |v| v.saturating_add(skew_tolerance.as_micros() as Version)))
+}
+
+fn row_timestamp(row: &Row, field: &str) -> Result<Option<Version>, String> {
+    match row.get(field) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(value) => parse_version(value).map(Some).ok_or_else(|| format!("field `{field}` is neither an RFC 3339 timestamp nor epoch milliseconds")),
     }
 }
 
@@ -351,6 +410,12 @@ mod tests {
             self.check(username)?;
             self.writes.lock().unwrap().push(format!("disable {username}"));
             self.users.lock().unwrap().get_mut(username).unwrap().enabled = false;
+            Ok(())
+        }
+        async fn enable_user(&self, username: &str) -> Result<(), DirectoryError> {
+            self.check(username)?;
+            self.writes.lock().unwrap().push(format!("enable {username}"));
+            self.users.lock().unwrap().get_mut(username).unwrap().enabled = true;
             Ok(())
         }
         async fn delete_user(&self, username: &str) -> Result<(), DirectoryError> {

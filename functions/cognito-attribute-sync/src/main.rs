@@ -17,7 +17,8 @@ async fn main() -> Result<(), Error> {
         config.dead_letter_queue_url.map(|url| Arc::new(SqsDeadLetterQueue::new(aws_sdk_sqs::Client::new(&sdk), url)) as Arc<dyn DeadLetterSink>);
     let directory = CognitoDirectory::new(aws_sdk_cognitoidentityprovider::Client::new(&sdk), config.user_pool_id);
     let guard = DynamoOrderingGuard::new(aws_sdk_dynamodb::Client::new(&sdk), config.ordering_table);
-    let sync = AttributeSync::new(directory, guard, config.on_user_deleted, config.user_not_found_retry, metrics.clone());
+    let sync = AttributeSync::new(directory, guard, config.on_user_deleted, config.user_not_found_retry, metrics.clone())
+        .with_delete_skew_tolerance(config.delete_skew_tolerance);
     let processor = BatchProcessor::new(CONCURRENCY, dead_letters);
     shared::startup::run(metrics, |event: LambdaEvent<SqsEvent>| {
         let (sync, processor) = (&sync, &processor);

@@ -9,5 +9,6 @@ pub trait UserDirectory: Send + Sync {
     async fn update_attributes(&self, username: &str, attributes: &[(String, String)]) -> Result<(), DirectoryError>;
     async fn delete_attributes(&self, username: &str, names: &[String]) -> Result<(), DirectoryError>;
     async fn disable_user(&self, username: &str) -> Result<(), DirectoryError>;
+    async fn enable_user(&self, username: &str) -> Result<(), DirectoryError>;
     async fn delete_user(&self, username: &str) -> Result<(), DirectoryError>;
 }
