@@ -22,6 +22,7 @@ pub const REQUIRED_COLUMNS: [&str; 4] = ["email", "firstName", "lastName", "_ten
 pub struct PostgresUsers {
     client: Client,
     select: String,
+    lookup: String,
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -119,12 +120,14 @@ impl PostgresUsers {
         let updated_at = if columns.iter().any(|c| c == "updatedAt") { r#"(extract(epoch from "updatedAt") * 1000000)::bigint"# } else { "NULL::bigint" };
         // Byte order of the lower-cased address: the order the pool's users are matched in. An index on
         // (lower(email) COLLATE "C") makes each page an index range scan.
+        let columns = format!(r#"email::text, "firstName"::text, "lastName"::text, "_tenant"::text, {updated_at}"#);
         let select = format!(
-            r#"SELECT email::text, "firstName"::text, "lastName"::text, "_tenant"::text, {updated_at} FROM {table}
+            r#"SELECT {columns} FROM {table}
                WHERE email IS NOT NULL AND ($1::text IS NULL OR lower(email) COLLATE "C" > $1::text COLLATE "C")
                ORDER BY lower(email) COLLATE "C" LIMIT $2"#
         );
-        Ok(Self { client, select })
+        let lookup = format!(r#"SELECT {columns} FROM {table} WHERE lower(email) COLLATE "C" = $1::text COLLATE "C" LIMIT 1"#);
+        Ok(Self { client, select, lookup })
     }
 
     async fn columns(client: &Client, table: &str) -> Result<Vec<String>, DatabaseError> {
@@ -141,9 +144,15 @@ impl PostgresUsers {
 impl UserTable for PostgresUsers {
     async fn page(&self, after: Option<&str>, limit: i64) -> Result<Vec<UserRow>, DatabaseError> {
         let rows = self.client.query(&self.select, &[&after, &limit]).await.map_err(|e| DatabaseError(format!("reading the users table: {}", cause(&e))))?;
-        Ok(rows
-            .iter()
-            .map(|row| UserRow { email: row.get(0), first_name: row.get(1), last_name: row.get(2), tenant: row.get(3), updated_at: row.get(4) })
-            .collect())
+        Ok(rows.iter().map(user_row).collect())
     }
+
+    async fn row(&self, key: &str) -> Result<Option<UserRow>, DatabaseError> {
+        let rows = self.client.query(&self.lookup, &[&key]).await.map_err(|e| DatabaseError(format!("reading a row of the users table: {}", cause(&e))))?;
+        Ok(rows.first().map(user_row))
+    }
+}
+
+fn user_row(row: &tokio_postgres::Row) -> UserRow {
+    UserRow { email: row.get(0), first_name: row.get(1), last_name: row.get(2), tenant: row.get(3), updated_at: row.get(4) }
 }

@@ -90,7 +90,7 @@ impl<D: PoolDirectory, G: OrderingGuard> Reconciler<D, G> {
                 let after = run.after.clone().unwrap_or_default();
                 // Pool users between the last row and this one have no row.
                 let unmatched = if key > after { pool.range::<String, _>((Excluded(&after), Excluded(&key))).count() as u64 } else { 0 };
-                if let Handled::OutOfTime = self.reconcile_row(row, pool.get(&key), read_at, &mut run, stop_at, lease_until).await {
+                if let Handled::OutOfTime = self.reconcile_row(table, row, pool.get(&key), read_at, &mut run, stop_at, lease_until).await {
                     out_of_time = true;
                     break;
                 }
@@ -135,8 +135,10 @@ impl<D: PoolDirectory, G: OrderingGuard> Reconciler<D, G> {
         Ok(pool)
     }
 
-    async fn reconcile_row(
+    #[allow(clippy::too_many_arguments)]
+    async fn reconcile_row<T: UserTable>(
         &self,
+        table: &T,
         row: &UserRow,
         user: Option<&ListedUser>,
         read_at: Version,
@@ -179,10 +181,15 @@ impl<D: PoolDirectory, G: OrderingGuard> Reconciler<D, G> {
         }
         // The row was read at `read_at` (or says when it changed): a change the event path applied after that is newer.
         let version = row.updated_at.unwrap_or(read_at);
-        match self.repair(&user.username, &row.email, &change, version, stop_at, lease_until).await {
+        let mut outcome = self.repair(&user.username, &row.email, &change, version, stop_at, lease_until).await;
+        if let Repair::Stale { applied } = outcome {
+            outcome = self.recheck(table, &user.username, &row.key(), applied, stop_at, lease_until).await;
+        }
+        match outcome {
             Repair::OutOfTime => return Handled::OutOfTime,
+            Repair::InLine => run.counts.superseded += 1,
+            Repair::Stale { .. } => run.counts.failed += 1,
             Repair::Repaired => run.counts.repaired += 1,
-            Repair::Superseded => run.counts.superseded += 1,
             Repair::Vanished => run.counts.missing_in_pool += 1,
             Repair::Failed => run.counts.failed += 1,
         }
@@ -202,10 +209,7 @@ impl<D: PoolDirectory, G: OrderingGuard> Reconciler<D, G> {
         let lease = loop {
             match self.guard.claim(&key, version, lease_until).await {
                 Ok(Claim::Acquired(lease)) => break lease,
-                Ok(Claim::Stale { .. }) => {
-                    tracing::info!(user = %masked, "a newer change of this user was applied since the row was read; left as it is");
-                    return Repair::Superseded;
-                }
+                Ok(Claim::Stale { applied }) => return Repair::Stale { applied },
                 Ok(Claim::Busy) | Err(_) if attempt < RETRIES => {
                     attempt += 1;
                     if !self.back_off(attempt, stop_at).await {
@@ -217,7 +221,7 @@ impl<D: PoolDirectory, G: OrderingGuard> Reconciler<D, G> {
         };
         let outcome = self.write(username, change, stop_at).await;
         let settled = match outcome {
-            Repair::Repaired => self.guard.commit(&lease, false).await,
+            Repair::Repaired | Repair::InLine => self.guard.commit(&lease, false).await,
             _ => self.guard.release(&lease).await,
         };
         if let Err(error) = settled {
@@ -237,6 +241,10 @@ impl<D: PoolDirectory, G: OrderingGuard> Reconciler<D, G> {
             }
         };
         let WritePlan { updates, deletions } = plan_writes(change, &current.attributes);
+        if updates.is_empty() && deletions.is_empty() {
+            tracing::info!(user = %masked, "in line with the row when read again; no write");
+            return Repair::InLine;
+        }
         if !updates.is_empty() {
             if let Some(outcome) = self.call(&masked, stop_at, || self.directory.update_attributes(username, &updates)).await {
                 return outcome;
@@ -281,6 +289,34 @@ impl<D: PoolDirectory, G: OrderingGuard> Reconciler<D, G> {
         }
     }
 
+    /// A newer version was applied than the row's: on a timestamp alone, that may be another clock's. The row as it
+    /// is now, all committed changes in it, says what the user must be: already that (`InLine`), or written now
+    /// under the version applied (an equal version may apply), so the table's values are not left behind.
+    async fn recheck<T: UserTable>(&self, table: &T, username: &str, key: &str, applied: Version, stop_at: Instant, lease_until: SystemTime) -> Repair {
+        let masked = mask_email(username);
+        let row = match table.row(key).await {
+            Ok(Some(row)) => row,
+            Ok(None) => {
+                tracing::info!(user = %masked, "the row was deleted since it was read; left as it is");
+                return Repair::InLine;
+            }
+            Err(error) => {
+                tracing::warn!(user = %masked, error = %error, "could not read the row again");
+                return Repair::Failed;
+            }
+        };
+        let change = match desired_attributes(&row.as_contract_row()) {
+            Ok(change) => change,
+            Err(_) => return Repair::Failed,
+        };
+        let version = row.updated_at.unwrap_or(applied).max(applied);
+        let outcome = self.repair(username, &row.email, &change, version, stop_at, lease_until).await;
+        if let Repair::Stale { applied } = outcome {
+            tracing::warn!(user = %masked, applied, "still differs from its row after a newer change; left for the next run");
+        }
+        outcome
+    }
+
     /// Waits 1, 2, 4 s...; false when that would pass `stop_at`.
     async fn back_off(&self, attempt: u32, stop_at: Instant) -> bool {
         let wait = Duration::from_secs(1 << (attempt - 1).min(4));
@@ -303,7 +339,12 @@ impl<D: PoolDirectory, G: OrderingGuard> Reconciler<D, G> {
 
 enum Repair {
     Repaired,
-    Superseded,
+    /// Cognito already says what the row says (a newer change brought it there).
+    InLine,
+    /// A newer version than the row's was applied: to be checked against the row as it is now.
+    Stale {
+        applied: Version,
+    },
     Vanished,
     Failed,
     OutOfTime,

@@ -49,6 +49,8 @@ pub struct DatabaseError(pub String);
 pub trait UserTable: Send + Sync {
     /// Up to `limit` rows whose key comes after `after`, in key order (keyset pagination: never the whole table).
     async fn page(&self, after: Option<&str>, limit: i64) -> Result<Vec<UserRow>, DatabaseError>;
+    /// The row of `key` (a lower-cased address) as it is now, if any.
+    async fn row(&self, key: &str) -> Result<Option<UserRow>, DatabaseError>;
 }
 
 #[async_trait]

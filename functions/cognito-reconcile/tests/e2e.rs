@@ -152,10 +152,12 @@ async fn a_run_cut_by_its_deadline_continues_where_it_stopped_and_rewrites_nobod
     }
 }
 
+/// The event path applied "King" under a version newer than the row's `updatedAt`, but the table (the truth) still
+/// says Lovelace: the API's clock ran ahead, or its transaction never committed. A newer timestamp alone does not
+/// make the change newer: the reconciliation reads the row again, finds it still differs, and repairs it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_newer_change_of_the_event_path_is_not_overwritten() {
+async fn a_newer_timestamp_alone_does_not_leave_cognito_behind_its_row() {
     let stack = stack().await;
-    // The row says Lovelace as of a minute ago; since then Ada married and the event path applied "King".
     stack.db.sql("UPDATE users SET \"updatedAt\" = now() - interval '1 minute' WHERE email = 'ada@example.com'");
     let mut sync = FunctionProcess::start(
         &built_binaries().join("cognito-attribute-sync"),
@@ -167,8 +169,14 @@ async fn a_newer_change_of_the_event_path_is_not_overwritten() {
     assert_eq!(stack.attributes("ada@example.com").await["family_name"], "King");
 
     let summary = stack.start(&[]).invoke(&json!({"dryRun": false})).response();
-    assert_eq!(summary["superseded"], 1, "{summary}");
-    assert_eq!(stack.attributes("ada@example.com").await["family_name"], "King", "the reconciliation overwrote a newer change");
+    // Repaired: Ada and the sample table's one drifted user.
+    assert_eq!((summary["superseded"].as_u64(), summary["repaired"].as_u64()), (Some(0), Some(2)), "{summary}");
+    assert_eq!(stack.attributes("ada@example.com").await["family_name"], "Lovelace", "counted as superseded on a timestamp alone");
+    // Under the same version: a replay of the event path's change is not newer than the repair.
+    let response = sync.invoke(&sqs_event("dev-cognito-attribute-sync", &[("m-1", message.to_string())])).response();
+    assert_eq!(response["batchItemFailures"], json!([]));
+    let again = stack.start(&[]).invoke(&json!({"dryRun": false})).response();
+    assert_eq!(stack.attributes("ada@example.com").await["family_name"], "Lovelace", "{again}");
 }
 
 fn error_of(invocation: Invocation) -> Value {
