@@ -11,6 +11,8 @@ pub struct SentEmail {
     /// `Destinations` of the call: who SES delivers to, whatever the headers say.
     pub destinations: Vec<String>,
     pub to: Vec<String>,
+    /// The From header, decoded: (display name, address).
+    pub from: (Option<String>, String),
     pub subject: String,
     pub text: String,
     pub html: String,
@@ -64,6 +66,11 @@ pub fn sent_emails(proxy: &RecordingProxy) -> Vec<SentEmail> {
             SentEmail {
                 source: form.get("Source").cloned().unwrap_or_default(),
                 destinations,
+                from: message
+                    .from()
+                    .and_then(|from| from.first())
+                    .map(|a| (a.name().map(str::to_owned), a.address().unwrap_or_default().to_owned()))
+                    .unwrap_or_default(),
                 to: message.to().map(|to| to.iter().filter_map(|a| a.address().map(str::to_owned)).collect()).unwrap_or_default(),
                 subject: message.subject().unwrap_or_default().to_owned(),
                 text: message.body_text(0).map(|t| t.into_owned()).unwrap_or_default(),

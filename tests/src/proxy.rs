@@ -69,8 +69,13 @@ fn operation_of(request: &tiny_http::Request, body: &str) -> String {
 impl Call {
     /// The fields of a form-encoded (query protocol) request body, decoded.
     pub fn form(&self) -> std::collections::HashMap<String, String> {
-        self.body.split('&').filter_map(|pair| pair.split_once('=')).map(|(k, v)| (percent_decode(k), percent_decode(v))).collect()
+        form_fields(&self.body).into_iter().collect()
     }
+}
+
+/// The fields of a form-encoded body, decoded, in order.
+pub fn form_fields(body: &str) -> Vec<(String, String)> {
+    body.split('&').filter_map(|pair| pair.split_once('=')).map(|(k, v)| (percent_decode(k), percent_decode(v))).collect()
 }
 
 fn percent_decode(text: &str) -> String {

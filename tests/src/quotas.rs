@@ -4,9 +4,12 @@
 //! - Always, as hard limits of the services: SQS messages of at most 256 KiB and batches of at most 10 entries
 //!   and 256 KiB, `DelaySeconds` at most 900; DynamoDB items of at most 400 KB; SSM standard parameters of at most
 //!   4 KB.
+//!   SES sends whose `Source` or destinations are not 7-bit ASCII (a display name not RFC 2047 encoded) are refused
+//!   with `InvalidParameterValue`, as SES refuses them.
 //! - When a test switches them on ([`Quotas::aws`], on in the main job): SES's `MaxSendRate` and `Max24HourSend`
 //!   (which `GetSendQuota` then answers), Cognito's request rates per category, account-wide across every function
-//!   of the proxy, and SSM's one update at a time per parameter.
+//!   of the proxy, and SSM's one update at a time per parameter; and, when a test puts the account in the SES
+//!   sandbox, its refusal of every recipient that is not a verified identity.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -45,6 +48,8 @@ pub struct Quotas {
     pub cognito: Vec<(&'static str, &'static [&'static str], usize)>,
     /// How long after a write to a parameter SSM refuses the next one with `TooManyUpdates`.
     pub ssm_update_interval: Duration,
+    /// The SES sandbox: only these recipients (verified identities) may be sent to. `None`: production access.
+    pub ses_sandbox_recipients: Option<Vec<String>>,
 }
 
 /// Cognito's `UserUpdate` category: the admin writes our functions make.
@@ -67,6 +72,7 @@ impl Quotas {
             ses_max_24_hour_send: 50_000.0,
             cognito: vec![("UserList", &["ListUsers"], 30), ("UserRead", &["AdminGetUser"], 120), ("UserUpdate", COGNITO_USER_UPDATES, 25)],
             ssm_update_interval: Duration::from_millis(250),
+            ses_sandbox_recipients: None,
         }
     }
 }
@@ -146,6 +152,9 @@ pub fn dynamodb_item_bytes(item: &Value) -> usize {
 
 /// The services' hard limits on one call; `None` when it is within them.
 pub fn limits(service: &str, operation: &str, body: &str) -> Option<Refusal> {
+    if service == "ses" && operation.starts_with("Send") {
+        return ses_addresses(body);
+    }
     let request: Value = serde_json::from_str(body).ok()?;
     match (service, operation) {
         ("sqs", "SendMessage") => {
@@ -212,6 +221,19 @@ pub fn limits(service: &str, operation: &str, body: &str) -> Option<Refusal> {
     }
 }
 
+/// The addresses of an SES send (`Source`, `Destinations.member.N`, `Destination.ToAddresses.member.N`), decoded.
+fn ses_send_addresses(body: &str) -> Vec<(String, String)> {
+    crate::proxy::form_fields(body).into_iter().filter(|(name, _)| name == "Source" || name.starts_with("Destination")).collect()
+}
+
+/// SES takes 7-bit ASCII addresses only: a friendly name must be MIME encoded-word (RFC 2047), a domain Punycode.
+fn ses_addresses(body: &str) -> Option<Refusal> {
+    ses_send_addresses(body)
+        .into_iter()
+        .any(|(_, address)| !address.is_ascii())
+        .then(|| Refusal::new("InvalidParameterValue", "Local address contains control or whitespace"))
+}
+
 impl QuotaState {
     pub fn enforce(&mut self, quotas: Option<Quotas>) {
         self.quotas = quotas;
@@ -244,6 +266,19 @@ impl QuotaState {
         let now = Instant::now();
         match service {
             "ses" if operation.starts_with("Send") => {
+                if let Some(verified) = &quotas.ses_sandbox_recipients {
+                    let unverified: Vec<String> = ses_send_addresses(body)
+                        .into_iter()
+                        .filter(|(name, address)| name != "Source" && !verified.iter().any(|v| v.eq_ignore_ascii_case(address)))
+                        .map(|(_, address)| address)
+                        .collect();
+                    if !unverified.is_empty() {
+                        return Some(Refusal::new(
+                            "MessageRejected",
+                            format!("Email address is not verified. The following identities failed the check in region EU-WEST-1: {}", unverified.join(", ")),
+                        ));
+                    }
+                }
                 if self.sent as f64 >= quotas.ses_max_24_hour_send {
                     return Some(Refusal::new("Throttling", "Daily message quota exceeded."));
                 }
@@ -288,6 +323,20 @@ mod tests {
         assert_eq!(refused.query_code.as_deref(), Some("AWS.SimpleQueueService.TooManyEntriesInBatchRequest"));
         let late = serde_json::json!({"MessageBody": "b", "DelaySeconds": 901});
         assert!(limits("sqs", "SendMessage", &late.to_string()).unwrap().message.contains("DelaySeconds"));
+    }
+
+    #[test]
+    fn ses_refuses_addresses_that_are_not_7_bit_and_the_sandbox_unverified_recipients() {
+        let send = |source: &str, to: &str| format!("Action=SendRawEmail&Source={source}&Destinations.member.1={to}&RawMessage.Data=eA%3D%3D");
+        assert_eq!(limits("ses", "SendRawEmail", &send("no-reply%40navlab.online", "ada%40example.com")), None);
+        let named = send("N%C3%A4vlab+%3Cno-reply%40navlab.online%3E", "ada%40example.com");
+        assert_eq!(limits("ses", "SendRawEmail", &named).unwrap().code, "InvalidParameterValue");
+        let mut state = QuotaState::default();
+        state.enforce(Some(Quotas { ses_sandbox_recipients: Some(vec!["ada@example.com".into()]), ..Quotas::aws() }));
+        assert!(state.admit("f", "ses", "SendRawEmail", &send("no-reply%40navlab.online", "ADA%40example.com")).is_none());
+        let refused = state.admit("f", "ses", "SendRawEmail", &send("no-reply%40navlab.online", "grace%40example.com")).unwrap();
+        assert_eq!(refused.code, "MessageRejected");
+        assert!(refused.message.contains("not verified") && refused.message.contains("grace@example.com"));
     }
 
     #[test]

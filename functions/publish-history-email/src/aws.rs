@@ -46,7 +46,8 @@ impl UserSource for CognitoUserSource {
                     tenant: attribute("custom:_tenant"),
                     subscribed: attribute("custom:subPublishHistory").is_some_and(|v| is_true_flag(&v)),
                     enabled: user.enabled(),
-                    confirmed: user.user_status() == Some(&UserStatusType::Confirmed),
+                    // A federated (social or SAML) sign-in is as confirmed as a password one.
+                    confirmed: matches!(user.user_status(), Some(UserStatusType::Confirmed | UserStatusType::ExternalProvider)),
                     email_verified: attribute("email_verified").is_some_and(|v| v.eq_ignore_ascii_case("true")),
                 });
             }
@@ -82,11 +83,17 @@ impl Mailer for SesMailer {
     async fn send(&self, email: &OutgoingEmail) -> Result<String, SendError> {
         // Raw MIME, so the message can carry List-Unsubscribe; the one destination is given explicitly, so nothing in
         // the message's headers can add a recipient.
+        // SES takes 7-bit ASCII addresses only (no SMTPUTF8): one it cannot take is the recipient's, for good.
+        if !deliverable_address(&email.to) {
+            return Err(SendError::Rejected("the address is not a 7-bit ASCII mailbox SES can send to".into()));
+        }
         let raw = crate::mime::build(&self.sender, email).map_err(SendError::Retryable)?;
         let result = self
             .client
             .send_raw_email()
-            .source(&self.sender)
+            // The bare address: the From header of the raw message carries the display name, RFC 2047 encoded; SES
+            // refuses a Source whose name is not.
+            .source(self.sender_address())
             .destinations(&email.to)
             .raw_message(RawMessage::builder().data(Blob::new(raw)).build().map_err(|e| SendError::Retryable(e.to_string()))?)
             .set_configuration_set_name(self.configuration_set.clone())
@@ -97,18 +104,43 @@ impl Mailer for SesMailer {
             Err(error) => {
                 let message = error.message().unwrap_or_default().to_owned();
                 Err(match error.code() {
-                    // SES names the unverified identity. When that is our own sender the configuration is wrong, and
-                    // every recipient would be "rejected": keep the notification for a retry instead.
-                    Some("MessageRejected") if message.contains(self.sender_address()) => SendError::Refused(format!("sender identity refused: {message}")),
-                    // The role may not send (a policy without ses:SendRawEmail, or not on this identity).
-                    Some(code) if code.starts_with("AccessDenied") => SendError::Refused(format!("{code}: {message}")),
-                    // The account's 24-hour quota is spent: no retry within the invocation can send; the row waits.
-                    Some("Throttling") if message.contains("Daily message quota exceeded") => SendError::Refused(format!("Throttling: {message}")),
-                    Some("MessageRejected") | Some("InvalidParameterValue") => SendError::Rejected(message),
-                    _ => SendError::Retryable(aws_sdk_ses::error::DisplayErrorContext(error).to_string()),
+                    Some(code) => classify_refusal(code, &message, &email.to, self.sender_address())
+                        .unwrap_or_else(|| SendError::Retryable(aws_sdk_ses::error::DisplayErrorContext(error).to_string())),
+                    None => SendError::Retryable(aws_sdk_ses::error::DisplayErrorContext(error).to_string()),
                 })
             }
         }
+    }
+}
+
+/// A mailbox SES can send to: 7-bit ASCII, one `@` between a local part and a dotted domain, no space or control.
+fn deliverable_address(address: &str) -> bool {
+    let Some((local, domain)) = address.rsplit_once('@') else { return false };
+    address.is_ascii() && !address.chars().any(|c| c.is_ascii_whitespace() || c.is_ascii_control()) && !local.is_empty() && domain.contains('.')
+}
+
+/// What an SES error code means for one recipient's email; `None`: may succeed on a retry.
+///
+/// Only a rejection of the recipient (an address on the suppression list, or refused by name) is final and recorded
+/// for 14 days. Everything our own set-up causes (AccessDenied, the sender or, in the sandbox, the recipient not a
+/// verified identity, a paused account or configuration set, a request SES cannot parse such as an unencoded
+/// display name, the daily quota) refuses every recipient alike: the row waits for redelivery and an operator.
+fn classify_refusal(code: &str, message: &str, recipient: &str, sender: &str) -> Option<SendError> {
+    let refused = |why: &str| Some(SendError::Refused(format!("{why}: {code}: {message}")));
+    match code {
+        _ if code.starts_with("AccessDenied") => refused("the role may not send"),
+        "Throttling" if message.contains("Daily message quota exceeded") => refused("the account's 24-hour quota is spent"),
+        "MessageRejected" if message.contains("not verified") && message.contains(sender) => refused("the sender identity is not verified"),
+        "MessageRejected" if message.contains("not verified") => refused("the account is in the SES sandbox and the recipient is not a verified identity"),
+        "MessageRejected" if message.contains("blacklisted") || message.contains("suppression list") || message.contains(recipient) => {
+            Some(SendError::Rejected(message.to_owned()))
+        }
+        "MessageRejected" => refused("SES refused the message itself"),
+        "InvalidParameterValue" => refused("SES cannot take the request as built (sender, headers or encoding)"),
+        "MailFromDomainNotVerified" | "ConfigurationSetDoesNotExist" | "ConfigurationSetSendingPausedException" | "AccountSendingPausedException" => {
+            refused("the sending configuration is not usable")
+        }
+        _ => None,
     }
 }
 
@@ -219,7 +251,8 @@ mod ses_tests {
             .match_requests(|r| {
                 let raw = r.raw_message().unwrap().data().as_ref();
                 let message = mail_parser::MessageParser::default().parse(raw).unwrap();
-                r.source() == Some("Navlab <no-reply@navlab.online>")
+                r.source() == Some("no-reply@navlab.online")
+                    && message.from().and_then(|f| f.first()).and_then(|a| a.name()) == Some("Navlab")
                     && r.destinations() == ["ada@example.com"]
                     && message.subject() == Some("S")
                     && message.body_html(0).as_deref() == Some("<p>H</p>")
@@ -255,6 +288,35 @@ mod ses_tests {
             .then_error(|| SendRawEmailError::generic(ErrorMetadata::builder().code("Throttling").message("Maximum sending rate exceeded.").build()));
         let mailer = SesMailer::new(mock_client!(aws_sdk_ses, [&rate]), "no-reply@navlab.online", None);
         assert!(matches!(mailer.send(&email()).await, Err(SendError::Retryable(_))), "a rate throttle is retried");
+    }
+
+    #[test]
+    fn only_a_rejection_of_the_recipient_is_final() {
+        let (to, from) = ("ada@example.com", "no-reply@navlab.online");
+        let final_ = |code, message| matches!(classify_refusal(code, message, to, from), Some(SendError::Rejected(_)));
+        let refused = |code, message| matches!(classify_refusal(code, message, to, from), Some(SendError::Refused(_)));
+        assert!(final_("MessageRejected", "Address blacklisted."));
+        assert!(final_("MessageRejected", "The address ada@example.com is on the account-level suppression list"));
+        assert!(refused("MessageRejected", "Email address is not verified. The following identities failed the check in region EU-WEST-1: ada@example.com"));
+        assert!(refused(
+            "MessageRejected",
+            "Email address is not verified. The following identities failed the check in region EU-WEST-1: no-reply@navlab.online"
+        ));
+        assert!(refused("InvalidParameterValue", "Local address contains control or whitespace"));
+        assert!(refused("InvalidParameterValue", "Missing '\"'"));
+        assert!(refused("ConfigurationSetDoesNotExist", "Configuration set <x> does not exist."));
+        assert!(refused("AccountSendingPausedException", "Sending paused for this account."));
+        assert!(refused("MessageRejected", "Transaction failed: illegal header"));
+        assert!(classify_refusal("ServiceUnavailable", "try later", to, from).is_none());
+    }
+
+    #[tokio::test]
+    async fn an_address_ses_cannot_take_is_the_recipients_and_costs_no_call() {
+        let mailer = SesMailer::new(mock_client!(aws_sdk_ses, []), "no-reply@navlab.online", None);
+        for to in ["jürgen@example.com", "no-at-sign.example.com", "a b@example.com", "ada@localhost"] {
+            let email = OutgoingEmail { to: to.into(), ..email() };
+            assert!(matches!(mailer.send(&email).await, Err(SendError::Rejected(_))), "{to}");
+        }
     }
 }
 

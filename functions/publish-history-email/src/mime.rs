@@ -107,6 +107,17 @@ mod tests {
         assert_eq!(message.to().unwrap().iter().count(), 1);
     }
 
+    /// SES has no SMTPUTF8: a display name outside ASCII must be an RFC 2047 encoded word.
+    #[test]
+    fn a_display_name_outside_ascii_is_encoded_and_every_header_is_7_bit() {
+        let raw = build("Nävlab Ürün <no-reply@navlab.online>", &email("Neue Veröffentlichung")).unwrap();
+        let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        assert!(raw[..head_end].is_ascii(), "{}", String::from_utf8_lossy(&raw[..head_end]));
+        let message = mail_parser::MessageParser::default().parse(&raw).unwrap();
+        assert_eq!(message.from().unwrap().first().unwrap().name(), Some("Nävlab Ürün"));
+        assert_eq!(message.subject(), Some("Neue Veröffentlichung"));
+    }
+
     #[test]
     fn list_ids_keep_simple_tenant_tokens_and_neutralise_anything_else() {
         assert_eq!(list_id("acme-2", "a@b.co"), "Publish history <publish-history.acme-2.b.co>");

@@ -25,7 +25,7 @@ pub struct PoolUser {
 }
 
 impl PoolUser {
-    /// Subscribed, enabled, confirmed, with a verified email address.
+    /// Subscribed, enabled, confirmed (a password set, or a federated sign-in), with a verified email address.
     pub fn is_eligible(&self) -> bool {
         self.subscribed && self.enabled && self.confirmed && self.email_verified && self.email.is_some()
     }

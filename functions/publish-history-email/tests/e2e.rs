@@ -88,7 +88,8 @@ fn sent_emails(proxy: &RecordingProxy) -> Vec<(String, String, String)> {
             assert_eq!(email.destinations.len(), 1, "one recipient per email: {:?}", email.destinations);
             assert_eq!(email.to, email.destinations, "the To header names the one destination");
             assert!(email.header("Cc").is_none() && email.header("Bcc").is_none());
-            assert_eq!(email.source, SENDER_ADDRESS);
+            assert_eq!(email.source, "no-reply@navlab.online", "the bare address: the From header carries the name");
+            assert_eq!(email.from, (Some("Navlab".to_owned()), "no-reply@navlab.online".to_owned()), "the From header names the sender");
             (email.destinations[0].clone(), email.subject, email.html)
         })
         .collect()
@@ -374,4 +375,78 @@ async fn a_pool_listed_faster_than_cognitos_list_users_rate_is_throttled_retried
     assert!(throttled > 0, "the pages never came faster than the rate: the test proves nothing");
     assert!(stack.aws.proxy.calls_of("ListUsers").len() >= 7, "the whole pool, page by page");
     assert_eq!(recipients_by_subject(&sent_emails(&stack.aws.proxy))["New publish history: ph-pages"], tenant);
+}
+
+/// A user who signs in through a social or SAML provider is `EXTERNAL_PROVIDER`, not `CONFIRMED`, and is as
+/// eligible. moto cannot create a federated user, so the proxy's rewriter presents one as Cognito lists it; an
+/// invited user who never set a password (`FORCE_CHANGE_PASSWORD`) still gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_who_signs_in_through_a_social_provider_is_emailed_like_a_confirmed_one() {
+    let mut stack = stack().await;
+    let federated = e2e_harness::fixtures::SampleUser { email: "federated@example.com", confirmed: false, ..e2e_harness::fixtures::SAMPLE_USERS[0] };
+    e2e_harness::fixtures::create_user(&stack.cognito, &stack.pool_id, &federated).await;
+    stack.aws.proxy.rewrite_with(Some(Box::new(|call, body| {
+        if call.operation != "ListUsers" {
+            return body;
+        }
+        let mut listing: serde_json::Value = serde_json::from_str(&body).expect("ListUsers answers JSON");
+        for user in listing["Users"].as_array_mut().into_iter().flatten() {
+            let email = user["Attributes"].as_array().into_iter().flatten().find(|a| a["Name"] == "email").map(|a| a["Value"].clone());
+            if email == Some(serde_json::json!("federated@example.com")) {
+                user["UserStatus"] = serde_json::json!("EXTERNAL_PROVIDER");
+            }
+        }
+        listing.to_string()
+    })));
+    assert_eq!(deliver(&mut stack.function, &history_row("acme", "ph-federated"), 1), 1);
+    let mut expected: Vec<String> = eligible_subscribers("acme").iter().map(|s| s.to_string()).collect();
+    expected.push("federated@example.com".into());
+    expected.sort();
+    assert_eq!(recipients_by_subject(&sent_emails(&stack.aws.proxy))["New publish history: ph-federated"], expected);
+    assert!(!expected.contains(&"margaret@example.com".to_owned()), "FORCE_CHANGE_PASSWORD stays ineligible");
+}
+
+/// The account is still in the SES sandbox, where only verified identities may receive: SES refuses Grace, but that
+/// refusal is our configuration, not her address. Nothing is recorded as rejected; the row is handed back, and once
+/// the account has production access the redelivery sends her the email, and Ada nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_refusal_is_not_filed_as_the_recipients_rejection() {
+    let mut stack = stack().await;
+    let sandbox = e2e_harness::quotas::Quotas { ses_sandbox_recipients: Some(vec!["ada@example.com".into()]), ..e2e_harness::quotas::Quotas::aws() };
+    stack.aws.proxy.enforce_quotas(Some(sandbox));
+    let row = history_row("acme", "ph-sandbox");
+    assert_eq!(failures(&stack.function.invoke(&row).response()), vec!["ph-sandbox".to_owned()], "handed back, not settled");
+    assert_eq!(sent_emails(&stack.aws.proxy).iter().map(|e| e.0.clone()).collect::<Vec<_>>(), vec!["ada@example.com"]);
+    let statuses: Vec<String> = scan_all(&stack.dynamodb, TABLE).await.iter().filter_map(|item| item.get("status")?.as_s().ok().cloned()).collect();
+    assert!(!statuses.iter().any(|s| s == "rejected"), "a sandbox refusal was filed as a rejection: {statuses:?}");
+    assert!(stack.function.output().join("\n").contains("sandbox"), "the log says why");
+
+    stack.aws.proxy.enforce_quotas(Some(e2e_harness::quotas::Quotas::aws()));
+    assert_eq!(deliver(&mut stack.function, &row, 1), 1);
+    assert_eq!(recipients_by_subject(&sent_emails(&stack.aws.proxy))["New publish history: ph-sandbox"], eligible_subscribers("acme"));
+}
+
+/// A sender display name outside ASCII: SES refuses a `Source` that is not 7-bit (the harness refuses it as SES
+/// does), so the function sends the bare address as `Source` and the name, RFC 2047 encoded, in the From header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_display_name_outside_ascii_sends_and_reaches_the_recipient_encoded() {
+    let stack = stack().await;
+    let mut function = stack.start_function(
+        BINARY,
+        &[
+            ("USER_POOL_ID", stack.pool_id.as_str()),
+            ("SENDER_ADDRESS", "Nävlab Ürün <no-reply@navlab.online>"),
+            ("IDEMPOTENCY_TABLE", TABLE),
+            ("DEAD_LETTER_QUEUE_URL", stack.dlq_url.as_str()),
+        ],
+    );
+    assert_eq!(deliver(&mut function, &history_row("acme", "ph-umlaut"), 1), 1);
+    let emails = e2e_harness::mail::sent_emails(&stack.aws.proxy);
+    assert_eq!(emails.len(), eligible_subscribers("acme").len());
+    for email in &emails {
+        assert_eq!(email.source, "no-reply@navlab.online");
+        assert_eq!(email.from, (Some("Nävlab Ürün".to_owned()), "no-reply@navlab.online".to_owned()));
+        assert!(email.header("From").unwrap().is_ascii(), "the header as sent is 7-bit: {:?}", email.header("From"));
+    }
+    assert!(stack.aws.proxy.refusals().is_empty(), "{:?}", stack.aws.proxy.refusals());
 }
