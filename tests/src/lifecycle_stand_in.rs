@@ -1,7 +1,7 @@
 //! What moto lacks for lifecycle hooks, answered by the recording proxy in front of it: `CompleteLifecycleAction`
 //! and `RecordLifecycleActionHeartbeat` (recorded for assertions, with Auto Scaling's "No active Lifecycle Action"
-//! for an action completed before), a failed health check command for chosen instances (moto's SSM commands
-//! always succeed). The instances of the sample events are placed in the harness's worker group, as Auto Scaling
+//! for an action completed or lapsed before), and what moto's SSM cannot do: a failed health check command for
+//! chosen instances (moto's SSM commands always succeed), an instance that never registers, SSM throttling. The instances of the sample events are placed in the harness's worker group, as Auto Scaling
 //! tags its instances: lifecycle-hook-completer may send commands only to instances of its group.
 
 use std::collections::HashSet;
@@ -21,6 +21,13 @@ struct State {
     completed: Vec<CompletedAction>,
     heartbeats: Vec<String>,
     unhealthy: HashSet<String>,
+    /// Instances whose SSM agent never registers: SendCommand answers `InvalidInstanceId`.
+    unregistered: HashSet<String>,
+    /// SSM calls (SendCommand, GetCommandInvocation) still to answer with `ThrottlingException`.
+    ssm_throttles: usize,
+    /// Actions (by token) that lapse, as Auto Scaling lets them: when, and the heartbeat timeout that a heartbeat
+    /// restarts.
+    lapses: std::collections::HashMap<String, (std::time::Instant, std::time::Duration)>,
 }
 
 #[derive(Clone, Default)]
@@ -53,6 +60,10 @@ fn no_active_action(instance: &str) -> Reply {
     }
 }
 
+fn ssm_error(code: &str, message: &str) -> Reply {
+    Reply { status: 400, content_type: "application/x-amz-json-1.1", body: serde_json::json!({"__type": code, "message": message}).to_string() }
+}
+
 impl LifecycleStandIn {
     /// Installs the stand-in on `proxy` (replacing any responder it had).
     pub fn install(proxy: &RecordingProxy) -> LifecycleStandIn {
@@ -66,6 +77,22 @@ impl LifecycleStandIn {
     /// From now on the health check command of `instance_id` fails, as when its application does not answer.
     pub fn make_unhealthy(&self, instance_id: &str) {
         self.state.lock().unwrap().unhealthy.insert(instance_id.to_owned());
+    }
+
+    /// From now on `instance_id` never registers with SSM (a broken agent, instance profile or VPC endpoint).
+    pub fn never_registers(&self, instance_id: &str) {
+        self.state.lock().unwrap().unregistered.insert(instance_id.to_owned());
+    }
+
+    /// The next `calls` SSM calls are throttled, as SSM answers above its rate.
+    pub fn throttle_ssm(&self, calls: usize) {
+        self.state.lock().unwrap().ssm_throttles = calls;
+    }
+
+    /// The action of `token` lapses `timeout` after `started` unless a heartbeat restarts it; after that both calls
+    /// answer "No active Lifecycle Action", as Auto Scaling does once it has applied the hook's default result.
+    pub fn lapses(&self, token: &str, started: std::time::Instant, timeout: std::time::Duration) {
+        self.state.lock().unwrap().lapses.insert(token.to_owned(), (started + timeout, timeout));
     }
 
     pub fn completed(&self) -> Vec<CompletedAction> {
@@ -84,9 +111,13 @@ fn answer(state: &Mutex<State>, call: &Call) -> Option<Reply> {
             let instance = form.get("InstanceId").cloned().unwrap_or_default();
             let token = form.get("LifecycleActionToken").cloned().unwrap_or_default();
             let mut state = state.lock().unwrap();
-            // Auto Scaling forgets an action once it is completed: both calls then fail the same way.
-            if state.completed.iter().any(|c| c.token == token) {
+            // Auto Scaling forgets an action once it is completed or lapsed: both calls then fail the same way.
+            let lapsed = state.lapses.get(&token).is_some_and(|(at, _)| std::time::Instant::now() >= *at);
+            if lapsed || state.completed.iter().any(|c| c.token == token) {
                 return Some(no_active_action(&instance));
+            }
+            if let Some((at, timeout)) = state.lapses.get_mut(&token).filter(|_| operation == "RecordLifecycleActionHeartbeat") {
+                *at = std::time::Instant::now() + *timeout;
             }
             if operation == "CompleteLifecycleAction" {
                 let result = form.get("LifecycleActionResult").cloned().unwrap_or_default();
@@ -95,6 +126,15 @@ fn answer(state: &Mutex<State>, call: &Call) -> Option<Reply> {
                 state.heartbeats.push(instance);
             }
             Some(xml_ok(operation))
+        }
+        "SendCommand" | "GetCommandInvocation" if state.lock().unwrap().ssm_throttles > 0 => {
+            state.lock().unwrap().ssm_throttles -= 1;
+            Some(ssm_error("ThrottlingException", "Rate exceeded"))
+        }
+        "SendCommand" => {
+            let request: serde_json::Value = serde_json::from_str(&call.body).ok()?;
+            let instance = request["InstanceIds"][0].as_str()?;
+            state.lock().unwrap().unregistered.contains(instance).then(|| ssm_error("InvalidInstanceId", "Instances not in a valid state for account"))
         }
         "GetCommandInvocation" => {
             let request: serde_json::Value = serde_json::from_str(&call.body).ok()?;

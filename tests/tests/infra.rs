@@ -95,10 +95,12 @@ fn alarmed(template: &Value, metric: &str, dimension: &str) -> BTreeSet<String> 
         }
         assert!(resource["Properties"]["AlarmActions"].as_sequence().is_some_and(|a| !a.is_empty()), "an alarm nobody hears: {resource:?}");
         for d in resource["Properties"]["Dimensions"].as_sequence().into_iter().flatten() {
-            if let (Some(dimension_name), Value::Tagged(value)) = (d["Name"].as_str(), &d["Value"]) {
-                if dimension_name == dimension {
-                    named.extend(value.value.as_str().map(|v| v.trim_end_matches(".QueueName").to_owned()));
-                }
+            if d["Name"].as_str() != Some(dimension) {
+                continue;
+            }
+            match &d["Value"] {
+                Value::Tagged(value) => named.extend(value.value.as_str().map(|v| v.trim_end_matches(".QueueName").to_owned())),
+                value => named.extend(value.as_str().map(str::to_owned)),
             }
         }
     }
@@ -124,6 +126,14 @@ fn every_function_has_an_error_alarm_and_every_source_queue_a_backlog_alarm() {
         .collect();
     assert_eq!(source_queues.len(), 2);
     assert_eq!(alarmed(&template, "ApproximateAgeOfOldestMessage", "QueueName"), source_queues, "a backlog alarm per source queue");
+}
+
+/// The alarms on the functions' own metrics name the service dimension the metrics are written with.
+#[test]
+fn the_alarms_on_function_metrics_watch_what_the_functions_count() {
+    let template = template();
+    assert_eq!(alarmed(&template, "InstancesNotRegistered", "service"), BTreeSet::from(["lifecycle-hook-completer".to_owned()]));
+    assert_eq!(alarmed(&template, "UnsubscribeFailed", "service"), BTreeSet::from(["unsubscribe".to_owned()]));
 }
 
 #[test]

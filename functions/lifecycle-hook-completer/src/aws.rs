@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::config::LifecycleResult;
 use crate::event::LifecycleAction;
-use crate::ports::{Completion, Health, HealthProbe, LifecycleActions};
+use crate::ports::{Completion, Health, HealthProbe, Hook, LifecycleActions};
 
 /// The shell command run on the instance: an HTTP GET with a short timeout (curl, or wget where curl is missing).
 pub fn healthcheck_command(url: &str) -> String {
@@ -23,50 +23,84 @@ const OUTPUT_EXCERPT_CHARS: usize = 200;
 pub struct SsmHealthProbe {
     client: aws_sdk_ssm::Client,
     command: String,
-    /// Between two GetCommandInvocation calls while the command runs.
+    /// The wait before each GetCommandInvocation while the command runs, jittered between half and all of it.
     poll_interval: Duration,
+}
+
+/// SSM's answer to a call over its rate (after the SDK's own retries).
+fn throttled(code: Option<&str>) -> bool {
+    matches!(code, Some("ThrottlingException" | "Throttling" | "TooManyRequestsException" | "RequestLimitExceeded"))
 }
 
 impl SsmHealthProbe {
     pub fn new(client: aws_sdk_ssm::Client, url: &str, poll_interval: Duration) -> Self {
         Self { client, command: healthcheck_command(url), poll_interval }
     }
+
+    /// Sleeps `pause` unless that passes `deadline`; false when it would.
+    async fn pause(pause: Duration, deadline: Instant) -> bool {
+        if Instant::now() + pause > deadline {
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+        true
+    }
 }
 
 #[async_trait]
 impl HealthProbe for SsmHealthProbe {
     async fn check(&self, instance_id: &str, deadline: Instant) -> Result<Health, String> {
-        let sent = self
-            .client
-            .send_command()
-            .document_name("AWS-RunShellScript")
-            .instance_ids(instance_id)
-            .parameters("commands", vec![self.command.clone()])
-            .timeout_seconds(COMMAND_TIMEOUT_SECONDS)
-            .comment("lifecycle-hook-completer health check")
-            .send()
-            .await;
-        let command_id = match sent {
-            Ok(output) => match output.command().and_then(|c| c.command_id()) {
-                Some(id) => id.to_owned(),
-                None => return Err("SendCommand returned no command id".into()),
-            },
-            // The SSM agent has not registered the instance yet: normal during the first minute of a launch.
-            Err(error) if error.code() == Some("InvalidInstanceId") => return Ok(Health::NotYet("instance not registered with SSM yet".into())),
-            Err(error) => return Err(format!("SendCommand failed: {}", aws_sdk_ssm::error::DisplayErrorContext(error))),
+        let mut throttles = 0;
+        let command_id = loop {
+            let sent = self
+                .client
+                .send_command()
+                .document_name("AWS-RunShellScript")
+                .instance_ids(instance_id)
+                .parameters("commands", vec![self.command.clone()])
+                .timeout_seconds(COMMAND_TIMEOUT_SECONDS)
+                .comment("lifecycle-hook-completer health check")
+                .send()
+                .await;
+            match sent {
+                Ok(output) => match output.command().and_then(|c| c.command_id()) {
+                    Some(id) => break id.to_owned(),
+                    None => return Err("SendCommand returned no command id".into()),
+                },
+                // The SSM agent has not registered the instance yet: normal during the first minute of a launch.
+                Err(error) if error.code() == Some("InvalidInstanceId") => return Ok(Health::NotRegistered),
+                // Throttled past the SDK's retries: no result yet, which says nothing of the instance.
+                Err(error) if throttled(error.code()) => {
+                    throttles += 1;
+                    if !Self::pause(shared::backoff::jittered(Duration::from_secs(2), throttles, Duration::from_secs(10)), deadline).await {
+                        return Ok(Health::NoResultInTime(format!("SSM throttled SendCommand {throttles} time(s); no result in time")));
+                    }
+                }
+                Err(error) => return Err(format!("SendCommand failed: {}", aws_sdk_ssm::error::DisplayErrorContext(error))),
+            }
         };
+        let mut throttles = 0;
         loop {
-            if Instant::now() + self.poll_interval > deadline {
+            let wait = if throttles > 0 {
+                shared::backoff::jittered(Duration::from_secs(2), throttles, Duration::from_secs(10))
+            } else {
+                shared::backoff::jittered(self.poll_interval, 1, self.poll_interval)
+            };
+            if !Self::pause(wait, deadline).await {
                 return Ok(Health::NoResultInTime(format!("command {command_id} gave no result in time")));
             }
-            tokio::time::sleep(self.poll_interval).await;
             let invocation = self.client.get_command_invocation().command_id(&command_id).instance_id(instance_id).send().await;
             let output = match invocation {
                 Ok(output) => output,
                 // Right after SendCommand the invocation may not exist yet.
                 Err(error) if error.code() == Some("InvocationDoesNotExist") => continue,
+                Err(error) if throttled(error.code()) => {
+                    throttles += 1;
+                    continue;
+                }
                 Err(error) => return Err(format!("GetCommandInvocation failed: {}", aws_sdk_ssm::error::DisplayErrorContext(error))),
             };
+            throttles = 0;
             match output.status() {
                 Some(CommandInvocationStatus::Success) => return Ok(Health::Healthy),
                 Some(CommandInvocationStatus::Pending | CommandInvocationStatus::InProgress | CommandInvocationStatus::Delayed) | None => continue,
@@ -105,7 +139,7 @@ where
 
 #[async_trait]
 impl LifecycleActions for AutoScalingLifecycle {
-    async fn heartbeat_timeout(&self, group: &str, hook: &str) -> Result<Option<Duration>, String> {
+    async fn hook(&self, group: &str, hook: &str) -> Result<Option<Hook>, String> {
         let output = self
             .client
             .describe_lifecycle_hooks()
@@ -114,7 +148,10 @@ impl LifecycleActions for AutoScalingLifecycle {
             .send()
             .await
             .map_err(|e| aws_sdk_autoscaling::error::DisplayErrorContext(e).to_string())?;
-        Ok(output.lifecycle_hooks().first().and_then(|h| h.heartbeat_timeout()).map(|s| Duration::from_secs(s.max(0) as u64)))
+        Ok(output.lifecycle_hooks().first().map(|hook| Hook {
+            heartbeat_timeout: hook.heartbeat_timeout().map(|s| Duration::from_secs(s.max(0) as u64)),
+            default_result: hook.default_result().and_then(LifecycleResult::parse),
+        }))
     }
 
     async fn record_heartbeat(&self, action: &LifecycleAction) -> Result<Completion, String> {
@@ -223,7 +260,38 @@ mod tests {
             SendCommandError::InvalidInstanceId(InvalidInstanceId::builder().meta(SsmErrorMetadata::builder().code("InvalidInstanceId").build()).build())
         });
         let health = probe(&[&unregistered]).check("i-1", Instant::now() + Duration::from_secs(5)).await;
-        assert_eq!(health, Ok(Health::NotYet("instance not registered with SSM yet".into())));
+        assert_eq!(health, Ok(Health::NotRegistered));
+    }
+
+    /// The throttles reach the probe, as they do once the SDK's own retries are spent.
+    fn probe_past_sdk_retries(rules: &[&aws_smithy_mocks::Rule]) -> SsmHealthProbe {
+        let client = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, rules, |c| c.retry_config(aws_sdk_ssm::config::retry::RetryConfig::disabled()));
+        SsmHealthProbe::new(client, "http://localhost:8000/healthcheck", Duration::from_millis(10))
+    }
+
+    fn throttling() -> SsmErrorMetadata {
+        SsmErrorMetadata::builder().code("ThrottlingException").message("Rate exceeded").build()
+    }
+
+    /// Throttling past the SDK's retries means "no result yet": backed off and tried again within the deadline,
+    /// and at the deadline no result, never a failed check.
+    #[tokio::test]
+    async fn ssm_throttling_is_backed_off_and_is_no_result_yet() {
+        let send = mock!(aws_sdk_ssm::Client::send_command).sequence().error(|| SendCommandError::generic(throttling())).output(sent).build();
+        let get = mock!(aws_sdk_ssm::Client::get_command_invocation)
+            .sequence()
+            .error(|| GetCommandInvocationError::generic(throttling()))
+            .output(|| invocation(CommandInvocationStatus::Success, ""))
+            .build();
+        let started = Instant::now();
+        let health = probe_past_sdk_retries(&[&send, &get]).check("i-1", Instant::now() + Duration::from_secs(10)).await;
+        assert_eq!(health, Ok(Health::Healthy));
+        assert_eq!((send.num_calls(), get.num_calls()), (2, 2));
+        assert!(started.elapsed() >= Duration::from_secs(2), "two jittered back-offs of at least a second each: {:?}", started.elapsed());
+
+        let always = mock!(aws_sdk_ssm::Client::send_command).then_error(|| SendCommandError::generic(throttling()));
+        let health = probe_past_sdk_retries(&[&always]).check("i-1", Instant::now() + Duration::from_secs(3)).await;
+        assert!(matches!(&health, Ok(Health::NoResultInTime(why)) if why.contains("throttled")), "{health:?}");
     }
 
     #[tokio::test]
@@ -271,7 +339,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn heartbeat_and_hook_timeout() {
+    async fn heartbeat_and_the_hooks_timeout_and_default_result() {
         let heartbeat = mock!(aws_sdk_autoscaling::Client::record_lifecycle_action_heartbeat)
             .match_requests(|r| r.lifecycle_action_token() == Some("token-1") && r.instance_id() == Some("i-1"))
             .then_output(|| RecordLifecycleActionHeartbeatOutput::builder().build());
@@ -279,11 +347,12 @@ mod tests {
             .match_requests(|r| r.auto_scaling_group_name() == Some("workers") && r.lifecycle_hook_names() == ["workers-launching"])
             .then_output(|| {
                 DescribeLifecycleHooksOutput::builder()
-                    .lifecycle_hooks(LifecycleHook::builder().lifecycle_hook_name("workers-launching").heartbeat_timeout(450).build())
+                    .lifecycle_hooks(LifecycleHook::builder().lifecycle_hook_name("workers-launching").heartbeat_timeout(450).default_result("ABANDON").build())
                     .build()
             });
         let lifecycle = AutoScalingLifecycle::new(mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, [&heartbeat, &hooks]));
-        assert_eq!(lifecycle.heartbeat_timeout("workers", "workers-launching").await, Ok(Some(Duration::from_secs(450))));
+        let hook = Hook { heartbeat_timeout: Some(Duration::from_secs(450)), default_result: Some(LifecycleResult::Abandon) };
+        assert_eq!(lifecycle.hook("workers", "workers-launching").await, Ok(Some(hook)));
         assert_eq!(lifecycle.record_heartbeat(&action()).await, Ok(Completion::Completed));
     }
 }

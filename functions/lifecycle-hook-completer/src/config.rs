@@ -9,12 +9,28 @@ pub enum LifecycleResult {
 }
 
 impl LifecycleResult {
+    pub fn parse(text: &str) -> Option<LifecycleResult> {
+        match text {
+            "CONTINUE" => Some(LifecycleResult::Continue),
+            "ABANDON" => Some(LifecycleResult::Abandon),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             LifecycleResult::Continue => "CONTINUE",
             LifecycleResult::Abandon => "ABANDON",
         }
     }
+}
+
+/// How to complete an instance that never registered with SSM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnNotRegistered {
+    /// The hook's own `DefaultResult`: what Auto Scaling would do if nobody answered.
+    HookDefault,
+    Fixed(LifecycleResult),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,11 +40,13 @@ pub struct Config {
     pub healthcheck_deadline: Duration,
     pub healthcheck_interval: Duration,
     pub on_unhealthy: LifecycleResult,
+    pub on_not_registered: OnNotRegistered,
 }
 
 impl Config {
     /// The environment variables this function reads; the SAM template test checks its own list against this one.
-    pub const VARIABLES: &'static [&'static str] = &["HEALTHCHECK_URL", "HEALTHCHECK_DEADLINE_SECONDS", "HEALTHCHECK_INTERVAL_SECONDS", "ON_UNHEALTHY"];
+    pub const VARIABLES: &'static [&'static str] =
+        &["HEALTHCHECK_URL", "HEALTHCHECK_DEADLINE_SECONDS", "HEALTHCHECK_INTERVAL_SECONDS", "ON_UNHEALTHY", "ON_NOT_REGISTERED"];
 
     pub fn from_env<S: VarSource>(env: &Env<S>) -> Result<Self, ConfigError> {
         let healthcheck_url = env.optional_url("HEALTHCHECK_URL")?.unwrap_or_else(|| "http://localhost:8000/healthcheck".into());
@@ -45,7 +63,18 @@ impl Config {
             "CONTINUE" => LifecycleResult::Continue,
             _ => LifecycleResult::Abandon,
         };
-        Ok(Config { healthcheck_url, healthcheck_deadline: Duration::from_secs(deadline), healthcheck_interval: Duration::from_secs(interval), on_unhealthy })
+        let on_not_registered = match env.choice_or("ON_NOT_REGISTERED", &["DEFAULT", "ABANDON", "CONTINUE"], "DEFAULT")? {
+            "CONTINUE" => OnNotRegistered::Fixed(LifecycleResult::Continue),
+            "ABANDON" => OnNotRegistered::Fixed(LifecycleResult::Abandon),
+            _ => OnNotRegistered::HookDefault,
+        };
+        Ok(Config {
+            healthcheck_url,
+            healthcheck_deadline: Duration::from_secs(deadline),
+            healthcheck_interval: Duration::from_secs(interval),
+            on_unhealthy,
+            on_not_registered,
+        })
     }
 }
 
@@ -64,12 +93,15 @@ mod tests {
         assert_eq!((c.healthcheck_deadline.as_secs(), c.healthcheck_interval.as_secs()), (420, 10));
         assert_eq!(c.on_unhealthy, LifecycleResult::Abandon);
         assert_eq!(config(&[("ON_UNHEALTHY", "continue")]).unwrap().on_unhealthy, LifecycleResult::Continue);
+        assert_eq!(c.on_not_registered, OnNotRegistered::HookDefault);
+        assert_eq!(config(&[("ON_NOT_REGISTERED", "CONTINUE")]).unwrap().on_not_registered, OnNotRegistered::Fixed(LifecycleResult::Continue));
     }
 
     #[test]
     fn errors_name_the_variable() {
         for (name, value) in [
             ("ON_UNHEALTHY", "RETRY"),
+            ("ON_NOT_REGISTERED", "IGNORE"),
             ("HEALTHCHECK_INTERVAL_SECONDS", "0"),
             ("HEALTHCHECK_DEADLINE_SECONDS", "soon"),
             ("HEALTHCHECK_URL", "localhost:8000"),
@@ -89,6 +121,7 @@ mod tests {
                 ("HEALTHCHECK_DEADLINE_SECONDS", "60"),
                 ("HEALTHCHECK_INTERVAL_SECONDS", "5"),
                 ("ON_UNHEALTHY", "CONTINUE"),
+                ("ON_NOT_REGISTERED", "ABANDON"),
             ],
             Config::from_env,
         );

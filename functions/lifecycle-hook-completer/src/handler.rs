@@ -12,15 +12,16 @@ use shared::metrics::Metrics;
 use shared::startup::FunctionError;
 use tokio::time::Instant;
 
-use crate::config::{Config, LifecycleResult};
+use crate::config::{Config, LifecycleResult, OnNotRegistered};
 use crate::event::{parse, Delivery, LifecycleAction, LAUNCHING};
 use crate::ports::{Completion, Health, HealthProbe, LifecycleActions};
 
 /// A heartbeat is recorded when the hook would otherwise lapse within this margin (plus one check interval).
 pub const HEARTBEAT_MARGIN: Duration = Duration::from_secs(30);
 /// How long a check may wait for its command's result, even when the event arrives after its deadline (a late
-/// redelivery or retry gets a real check, never a verdict without evidence), within the invocation's own deadline.
-pub const RESULT_WAIT: Duration = Duration::from_secs(crate::aws::COMMAND_TIMEOUT_SECONDS as u64);
+/// redelivery or retry gets a real check, never a verdict without evidence), within the invocation's own deadline:
+/// SSM's own timeout of the command, and a last poll.
+pub const RESULT_WAIT: Duration = Duration::from_secs(crate::aws::COMMAND_TIMEOUT_SECONDS as u64 + 5);
 /// Kept back from the invocation's deadline to complete the action and answer.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 
@@ -171,24 +172,29 @@ impl<P: HealthProbe, L: LifecycleActions> Completer<P, L> {
         let deadline_at = event_time + chrono::Duration::from_std(self.config.healthcheck_deadline).unwrap_or_default();
         let health_deadline = to_instant(deadline_at, now);
         let stop_at = health_deadline.min(act_by);
-        let heartbeat_timeout = match self.lifecycle.heartbeat_timeout(&action.auto_scaling_group_name, &action.lifecycle_hook_name).await {
-            Ok(timeout) => timeout,
+        let hook = match self.lifecycle.hook(&action.auto_scaling_group_name, &action.lifecycle_hook_name).await {
+            Ok(hook) => hook,
             Err(error) => {
-                tracing::warn!(error = %error, "could not read the hook's heartbeat timeout; no heartbeats");
+                tracing::warn!(error = %error, "could not read the lifecycle hook; no heartbeats, and its default result unknown");
                 None
             }
         };
-        // When the hook lapses unless a heartbeat is recorded; only tracked if the deadline lies beyond it.
-        let mut lapses_at = heartbeat_timeout
-            .map(|timeout| to_instant(event_time + chrono::Duration::from_std(timeout).unwrap_or_default(), now))
-            .filter(|lapse| *lapse < stop_at);
+        let heartbeat_timeout = hook.and_then(|h| h.heartbeat_timeout);
+        // When the hook lapses (and Auto Scaling applies its default result) unless a heartbeat is recorded.
+        let mut lapses_at = heartbeat_timeout.map(|timeout| to_instant(event_time + chrono::Duration::from_std(timeout).unwrap_or_default(), now));
         let interval = self.config.healthcheck_interval;
         // The last thing a check said about the instance; a check cut short by the deadline says nothing.
         let mut last = String::new();
         let mut evidence = false;
+        let mut unregistered = false;
         loop {
             outcome.attempts += 1;
-            let result_by = stop_at.max(Instant::now() + RESULT_WAIT).min(act_by);
+            // A check waits for its command's result as long as SSM runs the command, within the invocation.
+            let result_by = (Instant::now() + RESULT_WAIT).min(act_by);
+            // The verdict may follow this check: the action must still be there to complete when it answers.
+            if let Some(gone) = self.keep_alive(action, &mut lapses_at, heartbeat_timeout, result_by, outcome).await? {
+                return Ok(gone);
+            }
             let health = self.probe.check(&action.ec2_instance_id, result_by).await.map_err(|e| FunctionError::new("HealthCheckFailed", e))?;
             match health {
                 Health::Healthy => return Ok(Verdict::Complete(LifecycleResult::Continue, format!("healthy after {} check(s)", outcome.attempts))),
@@ -196,11 +202,20 @@ impl<P: HealthProbe, L: LifecycleActions> Completer<P, L> {
                     last = why;
                     evidence = true;
                 }
+                Health::NotRegistered => {
+                    unregistered = true;
+                    if !evidence {
+                        last = "instance not registered with SSM".into();
+                    }
+                }
                 Health::NoResultInTime(why) if last.is_empty() => last = why,
                 Health::NoResultInTime(_) => {}
             }
             tracing::info!(instance = %action.ec2_instance_id, attempt = outcome.attempts, why = %last, "not healthy yet");
             if Instant::now() + interval >= stop_at {
+                if !evidence && unregistered {
+                    return self.never_registered(action, hook.and_then(|h| h.default_result));
+                }
                 if !evidence {
                     // No check said anything about the instance: no verdict. The retry (or the hook's own timeout
                     // and default result) decides.
@@ -213,20 +228,54 @@ impl<P: HealthProbe, L: LifecycleActions> Completer<P, L> {
                 };
                 return Ok(Verdict::Complete(self.config.on_unhealthy, reason));
             }
-            if let (Some(lapse), Some(timeout)) = (lapses_at, heartbeat_timeout) {
-                if Instant::now() + interval + HEARTBEAT_MARGIN >= lapse {
-                    match self.lifecycle.record_heartbeat(action).await.map_err(lifecycle_failed)? {
-                        Completion::Completed => {
-                            outcome.heartbeats += 1;
-                            lapses_at = Some(Instant::now() + timeout).filter(|lapse| *lapse < stop_at);
-                        }
-                        Completion::NoActiveAction => {
-                            return Ok(Verdict::Gone("the lifecycle action is no longer active (completed elsewhere or timed out)".into()));
-                        }
-                    }
-                }
+            if let Some(gone) = self.keep_alive(action, &mut lapses_at, heartbeat_timeout, Instant::now() + interval, outcome).await? {
+                return Ok(gone);
             }
             tokio::time::sleep(interval).await;
+        }
+    }
+
+    /// Records a heartbeat when the hook would lapse before `by` plus [`HEARTBEAT_MARGIN`]; `Some` when the action is
+    /// gone.
+    async fn keep_alive(
+        &self,
+        action: &LifecycleAction,
+        lapses_at: &mut Option<Instant>,
+        timeout: Option<Duration>,
+        by: Instant,
+        outcome: &mut Outcome,
+    ) -> Result<Option<Verdict>, FunctionError> {
+        let (Some(lapse), Some(timeout)) = (*lapses_at, timeout) else { return Ok(None) };
+        if by + HEARTBEAT_MARGIN < lapse {
+            return Ok(None);
+        }
+        match self.lifecycle.record_heartbeat(action).await.map_err(lifecycle_failed)? {
+            Completion::Completed => {
+                outcome.heartbeats += 1;
+                *lapses_at = Some(Instant::now() + timeout);
+                Ok(None)
+            }
+            Completion::NoActiveAction => Ok(Some(Verdict::Gone("the lifecycle action is no longer active (completed elsewhere or timed out)".into()))),
+        }
+    }
+
+    /// No check ever reached the instance: the SSM agent, the instance profile or the VPC endpoint is broken, which
+    /// says nothing of the application and, when it is fleet-wide, would abandon every new instance. Completed with
+    /// `ON_NOT_REGISTERED` (the hook's own default result unless set), counted, and alarmed on.
+    fn never_registered(&self, action: &LifecycleAction, hook_default: Option<LifecycleResult>) -> Result<Verdict, FunctionError> {
+        self.metrics.count("InstancesNotRegistered", 1);
+        let (result, source) = match self.config.on_not_registered {
+            OnNotRegistered::Fixed(result) => (Some(result), "ON_NOT_REGISTERED"),
+            OnNotRegistered::HookDefault => (hook_default, "the hook's DefaultResult"),
+        };
+        let why = format!("{} never registered with SSM within {} s: inconclusive", action.ec2_instance_id, self.config.healthcheck_deadline.as_secs());
+        tracing::warn!(instance = %action.ec2_instance_id, "{why}; check the SSM agent, the instance profile and the SSM VPC endpoints");
+        match result {
+            Some(result) => Ok(Verdict::Complete(result, format!("{why}; completed with {} ({source})", result.as_str()))),
+            None => Err(FunctionError::new(
+                "HealthCheckInconclusive",
+                format!("{why}; the hook's default result could not be read, so the hook's own timeout decides"),
+            )),
         }
     }
 }
@@ -238,6 +287,7 @@ fn lifecycle_failed(error: String) -> FunctionError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ports::Hook;
     use async_trait::async_trait;
     use serde_json::json;
     use std::collections::VecDeque;
@@ -281,6 +331,9 @@ mod tests {
     /// One pending lifecycle action, completed at most once, as Auto Scaling keeps it.
     struct FakeLifecycle {
         heartbeat_timeout: Option<Duration>,
+        default_result: Option<LifecycleResult>,
+        /// As Auto Scaling: the action lapses this long after the last heartbeat (or its start) and is then gone.
+        lapses_at: Mutex<Instant>,
         active: Mutex<bool>,
         completions: Mutex<Vec<LifecycleResult>>,
         heartbeats: Mutex<Vec<Instant>>,
@@ -290,6 +343,8 @@ mod tests {
         fn new(heartbeat_timeout: u64) -> Self {
             Self {
                 heartbeat_timeout: Some(Duration::from_secs(heartbeat_timeout)),
+                default_result: Some(LifecycleResult::Abandon),
+                lapses_at: Mutex::new(Instant::now() + Duration::from_secs(heartbeat_timeout)),
                 active: Mutex::new(true),
                 completions: Mutex::new(Vec::new()),
                 heartbeats: Mutex::new(Vec::new()),
@@ -299,19 +354,20 @@ mod tests {
 
     #[async_trait]
     impl LifecycleActions for FakeLifecycle {
-        async fn heartbeat_timeout(&self, _: &str, _: &str) -> Result<Option<Duration>, String> {
-            Ok(self.heartbeat_timeout)
+        async fn hook(&self, _: &str, _: &str) -> Result<Option<Hook>, String> {
+            Ok(Some(Hook { heartbeat_timeout: self.heartbeat_timeout, default_result: self.default_result }))
         }
         async fn record_heartbeat(&self, _: &LifecycleAction) -> Result<Completion, String> {
-            if !*self.active.lock().unwrap() {
+            if !*self.active.lock().unwrap() || Instant::now() >= *self.lapses_at.lock().unwrap() {
                 return Ok(Completion::NoActiveAction);
             }
             self.heartbeats.lock().unwrap().push(Instant::now());
+            *self.lapses_at.lock().unwrap() = Instant::now() + self.heartbeat_timeout.unwrap_or(Duration::MAX / 4);
             Ok(Completion::Completed)
         }
         async fn complete(&self, _: &LifecycleAction, result: LifecycleResult) -> Result<Completion, String> {
             let mut active = self.active.lock().unwrap();
-            if !*active {
+            if !*active || Instant::now() >= *self.lapses_at.lock().unwrap() {
                 return Ok(Completion::NoActiveAction);
             }
             *active = false;
@@ -326,6 +382,7 @@ mod tests {
             healthcheck_deadline: Duration::from_secs(deadline),
             healthcheck_interval: Duration::from_secs(10),
             on_unhealthy,
+            on_not_registered: OnNotRegistered::HookDefault,
         }
     }
 
@@ -361,7 +418,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn healthy_after_not_registered_and_failed_checks() {
         let now = Utc::now();
-        let script = vec![not_yet("instance not registered with SSM yet"), not_yet("health check command Failed: connection refused"), Health::Healthy];
+        let script = vec![Health::NotRegistered, not_yet("health check command Failed: connection refused"), Health::Healthy];
         let c = completer(script, FakeLifecycle::new(450), config(420, LifecycleResult::Abandon));
         let started = Instant::now();
         let outcome = run(&c, &event(now, "AutoScalingGroup"), now).await;
@@ -511,6 +568,49 @@ mod tests {
         let error = c.handle(&event(now, "AutoScalingGroup"), now, Instant::now() + Duration::from_secs(890)).await.unwrap_err();
         assert_eq!(error.kind, "HealthCheckInconclusive");
         assert!(c.lifecycle.completions.lock().unwrap().is_empty());
+    }
+
+    /// The deadline (420 s) lies just inside the hook's heartbeat timeout (450 s), and the last check may answer
+    /// only after 450 s: a heartbeat before it keeps the action there, so the ABANDON is not lost to the hook's
+    /// default.
+    #[tokio::test(start_paused = true)]
+    async fn the_last_check_near_the_hooks_timeout_gets_a_heartbeat_first_and_the_verdict_lands() {
+        let now = Utc::now();
+        let mut probe = FakeProbe::new(vec![not_yet("curl: (7) Connection refused")]);
+        // Checks of 31.9 s, 10 s apart: the eleventh starts at 419 s and answers at 450.8 s, past the hook's timeout.
+        probe.result_after = Duration::from_millis(31_900);
+        let c = Completer::new(probe, FakeLifecycle::new(450), config(420, LifecycleResult::Abandon), Arc::new(Metrics::new("Test", "l")));
+        let outcome = run(&c, &event(now, "AutoScalingGroup"), now).await;
+        assert_eq!((outcome.result.as_str(), outcome.completed), ("ABANDON", true), "{}", outcome.reason);
+        assert!(outcome.heartbeats >= 1);
+        assert_eq!(*c.lifecycle.completions.lock().unwrap(), vec![LifecycleResult::Abandon]);
+    }
+
+    /// No check ever reached the instance (a broken SSM agent, instance profile or endpoint, fleet-wide): not an
+    /// unhealthy instance. Completed with the hook's own default result (here CONTINUE, though ON_UNHEALTHY is
+    /// ABANDON), or with ON_NOT_REGISTERED; counted.
+    #[tokio::test(start_paused = true)]
+    async fn an_instance_that_never_registers_gets_the_hooks_default_not_on_unhealthy() {
+        let now = Utc::now();
+        let mut lifecycle = FakeLifecycle::new(450);
+        lifecycle.default_result = Some(LifecycleResult::Continue);
+        let c = completer(vec![Health::NotRegistered], lifecycle, config(60, LifecycleResult::Abandon));
+        let outcome = run(&c, &event(now, "AutoScalingGroup"), now).await;
+        assert_eq!((outcome.result.as_str(), outcome.completed), ("CONTINUE", true), "{}", outcome.reason);
+        assert!(outcome.reason.contains("never registered") && outcome.reason.contains("DefaultResult"), "{}", outcome.reason);
+
+        let mut config = config(60, LifecycleResult::Continue);
+        config.on_not_registered = OnNotRegistered::Fixed(LifecycleResult::Abandon);
+        let c = completer(vec![Health::NotRegistered], FakeLifecycle::new(450), config);
+        assert_eq!(run(&c, &event(now, "AutoScalingGroup"), now).await.result, "ABANDON");
+
+        // Registered later and then failing: that is evidence, and ON_UNHEALTHY decides.
+        let c = completer(vec![Health::NotRegistered, not_yet("connection refused")], FakeLifecycle::new(450), config_with_default(60));
+        assert_eq!(run(&c, &event(now, "AutoScalingGroup"), now).await.result, "ABANDON");
+    }
+
+    fn config_with_default(deadline: u64) -> Config {
+        Config { on_not_registered: OnNotRegistered::Fixed(LifecycleResult::Continue), ..config(deadline, LifecycleResult::Abandon) }
     }
 
     #[test]

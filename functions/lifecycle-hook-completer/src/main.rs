@@ -8,8 +8,9 @@ use lifecycle_hook_completer::handler::{summary, timeout_warning, Completer, DEA
 use serde_json::Value;
 use shared::startup::Startup;
 
-/// Between two GetCommandInvocation calls while the health check command runs.
-const COMMAND_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Between two GetCommandInvocation calls while the health check command runs: 2 to 4 s, jittered, so a scale-out
+/// of many instances stays under SSM's GetCommandInvocation rate.
+const COMMAND_POLL_INTERVAL: Duration = Duration::from_secs(4);
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {

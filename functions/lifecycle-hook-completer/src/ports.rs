@@ -12,8 +12,11 @@ use crate::event::LifecycleAction;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
     Healthy,
-    /// Not healthy yet: not registered with SSM, the command failed or timed out, the application not answering.
+    /// Not healthy yet: the command failed or timed out, the application not answering.
     NotYet(String),
+    /// The instance is not registered with SSM (yet): no command can reach it. Says nothing of the application;
+    /// an instance that never registers points at the agent, the instance profile or the VPC endpoint.
+    NotRegistered,
     /// The check was cut short by the deadline before its command gave a result: says nothing about the instance.
     NoResultInTime(String),
 }
@@ -33,10 +36,18 @@ pub enum Completion {
     NoActiveAction,
 }
 
+/// What the function needs of the lifecycle hook's definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hook {
+    pub heartbeat_timeout: Option<Duration>,
+    /// What Auto Scaling does when the hook lapses.
+    pub default_result: Option<LifecycleResult>,
+}
+
 #[async_trait]
 pub trait LifecycleActions: Send + Sync {
-    /// The hook's heartbeat timeout (`None` when the hook cannot be found).
-    async fn heartbeat_timeout(&self, group: &str, hook: &str) -> Result<Option<Duration>, String>;
+    /// The hook's definition (`None` when the hook cannot be found).
+    async fn hook(&self, group: &str, hook: &str) -> Result<Option<Hook>, String>;
     async fn record_heartbeat(&self, action: &LifecycleAction) -> Result<Completion, String>;
     async fn complete(&self, action: &LifecycleAction, result: LifecycleResult) -> Result<Completion, String>;
 }

@@ -22,7 +22,8 @@ async fn stack(settings: &[(&str, &str)]) -> (LocalAws, LifecycleStandIn, Functi
     (aws, stand_in, function)
 }
 
-const FAST: &[(&str, &str)] = &[("HEALTHCHECK_INTERVAL_SECONDS", "1"), ("HEALTHCHECK_DEADLINE_SECONDS", "4")];
+/// A check takes 2 to 4 s (the command's result is polled every 2 to 4 s): a 10 s deadline leaves room for two.
+const FAST: &[(&str, &str)] = &[("HEALTHCHECK_INTERVAL_SECONDS", "1"), ("HEALTHCHECK_DEADLINE_SECONDS", "10")];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_instance_is_continued_and_a_redelivery_is_not_an_error() {
@@ -81,7 +82,7 @@ async fn on_unhealthy_continue_warm_pool_and_test_notification() {
     assert_eq!(stand_in.completed().len(), 2);
 }
 
-/// Ten minutes after the event: past the 4 s deadline, as a redelivery or an asynchronous retry arrives.
+/// Ten minutes after the event: past the 10 s deadline, as a redelivery or an asynchronous retry arrives.
 fn late(path: &str) -> serde_json::Value {
     lifecycle_event_at(path, chrono::Utc::now() - chrono::Duration::minutes(10))
 }
@@ -148,9 +149,49 @@ async fn a_hook_about_to_lapse_gets_a_heartbeat_before_the_verdict() {
         .expect("the hook with AWS's shortest heartbeat timeout");
     stand_in.make_unhealthy("i-0a1b2c3d4e5f60718");
     let event = lifecycle_event_at("lifecycle-hook-completer/eventbridge-launch-lifecycle-action.json", chrono::Utc::now() - chrono::Duration::seconds(28));
+    // Auto Scaling lets the action lapse 30 s after it began, 2 s from now, unless a heartbeat restarts it.
+    let began = std::time::Instant::now().checked_sub(std::time::Duration::from_secs(28)).unwrap();
+    stand_in.lapses("c613620e-07e2-4ed2-a9e2-ef8258911ade", began, std::time::Duration::from_secs(30));
     let outcome = function.invoke(&event).response();
-    assert_eq!(outcome["result"], "ABANDON", "{outcome}");
+    assert_eq!((outcome["result"].as_str(), outcome["completed"].as_bool()), (Some("ABANDON"), Some(true)), "the verdict came after the lapse: {outcome}");
     assert!(outcome["heartbeats"].as_u64().unwrap_or(0) >= 1, "{outcome}");
     assert_eq!(stand_in.heartbeats().first().map(String::as_str), Some("i-0a1b2c3d4e5f60718"));
     assert_eq!(stand_in.completed().len(), 1);
+}
+
+/// The instance's SSM agent never registers (a broken agent, instance profile or VPC endpoint: fleet-wide, this
+/// would abandon every new instance). That says nothing of the application: the action is completed with the hook's
+/// own default result (the fixture's hook: CONTINUE), though ON_UNHEALTHY is ABANDON, and counted for the alarm;
+/// ON_NOT_REGISTERED=ABANDON overrides it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_never_registers_with_ssm_gets_the_hooks_default_result_and_is_counted() {
+    let (aws, stand_in, mut function) = stack(FAST).await;
+    stand_in.never_registers("i-0a1b2c3d4e5f60718");
+    let outcome = function.invoke(&fresh_lifecycle_event("lifecycle-hook-completer/eventbridge-launch-lifecycle-action.json")).response();
+    assert_eq!((outcome["result"].as_str(), outcome["completed"].as_bool()), (Some("CONTINUE"), Some(true)), "{outcome}");
+    let reason = outcome["reason"].as_str().unwrap();
+    assert!(reason.contains("never registered with SSM") && reason.contains("DefaultResult"), "{reason}");
+    assert!(outcome["attempts"].as_u64().unwrap() >= 2, "checked until the deadline: {outcome}");
+    let output = function.output().join("\n");
+    assert!(output.contains("\"InstancesNotRegistered\":1"), "the metric the alarm watches: {output}");
+
+    let mut settings = FAST.to_vec();
+    settings.push(("ON_NOT_REGISTERED", "ABANDON"));
+    let mut strict = FunctionProcess::start(Path::new(BINARY), &aws.function_env(&settings));
+    stand_in.never_registers("i-0badc0ffee0d15ea5");
+    let outcome = strict.invoke(&fresh_lifecycle_event("lifecycle-hook-completer/sns-launch-lifecycle-action.json")).response();
+    assert_eq!((outcome["result"].as_str(), outcome["completed"].as_bool()), (Some("ABANDON"), Some(true)), "{outcome}");
+}
+
+/// SSM throttles SendCommand and GetCommandInvocation beyond the SDK's own retries (a large scale-out): that is no
+/// result yet, backed off with jitter, never a failed check; the healthy instance is continued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssm_throttling_past_the_sdks_retries_is_waited_out_and_the_instance_continued() {
+    let (aws, stand_in, mut function) = stack(&[("HEALTHCHECK_INTERVAL_SECONDS", "1"), ("HEALTHCHECK_DEADLINE_SECONDS", "40")]).await;
+    let throttles = 3 * shared::aws::MAX_ATTEMPTS as usize;
+    stand_in.throttle_ssm(throttles);
+    let outcome = function.invoke(&fresh_lifecycle_event("lifecycle-hook-completer/eventbridge-launch-lifecycle-action.json")).response();
+    assert_eq!((outcome["result"].as_str(), outcome["completed"].as_bool()), (Some("CONTINUE"), Some(true)), "{outcome}");
+    let ssm_calls = aws.proxy.calls_of("SendCommand").len() + aws.proxy.calls_of("GetCommandInvocation").len();
+    assert!(ssm_calls > throttles, "every throttle was answered and the check went on: {ssm_calls} calls");
 }
