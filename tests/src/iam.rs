@@ -393,7 +393,8 @@ fn json_field<'a>(body: &'a serde_json::Value, field: &str) -> Result<&'a str, S
 }
 
 fn ssm_parameter_arn(name: &str) -> String {
-    let name = name.trim_start_matches('/');
+    // `name:version` or `name:label` selects a version; IAM authorizes the parameter itself.
+    let name = name.trim_start_matches('/').split(':').next().unwrap_or_default();
     format!("arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/{name}")
 }
 

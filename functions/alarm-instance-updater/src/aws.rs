@@ -5,7 +5,7 @@ use aws_sdk_autoscaling::types::LifecycleState;
 use aws_sdk_ssm::error::ProvideErrorMetadata;
 use aws_sdk_ssm::types::ParameterType;
 
-use crate::ports::{GroupStatus, RestrictionStore, WriteError};
+use crate::ports::{GroupStatus, RestrictionStore, Stored, WriteError};
 use crate::restriction::GroupState;
 
 pub struct SsmParameter {
@@ -21,16 +21,24 @@ impl SsmParameter {
 
 #[async_trait]
 impl RestrictionStore for SsmParameter {
-    async fn read(&self) -> Result<Option<String>, String> {
+    async fn read(&self) -> Result<Option<Stored>, String> {
         match self.client.get_parameter().name(&self.name).send().await {
-            Ok(output) => Ok(output.parameter().and_then(|p| p.value()).map(str::to_owned)),
+            Ok(output) => Ok(output.parameter().and_then(|p| Some(Stored { value: p.value()?.to_owned(), version: p.version() }))),
             Err(error) if error.code() == Some("ParameterNotFound") => Ok(None),
             Err(error) => Err(format!("reading {}: {}", self.name, aws_sdk_ssm::error::DisplayErrorContext(error))),
         }
     }
 
-    async fn write(&self, value: &str) -> Result<(), WriteError> {
-        self.client.put_parameter().name(&self.name).value(value).r#type(ParameterType::String).overwrite(true).send().await.map(|_| ()).map_err(|e| {
+    async fn read_version(&self, version: i64) -> Result<Option<String>, String> {
+        match self.client.get_parameter().name(format!("{}:{version}", self.name)).send().await {
+            Ok(output) => Ok(output.parameter().and_then(|p| p.value()).map(str::to_owned)),
+            Err(error) if matches!(error.code(), Some("ParameterNotFound" | "ParameterVersionNotFound")) => Ok(None),
+            Err(error) => Err(format!("reading {} version {version}: {}", self.name, aws_sdk_ssm::error::DisplayErrorContext(error))),
+        }
+    }
+
+    async fn write(&self, value: &str) -> Result<i64, WriteError> {
+        self.client.put_parameter().name(&self.name).value(value).r#type(ParameterType::String).overwrite(true).send().await.map(|o| o.version()).map_err(|e| {
             let contended = e.code() == Some("TooManyUpdates");
             let message = format!("writing {}: {}", self.name, aws_sdk_ssm::error::DisplayErrorContext(e));
             if contended {

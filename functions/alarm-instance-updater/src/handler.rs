@@ -1,6 +1,8 @@
 //! One invocation: read the parameter once, decide for each trigger, look at the group only when the decision
 //! needs it, and write once at the end, only if the value changed. When another instance is writing the
-//! parameter at that moment (SSM's `TooManyUpdates`), read, decide and write again after a short pause.
+//! parameter at that moment (SSM's `TooManyUpdates`), read, decide and write again after a short pause. SSM has no
+//! conditional write, so the version our write got tells whether another writer wrote after our read; if one did,
+//! we decide again from its version and write the result, so its change is not lost.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +15,7 @@ use shared::startup::FunctionError;
 
 use crate::config::Config;
 use crate::ports::{GroupStatus, RestrictionStore, WriteError};
-use crate::restriction::{intent, is_change, next_value, read_value, GroupState, Intent, Restriction};
+use crate::restriction::{intent, is_change, next_value, read_value, record_transition, GroupState, Intent, Restriction};
 use crate::trigger::{parse, Trigger};
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -50,27 +52,64 @@ impl<P: RestrictionStore, G: GroupStatus> Updater<P, G> {
     pub async fn handle(&self, payload: &Value, now: DateTime<Utc>) -> Result<Summary, FunctionError> {
         let triggers = parse(payload).map_err(|e| FunctionError::new("MalformedEvent", e))?;
         let mut attempt = 1;
+        let mut basis: Option<Basis> = None;
+        let mut first_read: Option<Option<Restriction>> = None;
         loop {
-            match self.decide_and_write(&triggers, now).await {
-                Err(Failure::Contended(error)) if attempt < CONTENDED_ATTEMPTS => {
+            let current = match basis.take() {
+                Some(basis) => basis,
+                None => self.read_basis().await.map_err(|f| match f {
+                    Failure::Contended(e) => unavailable(e),
+                    Failure::Other(e) => e,
+                })?,
+            };
+            let outcome = self.decide_and_write(&triggers, now, &current).await;
+            let before = first_read.get_or_insert_with(|| current.latest_value()).clone();
+            let retry = |attempt: u32| attempt < CONTENDED_ATTEMPTS;
+            match outcome {
+                Err(Failure::Contended(error)) if retry(attempt) => {
                     tracing::info!(attempt, error = %error, "another writer is updating the parameter; deciding again");
                     tokio::time::sleep(contended_pause(attempt)).await;
-                    attempt += 1;
+                    // Refused while undoing an overtaken write: the latest is still ours unless someone wrote since,
+                    // so decide again from theirs; otherwise from what is there now.
+                    if current.decide_from != current.latest {
+                        let latest = self.parameter.read().await.map_err(unavailable)?;
+                        if latest.is_some_and(|l| l.version == current.latest_version) {
+                            basis = Some(current);
+                        }
+                    }
                 }
                 Err(Failure::Contended(error)) => return Err(unavailable(error)),
                 Err(Failure::Other(error)) => return Err(error),
-                Ok(summary) => return Ok(summary),
+                Ok(Decided::Overtaken { summary, ours, version }) if retry(attempt) => {
+                    // Another instance wrote between our read and our write, and ours overwrote it: decide again
+                    // from what it wrote, so its change is not lost (a stale lift over a fresh restriction).
+                    tracing::info!(attempt, version, "another writer wrote after our read; deciding again from its version");
+                    self.metrics.count("WritesOvertaken", 1);
+                    let theirs = self.parameter.read_version(version - 1).await.map_err(unavailable)?;
+                    basis = Some(Basis { decide_from: theirs, latest: Some(ours), latest_version: version });
+                    drop(summary);
+                }
+                Ok(Decided::Overtaken { summary, .. } | Decided::Done(summary)) => return Ok(Summary { before, ..summary }),
             }
+            attempt += 1;
         }
     }
 
-    async fn decide_and_write(&self, triggers: &[Trigger], now: DateTime<Utc>) -> Result<Summary, Failure> {
-        let raw = self.parameter.read().await.map_err(unavailable)?;
-        let (before, warning) = read_value(raw.as_deref());
+    async fn read_basis(&self) -> Result<Basis, Failure> {
+        let stored = self.parameter.read().await.map_err(|e| Failure::Other(unavailable(e)))?;
+        Ok(match stored {
+            Some(stored) => Basis { decide_from: Some(stored.value.clone()), latest: Some(stored.value), latest_version: stored.version },
+            None => Basis { decide_from: None, latest: None, latest_version: 0 },
+        })
+    }
+
+    async fn decide_and_write(&self, triggers: &[Trigger], now: DateTime<Utc>, basis: &Basis) -> Result<Decided, Failure> {
+        let (from, warning) = read_value(basis.decide_from.as_deref());
         if let Some(warning) = warning {
             tracing::warn!("{warning}");
         }
-        let mut state = before.clone();
+        let latest = basis.latest_value();
+        let mut state = from.clone();
         let mut group: Option<Option<GroupState>> = None;
         let mut steps = Vec::new();
         for trigger in triggers {
@@ -80,6 +119,7 @@ impl<P: RestrictionStore, G: GroupStatus> Updater<P, G> {
                 group = Some(self.groups.describe(&self.config.autoscaling_group_name).await.map_err(unavailable)?);
             }
             let (next, why) = next_value(state.as_ref(), &wanted, group.flatten().as_ref(), now, &self.config);
+            let next = record_transition(state.as_ref(), next, trigger, &self.config);
             tracing::info!(trigger = %trigger.describe(), why = %why, "decision");
             self.count(trigger);
             steps.push(Step { trigger: trigger.describe(), why });
@@ -89,18 +129,26 @@ impl<P: RestrictionStore, G: GroupStatus> Updater<P, G> {
                 }
             }
         }
-        let written = state != before && state.as_ref().is_some_and(|next| is_change(before.as_ref(), next));
-        if written {
-            let value = state.as_ref().expect("a change has a value");
-            self.parameter.write(&value.to_json()).await.map_err(|e| match e {
-                WriteError::Contended(message) => Failure::Contended(message),
-                WriteError::Failed(message) => Failure::Other(unavailable(message)),
-            })?;
-            self.metrics.count(if value.restricted { "RestrictionsWritten" } else { "RestrictionsLifted" }, 1);
-            tracing::info!(restricted = value.restricted, expires_at = ?value.expires_at, "restriction parameter written");
+        // Compared with the latest version, which after an overtaken write is our own.
+        let written = state != latest && state.as_ref().is_some_and(|next| is_change(latest.as_ref(), next));
+        let summary =
+            |written: bool| Summary { before: latest.clone(), after: if written { state.clone() } else { latest.clone() }, written, steps: Vec::new() };
+        if !written {
+            return Ok(Decided::Done(Summary { steps, ..summary(false) }));
         }
-        let after = if written { state } else { before.clone() };
-        Ok(Summary { before, after, written, steps })
+        let value = state.as_ref().expect("a change has a value");
+        let json = value.to_json();
+        let version = self.parameter.write(&json).await.map_err(|e| match e {
+            WriteError::Contended(message) => Failure::Contended(message),
+            WriteError::Failed(message) => Failure::Other(unavailable(message)),
+        })?;
+        self.metrics.count(if value.restricted { "RestrictionsWritten" } else { "RestrictionsLifted" }, 1);
+        tracing::info!(restricted = value.restricted, expires_at = ?value.expires_at, version, "restriction parameter written");
+        let summary = Summary { steps, ..summary(true) };
+        if version > basis.latest_version + 1 {
+            return Ok(Decided::Overtaken { summary, ours: json, version });
+        }
+        Ok(Decided::Done(summary))
     }
 
     fn count(&self, trigger: &Trigger) {
@@ -121,6 +169,31 @@ const CONTENDED_ATTEMPTS: u32 = 5;
 enum Failure {
     Contended(String),
     Other(FunctionError),
+}
+
+/// What a decision starts from: the value to decide from, and the latest version (the same, unless our last write
+/// overtook another writer's: then we decide from theirs, and the latest is ours).
+#[derive(Clone)]
+struct Basis {
+    decide_from: Option<String>,
+    latest: Option<String>,
+    latest_version: i64,
+}
+
+impl Basis {
+    fn latest_value(&self) -> Option<Restriction> {
+        read_value(self.latest.as_deref()).0
+    }
+}
+
+enum Decided {
+    Done(Summary),
+    /// Written, but another writer wrote between our read and our write (its version lies between).
+    Overtaken {
+        summary: Summary,
+        ours: String,
+        version: i64,
+    },
 }
 
 impl From<FunctionError> for Failure {

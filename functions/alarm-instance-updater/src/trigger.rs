@@ -3,6 +3,7 @@
 //! Only the fields used are read, so real notifications parse whatever else they carry (`"AlarmDescription": null`,
 //! a display-name `Region`, metric-math `Trigger.Metrics`).
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -31,12 +32,16 @@ pub enum Trigger {
         name: String,
         state: AlarmState,
         reason: String,
+        /// The alarm's `StateChangeTime`: orders its transitions whatever order the notifications arrive in.
+        changed_at: Option<DateTime<Utc>>,
     },
     /// An instance launch of an Auto Scaling group finished, successfully or not.
     Launch {
         group: String,
         instance: Option<String>,
         successful: bool,
+        /// When the launch finished (the event's `time`, the notification's `EndTime`).
+        at: Option<DateTime<Utc>>,
     },
     /// Acknowledged and changes nothing (a test notification, another kind of group event).
     Ignored(String),
@@ -72,6 +77,8 @@ struct AlarmNotification {
     new_state_value: String,
     #[serde(default)]
     new_state_reason: Option<String>,
+    #[serde(default)]
+    state_change_time: Option<String>,
 }
 
 /// The SNS notification body of an Auto Scaling group.
@@ -83,6 +90,10 @@ struct GroupNotification {
     auto_scaling_group_name: Option<String>,
     #[serde(rename = "EC2InstanceId", default)]
     ec2_instance_id: Option<String>,
+    #[serde(default)]
+    end_time: Option<String>,
+    #[serde(default)]
+    time: Option<String>,
 }
 
 /// The payload of a CloudWatch alarm's Lambda action.
@@ -104,6 +115,15 @@ struct DirectAlarmState {
     value: String,
     #[serde(default)]
     reason: Option<String>,
+    #[serde(default)]
+    timestamp: Option<String>,
+}
+
+/// CloudWatch writes `2026-11-21T10:01:30.123+0000` (no colon in the offset); EventBridge and Auto Scaling write
+/// RFC 3339. Unreadable: `None`, and the trigger is not ordered.
+pub fn parse_time(text: Option<&str>) -> Option<DateTime<Utc>> {
+    let text = text?.trim();
+    DateTime::parse_from_rfc3339(text).or_else(|_| DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z")).ok().map(|t| t.with_timezone(&Utc))
 }
 
 fn malformed(what: &str, error: serde_json::Error) -> TriggerError {
@@ -118,14 +138,16 @@ fn from_sns_message(message: &str) -> Result<Trigger, TriggerError> {
             name: alarm.alarm_name,
             state: AlarmState::parse(&alarm.new_state_value),
             reason: alarm.new_state_reason.unwrap_or_default(),
+            changed_at: parse_time(alarm.state_change_time.as_deref()),
         });
     }
     if value.get("Event").is_some() {
         let event: GroupNotification = serde_json::from_value(value).map_err(|e| malformed("Auto Scaling notification", e))?;
         let group = event.auto_scaling_group_name.unwrap_or_default();
+        let at = parse_time(event.end_time.as_deref().or(event.time.as_deref()));
         return Ok(match event.event.as_str() {
-            "autoscaling:EC2_INSTANCE_LAUNCH" => Trigger::Launch { group, instance: event.ec2_instance_id, successful: true },
-            "autoscaling:EC2_INSTANCE_LAUNCH_ERROR" => Trigger::Launch { group, instance: event.ec2_instance_id, successful: false },
+            "autoscaling:EC2_INSTANCE_LAUNCH" => Trigger::Launch { group, instance: event.ec2_instance_id, successful: true, at },
+            "autoscaling:EC2_INSTANCE_LAUNCH_ERROR" => Trigger::Launch { group, instance: event.ec2_instance_id, successful: false, at },
             other => Trigger::Ignored(other.to_owned()),
         });
     }
@@ -144,6 +166,7 @@ pub fn parse(payload: &Value) -> Result<Vec<Trigger>, TriggerError> {
                 name: alarm.alarm_data.alarm_name,
                 state: AlarmState::parse(&alarm.alarm_data.state.value),
                 reason: alarm.alarm_data.state.reason.unwrap_or_default(),
+                changed_at: parse_time(alarm.alarm_data.state.timestamp.as_deref()),
             }])
         }
         Some("aws.autoscaling") => {
@@ -151,9 +174,10 @@ pub fn parse(payload: &Value) -> Result<Vec<Trigger>, TriggerError> {
             let detail = payload.get("detail").cloned().unwrap_or(Value::Null);
             let group = detail.get("AutoScalingGroupName").and_then(Value::as_str).unwrap_or_default().to_owned();
             let instance = detail.get("EC2InstanceId").and_then(Value::as_str).map(str::to_owned);
+            let at = parse_time(detail.get("EndTime").and_then(Value::as_str).or(payload.get("time").and_then(Value::as_str)));
             Ok(vec![match detail_type {
-                "EC2 Instance Launch Successful" => Trigger::Launch { group, instance, successful: true },
-                "EC2 Instance Launch Unsuccessful" => Trigger::Launch { group, instance, successful: false },
+                "EC2 Instance Launch Successful" => Trigger::Launch { group, instance, successful: true, at },
+                "EC2 Instance Launch Unsuccessful" => Trigger::Launch { group, instance, successful: false, at },
                 other => Trigger::Ignored(format!("aws.autoscaling {other}")),
             }])
         }
@@ -186,8 +210,10 @@ mod tests {
         });
         let triggers = parse(&sns(message)).unwrap();
         assert!(
-            matches!(&triggers[..], [Trigger::Alarm { name, state: AlarmState::Alarm, reason }] if name == "cpu_high" && reason.starts_with("Threshold Crossed"))
+            matches!(&triggers[..], [Trigger::Alarm { name, state: AlarmState::Alarm, reason, changed_at: Some(_) }] if name == "cpu_high" && reason.starts_with("Threshold Crossed"))
         );
+        let Trigger::Alarm { changed_at, .. } = &triggers[0] else { unreachable!() };
+        assert_eq!(changed_at.unwrap().to_rfc3339(), "2026-11-21T10:01:30.123+00:00");
     }
 
     #[test]
@@ -199,7 +225,11 @@ mod tests {
                         "Metrics": [{"Expression": "AVG(METRICS())", "Id": "e1", "Label": "fleet", "ReturnData": true},
                                     {"Id": "m1", "MetricStat": {"Metric": {"Dimensions": [{"value": "workers", "name": "AutoScalingGroupName"}], "MetricName": "CPUUtilization", "Namespace": "AWS/EC2"}, "Period": 30, "Stat": "Average"}, "ReturnData": false}]}
         });
-        assert_eq!(parse(&sns(message)).unwrap(), vec![Trigger::Alarm { name: "fleet_cpu".into(), state: AlarmState::Ok, reason: "Threshold Crossed".into() }]);
+        let changed_at = parse_time(Some("2026-11-21T10:01:30.123+0000"));
+        assert_eq!(
+            parse(&sns(message)).unwrap(),
+            vec![Trigger::Alarm { name: "fleet_cpu".into(), state: AlarmState::Ok, reason: "Threshold Crossed".into(), changed_at }]
+        );
     }
 
     #[test]
@@ -210,14 +240,19 @@ mod tests {
             "alarmData": {"alarmName": "cpu_high", "state": {"value": "INSUFFICIENT_DATA", "reason": "no data", "timestamp": "2026-11-21T10:01:30.123+0000"},
                           "previousState": {"value": "OK"}, "configuration": {"metrics": []}}
         });
-        assert_eq!(parse(&payload).unwrap(), vec![Trigger::Alarm { name: "cpu_high".into(), state: AlarmState::InsufficientData, reason: "no data".into() }]);
+        let changed_at = parse_time(Some("2026-11-21T10:01:30.123+0000"));
+        assert_eq!(
+            parse(&payload).unwrap(),
+            vec![Trigger::Alarm { name: "cpu_high".into(), state: AlarmState::InsufficientData, reason: "no data".into(), changed_at }]
+        );
     }
 
     #[test]
     fn eventbridge_launch_results_and_group_notifications() {
-        let ok = json!({"version": "0", "source": "aws.autoscaling", "detail-type": "EC2 Instance Launch Successful",
+        let ok = json!({"version": "0", "source": "aws.autoscaling", "detail-type": "EC2 Instance Launch Successful", "time": "2026-11-21T10:03:00Z",
                         "detail": {"AutoScalingGroupName": "workers", "EC2InstanceId": "i-0abc", "StatusCode": "InProgress"}});
-        assert_eq!(parse(&ok).unwrap(), vec![Trigger::Launch { group: "workers".into(), instance: Some("i-0abc".into()), successful: true }]);
+        let at = parse_time(Some("2026-11-21T10:03:00Z"));
+        assert_eq!(parse(&ok).unwrap(), vec![Trigger::Launch { group: "workers".into(), instance: Some("i-0abc".into()), successful: true, at }]);
         let failed = json!({"source": "aws.autoscaling", "detail-type": "EC2 Instance Launch Unsuccessful", "detail": {"AutoScalingGroupName": "workers"}});
         assert!(matches!(&parse(&failed).unwrap()[..], [Trigger::Launch { successful: false, .. }]));
         let via_sns =

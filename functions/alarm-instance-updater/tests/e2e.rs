@@ -100,11 +100,14 @@ async fn restricts_on_alarm_and_lifts_only_once_the_group_has_settled() {
             None => body,
         }
     })));
-    let writes = stack.writes();
+    // The OK is recorded (so a late ALARM or OK is ordered against it), and the feature stays restricted.
     let summary = stack.invoke("sns-ok-cpu-high.json");
-    assert_eq!(summary["written"], false);
+    assert_eq!(summary["written"], true, "{summary}");
     assert!(summary["steps"][0]["why"].as_str().unwrap().contains("1 pending"), "{summary}");
-    assert_eq!(stack.parameter().await["restricted"], true);
+    let recorded = stack.parameter().await;
+    assert_eq!((recorded["restricted"].as_bool(), recorded["alarmState"].as_str()), (Some(true), Some("OK")), "{recorded}");
+    assert_eq!(recorded["alarmStateChangedAt"], "2026-11-21T10:09:00.000Z");
+    let writes = stack.writes();
     stack.aws.proxy.rewrite_with(None);
 
     // A launch event right after the scale-out raised the desired capacity, before the new instance is listed:
@@ -122,8 +125,10 @@ async fn restricts_on_alarm_and_lifts_only_once_the_group_has_settled() {
     assert_eq!(stack.writes(), writes, "no write while not settled");
     stack.aws.proxy.rewrite_with(None);
 
-    // Settled (moto's own answer: every instance InService) -> lifted.
-    let summary = stack.invoke("sns-ok-cpu-high.json");
+    // The OK delivered again changes nothing; the next launch result, the group settled (moto's own answer: every
+    // instance InService) -> lifted.
+    assert_eq!(stack.invoke("sns-ok-cpu-high.json")["written"], false);
+    let summary = stack.invoke("eventbridge-launch-successful.json");
     assert_eq!(summary["written"], true, "{summary}");
     let lifted = stack.parameter().await;
     assert_eq!(lifted["restricted"], false);
@@ -253,4 +258,116 @@ async fn the_longest_alarm_reason_is_written_within_ssms_four_kilobytes() {
     assert_eq!(stored["restricted"], true);
     assert!(stored["reason"].as_str().unwrap().ends_with('!'), "the whole reason is kept: {stored}");
     assert!(stack.aws.proxy.refusals().is_empty(), "{:?}", stack.aws.proxy.refusals());
+}
+
+/// The sample alarm notification of cpu_high in `state`, with its `StateChangeTime` at `changed_at`.
+fn alarm_event(state: &str, changed_at: DateTime<Utc>) -> Value {
+    let mut event = sample_event("alarm-instance-updater/sns-alarm-cpu-high.json");
+    let mut alarm: Value = serde_json::from_str(event["Records"][0]["Sns"]["Message"].as_str().unwrap()).unwrap();
+    alarm["NewStateValue"] = Value::String(state.to_owned());
+    alarm["OldStateValue"] = Value::String(if state == "OK" { "ALARM" } else { "OK" }.to_owned());
+    alarm["StateChangeTime"] = Value::String(changed_at.format("%Y-%m-%dT%H:%M:%S%.3f%z").to_string());
+    event["Records"][0]["Sns"]["Message"] = Value::String(alarm.to_string());
+    event
+}
+
+/// SNS delivers in no order and again: an OK older than the ALARM applied does not lift, the ALARM delivered again
+/// pushes nothing, and only the OK that came after it (here with the group settled) lifts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarm_notifications_apply_in_the_order_of_their_state_change_time() {
+    let mut stack = stack(&[("RESTRICT_ON_ALARMS", "cpu_high")]).await;
+    let t0 = Utc::now() - chrono::Duration::seconds(60);
+    assert_eq!(stack.function.invoke(&alarm_event("ALARM", t0)).response()["written"], true);
+    let late_ok = stack.function.invoke(&alarm_event("OK", t0 - chrono::Duration::seconds(30))).response();
+    assert_eq!(late_ok["written"], false, "{late_ok}");
+    assert!(late_ok["steps"][0]["why"].as_str().unwrap().contains("late or repeated"), "{late_ok}");
+    assert_eq!(stack.parameter().await["restricted"], true);
+    let writes = stack.writes();
+    assert_eq!(stack.function.invoke(&alarm_event("ALARM", t0)).response()["written"], false, "a redelivered ALARM");
+    assert_eq!(stack.writes(), writes);
+    assert_eq!(stack.function.invoke(&alarm_event("OK", t0 + chrono::Duration::seconds(30))).response()["written"], true);
+    assert_eq!(stack.parameter().await["restricted"], false);
+    // The old ALARM redelivered after the lift does not restrict again.
+    assert_eq!(stack.function.invoke(&alarm_event("ALARM", t0)).response()["written"], false);
+    assert_eq!(stack.parameter().await["restricted"], false);
+}
+
+/// The alarm's OK (older, the group settled: it lifts) and its next ALARM run at once in two instances, under SSM's
+/// one update at a time. The group lookup takes 600 ms (the proxy holds moto's answer) and the OK starts 300 ms
+/// after the ALARM, so both read the same version and the stale lift lands 300 ms after the fresh restriction,
+/// past SSM's TooManyUpdates: the lost update SSM's PutParameter (no condition) allows. The version the lift got
+/// shows it overwrote another writer; it decides again from that version, and the feature ends restricted, as the
+/// newer ALARM says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_lift_landing_after_a_fresh_restriction_is_undone() {
+    let mut stack = stack(&[("RESTRICT_ON_ALARMS", "cpu_high")]).await;
+    stack.aws.proxy.enforce_quotas(Some(e2e_harness::quotas::Quotas::aws()));
+    stack.aws.proxy.rewrite_with(Some(Box::new(|call, body| {
+        if call.operation == "DescribeAutoScalingGroups" {
+            std::thread::sleep(std::time::Duration::from_millis(600));
+        }
+        body
+    })));
+    let env = stack.aws.function_env(&[
+        ("RESTRICTION_PARAMETER", RESTRICTION_PARAMETER),
+        ("AUTOSCALING_GROUP_NAME", WORKER_GROUP),
+        ("RESTRICT_ON_ALARMS", "cpu_high"),
+    ]);
+    let mut second = FunctionProcess::start(Path::new(BINARY), &env);
+    let base = Utc::now() - chrono::Duration::seconds(3600);
+    for round in 0..3i64 {
+        let t = base + chrono::Duration::seconds(100 * round);
+        // Restricted by the ALARM at t; then OK at t+10 (lifts: the group is settled) and ALARM again at t+20.
+        assert_eq!(stack.function.invoke(&alarm_event("ALARM", t)).response()["written"], true, "round {round}");
+        let (ok, alarm) = (alarm_event("OK", t + chrono::Duration::seconds(10)), alarm_event("ALARM", t + chrono::Duration::seconds(20)));
+        let (lift, restrict) = tokio::task::block_in_place(|| {
+            std::thread::scope(|scope| {
+                let restrict = scope.spawn(|| second.invoke(&alarm));
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                let lift = scope.spawn(|| stack.function.invoke(&ok));
+                (lift.join().unwrap(), restrict.join().unwrap())
+            })
+        });
+        for outcome in [&lift, &restrict] {
+            assert!(matches!(outcome, Invocation::Response(_)), "round {round}: {outcome:?}");
+        }
+        let stored = stack.parameter().await;
+        assert_eq!(
+            (stored["restricted"].as_bool(), stored["alarmState"].as_str()),
+            (Some(true), Some("ALARM")),
+            "round {round}: {stored}\n{}\n{}",
+            stack.function.output().join("\n"),
+            second.output().join("\n")
+        );
+    }
+    let overtaken = stack.function.output().iter().filter(|l| l.contains("another writer wrote after our read")).count();
+    assert!(overtaken > 0, "the lift never landed after the restriction: the test did not cross the race");
+}
+
+/// A scale-out longer than RESTRICTION_MAX_SECONDS: the restriction has lapsed while an instance is still pending
+/// and the alarm is still in ALARM (the parameter records its last transition), so the launch result renews it
+/// instead of letting the heavy feature back in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_during_a_long_scale_out_renews_a_lapsed_restriction() {
+    let mut stack = stack(&[("RESTRICT_ON_ALARMS", "cpu_high")]).await;
+    let lapsed = r#"{"restricted":true,"reason":"alarm cpu_high in ALARM","since":"2026-11-21T09:00:00Z","expiresAt":"2026-11-21T09:15:00Z","alarm":"cpu_high","autoScalingGroup":"workers","desiredCapacity":3,"inService":2,"alarmState":"ALARM","alarmStateChangedAt":"2026-11-21T09:00:00.000Z"}"#;
+    put_parameter(&stack.ssm, RESTRICTION_PARAMETER, lapsed).await;
+    stack.aws.proxy.rewrite_with(Some(Box::new(|call, body| {
+        if call.operation == "DescribeAutoScalingGroups" {
+            body.replace("<DesiredCapacity>2</DesiredCapacity>", "<DesiredCapacity>3</DesiredCapacity>")
+        } else {
+            body
+        }
+    })));
+    let summary = stack.invoke("eventbridge-launch-successful.json");
+    assert_eq!(summary["written"], true, "{summary}");
+    assert!(summary["steps"][0]["why"].as_str().unwrap().contains("renewed"), "{summary}");
+    let renewed = stack.parameter().await;
+    assert_eq!(renewed["restricted"], true);
+    assert!(time(&renewed["expiresAt"]) > Utc::now() + chrono::Duration::seconds(MAX_SECONDS - 60), "{renewed}");
+
+    // Settled: the next launch result lifts it.
+    stack.aws.proxy.rewrite_with(None);
+    assert_eq!(stack.invoke("eventbridge-launch-successful.json")["written"], true);
+    assert_eq!(stack.parameter().await["restricted"], false);
 }
