@@ -211,6 +211,61 @@ fn a_contended_user_is_free_again_before_the_queue_dead_letters_its_change() {
     assert!(lease < (receives - 1) * visibility, "a {lease} s lease outlasts {receives} receives of {visibility} s");
 }
 
+/// `infra/samconfig.toml`, read by the project's Python (tomllib) into JSON.
+fn samconfig() -> serde_json::Value {
+    let script = "import json, sys, tomllib; print(json.dumps(tomllib.load(open(sys.argv[1], 'rb'))))";
+    let path = workspace_root().join("infra/samconfig.toml");
+    let output = Command::new(venv_bin("python")).args(["-c", script]).arg(&path).output().expect("run python");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("samconfig.toml as JSON")
+}
+
+/// `sam deploy --config-env dev|prod` deploys as it stands: every parameter the template requires is given, every one
+/// given exists and is allowed, the environment's names carry its prefix (one account holds both), the account's own
+/// resources come from that environment's SSM parameters, and alarms and retention are set per environment.
+#[test]
+fn samconfig_deploys_dev_and_prod_with_every_required_parameter() {
+    let template = template();
+    let parameters = template["Parameters"].as_mapping().unwrap();
+    let config = samconfig();
+    let mut settings = std::collections::BTreeMap::new();
+    for environment in ["dev", "prod"] {
+        let deploy = &config[environment]["deploy"]["parameters"];
+        assert_eq!(deploy["stack_name"], format!("{environment}-event-workers"));
+        assert!(deploy["capabilities"].as_str().unwrap().contains("CAPABILITY_IAM"));
+        let overrides: std::collections::BTreeMap<String, String> = deploy["parameter_overrides"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o.as_str().unwrap().split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).unwrap())
+            .collect();
+        assert_eq!(overrides["Environment"], environment);
+        for (name, parameter) in parameters {
+            let name = name.as_str().unwrap();
+            let given = overrides.get(name);
+            assert!(given.is_some() || !parameter["Default"].is_null(), "{environment}: {name} has no default and is not given");
+            let Some(value) = given else { continue };
+            if let Some(allowed) = parameter["AllowedValues"].as_sequence() {
+                assert!(allowed.iter().any(|a| a.as_str() == Some(value)), "{environment}: {name}={value} not allowed");
+            }
+            if let (Some(min), Ok(number)) = (parameter["MinValue"].as_u64(), value.parse::<u64>()) {
+                assert!(number >= min && number <= parameter["MaxValue"].as_u64().unwrap_or(u64::MAX), "{environment}: {name}={value} out of range");
+            }
+            if parameter["Type"].as_str().unwrap().starts_with("AWS::SSM::Parameter::Value") {
+                assert!(value.starts_with(&format!("/{environment}/")), "{environment}: {name} reads another environment's parameter: {value}");
+            }
+        }
+        for name in overrides.keys() {
+            assert!(parameters.contains_key(name.as_str()), "{environment}: {name} is not a template parameter");
+        }
+        settings.insert(environment, overrides);
+    }
+    for per_environment in ["QueueAgeAlarmSeconds", "DeadLetterRetentionSeconds"] {
+        assert_ne!(settings["dev"].get(per_environment), settings["prod"].get(per_environment), "{per_environment} is the same in dev and prod");
+    }
+    assert_eq!(settings["prod"]["DeadLetterRetentionSeconds"], "1209600", "prod keeps dead letters the SQS maximum");
+}
+
 fn venv_bin(tool: &str) -> PathBuf {
     let path = workspace_root().join(".venv/bin").join(tool);
     assert!(path.exists(), "{} not found: run `bash tests/setup.sh`", path.display());
