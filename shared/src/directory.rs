@@ -35,6 +35,13 @@ pub struct ListedUser {
     pub attributes: HashMap<String, String>,
 }
 
+/// The publish-history subscription flag: `true`, `1` or `yes` (any case) subscribe; anything else, or none, does not.
+pub const SUBSCRIPTION_FLAG: &str = "custom:subPublishHistory";
+
+pub fn is_subscribed(attributes: &HashMap<String, String>) -> bool {
+    attributes.get(SUBSCRIPTION_FLAG).is_some_and(|v| ["true", "1", "yes"].iter().any(|t| t.eq_ignore_ascii_case(v.trim())))
+}
+
 pub struct CognitoDirectory {
     client: Client,
     user_pool_id: String,
@@ -93,6 +100,26 @@ where
 }
 
 impl CognitoDirectory {
+    /// The one user whose `attribute` (one ListUsers filters on: `sub`, `email`, ...) is exactly `value`; a value
+    /// that could break out of the filter's quotes matches nobody.
+    pub async fn find_one(&self, attribute: &str, value: &str) -> Result<Option<ListedUser>, DirectoryError> {
+        if value.contains(['"', '\\']) {
+            return Ok(None);
+        }
+        let output =
+            self.client.list_users().user_pool_id(&self.user_pool_id).filter(format!("{attribute} = \"{value}\"")).limit(1).send().await.map_err(classify)?;
+        Ok(output.users().first().map(|user| ListedUser {
+            username: user.username().unwrap_or_default().to_owned(),
+            enabled: user.enabled(),
+            attributes: user.attributes().iter().map(|a| (a.name().to_owned(), a.value().unwrap_or_default().to_owned())).collect(),
+        }))
+    }
+
+    /// Sets the publish-history subscription flag to `false`.
+    pub async fn unsubscribe(&self, username: &str) -> Result<(), DirectoryError> {
+        self.update_attributes(username, &[(SUBSCRIPTION_FLAG.to_owned(), "false".to_owned())]).await
+    }
+
     pub async fn get_user(&self, username: &str) -> Result<DirectoryUser, DirectoryError> {
         let output = self.client.admin_get_user().user_pool_id(&self.user_pool_id).username(username).send().await.map_err(classify)?;
         let attributes = output.user_attributes().iter().map(|a| (a.name().to_owned(), a.value().unwrap_or_default().to_owned())).collect();

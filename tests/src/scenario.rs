@@ -427,6 +427,45 @@ pub async fn run(binaries: &Path) -> Running {
     processes.push(unsubscribe);
     processes.push(notifier);
 
+    // 5b. SES feedback: Grace marks an acme email as spam. SES's configuration set publishes the complaint to its
+    // topic (moto sends no feedback, so the scenario publishes what SES would), SNS delivers it to ses-feedback's
+    // queue in its envelope, and the next publish history skips her.
+    println!("\n== SES feedback: a complaint -> the configuration set's topic -> SQS -> ses-feedback");
+    let feedback = {
+        let source = stack.function("ses-feedback").sqs.as_ref().expect("an SQS event source");
+        let queue = stack.queue(&source.queue);
+        EventSource::start(
+            sqs.clone(),
+            queue.url.clone(),
+            queue.arn.clone(),
+            source.batch_size,
+            Duration::from_secs(source.window_seconds),
+            start("ses-feedback"),
+        )
+    };
+    let complaint = json!({"eventType": "Complaint",
+        "complaint": {"complainedRecipients": [{"emailAddress": "grace@example.com"}], "complaintFeedbackType": "abuse", "timestamp": chrono::Utc::now().to_rfc3339()},
+        "mail": {"messageId": "0102019ad1c0-local", "destination": ["grace@example.com"], "tags": {"ses:configuration-set": ["local-event-workers"], "tenant": ["acme"], "row": ["ph-1002"]}}});
+    sns.publish().topic_arn(&stack.topics["SesFeedbackTopic"]).message(complaint.to_string()).send().await.expect("publish to the feedback topic");
+    println!("  published  a complaint (abuse) from {} about acme's row ph-1002", who("grace@example.com"));
+    let unsubscribed =
+        wait_until(Duration::from_secs(30), || async { flag(&snapshot(&cognito, &stack.user_pool_id).await, "grace@example.com") == "false" }).await;
+    println!("  custom:subPublishHistory: {} {}", who("grace@example.com"), flag(&snapshot(&cognito, &stack.user_pool_id).await, "grace@example.com"));
+    report.expect(unsubscribed, "Grace's spam complaint unsubscribed her");
+    let stats = feedback.stats();
+    report.expect(stats.failures == 0, "ses-feedback: no record left for redelivery");
+    processes.push(feedback.stop().await);
+    let before = crate::mail::sent_emails(&proxy).len();
+    let mut notifier = start("publish-history-email");
+    let message = json!({"event": "records_created", "table": "publish_history", "records": [{"id": "ph-1003", "_tenant": "acme", "title": "Summer plans"}]});
+    let envelope = shared::testing::sns_envelope(&message.to_string(), "records_created", "publish_history");
+    let answered = notifier.invoke(&crate::sqs_event("local-publish-history-email", &[("m-after-complaint", envelope)])).response();
+    report.expect(answered["batchItemFailures"] == json!([]), "the row after the complaint was handled, not handed back");
+    let after_complaint: Vec<String> = crate::mail::sent_emails(&proxy).split_off(before).into_iter().flat_map(|e| e.destinations).collect();
+    println!("  next acme history emailed: {}", if after_complaint.is_empty() { "nobody".to_owned() } else { after_complaint.join(", ") });
+    report.expect(after_complaint.is_empty(), "after Ada's unsubscribe and Grace's complaint, acme's next publish history emails neither");
+    processes.push(notifier);
+
     // 6. What ended in the dead-letter queues.
     println!("\n== dead-letter queues");
     let mut dead_counts = HashMap::new();

@@ -42,6 +42,8 @@ pub struct LocalStack {
     /// By logical id.
     pub queues: HashMap<String, Queue>,
     pub functions: Vec<Function>,
+    /// The template's own topics' ARNs, by logical id.
+    pub topics: HashMap<String, String>,
     /// The restriction parameter's name.
     pub restriction_parameter: String,
     pub worker_group: String,
@@ -182,6 +184,23 @@ pub async fn provision(endpoint: &str, app_base_url: &str, visibility_timeout: O
         resolver.refs.insert(name.to_owned(), value);
     }
 
+    // The template's own topics (the SES feedback topic, the operations topic) and the SES configuration set.
+    let mut topics = HashMap::new();
+    for (logical_id, properties) in resources_of(&template, "AWS::SNS::Topic") {
+        let name = resolver.resolve(&properties["TopicName"]).unwrap_or_else(|| format!("{ENVIRONMENT}-{logical_id}"));
+        let arn = topic(name.clone()).await;
+        topics.insert(logical_id.clone(), arn.clone());
+        resolver.refs.insert(logical_id.clone(), arn.clone());
+        resolver.arns.insert(logical_id.clone(), arn);
+        resolver.names.insert(logical_id, name);
+    }
+    for (logical_id, properties) in resources_of(&template, "AWS::SES::ConfigurationSet") {
+        let name = resolver.resolve(&properties["Name"]).expect("configuration set name");
+        let set = aws_sdk_ses::types::ConfigurationSet::builder().name(&name).build().expect("a configuration set");
+        aws_sdk_ses::Client::new(&sdk).create_configuration_set().configuration_set(set).send().await.expect("create configuration set");
+        resolver.refs.insert(logical_id, name);
+    }
+
     // Queues first, then their redrive policies (a dead-letter queue must exist before it is named).
     let mut queues = HashMap::new();
     for (logical_id, properties) in resources_of(&template, "AWS::SQS::Queue") {
@@ -282,5 +301,5 @@ pub async fn provision(endpoint: &str, app_base_url: &str, visibility_timeout: O
         functions.push(Function { logical_id, binary, environment, sqs: sqs_source });
     }
 
-    LocalStack { database_topic_arn, alarm_topic_arn, user_pool_id, queues, functions, restriction_parameter, worker_group: WORKER_GROUP.to_owned() }
+    LocalStack { database_topic_arn, alarm_topic_arn, user_pool_id, queues, functions, topics, restriction_parameter, worker_group: WORKER_GROUP.to_owned() }
 }

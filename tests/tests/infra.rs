@@ -27,6 +27,7 @@ fn declared(crate_dir: &str) -> &'static [&'static str] {
         "alarm-instance-updater" => alarm_instance_updater::config::Config::VARIABLES,
         "cognito-reconcile" => cognito_reconcile::config::Config::VARIABLES,
         "unsubscribe" => unsubscribe::config::Config::VARIABLES,
+        "ses-feedback" => ses_feedback::config::Config::VARIABLES,
         other => panic!("the template deploys {other}, which is not a function crate"),
     }
 }
@@ -83,7 +84,7 @@ fn sqs_fed_functions_report_batch_item_failures_and_queues_outlast_six_timeouts(
             assert!(queue["Properties"]["RedrivePolicy"]["maxReceiveCount"].as_u64().is_some(), "{queue_name} has no redrive policy");
         }
     }
-    assert_eq!(sqs_events, 2);
+    assert_eq!(sqs_events, 3);
 }
 
 /// The logical ids an alarm on `metric` names through `dimension` (`!Ref X` or `!GetAtt X.QueueName`).
@@ -113,7 +114,7 @@ fn every_function_has_an_error_alarm_and_every_source_queue_a_backlog_alarm() {
     let resources = template["Resources"].as_mapping().unwrap();
     let functions: BTreeSet<String> =
         resources.iter().filter(|(_, r)| r["Type"] == "AWS::Serverless::Function").filter_map(|(id, _)| id.as_str().map(str::to_owned)).collect();
-    assert_eq!(functions.len(), 6);
+    assert_eq!(functions.len(), 7);
     assert_eq!(alarmed(&template, "Errors", "FunctionName"), functions, "an Errors alarm per function");
     let source_queues: BTreeSet<String> = resources
         .values()
@@ -124,8 +125,41 @@ fn every_function_has_an_error_alarm_and_every_source_queue_a_backlog_alarm() {
             _ => None,
         })
         .collect();
-    assert_eq!(source_queues.len(), 2);
+    assert_eq!(source_queues.len(), 3);
     assert_eq!(alarmed(&template, "ApproximateAgeOfOldestMessage", "QueueName"), source_queues, "a backlog alarm per source queue");
+}
+
+/// Every email goes out through a configuration set that always exists; its bounces and complaints reach
+/// ses-feedback through the topic and the queue (the SNS envelope kept), with SES's suppression on; and the sender's
+/// reputation is alarmed on at half of SES's review thresholds.
+#[test]
+fn the_configuration_set_routes_bounces_and_complaints_to_ses_feedback_and_reputation_is_alarmed_on() {
+    let template = template();
+    let resources = &template["Resources"];
+    let set = &resources["EmailConfigurationSet"];
+    assert_eq!(set["Type"], "AWS::SES::ConfigurationSet");
+    assert_eq!(set["Properties"]["SuppressionOptions"]["SuppressedReasons"], serde_yaml::from_str::<Value>("[BOUNCE, COMPLAINT]").unwrap());
+    assert_eq!(set["Properties"]["ReputationOptions"]["ReputationMetricsEnabled"], true);
+    let sends_with = &function(&template, "PublishHistoryEmailFunction")["Environment"]["Variables"]["SES_CONFIGURATION_SET"];
+    assert_eq!(ref_name(sends_with).as_deref(), Some("EmailConfigurationSet"), "publish-history-email always sends with it");
+    let destination = &resources["EmailFeedbackDestination"]["Properties"];
+    assert_eq!(ref_name(&destination["ConfigurationSetName"]).as_deref(), Some("EmailConfigurationSet"));
+    assert_eq!(destination["EventDestination"]["MatchingEventTypes"], serde_yaml::from_str::<Value>("[bounce, complaint]").unwrap());
+    assert_eq!(ref_name(&destination["EventDestination"]["SnsDestination"]["TopicARN"]).as_deref(), Some("SesFeedbackTopic"));
+    let subscription = &resources["SesFeedbackSubscription"]["Properties"];
+    assert_eq!(ref_name(&subscription["TopicArn"]).as_deref(), Some("SesFeedbackTopic"));
+    assert_eq!(subscription["RawMessageDelivery"], false);
+    let feedback = function(&template, "SesFeedbackFunction");
+    assert!(feedback["Events"]["Feedback"]["Properties"]["FunctionResponseTypes"]
+        .as_sequence()
+        .is_some_and(|t| t.iter().any(|t| t == "ReportBatchItemFailures")));
+    for (metric, threshold) in [("Reputation.BounceRate", 0.025), ("Reputation.ComplaintRate", 0.0005)] {
+        let alarm =
+            resources.as_mapping().unwrap().values().find(|r| r["Properties"]["MetricName"] == metric).unwrap_or_else(|| panic!("no alarm on {metric}"));
+        assert_eq!(alarm["Properties"]["Namespace"], "AWS/SES");
+        assert_eq!(alarm["Properties"]["Threshold"].as_f64(), Some(threshold), "{metric}: half of SES's review threshold");
+        assert!(alarm["Properties"]["AlarmActions"].as_sequence().is_some_and(|a| !a.is_empty()));
+    }
 }
 
 /// The alarms on the functions' own metrics name the service dimension the metrics are written with.
@@ -326,7 +360,7 @@ fn checkov_passes_with_every_skip_explained() {
     }
 }
 
-/// The deployment build: all six functions, release, arm64 (cargo-lambda cross-compiles through zig). About ten
+/// The deployment build: all seven functions, release, arm64 (cargo-lambda cross-compiles through zig). About ten
 /// minutes on two cores from a clean target: the README's test command runs it, plain `cargo test` does not.
 #[test]
 #[ignore = "slow: a release arm64 cross-build; tests/test.sh runs it"]
@@ -347,6 +381,8 @@ fn sam_build_builds_every_function_for_arm64() {
         "LifecycleHookCompleterFunction",
         "AlarmInstanceUpdaterFunction",
         "CognitoReconcileFunction",
+        "UnsubscribeFunction",
+        "SesFeedbackFunction",
     ] {
         let bootstrap = build_dir.join(function).join("bootstrap");
         let bytes = std::fs::read(&bootstrap).unwrap_or_else(|e| panic!("{}: {e}", bootstrap.display()));

@@ -7,7 +7,7 @@ use aws_sdk_cognitoidentityprovider::types::UserStatusType;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_ses::error::ProvideErrorMetadata;
 use aws_sdk_ses::primitives::Blob;
-use aws_sdk_ses::types::RawMessage;
+use aws_sdk_ses::types::{MessageTag, RawMessage};
 
 use shared::dynamodb::{consistent_attribute, epoch_millis, epoch_seconds, error_text, number};
 
@@ -97,6 +97,14 @@ impl Mailer for SesMailer {
             .destinations(&email.to)
             .raw_message(RawMessage::builder().data(Blob::new(raw)).build().map_err(|e| SendError::Retryable(e.to_string()))?)
             .set_configuration_set_name(self.configuration_set.clone())
+            .set_tags(Some(
+                email
+                    .tags
+                    .iter()
+                    .map(|(name, value)| MessageTag::builder().name(*name).value(value).build())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| SendError::Retryable(e.to_string()))?,
+            ))
             .send()
             .await;
         match result {
@@ -236,7 +244,14 @@ mod ses_tests {
     use aws_smithy_mocks::{mock, mock_client};
 
     fn email() -> OutgoingEmail {
-        OutgoingEmail { to: "ada@example.com".into(), subject: "S".into(), text: "T".into(), html: "<p>H</p>".into(), list_unsubscribe: None }
+        OutgoingEmail {
+            to: "ada@example.com".into(),
+            subject: "S".into(),
+            text: "T".into(),
+            html: "<p>H</p>".into(),
+            list_unsubscribe: None,
+            tags: vec![("tenant", "acme".into()), ("row", "ph-1".into())],
+        }
     }
 
     fn rejected(message: &'static str) -> SendRawEmailError {
@@ -258,6 +273,7 @@ mod ses_tests {
                     && message.body_html(0).as_deref() == Some("<p>H</p>")
                     && message.body_text(0).as_deref() == Some("T")
                     && r.configuration_set_name() == Some("notifications")
+                    && r.tags().iter().map(|t| (t.name(), t.value())).collect::<Vec<_>>() == [("tenant", "acme"), ("row", "ph-1")]
             })
             .then_output(|| SendRawEmailOutput::builder().message_id("ses-1").build().unwrap());
         let mailer = SesMailer::new(mock_client!(aws_sdk_ses, [&rule]), "Navlab <no-reply@navlab.online>", Some("notifications".into()));

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::idempotency::{notification_key, Guarded, OnceOnly};
 use crate::notification::{EmailTemplates, PublishHistory};
-use crate::ports::{IdempotencyStore, ListUnsubscribe, Mailer, OutgoingEmail, SendError, UserSource};
+use crate::ports::{tag_value, IdempotencyStore, ListUnsubscribe, Mailer, OutgoingEmail, SendError, UserSource};
 use crate::retry::{send_with_retry, RetryPolicy};
 use crate::subscribers::{Recipient, SubscriberCache, SubscriberIndex};
 use shared::pacer::Pacer;
@@ -195,7 +195,14 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore> Notifier<U, M, I> {
             .templates
             .render(history, recipient.given_name.as_deref(), unsubscribe_url)
             .map_err(|e| SendError::Retryable(format!("rendering the email failed: {e}")))?;
-        let email = OutgoingEmail { to: recipient.email.clone(), subject: rendered.subject, text: rendered.text, html: rendered.html, list_unsubscribe };
+        let email = OutgoingEmail {
+            to: recipient.email.clone(),
+            subject: rendered.subject,
+            text: rendered.text,
+            html: rendered.html,
+            list_unsubscribe,
+            tags: vec![("tenant", tag_value(&history.tenant)), ("row", tag_value(&history.id))],
+        };
         let _slot = self.send_slots.acquire().await.map_err(|e| SendError::Retryable(e.to_string()))?;
         let pacer = self.pacer().await;
         send_with_retry(&self.mailer, &pacer, self.retry, &email, deadline).await

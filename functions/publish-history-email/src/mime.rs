@@ -72,6 +72,7 @@ mod tests {
                 url: "https://unsub.example.com/u?token=abc.def".into(),
                 list_id: list_id("acme", "Navlab <no-reply@navlab.online>"),
             }),
+            tags: Vec::new(),
         }
     }
 

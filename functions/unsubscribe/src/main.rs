@@ -3,7 +3,7 @@ use shared::config::ConfigError;
 use shared::secrets::read_secret_for;
 use shared::startup::Startup;
 use shared::unsubscribe::SigningKey;
-use unsubscribe::aws::CognitoSubscriptions;
+use unsubscribe::aws::CognitoDirectory;
 use unsubscribe::config::Config;
 use unsubscribe::handler::{Page, Unsubscriber, CONTENT_SECURITY_POLICY};
 
@@ -36,7 +36,7 @@ async fn main() -> Result<(), Error> {
         Some(name) => Some(key(&ssm, "UNSUBSCRIBE_PREVIOUS_KEY_PARAMETER", name).await?),
         None => None,
     };
-    let subscriptions = CognitoSubscriptions::new(aws_sdk_cognitoidentityprovider::Client::new(&sdk), config.user_pool_id);
+    let subscriptions = CognitoDirectory::new(aws_sdk_cognitoidentityprovider::Client::new(&sdk), config.user_pool_id);
     let unsubscriber = Unsubscriber::new(subscriptions, current, previous, metrics.clone());
     lambda_http::run(service_fn(|request: Request| {
         let (unsubscriber, metrics) = (&unsubscriber, metrics.clone());

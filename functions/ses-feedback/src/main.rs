@@ -1,0 +1,28 @@
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{Error, LambdaEvent};
+use ses_feedback::aws::CognitoDirectory;
+use ses_feedback::config::Config;
+use ses_feedback::handler::{FeedbackHandler, CONCURRENCY};
+use shared::batch::BatchProcessor;
+use shared::dead_letter::{DeadLetterSink, SqsDeadLetterQueue};
+use shared::startup::Startup;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    let Startup { config, sdk, metrics } = shared::startup::init("ses-feedback", Config::from_env).await?;
+    let dead_letters =
+        config.dead_letter_queue_url.map(|url| Arc::new(SqsDeadLetterQueue::new(aws_sdk_sqs::Client::new(&sdk), url)) as Arc<dyn DeadLetterSink>);
+    let directory = CognitoDirectory::new(aws_sdk_cognitoidentityprovider::Client::new(&sdk), config.user_pool_id);
+    let handler = FeedbackHandler::new(directory, metrics.clone());
+    let processor = BatchProcessor::new(CONCURRENCY, dead_letters);
+    shared::startup::run(metrics, |event: LambdaEvent<SqsEvent>| {
+        let (handler, processor) = (&handler, &processor);
+        async move {
+            let deadline = shared::deadline::work_deadline(event.context.deadline, std::time::Duration::ZERO);
+            Ok(handler.handle_batch(processor, event.payload, deadline).await)
+        }
+    })
+    .await
+}
