@@ -27,6 +27,16 @@ pub enum DirectoryError {
     Unavailable(String),
 }
 
+impl From<DirectoryError> for crate::batch::RecordError {
+    /// A rejection can never succeed as it is (poison); anything else may succeed when delivered again.
+    fn from(error: DirectoryError) -> Self {
+        match error {
+            DirectoryError::Rejected(_) => crate::batch::RecordError::poison(error),
+            _ => crate::batch::RecordError::transient(error),
+        }
+    }
+}
+
 /// A user as ListUsers gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedUser {

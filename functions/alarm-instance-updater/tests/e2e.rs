@@ -50,6 +50,18 @@ impl Stack {
     }
 }
 
+/// The moment after a scale-out raised the desired capacity, before the new instance is listed: moto launches at
+/// once, so the proxy shows it (2 in service of 3 desired).
+fn desired_capacity_raised(stack: &Stack) {
+    stack.aws.proxy.rewrite_with(Some(Box::new(|call, body| {
+        if call.operation == "DescribeAutoScalingGroups" {
+            body.replace("<DesiredCapacity>2</DesiredCapacity>", "<DesiredCapacity>3</DesiredCapacity>")
+        } else {
+            body
+        }
+    })));
+}
+
 fn time(value: &Value) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(value.as_str().unwrap_or_else(|| panic!("not a time: {value}"))).unwrap().with_timezone(&Utc)
 }
@@ -112,13 +124,7 @@ async fn restricts_on_alarm_and_lifts_only_once_the_group_has_settled() {
 
     // A launch event right after the scale-out raised the desired capacity, before the new instance is listed:
     // fewer than desired in service -> still restricted. (moto launches at once, so the proxy shows that moment.)
-    stack.aws.proxy.rewrite_with(Some(Box::new(|call, body| {
-        if call.operation == "DescribeAutoScalingGroups" {
-            body.replace("<DesiredCapacity>2</DesiredCapacity>", "<DesiredCapacity>3</DesiredCapacity>")
-        } else {
-            body
-        }
-    })));
+    desired_capacity_raised(&stack);
     let summary = stack.invoke("eventbridge-launch-successful.json");
     assert_eq!(summary["written"], false, "{summary}");
     assert!(summary["steps"][0]["why"].as_str().unwrap().contains("2 of 3 desired in service"), "{summary}");
@@ -352,13 +358,7 @@ async fn a_launch_during_a_long_scale_out_renews_a_lapsed_restriction() {
     let mut stack = stack(&[("RESTRICT_ON_ALARMS", "cpu_high")]).await;
     let lapsed = r#"{"restricted":true,"reason":"alarm cpu_high in ALARM","since":"2026-11-21T09:00:00Z","expiresAt":"2026-11-21T09:15:00Z","alarm":"cpu_high","autoScalingGroup":"workers","desiredCapacity":3,"inService":2,"alarmState":"ALARM","alarmStateChangedAt":"2026-11-21T09:00:00.000Z"}"#;
     put_parameter(&stack.ssm, RESTRICTION_PARAMETER, lapsed).await;
-    stack.aws.proxy.rewrite_with(Some(Box::new(|call, body| {
-        if call.operation == "DescribeAutoScalingGroups" {
-            body.replace("<DesiredCapacity>2</DesiredCapacity>", "<DesiredCapacity>3</DesiredCapacity>")
-        } else {
-            body
-        }
-    })));
+    desired_capacity_raised(&stack);
     let summary = stack.invoke("eventbridge-launch-successful.json");
     assert_eq!(summary["written"], true, "{summary}");
     assert!(summary["steps"][0]["why"].as_str().unwrap().contains("renewed"), "{summary}");

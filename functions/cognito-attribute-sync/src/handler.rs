@@ -228,7 +228,7 @@ impl<D: UserDirectory, G: OrderingGuard> AttributeSync<D, G> {
         let current = match self.directory.get_user(&change.username).await {
             Ok(current) => current,
             Err(DirectoryError::UserNotFound) => return self.not_in_pool(&user, version),
-            Err(e) => return Err(to_record_error(e)),
+            Err(e) => return Err(RecordError::from(e)),
         };
         if after_deletion && !current.enabled && self.on_user_deleted == OnUserDeleted::Disable {
             self.write(self.directory.enable_user(&change.username).await)?;
@@ -257,7 +257,7 @@ impl<D: UserDirectory, G: OrderingGuard> AttributeSync<D, G> {
     fn write(&self, result: Result<(), DirectoryError>) -> Result<(), RecordError> {
         match result {
             Ok(()) | Err(DirectoryError::UserNotFound) => Ok(()),
-            Err(e) => Err(to_record_error(e)),
+            Err(e) => Err(RecordError::from(e)),
         }
     }
 
@@ -288,7 +288,7 @@ impl<D: UserDirectory, G: OrderingGuard> AttributeSync<D, G> {
                 self.metrics.count("UsersNotFound", 1);
                 Ok(Applied::Yes)
             }
-            Err(e) => Err(to_record_error(e)),
+            Err(e) => Err(RecordError::from(e)),
         }
     }
 }
@@ -323,13 +323,6 @@ fn row_timestamp(row: &Row, field: &str) -> Result<Option<Version>, String> {
     match row.get(field) {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(value) => parse_version(value).map(Some).ok_or_else(|| format!("field `{field}` is neither an RFC 3339 timestamp nor epoch milliseconds")),
-    }
-}
-
-fn to_record_error(error: DirectoryError) -> RecordError {
-    match error {
-        DirectoryError::Rejected(_) => RecordError::poison(error),
-        _ => RecordError::transient(error),
     }
 }
 

@@ -63,7 +63,7 @@ impl<R: Recipients> FeedbackHandler<R> {
                 self.metrics.count("RecipientsNotInPool", 1);
                 return Ok(());
             }
-            Err(error) => return Err(to_record_error(error)),
+            Err(error) => return Err(RecordError::from(error)),
         };
         if !recipient.subscribed {
             tracing::info!(recipient = %masked, feedback = %feedback, "already unsubscribed; no write");
@@ -77,15 +77,8 @@ impl<R: Recipients> FeedbackHandler<R> {
                 self.metrics.count("RecipientsUnsubscribed", 1);
                 Ok(())
             }
-            Err(error) => Err(to_record_error(error)),
+            Err(error) => Err(RecordError::from(error)),
         }
-    }
-}
-
-fn to_record_error(error: DirectoryError) -> RecordError {
-    match error {
-        DirectoryError::Rejected(_) => RecordError::poison(error),
-        _ => RecordError::transient(error),
     }
 }
 
