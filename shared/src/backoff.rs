@@ -1,27 +1,14 @@
 //! Exponential backoff with jitter, for waits the code itself takes (contention on a lease or a parameter, a service's
 //! "not yet"): the SDK's own retries cover a single call, not a condition that outlasts them.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// `base` doubled per attempt (1 = the first retry), capped at `cap`, then half of it fixed and half random, so
 /// instances that collided once do not collide again and the wait never drops to nothing.
 pub fn jittered(base: Duration, attempt: u32, cap: Duration) -> Duration {
     let ceiling = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(cap);
     let half = ceiling / 2;
-    half + Duration::from_nanos(random_below(half.as_nanos() as u64 + 1))
-}
-
-/// A number below `bound` from the clock and a per-process counter: spread, not secret.
-fn random_below(bound: u64) -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static STATE: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    // splitmix64 over the clock, the process and a counter.
-    let mut x = nanos ^ (u64::from(std::process::id()) << 32) ^ STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^= x >> 31;
-    x % bound.max(1)
+    half + Duration::from_nanos(fastrand::u64(0..=half.as_nanos() as u64))
 }
 
 #[cfg(test)]
