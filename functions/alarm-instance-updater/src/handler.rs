@@ -51,16 +51,15 @@ impl<P: RestrictionStore, G: GroupStatus> Updater<P, G> {
     /// after the retries, hands it to the function's failure destination: nothing is lost.
     pub async fn handle(&self, payload: &Value, now: DateTime<Utc>) -> Result<Summary, FunctionError> {
         let triggers = parse(payload).map_err(|e| FunctionError::new("MalformedEvent", e))?;
+        // Counted once, however often the decision is made again.
+        triggers.iter().for_each(|trigger| self.count(trigger));
         let mut attempt = 1;
         let mut basis: Option<Basis> = None;
         let mut first_read: Option<Option<Restriction>> = None;
         loop {
             let current = match basis.take() {
                 Some(basis) => basis,
-                None => self.read_basis().await.map_err(|f| match f {
-                    Failure::Contended(e) => unavailable(e),
-                    Failure::Other(e) => e,
-                })?,
+                None => self.read_basis().await?,
             };
             let outcome = self.decide_and_write(&triggers, now, &current).await;
             let before = first_read.get_or_insert_with(|| current.latest_value()).clone();
@@ -80,14 +79,13 @@ impl<P: RestrictionStore, G: GroupStatus> Updater<P, G> {
                 }
                 Err(Failure::Contended(error)) => return Err(unavailable(error)),
                 Err(Failure::Other(error)) => return Err(error),
-                Ok(Decided::Overtaken { summary, ours, version }) if retry(attempt) => {
+                Ok(Decided::Overtaken { ours, version, .. }) if retry(attempt) => {
                     // Another instance wrote between our read and our write, and ours overwrote it: decide again
                     // from what it wrote, so its change is not lost (a stale lift over a fresh restriction).
                     tracing::info!(attempt, version, "another writer wrote after our read; deciding again from its version");
                     self.metrics.count("WritesOvertaken", 1);
                     let theirs = self.parameter.read_version(version - 1).await.map_err(unavailable)?;
                     basis = Some(Basis { decide_from: theirs, latest: Some(ours), latest_version: version });
-                    drop(summary);
                 }
                 Ok(Decided::Overtaken { summary, .. } | Decided::Done(summary)) => return Ok(Summary { before, ..summary }),
             }
@@ -95,8 +93,8 @@ impl<P: RestrictionStore, G: GroupStatus> Updater<P, G> {
         }
     }
 
-    async fn read_basis(&self) -> Result<Basis, Failure> {
-        let stored = self.parameter.read().await.map_err(|e| Failure::Other(unavailable(e)))?;
+    async fn read_basis(&self) -> Result<Basis, FunctionError> {
+        let stored = self.parameter.read().await.map_err(unavailable)?;
         Ok(match stored {
             Some(stored) => Basis { decide_from: Some(stored.value.clone()), latest: Some(stored.value), latest_version: stored.version },
             None => Basis { decide_from: None, latest: None, latest_version: 0 },
@@ -121,7 +119,6 @@ impl<P: RestrictionStore, G: GroupStatus> Updater<P, G> {
             let (next, why) = next_value(state.as_ref(), &wanted, group.flatten().as_ref(), now, &self.config);
             let next = record_transition(state.as_ref(), next, trigger, &self.config);
             tracing::info!(trigger = %trigger.describe(), why = %why, "decision");
-            self.count(trigger);
             steps.push(Step { trigger: trigger.describe(), why });
             if let Some(next) = next {
                 if is_change(state.as_ref(), &next) {
@@ -131,10 +128,8 @@ impl<P: RestrictionStore, G: GroupStatus> Updater<P, G> {
         }
         // Compared with the latest version, which after an overtaken write is our own.
         let written = state != latest && state.as_ref().is_some_and(|next| is_change(latest.as_ref(), next));
-        let summary =
-            |written: bool| Summary { before: latest.clone(), after: if written { state.clone() } else { latest.clone() }, written, steps: Vec::new() };
         if !written {
-            return Ok(Decided::Done(Summary { steps, ..summary(false) }));
+            return Ok(Decided::Done(Summary { after: latest.clone(), before: latest, written, steps }));
         }
         let value = state.as_ref().expect("a change has a value");
         let json = value.to_json();
@@ -144,7 +139,7 @@ impl<P: RestrictionStore, G: GroupStatus> Updater<P, G> {
         })?;
         self.metrics.count(if value.restricted { "RestrictionsWritten" } else { "RestrictionsLifted" }, 1);
         tracing::info!(restricted = value.restricted, expires_at = ?value.expires_at, version, "restriction parameter written");
-        let summary = Summary { steps, ..summary(true) };
+        let summary = Summary { before: latest, after: state.clone(), written, steps };
         if version > basis.latest_version + 1 {
             return Ok(Decided::Overtaken { summary, ours: json, version });
         }
