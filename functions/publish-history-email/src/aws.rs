@@ -101,7 +101,7 @@ impl Mailer for SesMailer {
                 email
                     .tags
                     .iter()
-                    .map(|(name, value)| MessageTag::builder().name(*name).value(value).build())
+                    .map(|(name, value)| MessageTag::builder().name(*name).value(tag_value(value)).build())
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| SendError::Retryable(e.to_string()))?,
             ))
@@ -118,6 +118,16 @@ impl Mailer for SesMailer {
                 })
             }
         }
+    }
+}
+
+/// An SES message tag value: ASCII letters, digits, `_` and `-`, at most 256 characters; anything else becomes `_`.
+fn tag_value(text: &str) -> String {
+    let value: String = text.chars().take(256).map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
+    if value.is_empty() {
+        "_".to_owned()
+    } else {
+        value
     }
 }
 
@@ -304,6 +314,14 @@ mod ses_tests {
             .then_error(|| SendRawEmailError::generic(ErrorMetadata::builder().code("Throttling").message("Maximum sending rate exceeded.").build()));
         let mailer = SesMailer::new(mock_client!(aws_sdk_ses, [&rate]), "no-reply@navlab.online", None);
         assert!(matches!(mailer.send(&email()).await, Err(SendError::Retryable(_))), "a rate throttle is retried");
+    }
+
+    #[test]
+    fn tag_values_keep_what_ses_takes_and_replace_the_rest() {
+        assert_eq!(tag_value("ph-1001_b"), "ph-1001_b");
+        assert_eq!(tag_value("acme corp/ü"), "acme_corp__");
+        assert_eq!(tag_value(""), "_");
+        assert_eq!(tag_value(&"x".repeat(300)).len(), 256);
     }
 
     #[test]

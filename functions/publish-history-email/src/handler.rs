@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::idempotency::{notification_key, Guarded, OnceOnly};
 use crate::notification::{EmailTemplates, PublishHistory};
-use crate::ports::{tag_value, IdempotencyStore, ListUnsubscribe, Mailer, OutgoingEmail, SendError, UserSource};
+use crate::ports::{IdempotencyStore, ListUnsubscribe, Mailer, OutgoingEmail, SendError, UserSource};
 use crate::retry::{send_with_retry, RetryPolicy};
 use crate::subscribers::{Recipient, SubscriberCache, SubscriberIndex};
 use shared::pacer::Pacer;
@@ -201,7 +201,7 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore> Notifier<U, M, I> {
             text: rendered.text,
             html: rendered.html,
             list_unsubscribe,
-            tags: vec![("tenant", tag_value(&history.tenant)), ("row", tag_value(&history.id))],
+            tags: vec![("tenant", history.tenant.clone()), ("row", history.id.clone())],
         };
         let _slot = self.send_slots.acquire().await.map_err(|e| SendError::Retryable(e.to_string()))?;
         let pacer = self.pacer().await;

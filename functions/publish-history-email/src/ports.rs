@@ -20,19 +20,9 @@ pub struct OutgoingEmail {
     pub html: String,
     /// The recipient's one-click unsubscribe (RFC 8058), when the function is configured for it.
     pub list_unsubscribe: Option<ListUnsubscribe>,
-    /// SES message tags (`tenant`, `row`): SES returns them with every bounce or complaint, so feedback is traced to
-    /// its tenant and row. Never an address.
+    /// Message tags (`tenant`, `row`): SES returns them with every bounce or complaint, so feedback is traced to its
+    /// tenant and row. Never an address. The adapter fits the values to what SES takes.
     pub tags: Vec<(&'static str, String)>,
-}
-
-/// An SES message tag value: ASCII letters, digits, `_` and `-`, at most 256 characters; anything else becomes `_`.
-pub fn tag_value(text: &str) -> String {
-    let value: String = text.chars().take(256).map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
-    if value.is_empty() {
-        "_".to_owned()
-    } else {
-        value
-    }
 }
 
 /// What the `List-Unsubscribe`, `List-Unsubscribe-Post` and `List-Id` headers say for one recipient.
@@ -92,16 +82,5 @@ impl<T: IdempotencyStore + ?Sized> IdempotencyStore for Box<T> {
     }
     async fn release(&self, key: &str) -> Result<(), String> {
         (**self).release(key).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn tag_values_keep_what_ses_takes_and_replace_the_rest() {
-        assert_eq!(super::tag_value("ph-1001_b"), "ph-1001_b");
-        assert_eq!(super::tag_value("acme corp/ü"), "acme_corp__");
-        assert_eq!(super::tag_value(""), "_");
-        assert_eq!(super::tag_value(&"x".repeat(300)).len(), 256);
     }
 }
