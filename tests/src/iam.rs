@@ -519,14 +519,17 @@ pub fn exercised_dir() -> std::path::PathBuf {
 pub fn record_exercised(function: &str, sid: &str, action: &str) {
     use std::io::Write;
     static SEEN: OnceLock<Mutex<std::collections::HashSet<String>>> = OnceLock::new();
-    let line = format!("{function}\t{sid}\t{action}");
-    if !SEEN.get_or_init(Default::default).lock().unwrap().insert(line.clone()) {
+    let line = format!("{function}\t{sid}\t{action}\n");
+    // Held while writing: the proxy serves calls on many threads, and two lines written at once must not interleave.
+    let mut seen = SEEN.get_or_init(Default::default).lock().unwrap();
+    if !seen.insert(line.clone()) {
         return;
     }
     let dir = exercised_dir();
     let _ = std::fs::create_dir_all(&dir);
     if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{}.tsv", std::process::id()))) {
-        let _ = writeln!(file, "{line}");
+        // One write of the whole line (writeln! may split it into several, which other processes' lines can split).
+        let _ = file.write_all(line.as_bytes());
     }
 }
 
