@@ -6,18 +6,37 @@ use tokio::time::Instant;
 
 /// Spaces sends so that this instance stays under `rate` per second. Shared by every concurrent send of the process.
 pub struct Pacer {
-    interval: Duration,
+    /// The interval between slots, in nanoseconds: changed by [`Pacer::set_rate`] while sends wait.
+    interval_nanos: std::sync::atomic::AtomicU64,
     next_slot: tokio::sync::Mutex<Instant>,
+}
+
+fn interval_of(rate_per_second: f64) -> Duration {
+    let rate = if rate_per_second.is_finite() && rate_per_second > 0.0 { rate_per_second } else { 1.0 };
+    Duration::from_secs_f64(1.0 / rate)
 }
 
 impl Pacer {
     pub fn new(rate_per_second: f64) -> Self {
-        let rate = if rate_per_second.is_finite() && rate_per_second > 0.0 { rate_per_second } else { 1.0 };
-        Self { interval: Duration::from_secs_f64(1.0 / rate), next_slot: tokio::sync::Mutex::new(Instant::now()) }
+        Self {
+            interval_nanos: std::sync::atomic::AtomicU64::new(interval_of(rate_per_second).as_nanos() as u64),
+            next_slot: tokio::sync::Mutex::new(Instant::now()),
+        }
     }
 
     pub fn interval(&self) -> Duration {
-        self.interval
+        Duration::from_nanos(self.interval_nanos.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// From the next slot on, spaces slots for `rate_per_second` (a share of an account's rate that changed).
+    pub fn set_rate(&self, rate_per_second: f64) {
+        self.interval_nanos.store(interval_of(rate_per_second).as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// No slot before `at`: a newcomer waits until the others have seen it and slowed down.
+    pub async fn hold_until(&self, at: Instant) {
+        let mut next = self.next_slot.lock().await;
+        *next = (*next).max(at);
     }
 
     /// Waits for the next send slot. A slot at or after `deadline` is not taken: the caller gives up instead of
@@ -29,7 +48,7 @@ impl Pacer {
             if slot >= deadline {
                 return Err(());
             }
-            *next = slot + self.interval;
+            *next = slot + self.interval();
             slot
         };
         tokio::time::sleep_until(slot).await;
@@ -51,5 +70,19 @@ mod tests {
         }
         assert_eq!(start.elapsed(), Duration::from_millis(1000), "three sends at 2/s take one second");
         assert!(pacer.acquire(deadline).await.is_err(), "the slot at 1.5 s is past the deadline");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_rate_and_a_hold_apply_from_the_next_slot() {
+        let pacer = Pacer::new(1.0);
+        let start = Instant::now();
+        let far = start + Duration::from_secs(60);
+        pacer.hold_until(start + Duration::from_secs(2)).await;
+        pacer.acquire(far).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(2), "held");
+        pacer.set_rate(4.0);
+        pacer.acquire(far).await.unwrap();
+        pacer.acquire(far).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_millis(3250), "the slot after the held one was spaced at 1/s, the next at 4/s");
     }
 }

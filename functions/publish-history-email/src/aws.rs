@@ -12,8 +12,8 @@ use aws_sdk_ses::types::{MessageTag, RawMessage};
 use shared::dynamodb::{consistent_attribute, epoch_millis, epoch_seconds, error_text, number};
 
 use crate::idempotency::{STATUS_COMPLETED, STATUS_IN_PROGRESS};
-use crate::ports::{Claim, IdempotencyStore, Mailer, OutgoingEmail, SendError, UserSource};
-use crate::subscribers::{is_true_flag, PoolUser};
+use crate::ports::{Claim, FanoutQueue, IdempotencyStore, Mailer, OutgoingEmail, PoolUser, SendError, SendQuota, SenderRegistry, UserPage, UserSource};
+use crate::recipients::is_true_flag;
 
 /// The Cognito adapter.
 pub struct CognitoUserSource {
@@ -29,17 +29,24 @@ impl CognitoUserSource {
 
 /// ListUsers' page size limit.
 const PAGE_SIZE: i32 = 60;
+/// The attributes the function reads; `UserStatus` and `Enabled` come with every user.
+const ATTRIBUTES: [&str; 6] = ["sub", "email", "email_verified", "given_name", "custom:_tenant", "custom:subPublishHistory"];
 
 #[async_trait]
 impl UserSource for CognitoUserSource {
-    async fn list_users(&self) -> Result<Vec<PoolUser>, String> {
-        let mut pages = self.client.list_users().user_pool_id(&self.user_pool_id).limit(PAGE_SIZE).into_paginator().send();
-        let mut users = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| format!("listing the user pool failed: {}", aws_sdk_cognitoidentityprovider::error::DisplayErrorContext(e)))?;
-            for user in page.users() {
+    async fn list_page(&self, from: Option<&str>) -> Result<UserPage, String> {
+        let mut request = self.client.list_users().user_pool_id(&self.user_pool_id).limit(PAGE_SIZE).set_pagination_token(from.map(str::to_owned));
+        for attribute in ATTRIBUTES {
+            request = request.attributes_to_get(attribute);
+        }
+        let page =
+            request.send().await.map_err(|e| format!("listing the user pool failed: {}", aws_sdk_cognitoidentityprovider::error::DisplayErrorContext(e)))?;
+        let users = page
+            .users()
+            .iter()
+            .map(|user| {
                 let attribute = |name: &str| user.attributes().iter().find(|a| a.name() == name).and_then(|a| a.value()).map(str::to_owned);
-                users.push(PoolUser {
+                PoolUser {
                     sub: attribute("sub"),
                     email: attribute("email"),
                     given_name: attribute("given_name"),
@@ -49,10 +56,10 @@ impl UserSource for CognitoUserSource {
                     // A federated (social or SAML) sign-in is as confirmed as a password one.
                     confirmed: matches!(user.user_status(), Some(UserStatusType::Confirmed | UserStatusType::ExternalProvider)),
                     email_verified: attribute("email_verified").is_some_and(|v| v.eq_ignore_ascii_case("true")),
-                });
-            }
-        }
-        Ok(users)
+                }
+            })
+            .collect();
+        Ok(UserPage { users, next: page.pagination_token().filter(|t| !t.is_empty()).map(str::to_owned) })
     }
 }
 
@@ -75,12 +82,12 @@ impl SesMailer {
 
 #[async_trait]
 impl Mailer for SesMailer {
-    async fn max_send_rate(&self) -> Result<f64, String> {
+    async fn send_quota(&self) -> Result<SendQuota, String> {
         let quota = self.client.get_send_quota().send().await.map_err(|e| aws_sdk_ses::error::DisplayErrorContext(e).to_string())?;
-        Ok(quota.max_send_rate())
+        Ok(SendQuota { max_send_rate: quota.max_send_rate(), max_24_hour_send: quota.max24_hour_send(), sent_last_24_hours: quota.sent_last24_hours() })
     }
 
-    async fn send(&self, email: &OutgoingEmail) -> Result<String, SendError> {
+    async fn send(&self, email: &OutgoingEmail, timeout: Duration) -> Result<String, SendError> {
         // Raw MIME, so the message can carry List-Unsubscribe; the one destination is given explicitly, so nothing in
         // the message's headers can add a recipient.
         // SES takes 7-bit ASCII addresses only (no SMTPUTF8): one it cannot take is the recipient's, for good.
@@ -88,25 +95,30 @@ impl Mailer for SesMailer {
             return Err(SendError::Rejected("the address is not a 7-bit ASCII mailbox SES can send to".into()));
         }
         let raw = crate::mime::build(&self.sender, email).map_err(SendError::Retryable)?;
-        let result = self
-            .client
-            .send_raw_email()
-            // The bare address: the From header of the raw message carries the display name, RFC 2047 encoded; SES
-            // refuses a Source whose name is not.
-            .source(self.sender_address())
-            .destinations(&email.to)
-            .raw_message(RawMessage::builder().data(Blob::new(raw)).build().map_err(|e| SendError::Retryable(e.to_string()))?)
-            .set_configuration_set_name(self.configuration_set.clone())
-            .set_tags(Some(
-                email
-                    .tags
-                    .iter()
-                    .map(|(name, value)| MessageTag::builder().name(*name).value(tag_value(value)).build())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| SendError::Retryable(e.to_string()))?,
-            ))
-            .send()
-            .await;
+        let result =
+            self.client
+                .send_raw_email()
+                // The bare address: the From header of the raw message carries the display name, RFC 2047 encoded; SES
+                // refuses a Source whose name is not.
+                .source(self.sender_address())
+                .destinations(&email.to)
+                .raw_message(RawMessage::builder().data(Blob::new(raw)).build().map_err(|e| SendError::Retryable(e.to_string()))?)
+                .set_configuration_set_name(self.configuration_set.clone())
+                .set_tags(Some(
+                    email
+                        .tags
+                        .iter()
+                        .map(|(name, value)| MessageTag::builder().name(*name).value(tag_value(value)).build())
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| SendError::Retryable(e.to_string()))?,
+                ))
+                .customize()
+                // This call's own timeout, within the invocation's time left (the client makes one attempt per call).
+                .config_override(aws_sdk_ses::config::Builder::new().timeout_config(
+                    aws_sdk_ses::config::timeout::TimeoutConfig::builder().operation_timeout(timeout).operation_attempt_timeout(timeout).build(),
+                ))
+                .send()
+                .await;
         match result {
             Ok(output) => Ok(output.message_id().to_owned()),
             Err(error) => {
@@ -147,7 +159,7 @@ fn classify_refusal(code: &str, message: &str, recipient: &str, sender: &str) ->
     let refused = |why: &str| Some(SendError::Refused(format!("{why}: {code}: {message}")));
     match code {
         _ if code.starts_with("AccessDenied") => refused("the role may not send"),
-        "Throttling" if message.contains("Daily message quota exceeded") => refused("the account's 24-hour quota is spent"),
+        "Throttling" if message.contains("Daily message quota exceeded") => Some(SendError::QuotaSpent(format!("{code}: {message}"))),
         "MessageRejected" if message.contains("not verified") && message.contains(sender) => refused("the sender identity is not verified"),
         "MessageRejected" if message.contains("not verified") => refused("the account is in the SES sandbox and the recipient is not a verified identity"),
         "MessageRejected" if message.contains("blacklisted") || message.contains("suppression list") || message.contains(recipient) => {
@@ -245,6 +257,125 @@ impl IdempotencyStore for DynamoIdempotency {
     }
 }
 
+/// The fan-out queue (`FANOUT_QUEUE_URL`) on SQS.
+pub struct SqsFanoutQueue {
+    client: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl SqsFanoutQueue {
+    pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> Self {
+        Self { client, url: url.into() }
+    }
+}
+
+#[async_trait]
+impl FanoutQueue for SqsFanoutQueue {
+    async fn hand_on(&self, body: String, delay: Duration) -> Result<(), String> {
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .delay_seconds(delay.as_secs().min(900) as i32)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+    }
+}
+
+/// The item of the idempotency table that lists the sending instances: `senders`, a map of instance id to the
+/// epoch millisecond its entry lapses.
+pub const SENDERS_KEY: &str = "publish-history-email#senders";
+
+/// The sending instances' registry in one DynamoDB item (see [`SENDERS_KEY`]).
+pub struct DynamoSenderRegistry {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoSenderRegistry {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    async fn set_entry(
+        &self,
+        instance: &str,
+        until: SystemTime,
+        lapsed: &[String],
+    ) -> Result<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+        aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError>,
+    > {
+        let mut expression = "SET senders.#me = :until, expiration = :expiration".to_owned();
+        let mut request = self.client.update_item().table_name(&self.table).key("id", AttributeValue::S(SENDERS_KEY.into()));
+        let forget: Vec<&String> = lapsed.iter().filter(|id| id.as_str() != instance).take(20).collect();
+        if !forget.is_empty() {
+            let names: Vec<String> = (0..forget.len()).map(|i| format!("senders.#lapsed{i}")).collect();
+            expression.push_str(&format!(" REMOVE {}", names.join(", ")));
+            for (i, id) in forget.iter().enumerate() {
+                request = request.expression_attribute_names(format!("#lapsed{i}"), id.as_str());
+            }
+        }
+        request
+            .update_expression(expression)
+            .expression_attribute_names("#me", instance)
+            .expression_attribute_values(":until", number(epoch_millis(until)))
+            // The item goes with the table's TTL a day after the last sender.
+            .expression_attribute_values(":expiration", number(epoch_seconds(SystemTime::now() + Duration::from_secs(24 * 3600))))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await
+    }
+}
+
+#[async_trait]
+impl SenderRegistry for DynamoSenderRegistry {
+    async fn renew(&self, instance: &str, until: SystemTime, lapsed: &[String]) -> Result<Vec<(String, SystemTime)>, String> {
+        let output = match self.set_entry(instance, until, lapsed).await {
+            Ok(output) => output,
+            // The first sender ever: the map does not exist yet for a nested SET.
+            Err(error) if error.code() == Some("ValidationException") => {
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .key("id", AttributeValue::S(SENDERS_KEY.into()))
+                    .update_expression("SET senders = if_not_exists(senders, :empty)")
+                    .expression_attribute_values(":empty", AttributeValue::M(Default::default()))
+                    .send()
+                    .await
+                    .map_err(error_text)?;
+                self.set_entry(instance, until, &[]).await.map_err(error_text)?
+            }
+            Err(error) => return Err(error_text(error)),
+        };
+        let senders = output.attributes().and_then(|a| a.get("senders")).and_then(|m| m.as_m().ok());
+        Ok(senders
+            .into_iter()
+            .flatten()
+            .filter_map(|(id, until)| {
+                let millis: u64 = until.as_n().ok()?.parse().ok()?;
+                Some((id.clone(), SystemTime::UNIX_EPOCH + Duration::from_millis(millis)))
+            })
+            .collect())
+    }
+
+    async fn leave(&self, instance: &str) -> Result<(), String> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", AttributeValue::S(SENDERS_KEY.into()))
+            .update_expression("REMOVE senders.#me")
+            .expression_attribute_names("#me", instance)
+            .condition_expression("attribute_exists(senders)")
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|error| if error.code() == Some("ConditionalCheckFailedException") { Ok(()) } else { Err(error_text(error)) })
+    }
+}
+
 #[cfg(test)]
 mod ses_tests {
     use super::*;
@@ -287,33 +418,33 @@ mod ses_tests {
             })
             .then_output(|| SendRawEmailOutput::builder().message_id("ses-1").build().unwrap());
         let mailer = SesMailer::new(mock_client!(aws_sdk_ses, [&rule]), "Navlab <no-reply@navlab.online>", Some("notifications".into()));
-        assert_eq!(mailer.send(&email()).await.unwrap(), "ses-1");
+        assert_eq!(mailer.send(&email(), Duration::from_secs(5)).await.unwrap(), "ses-1");
     }
 
     #[tokio::test]
     async fn recipient_rejection_is_permanent_but_an_unverified_sender_is_not() {
         let recipient = mock!(aws_sdk_ses::Client::send_raw_email).then_error(|| rejected("Email address is blacklisted."));
         let mailer = SesMailer::new(mock_client!(aws_sdk_ses, [&recipient]), "no-reply@navlab.online", None);
-        assert!(matches!(mailer.send(&email()).await, Err(SendError::Rejected(_))));
+        assert!(matches!(mailer.send(&email(), Duration::from_secs(5)).await, Err(SendError::Rejected(_))));
 
         let sender = mock!(aws_sdk_ses::Client::send_raw_email).then_error(|| rejected("Email address not verified no-reply@navlab.online"));
         let mailer = SesMailer::new(mock_client!(aws_sdk_ses, [&sender]), "Navlab <no-reply@navlab.online>", None);
-        assert!(matches!(mailer.send(&email()).await, Err(SendError::Refused(_))));
+        assert!(matches!(mailer.send(&email(), Duration::from_secs(5)).await, Err(SendError::Refused(_))));
 
         let unauthorized = mock!(aws_sdk_ses::Client::send_raw_email).then_error(|| {
             SendRawEmailError::generic(ErrorMetadata::builder().code("AccessDenied").message("not authorized to perform: ses:SendRawEmail").build())
         });
         let mailer = SesMailer::new(mock_client!(aws_sdk_ses, [&unauthorized]), "no-reply@navlab.online", None);
-        assert!(matches!(mailer.send(&email()).await, Err(SendError::Refused(m)) if m.contains("ses:SendRawEmail")));
+        assert!(matches!(mailer.send(&email(), Duration::from_secs(5)).await, Err(SendError::Refused(m)) if m.contains("ses:SendRawEmail")));
 
         let daily = mock!(aws_sdk_ses::Client::send_raw_email)
             .then_error(|| SendRawEmailError::generic(ErrorMetadata::builder().code("Throttling").message("Daily message quota exceeded.").build()));
         let mailer = SesMailer::new(mock_client!(aws_sdk_ses, [&daily]), "no-reply@navlab.online", None);
-        assert!(matches!(mailer.send(&email()).await, Err(SendError::Refused(m)) if m.contains("Daily message quota")));
+        assert!(matches!(mailer.send(&email(), Duration::from_secs(5)).await, Err(SendError::QuotaSpent(m)) if m.contains("Daily message quota")));
         let rate = mock!(aws_sdk_ses::Client::send_raw_email)
             .then_error(|| SendRawEmailError::generic(ErrorMetadata::builder().code("Throttling").message("Maximum sending rate exceeded.").build()));
         let mailer = SesMailer::new(mock_client!(aws_sdk_ses, [&rate]), "no-reply@navlab.online", None);
-        assert!(matches!(mailer.send(&email()).await, Err(SendError::Retryable(_))), "a rate throttle is retried");
+        assert!(matches!(mailer.send(&email(), Duration::from_secs(5)).await, Err(SendError::Retryable(_))), "a rate throttle is retried");
     }
 
     #[test]
@@ -349,7 +480,7 @@ mod ses_tests {
         let mailer = SesMailer::new(mock_client!(aws_sdk_ses, []), "no-reply@navlab.online", None);
         for to in ["jürgen@example.com", "no-at-sign.example.com", "a b@example.com", "ada@localhost"] {
             let email = OutgoingEmail { to: to.into(), ..email() };
-            assert!(matches!(mailer.send(&email).await, Err(SendError::Rejected(_))), "{to}");
+            assert!(matches!(mailer.send(&email, Duration::from_secs(5)).await, Err(SendError::Rejected(_))), "{to}");
         }
     }
 }

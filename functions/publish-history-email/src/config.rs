@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use shared::config::{ConfigError, Env, VarSource};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub user_pool_id: String,
     /// `no-reply@example.com` or `Example <no-reply@example.com>`; must be a verified SES identity.
@@ -19,6 +19,15 @@ pub struct Config {
     /// The one-click unsubscribe endpoint's public HTTPS base URL and the SSM parameter of the signing key: both, or
     /// neither (then the emails carry no unsubscribe link, and init says so).
     pub unsubscribe: Option<UnsubscribeSettings>,
+    /// The function's own fan-out queue: chunks of large rows and every continuation.
+    pub fanout_queue_url: String,
+    /// The `MaximumConcurrency` of each of the function's two event sources (rows, fan-out): without the send-rate
+    /// registry, an instance sends at the share of twice this many.
+    pub maximum_concurrency: usize,
+    /// ListUsers calls per second of one instance (Cognito allows 30 for the whole account).
+    pub list_users_rate: f64,
+    /// How long recipients wait, handed on, while the 24-hour send quota is spent (at most SQS's 900 s delay).
+    pub daily_quota_retry: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +50,10 @@ impl Config {
         "IDEMPOTENCY_TTL_SECONDS",
         "UNSUBSCRIBE_URL",
         "UNSUBSCRIBE_KEY_PARAMETER",
+        "FANOUT_QUEUE_URL",
+        "MAXIMUM_CONCURRENCY",
+        "LIST_USERS_RATE",
+        "DAILY_QUOTA_RETRY_SECONDS",
     ];
 
     pub fn from_env<S: VarSource>(env: &Env<S>) -> Result<Self, ConfigError> {
@@ -59,6 +72,20 @@ impl Config {
             idempotency_table: env.optional("IDEMPOTENCY_TABLE"),
             idempotency_ttl: idempotency_ttl(env)?,
             unsubscribe: unsubscribe(env)?,
+            fanout_queue_url: env.optional_url("FANOUT_QUEUE_URL")?.ok_or_else(|| ConfigError::Missing { name: "FANOUT_QUEUE_URL".into() })?,
+            maximum_concurrency: bounded(env, "MAXIMUM_CONCURRENCY", 2, 1, 1000)? as usize,
+            list_users_rate: {
+                let rate: f64 = env.parsed_or("LIST_USERS_RATE", 10.0)?;
+                if !(rate > 0.0 && rate <= 30.0) {
+                    return Err(ConfigError::invalid(
+                        "LIST_USERS_RATE",
+                        &rate.to_string(),
+                        "must be above 0 and at most 30 (Cognito's ListUsers quota for the account)",
+                    ));
+                }
+                rate
+            },
+            daily_quota_retry: Duration::from_secs(bounded(env, "DAILY_QUOTA_RETRY_SECONDS", 900, 1, 900)?),
         })
     }
 }
@@ -78,6 +105,15 @@ fn unsubscribe<S: VarSource>(env: &Env<S>) -> Result<Option<UnsubscribeSettings>
         (Some(_), None) => Err(ConfigError::Missing { name: "UNSUBSCRIBE_KEY_PARAMETER".into() }),
         (None, Some(_)) => Err(ConfigError::Missing { name: "UNSUBSCRIBE_URL".into() }),
     }
+}
+
+/// An integer variable within `min..=max`.
+fn bounded<S: VarSource>(env: &Env<S>, name: &str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    let value: u64 = env.parsed_or(name, default)?;
+    if !(min..=max).contains(&value) {
+        return Err(ConfigError::invalid(name, &value.to_string(), format!("must be between {min} and {max}")));
+    }
+    Ok(value)
 }
 
 /// A once-only record must outlive every way a row comes back: an hour is the floor (a queue's own retries).
@@ -107,8 +143,14 @@ pub fn sender_address(sender: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
+    const FANOUT: (&str, &str) = ("FANOUT_QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/1/fanout");
+
     fn config(pairs: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
-        Config::from_env(&Env::from_pairs(pairs))
+        let mut pairs = pairs.to_vec();
+        if !pairs.iter().any(|(name, _)| *name == "FANOUT_QUEUE_URL") {
+            pairs.push(FANOUT);
+        }
+        Config::from_env(&Env::from_pairs(&pairs))
     }
 
     #[test]
@@ -118,6 +160,18 @@ mod tests {
         assert_eq!(c.subscriber_cache_ttl, Duration::from_secs(300));
         assert_eq!((c.app_base_url, c.ses_configuration_set, c.idempotency_table), (None, None, None));
         assert!(c.idempotency_ttl >= Duration::from_secs(14 * 24 * 3600), "the default outlives a 14-day dead-letter queue");
+        assert_eq!((c.maximum_concurrency, c.list_users_rate, c.daily_quota_retry), (2, 10.0, Duration::from_secs(900)));
+    }
+
+    #[test]
+    fn the_fanout_settings_are_required_or_bounded_and_name_their_variable() {
+        let base = [("USER_POOL_ID", "p"), ("SENDER_ADDRESS", "a@b.co")];
+        let err = Config::from_env(&Env::from_pairs(&base)).unwrap_err();
+        assert!(err.to_string().contains("FANOUT_QUEUE_URL"), "{err}");
+        for (name, value) in [("MAXIMUM_CONCURRENCY", "0"), ("LIST_USERS_RATE", "31"), ("LIST_USERS_RATE", "0"), ("DAILY_QUOTA_RETRY_SECONDS", "901")] {
+            let err = config(&[base[0], base[1], (name, value)]).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
     }
 
     #[test]
@@ -176,6 +230,7 @@ mod tests {
                 ("SES_CONFIGURATION_SET", "cs"),
                 ("DEAD_LETTER_QUEUE_URL", "https://q"),
                 ("IDEMPOTENCY_TABLE", "t"),
+                FANOUT,
             ],
             Config::from_env,
         );

@@ -86,7 +86,7 @@ impl<I: IdempotencyStore> OnceOnly<I> {
         let recorded = match &outcome {
             Ok(_) => self.store.complete(key, "sent").await,
             Err(SendError::Rejected(_)) => self.store.complete(key, "rejected").await,
-            Err(SendError::Retryable(_) | SendError::Refused(_)) => {
+            Err(SendError::Retryable(_) | SendError::Refused(_) | SendError::QuotaSpent(_) | SendError::NoTime) => {
                 if let Err(error) = self.store.release(key).await {
                     // The claim then lapses with the invocation's deadline and the redelivery sends.
                     tracing::warn!(error = %error, "could not release the idempotency record");

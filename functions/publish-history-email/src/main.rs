@@ -2,31 +2,35 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent};
-use publish_history_email::aws::{CognitoUserSource, DynamoIdempotency, SesMailer};
+use publish_history_email::aws::{CognitoUserSource, DynamoIdempotency, DynamoSenderRegistry, SesMailer, SqsFanoutQueue};
 use publish_history_email::config::Config;
-use publish_history_email::handler::{Notifier, UnsubscribeLinks, DEADLINE_MARGIN, RECORD_CONCURRENCY};
+use publish_history_email::delivery::{Delivery, SendBudget, UnsubscribeLinks};
+use publish_history_email::handler::{Notifier, NotifierSettings, DEADLINE_MARGIN, RECORD_CONCURRENCY};
 use publish_history_email::idempotency::NoIdempotency;
 use publish_history_email::notification::EmailTemplates;
-use publish_history_email::ports::IdempotencyStore;
-use publish_history_email::subscribers::SubscriberCache;
+use publish_history_email::ports::{IdempotencyStore, SenderRegistry};
 use shared::batch::BatchProcessor;
 use shared::config::ConfigError;
 use shared::dead_letter::{DeadLetterSink, SqsDeadLetterQueue};
 use shared::startup::Startup;
 
-/// Time kept back from the invocation's deadline to answer with the partial batch response.
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let Startup { config, sdk, metrics } = shared::startup::init("publish-history-email", Config::from_env).await?;
     let templates = EmailTemplates::new(config.app_base_url.clone())?;
-    let dead_letters =
-        config.dead_letter_queue_url.map(|url| Arc::new(SqsDeadLetterQueue::new(aws_sdk_sqs::Client::new(&sdk), url)) as Arc<dyn DeadLetterSink>);
-    let store: Box<dyn IdempotencyStore> = match config.idempotency_table {
-        Some(table) => Box::new(DynamoIdempotency::new(aws_sdk_dynamodb::Client::new(&sdk), table, config.idempotency_ttl)),
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let dead_letters = config.dead_letter_queue_url.map(|url| Arc::new(SqsDeadLetterQueue::new(sqs.clone(), url)) as Arc<dyn DeadLetterSink>);
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    let (store, registry): (Box<dyn IdempotencyStore>, Option<Box<dyn SenderRegistry>>) = match &config.idempotency_table {
+        Some(table) => (
+            Box::new(DynamoIdempotency::new(dynamodb.clone(), table, config.idempotency_ttl)),
+            Some(Box::new(DynamoSenderRegistry::new(dynamodb.clone(), table))),
+        ),
         None => {
-            tracing::warn!("IDEMPOTENCY_TABLE not set: a redelivered row may email its recipients again");
-            Box::new(NoIdempotency)
+            tracing::warn!(
+                "IDEMPOTENCY_TABLE not set: a redelivered row may email its recipients again, and each instance sends at the share of the most instances"
+            );
+            (Box::new(NoIdempotency), None)
         }
     };
     // The signing key, once per cold start: a SecureString, decrypted by SSM.
@@ -44,18 +48,28 @@ async fn main() -> Result<(), Error> {
             None
         }
     };
+    // One attempt per SES call: every retry goes through the pacer, so the SDK's own retries cannot push the sends
+    // over the account's rate.
+    let ses =
+        aws_sdk_ses::Client::from_conf(aws_sdk_ses::config::Builder::from(&sdk).retry_config(aws_sdk_ses::config::retry::RetryConfig::disabled()).build());
+    let budget = SendBudget::new(registry, 2 * config.maximum_concurrency);
+    let delivery = Delivery::new(SesMailer::new(ses, config.sender_address, config.ses_configuration_set), store, budget, templates, metrics.clone());
+    let delivery = match unsubscribe {
+        Some(links) => delivery.with_unsubscribe(links),
+        None => delivery,
+    };
     let notifier = Notifier::new(
-        SubscriberCache::new(CognitoUserSource::new(aws_sdk_cognitoidentityprovider::Client::new(&sdk), config.user_pool_id), config.subscriber_cache_ttl),
-        SesMailer::new(aws_sdk_ses::Client::new(&sdk), config.sender_address, config.ses_configuration_set),
-        store,
-        templates,
-        config.publish_history_table,
+        CognitoUserSource::new(aws_sdk_cognitoidentityprovider::Client::new(&sdk), config.user_pool_id),
+        delivery,
+        SqsFanoutQueue::new(sqs, config.fanout_queue_url),
+        NotifierSettings {
+            table: config.publish_history_table,
+            subscriber_cache_ttl: config.subscriber_cache_ttl,
+            list_users_rate: config.list_users_rate,
+            daily_quota_retry: config.daily_quota_retry,
+        },
         metrics.clone(),
     );
-    let notifier = match unsubscribe {
-        Some(links) => notifier.with_unsubscribe(links),
-        None => notifier,
-    };
     let processor = BatchProcessor::new(RECORD_CONCURRENCY, dead_letters);
     shared::startup::run(metrics, |event: LambdaEvent<SqsEvent>| {
         let (notifier, processor) = (&notifier, &processor);

@@ -5,8 +5,8 @@ use minijinja::{context, Environment};
 use serde_json::Value;
 use shared::db_event::{json_type, row_string, Row};
 
-/// What a publish-history row says, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a publish-history row says, validated. Fan-out tasks carry it as it is (serde).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PublishHistory {
     pub id: String,
     pub tenant: String,

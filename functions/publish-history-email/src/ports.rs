@@ -1,15 +1,48 @@
-//! The ports of the handler: who is in the pool, how an email is sent, and where the once-only records live.
+//! The ports of the handler and the values they carry: who is in the pool, how an email is sent, where the once-only
+//! records live, how work is handed on to the function's own fan-out queue, and how instances share the send rate.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
-use crate::subscribers::PoolUser;
+/// One user of the pool, with only the attributes the function asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PoolUser {
+    /// Cognito's immutable id of the user: what the unsubscribe link names instead of the address.
+    pub sub: Option<String>,
+    pub email: Option<String>,
+    pub given_name: Option<String>,
+    pub tenant: Option<String>,
+    pub subscribed: bool,
+    pub enabled: bool,
+    pub confirmed: bool,
+    pub email_verified: bool,
+}
 
-/// The port: every user of the pool.
+/// Who gets one email; short field names, since chunks of them travel in SQS messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(rename = "e")]
+    pub email: String,
+    #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
+    pub given_name: Option<String>,
+}
+
+/// One ListUsers page and where the next one starts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserPage {
+    pub users: Vec<PoolUser>,
+    /// `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// The port: the pool, page by page, so a listing can stop and resume in another invocation.
 #[async_trait]
 pub trait UserSource: Send + Sync {
-    async fn list_users(&self) -> Result<Vec<PoolUser>, String>;
+    async fn list_page(&self, from: Option<&str>) -> Result<UserPage, String>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,18 +73,32 @@ pub enum SendError {
     /// Throttled, 5xx or a timeout: may succeed on a retry within this invocation.
     #[error("not sent: {0}")]
     Retryable(String),
+    /// The account's 24-hour quota is spent: nothing more goes out until it allows again.
+    #[error("quota spent: {0}")]
+    QuotaSpent(String),
     /// Refused for every recipient until an operator fixes it (AccessDenied, the sender's identity unverified):
-    /// retrying within the invocation only repeats the refusal, so the row waits for its redelivery.
+    /// retrying within the invocation only repeats the refusal, so the message waits for its redelivery.
     #[error("refused: {0}")]
     Refused(String),
+    /// No send slot, or too little time for the call, before the invocation's deadline (never the mailer's answer).
+    #[error("no time left in this invocation")]
+    NoTime,
+}
+
+/// What GetSendQuota says.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SendQuota {
+    pub max_send_rate: f64,
+    pub max_24_hour_send: f64,
+    pub sent_last_24_hours: f64,
 }
 
 #[async_trait]
 pub trait Mailer: Send + Sync {
-    /// The account's maximum send rate, emails per second.
-    async fn max_send_rate(&self) -> Result<f64, String>;
-    /// Sends one email; returns the provider's message id.
-    async fn send(&self, email: &OutgoingEmail) -> Result<String, SendError>;
+    async fn send_quota(&self) -> Result<SendQuota, String>;
+    /// Sends one email within `timeout`; returns the provider's message id. One attempt: retries are the caller's,
+    /// through its pacer.
+    async fn send(&self, email: &OutgoingEmail, timeout: Duration) -> Result<String, SendError>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,5 +129,32 @@ impl<T: IdempotencyStore + ?Sized> IdempotencyStore for Box<T> {
     }
     async fn release(&self, key: &str) -> Result<(), String> {
         (**self).release(key).await
+    }
+}
+
+/// The function's own fan-out queue (`FANOUT_QUEUE_URL`).
+#[async_trait]
+pub trait FanoutQueue: Send + Sync {
+    /// Queues one task message, visible after `delay` (at most 15 minutes).
+    async fn hand_on(&self, body: String, delay: Duration) -> Result<(), String>;
+}
+
+/// Who is sending right now, so that the instances share the account's send rate.
+#[async_trait]
+pub trait SenderRegistry: Send + Sync {
+    /// Records `instance` as sending until `until` and forgets the `lapsed` entries; returns every entry, with the
+    /// time each one sends until.
+    async fn renew(&self, instance: &str, until: SystemTime, lapsed: &[String]) -> Result<Vec<(String, SystemTime)>, String>;
+    /// `instance` has stopped sending.
+    async fn leave(&self, instance: &str) -> Result<(), String>;
+}
+
+#[async_trait]
+impl<T: SenderRegistry + ?Sized> SenderRegistry for Box<T> {
+    async fn renew(&self, instance: &str, until: SystemTime, lapsed: &[String]) -> Result<Vec<(String, SystemTime)>, String> {
+        (**self).renew(instance, until, lapsed).await
+    }
+    async fn leave(&self, instance: &str) -> Result<(), String> {
+        (**self).leave(instance).await
     }
 }

@@ -1,0 +1,372 @@
+//! Delivery: the account's send rate shared by every sending instance, a once-only claim per (row, recipient) taken
+//! only when a send slot is free, and the send itself, retried through the pacer within the time left.
+//!
+//! The rate: each instance that is sending renews its entry in a registry (the idempotency table) every
+//! [`RENEW_EVERY`] and paces at `MaxSendRate` x [`RATE_SAFETY`] / (the instances whose entries are live). A newcomer
+//! waits [`JOIN_WAIT`] before its first send, by when every other instance has renewed, seen it, and slowed down.
+//! Without the registry (no table, or it cannot be reached), an instance paces at the share of the most instances
+//! that can run at once.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use shared::logging::mask_email;
+use shared::metrics::Metrics;
+use shared::pacer::Pacer;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::idempotency::{notification_key, Guarded, OnceOnly};
+use crate::notification::{EmailTemplates, PublishHistory};
+use crate::ports::{IdempotencyStore, ListUnsubscribe, Mailer, OutgoingEmail, Recipient, SendError, SendQuota, SenderRegistry};
+
+/// Sends in flight at once per instance, and so once-only claims open at once.
+pub const SEND_CONCURRENCY: usize = 8;
+/// The part of the account's rate the instances pace at together: their pacers' phases may line up in a second.
+pub const RATE_SAFETY: f64 = 0.95;
+/// How often a sending instance renews its registry entry (and re-reads the others').
+pub const RENEW_EVERY: Duration = Duration::from_secs(1);
+/// How long an entry counts after its renewal: an instance that stopped or crashed frees its share then.
+pub const LEASE: Duration = Duration::from_secs(4);
+/// A newcomer's wait before its first send: every other sending instance renews within it.
+pub const JOIN_WAIT: Duration = Duration::from_millis(1300);
+/// How long the send quota from GetSendQuota is trusted.
+const QUOTA_TTL: Duration = Duration::from_secs(3600);
+/// When GetSendQuota fails: the SES sandbox rate, the lowest an account has.
+const FALLBACK_SEND_RATE: f64 = 1.0;
+/// The longest one SES call may take; less when the invocation has less left.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a call must have left to be made at all.
+const SHORTEST_CALL: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        // The only retries: the SES client makes one attempt per call, so every attempt takes a paced slot.
+        Self { max_attempts: 5, first_backoff: Duration::from_millis(250), max_backoff: Duration::from_secs(4) }
+    }
+}
+
+/// How the one-click unsubscribe links are made: the endpoint's base URL, the signing key, and the sender (whose
+/// domain names the list).
+pub struct UnsubscribeLinks {
+    pub base_url: String,
+    pub key: shared::unsubscribe::SigningKey,
+    pub sender: String,
+}
+
+impl UnsubscribeLinks {
+    /// The link and headers of one recipient, signed now. The token goes in the query string, so the base URL may
+    /// carry any path.
+    pub fn for_recipient(&self, sub: &str, tenant: &str) -> ListUnsubscribe {
+        let token = self.key.sign(sub, tenant, chrono::Utc::now().timestamp());
+        let separator = if self.base_url.contains('?') { '&' } else { '?' };
+        ListUnsubscribe { url: format!("{}{separator}token={token}", self.base_url), list_id: crate::mime::list_id(tenant, &self.sender) }
+    }
+}
+
+/// Why an instance stopped sending before its recipients ran out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// The 24-hour quota: the rest waits for it.
+    QuotaSpent(String),
+    /// Refused for every recipient (see [`SendError::Refused`]): the message comes back for an operator.
+    Refused(String),
+}
+
+/// What one delivery of a row to some recipients ended with.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub sent: usize,
+    pub already_sent: usize,
+    pub rejected: usize,
+    /// Not sent yet: out of time, a failed send, the store unreachable, or after a stop.
+    pub left: Vec<Recipient>,
+    /// Claimed by another invocation right now.
+    pub held: Vec<Recipient>,
+    /// Of `left`, those whose send or claim failed.
+    pub failed: usize,
+    pub stop: Option<Stop>,
+}
+
+impl Outcome {
+    /// Recipients settled by this delivery.
+    pub fn progress(&self) -> usize {
+        self.sent + self.already_sent + self.rejected
+    }
+}
+
+enum One {
+    Sent,
+    AlreadySent,
+    Rejected,
+    Left(Recipient, bool),
+    Held(Recipient),
+}
+
+struct Budget {
+    quota: Option<(Instant, f64)>,
+    renewed_at: Option<Instant>,
+    /// Until when the registry counts this instance, as last renewed.
+    registered_until: Option<SystemTime>,
+    /// Entries seen lapsed, removed at the next renewal.
+    lapsed: Vec<String>,
+    instances: usize,
+}
+
+/// The account's send rate, this instance's share of it, and the pacer at that share.
+pub struct SendBudget<R> {
+    pacer: Pacer,
+    instance: String,
+    registry: Option<R>,
+    /// The most instances that can send at once: the share without the registry.
+    max_instances: usize,
+    state: tokio::sync::Mutex<Budget>,
+}
+
+impl<R: SenderRegistry> SendBudget<R> {
+    pub fn new(registry: Option<R>, max_instances: usize) -> Self {
+        Self {
+            pacer: Pacer::new(FALLBACK_SEND_RATE),
+            instance: format!("{:016x}", fastrand::u64(..)),
+            registry,
+            max_instances: max_instances.max(1),
+            state: tokio::sync::Mutex::new(Budget { quota: None, renewed_at: None, registered_until: None, lapsed: Vec::new(), instances: 0 }),
+        }
+    }
+
+    /// Waits for this instance's next send slot; `Err` when none is left before `until`.
+    pub async fn acquire<M: Mailer>(&self, mailer: &M, until: Instant) -> Result<(), ()> {
+        self.refresh(mailer).await;
+        self.pacer.acquire(until).await
+    }
+
+    async fn refresh<M: Mailer>(&self, mailer: &M) {
+        let mut state = self.state.lock().await;
+        let rate = match state.quota {
+            Some((read_at, rate)) if read_at.elapsed() < QUOTA_TTL => rate,
+            _ => {
+                let rate = match mailer.send_quota().await {
+                    Ok(SendQuota { max_send_rate, .. }) if max_send_rate > 0.0 => max_send_rate,
+                    other => {
+                        tracing::warn!(fallback = FALLBACK_SEND_RATE, error = ?other.err(), "send quota unavailable; pacing at the sandbox rate");
+                        FALLBACK_SEND_RATE
+                    }
+                };
+                tracing::info!(max_send_rate = rate, "send rate");
+                state.quota = Some((Instant::now(), rate));
+                rate
+            }
+        };
+        if state.renewed_at.is_some_and(|at| at.elapsed() < RENEW_EVERY) {
+            return;
+        }
+        let instances = match &self.registry {
+            None => self.max_instances,
+            Some(registry) => {
+                let now = SystemTime::now();
+                let until = now + LEASE;
+                let lapsed = std::mem::take(&mut state.lapsed);
+                match registry.renew(&self.instance, until, &lapsed).await {
+                    Ok(entries) => {
+                        let newcomer = state.registered_until.is_none_or(|at| at <= now);
+                        state.registered_until = Some(until);
+                        state.lapsed = entries.iter().filter(|(_, at)| *at <= now).map(|(id, _)| id.clone()).collect();
+                        if newcomer {
+                            self.pacer.hold_until(Instant::now() + JOIN_WAIT).await;
+                        }
+                        entries.iter().filter(|(id, at)| *at > now || *id == self.instance).count().clamp(1, self.max_instances)
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %error, "the send-rate registry is unavailable; pacing at the share of the most instances");
+                        self.max_instances
+                    }
+                }
+            }
+        };
+        if instances != state.instances {
+            tracing::info!(instances, share = rate * RATE_SAFETY / instances as f64, "sending instances");
+            state.instances = instances;
+        }
+        state.renewed_at = Some(Instant::now());
+        self.pacer.set_rate(rate * RATE_SAFETY / instances as f64);
+    }
+
+    /// This instance stopped sending (its batch is answered): the others take its share at their next renewal.
+    pub async fn leave(&self) {
+        let mut state = self.state.lock().await;
+        if state.registered_until.take().is_some() {
+            if let Some(registry) = &self.registry {
+                if let Err(error) = registry.leave(&self.instance).await {
+                    tracing::warn!(error = %error, "could not leave the send-rate registry; the entry lapses by itself");
+                }
+            }
+        }
+        state.renewed_at = None;
+    }
+}
+
+pub struct Delivery<M, I, R> {
+    mailer: M,
+    once: OnceOnly<I>,
+    budget: SendBudget<R>,
+    templates: EmailTemplates,
+    send_slots: Semaphore,
+    retry: RetryPolicy,
+    unsubscribe: Option<UnsubscribeLinks>,
+    metrics: std::sync::Arc<Metrics>,
+}
+
+impl<M: Mailer, I: IdempotencyStore, R: SenderRegistry> Delivery<M, I, R> {
+    pub fn new(mailer: M, store: I, budget: SendBudget<R>, templates: EmailTemplates, metrics: std::sync::Arc<Metrics>) -> Self {
+        Self {
+            mailer,
+            once: OnceOnly::new(store),
+            budget,
+            templates,
+            send_slots: Semaphore::new(SEND_CONCURRENCY),
+            retry: RetryPolicy::default(),
+            unsubscribe: None,
+            metrics,
+        }
+    }
+
+    pub fn with_unsubscribe(mut self, links: UnsubscribeLinks) -> Self {
+        self.unsubscribe = Some(links);
+        self
+    }
+
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    pub async fn leave(&self) {
+        self.budget.leave().await;
+    }
+
+    /// Emails `history` to `recipients` until `until` (no send starts after it), [`SEND_CONCURRENCY`] at a time.
+    pub async fn deliver(&self, history: &PublishHistory, recipients: Vec<Recipient>, until: Instant) -> Outcome {
+        let stop = Mutex::new(None);
+        let results: Vec<One> =
+            futures::stream::iter(recipients).map(|recipient| self.one(history, recipient, until, &stop)).buffer_unordered(SEND_CONCURRENCY).collect().await;
+        let mut outcome = Outcome { stop: stop.into_inner().unwrap_or_else(|e| e.into_inner()), ..Outcome::default() };
+        for result in results {
+            match result {
+                One::Sent => outcome.sent += 1,
+                One::AlreadySent => outcome.already_sent += 1,
+                One::Rejected => outcome.rejected += 1,
+                One::Left(recipient, failed) => {
+                    outcome.failed += usize::from(failed);
+                    outcome.left.push(recipient);
+                }
+                One::Held(recipient) => outcome.held.push(recipient),
+            }
+        }
+        self.metrics.count("EmailsSent", outcome.sent);
+        self.metrics.count("EmailsAlreadySent", outcome.already_sent);
+        self.metrics.count("EmailsRejected", outcome.rejected);
+        self.metrics.count("EmailsPending", outcome.left.len() + outcome.held.len());
+        outcome
+    }
+
+    async fn one(&self, history: &PublishHistory, recipient: Recipient, until: Instant, stop: &Mutex<Option<Stop>>) -> One {
+        let stopped = || stop.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+        if stopped() || Instant::now() >= until {
+            return One::Left(recipient, false);
+        }
+        // The claim only once a send slot is free: claims in flight never outnumber the sends.
+        let Ok(_slot) = self.send_slots.acquire().await else { return One::Left(recipient, false) };
+        if stopped() || Instant::now() >= until {
+            return One::Left(recipient, false);
+        }
+        let to = mask_email(&recipient.email);
+        let key = notification_key(&history.tenant, &history.id, &recipient.email);
+        // A claim left by a crash lapses when this invocation would have ended.
+        let in_progress_until = SystemTime::now() + (until + crate::handler::ANSWER_SLACK).saturating_duration_since(Instant::now());
+        let guarded = self.once.run(&key, in_progress_until, || self.send(history, &recipient, until)).await;
+        match guarded {
+            Guarded::AlreadyCompleted => One::AlreadySent,
+            Guarded::InProgress => {
+                tracing::info!(to = %to, row = %history.id, "another invocation is sending this notification");
+                One::Held(recipient)
+            }
+            Guarded::StoreUnavailable(error) => {
+                tracing::error!(to = %to, row = %history.id, error = %error, "idempotency store unavailable");
+                One::Left(recipient, true)
+            }
+            Guarded::Ran { outcome: Ok(message_id), .. } => {
+                tracing::info!(to = %to, row = %history.id, message_id = %message_id, "email sent");
+                One::Sent
+            }
+            Guarded::Ran { outcome: Err(SendError::Rejected(reason)), .. } => {
+                tracing::warn!(to = %to, row = %history.id, reason = %reason, "recipient rejected permanently; not retried");
+                One::Rejected
+            }
+            Guarded::Ran { outcome: Err(SendError::Retryable(reason)), .. } => {
+                tracing::error!(to = %to, row = %history.id, reason = %reason, "email not sent; handed on");
+                One::Left(recipient, true)
+            }
+            Guarded::Ran { outcome: Err(error @ (SendError::QuotaSpent(_) | SendError::Refused(_))), .. } => {
+                let mut stop = stop.lock().unwrap_or_else(|e| e.into_inner());
+                if stop.is_none() {
+                    tracing::error!(row = %history.id, reason = %error, "sending stopped for every recipient");
+                    *stop = Some(match error {
+                        SendError::QuotaSpent(reason) => Stop::QuotaSpent(reason),
+                        other => Stop::Refused(other.to_string()),
+                    });
+                }
+                One::Left(recipient, false)
+            }
+            Guarded::Ran { outcome: Err(SendError::NoTime), .. } => One::Left(recipient, false),
+        }
+    }
+
+    /// Renders and sends one email, paced and retried until `until`.
+    async fn send(&self, history: &PublishHistory, recipient: &Recipient, until: Instant) -> Result<String, SendError> {
+        let list_unsubscribe = self.unsubscribe.as_ref().and_then(|links| recipient.sub.as_deref().map(|sub| links.for_recipient(sub, &history.tenant)));
+        let unsubscribe_url = list_unsubscribe.as_ref().map(|l| l.url.as_str());
+        let rendered = self
+            .templates
+            .render(history, recipient.given_name.as_deref(), unsubscribe_url)
+            .map_err(|e| SendError::Retryable(format!("rendering the email failed: {e}")))?;
+        let email = OutgoingEmail {
+            to: recipient.email.clone(),
+            subject: rendered.subject,
+            text: rendered.text,
+            html: rendered.html,
+            list_unsubscribe,
+            tags: vec![("tenant", history.tenant.clone()), ("row", history.id.clone())],
+        };
+        let mut backoff = self.retry.first_backoff;
+        let mut attempt = 1;
+        loop {
+            if self.budget.acquire(&self.mailer, until).await.is_err() {
+                return Err(SendError::NoTime);
+            }
+            // Sends started before `until` may finish within the answer slack, no later.
+            let left = (until + crate::handler::ANSWER_SLACK).saturating_duration_since(Instant::now());
+            if left < SHORTEST_CALL {
+                return Err(SendError::NoTime);
+            }
+            match self.mailer.send(&email, left.min(SEND_TIMEOUT)).await {
+                Ok(id) => return Ok(id),
+                Err(SendError::Retryable(reason)) if attempt < self.retry.max_attempts && Instant::now() + backoff < until => {
+                    tracing::warn!(attempt, error = %reason, backoff_ms = backoff.as_millis() as u64, "send failed; retrying");
+                    self.metrics.count("SendRetries", 1);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.retry.max_backoff);
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
