@@ -40,19 +40,25 @@ impl Pacer {
     }
 
     /// Waits for the next send slot. A slot at or after `deadline` is not taken: the caller gives up instead of
-    /// holding the invocation past its end.
+    /// holding the invocation past its end. A waiting caller holds no slot ahead: a rate lowered while it waits
+    /// spaces its send too.
     pub async fn acquire(&self, deadline: Instant) -> Result<(), ()> {
-        let slot = {
-            let mut next = self.next_slot.lock().await;
-            let slot = (*next).max(Instant::now());
-            if slot >= deadline {
-                return Err(());
-            }
-            *next = slot + self.interval();
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
-        Ok(())
+        loop {
+            let slot = {
+                let mut next = self.next_slot.lock().await;
+                let now = Instant::now();
+                let slot = (*next).max(now);
+                if slot >= deadline {
+                    return Err(());
+                }
+                if slot <= now {
+                    *next = slot + self.interval();
+                    return Ok(());
+                }
+                slot
+            };
+            tokio::time::sleep_until(slot).await;
+        }
     }
 }
 
@@ -84,5 +90,30 @@ mod tests {
         pacer.acquire(far).await.unwrap();
         pacer.acquire(far).await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_millis(3250), "the slot after the held one was spaced at 1/s, the next at 4/s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_lowered_while_sends_wait_spaces_them_at_the_new_rate() {
+        let pacer = std::sync::Arc::new(Pacer::new(10.0));
+        let start = Instant::now();
+        let far = start + Duration::from_secs(60);
+        pacer.acquire(far).await.unwrap();
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let pacer = pacer.clone();
+                tokio::spawn(async move {
+                    pacer.acquire(far).await.unwrap();
+                    start.elapsed()
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        pacer.set_rate(1.0);
+        let mut times = Vec::new();
+        for waiter in waiters {
+            times.push(waiter.await.unwrap());
+        }
+        times.sort();
+        assert_eq!(times, [100, 1100, 2100].map(Duration::from_millis), "no waiter kept a slot of the old rate but the next one");
     }
 }

@@ -2,6 +2,7 @@
 //! `subPublishHistory`), sample users of two tenants, and queues. Shared by the end-to-end tests and the local run.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use aws_sdk_cognitoidentityprovider::types::{AttributeDataType, AttributeType, SchemaAttributeType, StringAttributeConstraintsType};
 
@@ -287,4 +288,42 @@ pub fn lifecycle_event_at(path: &str, time: chrono::DateTime<chrono::Utc>) -> se
         }
     }
     event
+}
+
+/// Whether `queue` holds no message, visible or in flight.
+pub async fn queue_is_drained(sqs: &aws_sdk_sqs::Client, queue: &str) -> bool {
+    use aws_sdk_sqs::types::QueueAttributeName::{ApproximateNumberOfMessages, ApproximateNumberOfMessagesDelayed, ApproximateNumberOfMessagesNotVisible};
+    let Ok(output) = sqs
+        .get_queue_attributes()
+        .queue_url(queue)
+        .attribute_names(ApproximateNumberOfMessages)
+        .attribute_names(ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+    else {
+        return false;
+    };
+    let attributes = output.attributes().cloned().unwrap_or_default();
+    [ApproximateNumberOfMessages, ApproximateNumberOfMessagesNotVisible, ApproximateNumberOfMessagesDelayed]
+        .iter()
+        .all(|name| attributes.get(name).map(String::as_str) == Some("0"))
+}
+
+/// Checks `condition` until it holds or `limit` passes; whether it held.
+pub async fn wait_until<F, Fut>(limit: Duration, condition: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if condition().await {
+            return true;
+        }
+        if started.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

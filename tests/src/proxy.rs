@@ -142,6 +142,11 @@ impl RecordingProxy {
         self.iam.lock().unwrap().quotas.enforce(quotas);
     }
 
+    /// A new SES day: the 24-hour count starts again from zero (the local day is otherwise the proxy's life).
+    pub fn start_new_ses_day(&self) {
+        self.iam.lock().unwrap().quotas.start_new_day();
+    }
+
     /// The calls refused for a quota or a limit so far: (function, AWS's answer).
     pub fn refusals(&self) -> Vec<(String, crate::quotas::Refusal)> {
         self.iam.lock().unwrap().quotas.refusals.clone()

@@ -239,6 +239,11 @@ impl QuotaState {
         self.quotas = quotas;
     }
 
+    /// The sends of the last 24 hours are forgotten, as on the next day.
+    pub fn start_new_day(&mut self) {
+        self.sent = 0;
+    }
+
     pub fn quotas(&self) -> Option<&Quotas> {
         self.quotas.as_ref()
     }
@@ -366,6 +371,8 @@ mod tests {
         state.enforce(Some(Quotas { ses_max_24_hour_send: 2.0, ..Quotas::aws() }));
         assert!(state.admit("f", "ses", "SendRawEmail", "").is_none() && state.admit("f", "ses", "SendRawEmail", "").is_none());
         assert_eq!(state.admit("f", "ses", "SendRawEmail", "").unwrap().message, "Daily message quota exceeded.");
+        state.start_new_day();
+        assert!(state.admit("f", "ses", "SendRawEmail", "").is_none(), "a new day, a new quota");
     }
 
     #[test]

@@ -7,13 +7,15 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use shared::logging::mask_email;
 
 use crate::event_source::EventSource;
-use crate::fixtures::{eligible_subscribers, fresh_lifecycle_event, get_parameter, peek_all, sample_event, user_state, SAMPLE_USERS};
+use crate::fixtures::{
+    eligible_subscribers, fresh_lifecycle_event, get_parameter, peek_all, queue_is_drained, sample_event, user_state, wait_until, SAMPLE_USERS,
+};
 use crate::lifecycle_stand_in::LifecycleStandIn;
 use crate::moto::Moto;
 use crate::proxy::RecordingProxy;
@@ -187,13 +189,22 @@ pub async fn run(binaries: &Path) -> Running {
     };
     let start = |name: &str| start_with(name, &[]);
     let mut sources = Vec::new();
+    // One instance per event source (publish-history-email has two: its rows and its own fan-out queue).
     for name in ["cognito-attribute-sync", "publish-history-email"] {
-        let source = stack.function(name).sqs.as_ref().expect("an SQS event source");
-        let queue = stack.queue(&source.queue);
-        sources.push((
-            name,
-            EventSource::start(sqs.clone(), queue.url.clone(), queue.arn.clone(), source.batch_size, Duration::from_secs(source.window_seconds), start(name)),
-        ));
+        for source in &stack.function(name).sqs {
+            let queue = stack.queue(&source.queue);
+            sources.push((
+                name,
+                EventSource::start(
+                    sqs.clone(),
+                    queue.url.clone(),
+                    queue.arn.clone(),
+                    source.batch_size,
+                    Duration::from_secs(source.window_seconds),
+                    start(name),
+                ),
+            ));
+        }
     }
 
     // 1. Database events through SNS, the subscriptions' filter policies and the queues.
@@ -224,7 +235,8 @@ pub async fn run(binaries: &Path) -> Running {
     })
     .await;
     // Nothing else is on its way once the queues are empty with nothing in flight.
-    let source_queues: Vec<String> = ["CognitoAttributeSyncQueue", "PublishHistoryEmailQueue"].iter().map(|q| stack.queue(q).url.clone()).collect();
+    let source_queues: Vec<String> =
+        ["CognitoAttributeSyncQueue", "PublishHistoryEmailQueue", "PublishHistoryEmailFanoutQueue"].iter().map(|q| stack.queue(q).url.clone()).collect();
     let drained = wait_until(Duration::from_secs(30), || async {
         let mut all = true;
         for url in &source_queues {
@@ -432,7 +444,7 @@ pub async fn run(binaries: &Path) -> Running {
     // queue in its envelope, and the next publish history skips her.
     println!("\n== SES feedback: a complaint -> the configuration set's topic -> SQS -> ses-feedback");
     let feedback = {
-        let source = stack.function("ses-feedback").sqs.as_ref().expect("an SQS event source");
+        let source = stack.function("ses-feedback").sqs.first().expect("an SQS event source");
         let queue = stack.queue(&source.queue);
         EventSource::start(
             sqs.clone(),
@@ -508,39 +520,4 @@ pub async fn run(binaries: &Path) -> Running {
     }
     drop(processes);
     Running { moto, proxy, stack, report, users_db }
-}
-
-/// Whether `queue` holds no message, visible or in flight.
-async fn queue_is_drained(sqs: &aws_sdk_sqs::Client, queue: &str) -> bool {
-    use aws_sdk_sqs::types::QueueAttributeName::{ApproximateNumberOfMessages, ApproximateNumberOfMessagesNotVisible};
-    let Ok(output) = sqs
-        .get_queue_attributes()
-        .queue_url(queue)
-        .attribute_names(ApproximateNumberOfMessages)
-        .attribute_names(ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-    else {
-        return false;
-    };
-    let attributes = output.attributes().cloned().unwrap_or_default();
-    [ApproximateNumberOfMessages, ApproximateNumberOfMessagesNotVisible].iter().all(|name| attributes.get(name).map(String::as_str) == Some("0"))
-}
-
-/// Checks `condition` until it holds or `limit` passes; whether it held.
-async fn wait_until<F, Fut>(limit: Duration, condition: F) -> bool
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    loop {
-        if condition().await {
-            return true;
-        }
-        if started.elapsed() > limit {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

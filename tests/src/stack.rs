@@ -32,7 +32,8 @@ pub struct Function {
     /// The binary (the crate directory of `CodeUri`).
     pub binary: String,
     pub environment: Vec<(String, String)>,
-    pub sqs: Option<SqsSource>,
+    /// Its SQS event sources, in the template's order.
+    pub sqs: Vec<SqsSource>,
 }
 
 pub struct LocalStack {
@@ -286,7 +287,7 @@ pub async fn provision(endpoint: &str, app_base_url: &str, visibility_timeout: O
                 environment.push((name, value));
             }
         }
-        let sqs_source = properties["Events"].as_mapping().into_iter().flatten().map(|(_, e)| e).find(|e| e["Type"] == "SQS").map(|event| {
+        let sqs_sources = properties["Events"].as_mapping().into_iter().flatten().map(|(_, e)| e).filter(|e| e["Type"] == "SQS").map(|event| {
             let p = &event["Properties"];
             let queue = match &p["Queue"] {
                 Value::Tagged(tagged) => tagged.value.as_str().unwrap_or_default().trim_end_matches(".Arn").to_owned(),
@@ -298,7 +299,8 @@ pub async fn provision(endpoint: &str, app_base_url: &str, visibility_timeout: O
                 window_seconds: p["MaximumBatchingWindowInSeconds"].as_u64().unwrap_or(0),
             }
         });
-        functions.push(Function { logical_id, binary, environment, sqs: sqs_source });
+        let sqs = sqs_sources.collect();
+        functions.push(Function { logical_id, binary, environment, sqs });
     }
 
     LocalStack { database_topic_arn, alarm_topic_arn, user_pool_id, queues, functions, topics, restriction_parameter, worker_group: WORKER_GROUP.to_owned() }

@@ -74,7 +74,16 @@ fn sqs_fed_functions_report_batch_item_failures_and_queues_outlast_six_timeouts(
             sqs_events += 1;
             let properties = &event["Properties"];
             assert_eq!(properties["FunctionResponseTypes"][0], "ReportBatchItemFailures", "{name:?}");
-            assert!(properties["ScalingConfig"]["MaximumConcurrency"].as_u64().is_some(), "{name:?}");
+            // A number, or a Number parameter that Lambda's minimum of 2 bounds.
+            let concurrency = match &properties["ScalingConfig"]["MaximumConcurrency"] {
+                Value::Tagged(reference) => {
+                    let parameter = &template["Parameters"][reference.value.as_str().unwrap()];
+                    assert_eq!(parameter["Type"], "Number", "{name:?}");
+                    parameter["MinValue"].as_u64()
+                }
+                other => other.as_u64(),
+            };
+            assert!(concurrency.is_some_and(|c| c >= 2), "{name:?}: MaximumConcurrency {concurrency:?}");
             let Value::Tagged(queue) = &properties["Queue"] else { panic!("{name:?}: Queue should be !GetAtt <queue>.Arn") };
             let queue = queue.value.clone();
             let queue_name = queue.as_str().unwrap().trim_end_matches(".Arn");
@@ -84,7 +93,7 @@ fn sqs_fed_functions_report_batch_item_failures_and_queues_outlast_six_timeouts(
             assert!(queue["Properties"]["RedrivePolicy"]["maxReceiveCount"].as_u64().is_some(), "{queue_name} has no redrive policy");
         }
     }
-    assert_eq!(sqs_events, 3);
+    assert_eq!(sqs_events, 4, "publish-history-email's rows and fan-out, cognito-attribute-sync's, ses-feedback's");
 }
 
 /// The logical ids an alarm on `metric` names through `dimension` (`!Ref X` or `!GetAtt X.QueueName`).
@@ -125,7 +134,7 @@ fn every_function_has_an_error_alarm_and_every_source_queue_a_backlog_alarm() {
             _ => None,
         })
         .collect();
-    assert_eq!(source_queues.len(), 3);
+    assert_eq!(source_queues.len(), 4);
     assert_eq!(alarmed(&template, "ApproximateAgeOfOldestMessage", "QueueName"), source_queues, "a backlog alarm per source queue");
 }
 

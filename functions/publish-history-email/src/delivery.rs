@@ -2,7 +2,7 @@
 //! only when a send slot is free, and the send itself, retried through the pacer within the time left.
 //!
 //! The rate: each instance that is sending renews its entry in a registry (the idempotency table) every
-//! [`RENEW_EVERY`] and paces at `MaxSendRate` x [`RATE_SAFETY`] / (the instances whose entries are live). A newcomer
+//! [`RENEW_EVERY`] and paces at its [`share`] of `MaxSendRate` among the instances whose entries are live. A newcomer
 //! waits [`JOIN_WAIT`] before its first send, by when every other instance has renewed, seen it, and slowed down.
 //! Without the registry (no table, or it cannot be reached), an instance paces at the share of the most instances
 //! that can run at once.
@@ -23,8 +23,16 @@ use crate::ports::{IdempotencyStore, ListUnsubscribe, Mailer, OutgoingEmail, Rec
 
 /// Sends in flight at once per instance, and so once-only claims open at once.
 pub const SEND_CONCURRENCY: usize = 8;
-/// The part of the account's rate the instances pace at together: their pacers' phases may line up in a second.
+/// The part of the account's rate the instances pace at together, at most.
 pub const RATE_SAFETY: f64 = 0.95;
+
+/// One instance's share of `rate` among `instances`. Each instance's evenly spaced sends may put one more send than
+/// its rate into a second that starts on a send, and the instances' phases are unrelated, so together they keep one
+/// send per instance below the rate (and [`RATE_SAFETY`] of it); never below a quarter of the rate between them.
+pub fn share(rate: f64, instances: usize) -> f64 {
+    let n = instances.max(1) as f64;
+    (rate * RATE_SAFETY).min(rate - n).max(rate / 4.0) / n
+}
 /// How often a sending instance renews its registry entry (and re-reads the others').
 pub const RENEW_EVERY: Duration = Duration::from_secs(1);
 /// How long an entry counts after its renewal: an instance that stopped or crashed frees its share then.
@@ -39,6 +47,8 @@ const FALLBACK_SEND_RATE: f64 = 1.0;
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// What a call must have left to be made at all.
 const SHORTEST_CALL: Duration = Duration::from_millis(500);
+/// Kept back from the answer slack after a send: releasing its claim and handing the rest on.
+const AFTER_SEND: Duration = Duration::from_millis(800);
 
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -192,11 +202,11 @@ impl<R: SenderRegistry> SendBudget<R> {
             }
         };
         if instances != state.instances {
-            tracing::info!(instances, share = rate * RATE_SAFETY / instances as f64, "sending instances");
+            tracing::info!(instances, share = share(rate, instances), "sending instances");
             state.instances = instances;
         }
         state.renewed_at = Some(Instant::now());
-        self.pacer.set_rate(rate * RATE_SAFETY / instances as f64);
+        self.pacer.set_rate(share(rate, instances));
     }
 
     /// This instance stopped sending (its batch is answered): the others take its share at their next renewal.
@@ -351,8 +361,8 @@ impl<M: Mailer, I: IdempotencyStore, R: SenderRegistry> Delivery<M, I, R> {
             if self.budget.acquire(&self.mailer, until).await.is_err() {
                 return Err(SendError::NoTime);
             }
-            // Sends started before `until` may finish within the answer slack, no later.
-            let left = (until + crate::handler::ANSWER_SLACK).saturating_duration_since(Instant::now());
+            // Sends started before `until` may finish within the answer slack, less what follows a send.
+            let left = (until + crate::handler::ANSWER_SLACK - AFTER_SEND).saturating_duration_since(Instant::now());
             if left < SHORTEST_CALL {
                 return Err(SendError::NoTime);
             }
@@ -368,5 +378,97 @@ impl<M: Mailer, I: IdempotencyStore, R: SenderRegistry> Delivery<M, I, R> {
                 Err(error) => return Err(error),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    #[test]
+    fn the_shares_stay_one_send_per_instance_under_the_rate() {
+        assert_eq!(share(200.0, 2), 95.0);
+        assert_eq!(share(14.0, 1), 13.0);
+        assert_eq!(share(14.0, 2), 6.0);
+        assert_eq!(share(1.0, 2), 0.125, "the sandbox: a quarter of the rate between them");
+        for (rate, n) in [(5.0, 2), (14.0, 4), (50.0, 3), (200.0, 2)] {
+            let per_second_worst = n as f64 * (share(rate, n).floor() + 1.0);
+            assert!(per_second_worst <= rate, "{rate}/s over {n}: {per_second_worst}");
+        }
+    }
+
+    #[derive(Default)]
+    struct MemoryRegistry {
+        entries: Mutex<HashMap<String, SystemTime>>,
+    }
+
+    #[async_trait]
+    impl SenderRegistry for Arc<MemoryRegistry> {
+        async fn renew(&self, instance: &str, until: SystemTime, lapsed: &[String]) -> Result<Vec<(String, SystemTime)>, String> {
+            let mut entries = self.entries.lock().unwrap();
+            lapsed.iter().for_each(|id| {
+                entries.remove(id);
+            });
+            entries.insert(instance.to_owned(), until);
+            Ok(entries.iter().map(|(id, at)| (id.clone(), *at)).collect())
+        }
+        async fn leave(&self, instance: &str) -> Result<(), String> {
+            self.entries.lock().unwrap().remove(instance);
+            Ok(())
+        }
+    }
+
+    struct Quota(f64);
+
+    #[async_trait]
+    impl Mailer for Quota {
+        async fn send_quota(&self) -> Result<SendQuota, String> {
+            Ok(SendQuota { max_send_rate: self.0, max_24_hour_send: 50_000.0, sent_last_24_hours: 0.0 })
+        }
+        async fn send(&self, _: &OutgoingEmail, _: Duration) -> Result<String, SendError> {
+            unreachable!()
+        }
+    }
+
+    fn rate_of(budget: &SendBudget<Arc<MemoryRegistry>>) -> f64 {
+        (1.0 / budget.pacer.interval().as_secs_f64() * 1000.0).round() / 1000.0
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn instances_share_the_rate_a_newcomer_waits_for_the_others_and_a_leaver_frees_its_share() {
+        let registry = Arc::new(MemoryRegistry::default());
+        let (a, b) = (SendBudget::new(Some(registry.clone()), 4), SendBudget::new(Some(registry.clone()), 4));
+        let far = Instant::now() + Duration::from_secs(600);
+        let started = Instant::now();
+        a.acquire(&Quota(20.0), far).await.unwrap();
+        assert_eq!(started.elapsed(), JOIN_WAIT, "a newcomer's first send waits");
+        assert_eq!(rate_of(&a), share(20.0, 1));
+        a.acquire(&Quota(20.0), far).await.unwrap();
+        let paced = JOIN_WAIT + Duration::from_secs_f64(1.0 / share(20.0, 1));
+        assert!(started.elapsed().abs_diff(paced) <= Duration::from_millis(1), "then no wait but the pacer's");
+
+        let joined = Instant::now();
+        b.acquire(&Quota(20.0), far).await.unwrap();
+        assert!(joined.elapsed() >= JOIN_WAIT);
+        assert_eq!(rate_of(&b), share(20.0, 2));
+        // Within one renewal, the first instance sees the second and slows down: before the newcomer's wait ends.
+        a.acquire(&Quota(20.0), far).await.unwrap();
+        assert_eq!(rate_of(&a), share(20.0, 2));
+        assert!(RENEW_EVERY < JOIN_WAIT);
+
+        b.leave().await;
+        tokio::time::advance(RENEW_EVERY).await;
+        a.acquire(&Quota(20.0), far).await.unwrap();
+        assert_eq!(rate_of(&a), share(20.0, 1), "the leaver's share is taken back");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_registry_an_instance_sends_at_the_share_of_the_most_instances() {
+        let budget: SendBudget<Arc<MemoryRegistry>> = SendBudget::new(None, 4);
+        budget.acquire(&Quota(40.0), Instant::now() + Duration::from_secs(10)).await.unwrap();
+        assert_eq!(rate_of(&budget), share(40.0, 4));
     }
 }

@@ -100,7 +100,8 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore, Q: FanoutQueue, R: SenderReg
         // Sends started before `deadline` get until just before Lambda's own deadline to finish.
         let answer_by = deadline + ANSWER_SLACK;
         let outcome = processor.process_until(event, Some(answer_by), |record| self.handle_record(record, &context)).await;
-        self.delivery.leave().await;
+        // Within the second kept for answering: past it, the entry lapses by itself.
+        let _ = tokio::time::timeout(Duration::from_millis(300), self.delivery.leave()).await;
         outcome.count_into(&self.metrics);
         outcome.response()
     }
