@@ -247,7 +247,7 @@ async fn once_only_records(stack: &Stack) -> Vec<std::collections::HashMap<Strin
 
 /// Moves every idempotency record `seconds` into the past, as if it had been written that long ago.
 async fn age_records(stack: &Stack, seconds: i64) {
-    for item in once_only_records(&stack).await {
+    for item in once_only_records(stack).await {
         let expiration: i64 = item["expiration"].as_n().unwrap().parse().unwrap();
         stack
             .dynamodb
