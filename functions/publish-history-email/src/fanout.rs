@@ -20,6 +20,8 @@ use crate::recipients::IndexBuilder;
 pub const CHUNK_RECIPIENTS: usize = 500;
 /// A chunk's recipients' size in its message: well under SQS's 256 KiB with the row and the envelope.
 pub const CHUNK_BYTES: usize = 192 * 1024;
+/// The fewest recipients worth a chunk of their own.
+pub const MIN_CHUNK_RECIPIENTS: usize = 25;
 /// SQS's longest `DelaySeconds`.
 pub const MAX_DELAY: Duration = Duration::from_secs(900);
 
@@ -59,13 +61,15 @@ fn recipient_bytes(recipient: &Recipient) -> usize {
     24 + recipient.email.len() + recipient.sub.as_deref().map_or(0, str::len) + recipient.given_name.as_deref().map_or(0, |n| n.len() * 2)
 }
 
-/// Splits recipients into chunks of at most [`CHUNK_RECIPIENTS`] and [`CHUNK_BYTES`].
-pub fn split(recipients: Vec<Recipient>) -> Vec<Vec<Recipient>> {
+/// Splits recipients into chunks of at most [`CHUNK_RECIPIENTS`] and [`CHUNK_BYTES`], and into at least `parts`
+/// (the instances that can take them at once) while each keeps [`MIN_CHUNK_RECIPIENTS`].
+pub fn split(recipients: Vec<Recipient>, parts: usize) -> Vec<Vec<Recipient>> {
+    let per_chunk = recipients.len().div_ceil(parts.max(1)).clamp(MIN_CHUNK_RECIPIENTS, CHUNK_RECIPIENTS);
     let mut chunks = Vec::new();
     let (mut chunk, mut bytes) = (Vec::new(), 0);
     for recipient in recipients {
         let size = recipient_bytes(&recipient);
-        if !chunk.is_empty() && (chunk.len() >= CHUNK_RECIPIENTS || bytes + size > CHUNK_BYTES) {
+        if !chunk.is_empty() && (chunk.len() >= per_chunk || bytes + size > CHUNK_BYTES) {
             chunks.push(std::mem::take(&mut chunk));
             bytes = 0;
         }
@@ -81,16 +85,18 @@ pub fn split(recipients: Vec<Recipient>) -> Vec<Vec<Recipient>> {
 /// Hands tasks on to the fan-out queue.
 pub struct Fanout<Q> {
     queue: Q,
+    /// The instances that take chunks at once (`MAXIMUM_CONCURRENCY`): a row is split into at least as many.
+    parts: usize,
 }
 
 impl<Q: FanoutQueue> Fanout<Q> {
-    pub fn new(queue: Q) -> Self {
-        Self { queue }
+    pub fn new(queue: Q, parts: usize) -> Self {
+        Self { queue, parts }
     }
 
     /// Queues `recipients` of `history` as chunk messages, visible after `delay`; returns how many.
     pub async fn chunks(&self, history: &PublishHistory, recipients: Vec<Recipient>, delay: Duration, stalls: u32) -> Result<usize, String> {
-        let chunks = split(recipients);
+        let chunks = split(recipients, self.parts);
         let count = chunks.len();
         for recipients in chunks {
             self.hand_on(&Task::Chunk { history: history.clone(), recipients, stalls }, delay).await?;
@@ -189,19 +195,22 @@ mod tests {
 
     #[test]
     fn chunks_are_bounded_by_count_and_by_bytes_and_keep_every_recipient_once() {
-        let chunks = split((0..1_201).map(recipient).collect());
-        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), vec![500, 500, 201]);
+        let sizes = |recipients: usize, parts: usize| split((0..recipients).map(recipient).collect(), parts).iter().map(Vec::len).collect::<Vec<_>>();
+        assert_eq!(sizes(1_201, 2), vec![500, 500, 201]);
+        assert_eq!(sizes(400, 2), vec![200, 200], "one chunk for each instance that can take one");
+        assert_eq!(sizes(60, 4), vec![25, 25, 10], "but none smaller than worth it");
+        assert_eq!(sizes(10, 2), vec![10]);
         let long_name = Recipient { given_name: Some("n".repeat(2048)), ..recipient(0) };
-        let chunks = split(vec![long_name; 200]);
+        let chunks = split(vec![long_name; 200], 1);
         assert!(chunks.len() > 1 && chunks.iter().all(|c| c.iter().map(recipient_bytes).sum::<usize>() <= CHUNK_BYTES));
         assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 200);
-        assert!(split(Vec::new()).is_empty());
+        assert!(split(Vec::new(), 2).is_empty());
     }
 
     #[test]
     fn a_full_chunk_message_fits_sqs() {
         let worst = Recipient { sub: Some("s".repeat(36)), email: format!("{}@example.com", "a".repeat(240)), given_name: Some("\u{e9}".repeat(1024)) };
-        for chunk in split(vec![worst; 600]) {
+        for chunk in split(vec![worst; 600], 1) {
             let body = serde_json::to_string(&Task::Chunk { history: history(), recipients: chunk, stalls: 0 }).unwrap();
             assert!(body.len() < 256 * 1024 - 8 * 1024, "{} bytes", body.len());
         }

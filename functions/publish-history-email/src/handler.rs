@@ -78,6 +78,8 @@ pub struct NotifierSettings {
     pub list_users_rate: f64,
     /// The delay of a hand-on while the 24-hour send quota is spent.
     pub daily_quota_retry: Duration,
+    /// The instances that take chunks at once: a row fans out into at least as many chunks.
+    pub fanout_parts: usize,
 }
 
 impl<U: UserSource, M: Mailer, I: IdempotencyStore, Q: FanoutQueue, R: SenderRegistry> Notifier<U, M, I, Q, R> {
@@ -87,7 +89,7 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore, Q: FanoutQueue, R: SenderReg
             list_pacer: Pacer::new(settings.list_users_rate),
             cache: SubscriberCache::new(settings.subscriber_cache_ttl),
             delivery,
-            fanout: Fanout::new(fanout),
+            fanout: Fanout::new(fanout, settings.fanout_parts),
             table: settings.table,
             daily_quota_retry: settings.daily_quota_retry,
             metrics,
@@ -428,8 +430,13 @@ mod tests {
             Some(links) => delivery.with_unsubscribe(links),
             None => delivery,
         };
-        let settings =
-            NotifierSettings { table: "publish_history".into(), subscriber_cache_ttl: ttl, list_users_rate: 10.0, daily_quota_retry: Duration::from_secs(900) };
+        let settings = NotifierSettings {
+            table: "publish_history".into(),
+            subscriber_cache_ttl: ttl,
+            list_users_rate: 10.0,
+            daily_quota_retry: Duration::from_secs(900),
+            fanout_parts: 1,
+        };
         let notifier = Notifier::new(users.clone(), delivery, queue.clone(), settings, metrics.clone());
         Fixture { users, mailer, store, queue, metrics, notifier }
     }

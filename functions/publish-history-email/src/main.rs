@@ -67,6 +67,7 @@ async fn main() -> Result<(), Error> {
             subscriber_cache_ttl: config.subscriber_cache_ttl,
             list_users_rate: config.list_users_rate,
             daily_quota_retry: config.daily_quota_retry,
+            fanout_parts: config.maximum_concurrency,
         },
         metrics.clone(),
     );
