@@ -7,7 +7,8 @@
 //!
 //! `BENCH_RUNS` (cold starts per function and size, default 5), `BENCH_SIZES` (memory sizes in MB, default
 //! 128,256,512,1024), `BENCH_VARIANTS` (extra `name=binary-dir` pairs, `;`-separated: other builds of the SDK floor, for the levers),
-//! `BENCH_ONLY` (function names: only those, beside the floors), `BENCH_SKIP_RECONCILE` (skip the run at scale),
+//! `BENCH_ONLY` (function names: only those, beside the floors), `BENCH_SKIP_RECONCILE` and `BENCH_SKIP_FANOUT` (skip
+//! the runs at scale), `BENCH_ONLY_FANOUT` (only publish-history-email's run at scale),
 //! `BENCH_NO_WARM_PAUSE` (the warm invocation right after the first, to look into the warm stall the README describes).
 
 use std::collections::BTreeMap;
@@ -296,6 +297,185 @@ fn template_memory_sizes() -> BTreeMap<String, u64> {
 const RECONCILE_USERS: usize = 10_000;
 const RECONCILE_DRIFTED: usize = 100;
 
+const FANOUT_RECIPIENTS: usize = 10_000;
+const FANOUT_SEND_RATE: f64 = 200.0;
+const LARGE_POOL: usize = 100_000;
+
+/// A user pool the proxy answers ListUsers for itself (moto lists a large pool in minutes a page): `size` users,
+/// every `every`th a subscriber of `tenant`, the others of tenant `other` and not subscribed. SES sends are answered
+/// by the proxy too (after its quotas), so moto's own pace does not set the benchmark's.
+fn synthetic_pool(proxy: &RecordingProxy, size: usize, every: usize, tenant: &'static str) {
+    let sent = std::sync::atomic::AtomicUsize::new(0);
+    proxy.respond_with(move |call| match call.operation.as_str() {
+        "ListUsers" => {
+            let request: Value = serde_json::from_str(&call.body).unwrap_or_default();
+            let start: usize = request["PaginationToken"].as_str().and_then(|t| t.parse().ok()).unwrap_or(0);
+            let limit = request["Limit"].as_u64().unwrap_or(60) as usize;
+            let end = (start + limit).min(size);
+            let users: Vec<Value> = (start..end)
+                .map(|i| {
+                    let subscriber = i % every == 0;
+                    let attribute = |name: &str, value: String| serde_json::json!({"Name": name, "Value": value});
+                    serde_json::json!({
+                        "Username": format!("user{i}"),
+                        "Enabled": true,
+                        "UserStatus": "CONFIRMED",
+                        "Attributes": [
+                            attribute("sub", format!("00000000-0000-4000-8000-{i:012}")),
+                            attribute("email", format!("bench{i:06}@example.com")),
+                            attribute("email_verified", "true".into()),
+                            attribute("given_name", "Bench".into()),
+                            attribute("custom:_tenant", if subscriber { tenant } else { "other" }.into()),
+                            attribute("custom:subPublishHistory", subscriber.to_string()),
+                        ],
+                    })
+                })
+                .collect();
+            let mut page = serde_json::json!({"Users": users});
+            if end < size {
+                page["PaginationToken"] = Value::String(end.to_string());
+            }
+            Some(e2e_harness::proxy::Reply { status: 200, content_type: "application/x-amz-json-1.1", body: page.to_string() })
+        }
+        "SendRawEmail" => {
+            let n = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Some(e2e_harness::proxy::Reply {
+                status: 200,
+                content_type: "text/xml",
+                body: format!(
+                    "<SendRawEmailResponse xmlns=\"http://ses.amazonaws.com/doc/2010-12-01/\"><SendRawEmailResult><MessageId>bench-{n}</MessageId></SendRawEmailResult><ResponseMetadata><RequestId>00000000-0000-4000-8000-{n:012}</RequestId></ResponseMetadata></SendRawEmailResponse>"
+                ),
+            })
+        }
+        _ => None,
+    });
+}
+
+/// The event sources of publish-history-email as the template has them: one instance on the rows' queue, two on
+/// the fan-out queue.
+fn fanout_sources(binaries: &Path, proxy: &RecordingProxy, stack: &LocalStack, sqs: &aws_sdk_sqs::Client) -> Vec<e2e_harness::event_source::EventSource> {
+    let function = stack.function("publish-history-email");
+    [0, 1, 1]
+        .into_iter()
+        .map(|n| {
+            let mut env = local_aws_env(&proxy.endpoint);
+            env.extend(function.environment.iter().cloned());
+            let mut process = FunctionProcess::start(&binaries.join("publish-history-email"), &env);
+            process.timeout = Duration::from_secs(120);
+            let source = &function.sqs[n];
+            let queue = stack.queue(&source.queue);
+            e2e_harness::event_source::EventSource::start(
+                sqs.clone(),
+                queue.url.clone(),
+                queue.arn.clone(),
+                source.batch_size,
+                Duration::from_secs(source.window_seconds),
+                process,
+            )
+        })
+        .collect()
+}
+
+async fn publish_row(sns: &aws_sdk_sns::Client, stack: &LocalStack, tenant: &str, id: &str) {
+    let message = serde_json::json!({"event": "records_created", "table": "publish_history", "records": [{"id": id, "_tenant": tenant, "title": id}]});
+    let attribute = |value: &str| aws_sdk_sns::types::MessageAttributeValue::builder().data_type("String").string_value(value).build().unwrap();
+    sns.publish()
+        .topic_arn(&stack.database_topic_arn)
+        .message(message.to_string())
+        .message_attributes("event", attribute("records_created"))
+        .message_attributes("table", attribute("publish_history"))
+        .send()
+        .await
+        .expect("publish the row");
+}
+
+async fn wait_for(limit: Duration, condition: impl Fn() -> bool) -> bool {
+    let started = Instant::now();
+    while !condition() {
+        if started.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    true
+}
+
+/// publish-history-email at scale, through the template's event sources (one instance on the rows' queue, two on
+/// the fan-out queue, 128 MB each): a 10,000-recipient row at an enforced 200 emails a second, then a row whose
+/// five subscribers are spread over a 100,000-user pool, at Cognito's 30 ListUsers a second for the account.
+async fn fanout_at_scale(binaries: &Path, report: &mut String) {
+    let moto = Moto::start();
+    let proxy = RecordingProxy::start(&moto.endpoint);
+    proxy.enforce_quotas(Some(e2e_harness::quotas::Quotas {
+        ses_max_send_rate: FANOUT_SEND_RATE,
+        ses_max_24_hour_send: 1e9,
+        ..e2e_harness::quotas::Quotas::aws()
+    }));
+    let stack = provision(&moto.endpoint, e2e_harness::scenario::APP_BASE_URL, None).await;
+    let sdk = e2e_harness::sdk_config(&moto.endpoint).await;
+    let (sqs, sns) = (aws_sdk_sqs::Client::new(&sdk), aws_sdk_sns::Client::new(&sdk));
+    let sends = |proxy: &RecordingProxy| proxy.calls_of("SendRawEmail").len();
+
+    synthetic_pool(&proxy, FANOUT_RECIPIENTS, 1, "bench");
+    let sources = fanout_sources(binaries, &proxy, &stack, &sqs);
+    let before = proxy.calls().len();
+    let started = Instant::now();
+    publish_row(&sns, &stack, "bench", "ph-bench").await;
+    let done = wait_for(Duration::from_secs(600), || sends(&proxy) >= FANOUT_RECIPIENTS).await;
+    let wall = started.elapsed();
+    let calls = calls_since(&proxy, before);
+    let throttled = proxy.refusals().iter().filter(|(_, r)| r.message == "Maximum sending rate exceeded.").count();
+    let unique: std::collections::BTreeSet<String> =
+        proxy.calls_of("SendRawEmail").iter().filter_map(|c| c.form().get("Destinations.member.1").cloned()).collect();
+    let mut rss = Vec::new();
+    for source in sources {
+        let process = source.stop().await;
+        rss.push(format!("{:.1}", process.peak_rss_kib().unwrap_or(0) as f64 / 1024.0));
+    }
+    let emails = sends(&proxy).max(1);
+    let per_email: Vec<String> = calls.iter().map(|(op, n)| format!("{op} {:.3}", *n as f64 / emails as f64)).collect();
+    let ideal = FANOUT_RECIPIENTS as f64 / FANOUT_SEND_RATE;
+    let _ = writeln!(
+        report,
+        "\n## publish-history-email at scale\n\nThe template's event sources (one instance on the rows' queue, two on the fan-out queue; 128 MB each, \
+         full cores, plain HTTP); ListUsers and SendRawEmail answered by the recording proxy after its quotas.\n\n\
+         **{FANOUT_RECIPIENTS} recipients at {FANOUT_SEND_RATE}/s**: {} in {:.1} s: wall ÷ (recipients ÷ rate) = {:.2}; \
+         {throttled} sends throttled ({:.2} %); {} distinct recipients of {emails} sends; peak RSS per instance (rows, fan-out, fan-out): {} MiB.\n\n\
+         AWS calls per email: {:.3} ({}).",
+        if done { "all sent" } else { "NOT all sent" },
+        wall.as_secs_f64(),
+        wall.as_secs_f64() / ideal,
+        throttled as f64 * 100.0 / emails as f64,
+        unique.len(),
+        rss.join(", "),
+        calls.values().sum::<usize>() as f64 / emails as f64,
+        per_email.join(", "),
+    );
+
+    // The large pool: five subscribers, one every 20,000 users.
+    let pages_before = proxy.calls_of("ListUsers").len();
+    let sent_before = sends(&proxy);
+    synthetic_pool(&proxy, LARGE_POOL, LARGE_POOL / 5, "needle");
+    let sources = fanout_sources(binaries, &proxy, &stack, &sqs);
+    let started = Instant::now();
+    publish_row(&sns, &stack, "needle", "ph-needle").await;
+    let done = wait_for(Duration::from_secs(900), || sends(&proxy) >= sent_before + 5).await;
+    let wall = started.elapsed();
+    let pages = proxy.calls_of("ListUsers").len() - pages_before;
+    let list_throttled = proxy.refusals().iter().filter(|(_, r)| r.code == "TooManyRequestsException").count();
+    for source in sources {
+        source.stop().await;
+    }
+    let _ = writeln!(
+        report,
+        "\n**A {LARGE_POOL}-user pool listed** for one row (LIST_USERS_RATE 10 per instance, the template's): {} in {:.1} s, {pages} ListUsers pages \
+         ({:.1} pages/s), {list_throttled} throttled.",
+        if done { "its 5 subscribers emailed" } else { "NOT done" },
+        wall.as_secs_f64(),
+        pages as f64 / wall.as_secs_f64(),
+    );
+}
+
 /// cognito-reconcile at scale: 10,000 rows in PostgreSQL and 10,000 pool users, 1 % drifted; one repair run.
 async fn reconcile_at_scale(binaries: &Path, moto: &Moto, proxy: &RecordingProxy, stack: &LocalStack, report: &mut String) {
     use futures::StreamExt;
@@ -424,6 +604,24 @@ async fn main() {
         .map(|pair| pair.split_once('=').map(|(n, d)| (n.to_owned(), PathBuf::from(d))).expect("BENCH_VARIANTS: name=binary-dir;..."))
         .collect();
 
+    if std::env::var_os("BENCH_ONLY_FANOUT").is_some() {
+        // Only this section, put in place of its last figures in tests/bench-results.md.
+        let mut section = String::new();
+        fanout_at_scale(&binaries, &mut section).await;
+        println!("{section}");
+        let out = workspace_root().join("tests/bench-results.md");
+        let previous = std::fs::read_to_string(&out).unwrap_or_default();
+        let header = "\n## publish-history-email at scale";
+        let updated = match previous.find(header) {
+            Some(start) => {
+                let end = previous[start + header.len()..].find("\n## ").map_or(previous.len(), |i| start + header.len() + i);
+                format!("{}{}{}", &previous[..start], section.trim_end(), &previous[end..])
+            }
+            None => format!("{}{}", previous.trim_end(), section),
+        };
+        std::fs::write(&out, updated.trim_end().to_owned() + "\n").unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
+        return;
+    }
     let moto = Moto::start();
     let proxy = RecordingProxy::start(&moto.endpoint);
     let _stand_in = LifecycleStandIn::install(&proxy);
@@ -611,6 +809,9 @@ async fn main() {
 
     if std::env::var_os("BENCH_SKIP_RECONCILE").is_none() {
         reconcile_at_scale(&binaries, &moto, &proxy, &stack, &mut report).await;
+    }
+    if std::env::var_os("BENCH_SKIP_FANOUT").is_none() {
+        fanout_at_scale(&binaries, &mut report).await;
     }
     println!("{report}");
     let out = workspace_root().join("tests/bench-results.md");
