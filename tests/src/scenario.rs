@@ -12,7 +12,6 @@ use std::time::Duration;
 use serde_json::json;
 use shared::logging::mask_email;
 
-use crate::event_source::EventSource;
 use crate::fixtures::{
     eligible_subscribers, fresh_lifecycle_event, get_parameter, peek_all, queue_is_drained, sample_event, user_state, wait_until, SAMPLE_USERS,
 };
@@ -192,18 +191,7 @@ pub async fn run(binaries: &Path) -> Running {
     // One instance per event source (publish-history-email has two: its rows and its own fan-out queue).
     for name in ["cognito-attribute-sync", "publish-history-email"] {
         for source in &stack.function(name).sqs {
-            let queue = stack.queue(&source.queue);
-            sources.push((
-                name,
-                EventSource::start(
-                    sqs.clone(),
-                    queue.url.clone(),
-                    queue.arn.clone(),
-                    source.batch_size,
-                    Duration::from_secs(source.window_seconds),
-                    start(name),
-                ),
-            ));
+            sources.push((name, stack.event_source(&sqs, source, start(name))));
         }
     }
 
@@ -211,16 +199,7 @@ pub async fn run(binaries: &Path) -> Running {
     println!("\n== database events -> SNS topic -> filtered SQS queues -> cognito-attribute-sync, publish-history-email");
     let before = snapshot(&cognito, &stack.user_pool_id).await;
     for (what, message, event, table) in database_events() {
-        let attribute =
-            |value: &str| aws_sdk_sns::types::MessageAttributeValue::builder().data_type("String").string_value(value).build().expect("data type is set");
-        sns.publish()
-            .topic_arn(&stack.database_topic_arn)
-            .message(message)
-            .message_attributes("event", attribute(event))
-            .message_attributes("table", attribute(table))
-            .send()
-            .await
-            .expect("publish to the database-event topic");
+        stack.publish_database_event(&sns, message, event, table).await;
         println!("  published  {what}");
     }
     let acme = eligible_subscribers("acme");
@@ -443,18 +422,7 @@ pub async fn run(binaries: &Path) -> Running {
     // topic (moto sends no feedback, so the scenario publishes what SES would), SNS delivers it to ses-feedback's
     // queue in its envelope, and the next publish history skips her.
     println!("\n== SES feedback: a complaint -> the configuration set's topic -> SQS -> ses-feedback");
-    let feedback = {
-        let source = stack.function("ses-feedback").sqs.first().expect("an SQS event source");
-        let queue = stack.queue(&source.queue);
-        EventSource::start(
-            sqs.clone(),
-            queue.url.clone(),
-            queue.arn.clone(),
-            source.batch_size,
-            Duration::from_secs(source.window_seconds),
-            start("ses-feedback"),
-        )
-    };
+    let feedback = stack.event_source(&sqs, stack.function("ses-feedback").sqs.first().expect("an SQS event source"), start("ses-feedback"));
     let complaint = json!({"eventType": "Complaint",
         "complaint": {"complainedRecipients": [{"emailAddress": "grace@example.com"}], "complaintFeedbackType": "abuse", "timestamp": chrono::Utc::now().to_rfc3339()},
         "mail": {"messageId": "0102019ad1c0-local", "destination": ["grace@example.com"], "tags": {"ses:configuration-set": ["local-event-workers"], "tenant": ["acme"], "row": ["ph-1002"]}}});

@@ -58,6 +58,40 @@ impl LocalStack {
     pub fn queue(&self, logical_id: &str) -> &Queue {
         self.queues.get(logical_id).unwrap_or_else(|| panic!("the template has no queue {logical_id}"))
     }
+
+    /// An event source with Lambda's semantics for `source` (one of a function's SQS events), feeding `function`.
+    pub fn event_source(&self, sqs: &aws_sdk_sqs::Client, source: &SqsSource, function: crate::runtime::FunctionProcess) -> crate::event_source::EventSource {
+        let queue = self.queue(&source.queue);
+        crate::event_source::EventSource::start(
+            sqs.clone(),
+            queue.url.clone(),
+            queue.arn.clone(),
+            source.batch_size,
+            std::time::Duration::from_secs(source.window_seconds),
+            function,
+        )
+    }
+
+    /// Publishes `message` to the database-event topic with the `event` and `table` attributes the subscriptions'
+    /// filter policies read, as the application's API does.
+    pub async fn publish_database_event(&self, sns: &aws_sdk_sns::Client, message: String, event: &str, table: &str) {
+        let attribute =
+            |value: &str| aws_sdk_sns::types::MessageAttributeValue::builder().data_type("String").string_value(value).build().expect("data type is set");
+        sns.publish()
+            .topic_arn(&self.database_topic_arn)
+            .message(message)
+            .message_attributes("event", attribute(event))
+            .message_attributes("table", attribute(table))
+            .send()
+            .await
+            .expect("publish to the database-event topic");
+    }
+
+    /// A publish history of `tenant` created (`id` its title too), published to the database-event topic.
+    pub async fn publish_history_created(&self, sns: &aws_sdk_sns::Client, tenant: &str, id: &str) {
+        let message = serde_json::json!({"event": "records_created", "table": "publish_history", "records": [{"id": id, "_tenant": tenant, "title": id}]});
+        self.publish_database_event(sns, message.to_string(), "records_created", "publish_history").await;
+    }
 }
 
 pub fn read_template() -> Value {

@@ -12,7 +12,7 @@ use aws_sdk_ses::types::{MessageTag, RawMessage};
 use shared::dynamodb::{consistent_attribute, epoch_millis, epoch_seconds, error_text, number};
 
 use crate::idempotency::{STATUS_COMPLETED, STATUS_IN_PROGRESS};
-use crate::ports::{Claim, FanoutQueue, IdempotencyStore, Mailer, OutgoingEmail, PoolUser, SendError, SendQuota, SenderRegistry, UserPage, UserSource};
+use crate::ports::{Claim, FanoutQueue, IdempotencyStore, Mailer, OutgoingEmail, PoolUser, SendError, SenderRegistry, UserPage, UserSource};
 use crate::recipients::is_true_flag;
 
 /// The Cognito adapter.
@@ -82,9 +82,9 @@ impl SesMailer {
 
 #[async_trait]
 impl Mailer for SesMailer {
-    async fn send_quota(&self) -> Result<SendQuota, String> {
+    async fn max_send_rate(&self) -> Result<f64, String> {
         let quota = self.client.get_send_quota().send().await.map_err(|e| aws_sdk_ses::error::DisplayErrorContext(e).to_string())?;
-        Ok(SendQuota { max_send_rate: quota.max_send_rate(), max_24_hour_send: quota.max24_hour_send(), sent_last_24_hours: quota.sent_last24_hours() })
+        Ok(quota.max_send_rate())
     }
 
     async fn send(&self, email: &OutgoingEmail, timeout: Duration) -> Result<String, SendError> {

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::idempotency::{notification_key, Guarded, OnceOnly};
 use crate::notification::{EmailTemplates, PublishHistory};
-use crate::ports::{IdempotencyStore, ListUnsubscribe, Mailer, OutgoingEmail, Recipient, SendError, SendQuota, SenderRegistry};
+use crate::ports::{IdempotencyStore, ListUnsubscribe, Mailer, OutgoingEmail, Recipient, SendError, SenderRegistry};
 
 /// Sends in flight at once per instance, and so once-only claims open at once.
 pub const SEND_CONCURRENCY: usize = 8;
@@ -163,8 +163,8 @@ impl<R: SenderRegistry> SendBudget<R> {
         let rate = match state.quota {
             Some((read_at, rate)) if read_at.elapsed() < QUOTA_TTL => rate,
             _ => {
-                let rate = match mailer.send_quota().await {
-                    Ok(SendQuota { max_send_rate, .. }) if max_send_rate > 0.0 => max_send_rate,
+                let rate = match mailer.max_send_rate().await {
+                    Ok(rate) if rate > 0.0 => rate,
                     other => {
                         tracing::warn!(fallback = FALLBACK_SEND_RATE, error = ?other.err(), "send quota unavailable; pacing at the sandbox rate");
                         FALLBACK_SEND_RATE
@@ -425,8 +425,8 @@ mod tests {
 
     #[async_trait]
     impl Mailer for Quota {
-        async fn send_quota(&self) -> Result<SendQuota, String> {
-            Ok(SendQuota { max_send_rate: self.0, max_24_hour_send: 50_000.0, sent_last_24_hours: 0.0 })
+        async fn max_send_rate(&self) -> Result<f64, String> {
+            Ok(self.0)
         }
         async fn send(&self, _: &OutgoingEmail, _: Duration) -> Result<String, SendError> {
             unreachable!()

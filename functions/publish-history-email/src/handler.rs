@@ -115,7 +115,7 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore, Q: FanoutQueue, R: SenderReg
             if record.body.as_deref().and_then(Task::parse).is_some() {
                 continue;
             }
-            let Ok(histories) = self.histories(record) else { continue };
+            let Ok(histories) = self.histories(record, false) else { continue };
             for history in histories.into_iter().flatten() {
                 if !rows.iter().any(|r| r.tenant == history.tenant && r.id == history.id) {
                     rows.push(history);
@@ -125,11 +125,13 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore, Q: FanoutQueue, R: SenderReg
         rows
     }
 
-    /// The record's created publish histories; `None` for another event.
-    fn histories(&self, record: &SqsMessage) -> Result<Option<Vec<PublishHistory>>, RecordError> {
+    /// The record's created publish histories; `None` for another event (`log`: say so, once per record).
+    fn histories(&self, record: &SqsMessage, log: bool) -> Result<Option<Vec<PublishHistory>>, RecordError> {
         let event = database_event(record).map_err(RecordError::poison)?;
         if event.table != self.table || event.kind != EventKind::RecordsCreated {
-            tracing::info!(event = %event.label(), "not a created publish history; acknowledged");
+            if log {
+                tracing::info!(event = %event.label(), "not a created publish history; acknowledged");
+            }
             return Ok(None);
         }
         event.map_rows(|row| PublishHistory::from_row(row, event.tenant.as_deref())).map(Some).map_err(RecordError::Poison)
@@ -148,7 +150,7 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore, Q: FanoutQueue, R: SenderReg
     }
 
     async fn handle_row_record(&self, record: &SqsMessage, context: &BatchContext) -> Result<(), RecordError> {
-        let Some(histories) = self.histories(record)? else {
+        let Some(histories) = self.histories(record, true)? else {
             self.metrics.count("RecordsIgnored", 1);
             return Ok(());
         };
@@ -297,7 +299,7 @@ mod tests {
     use crate::idempotency::tests::MemoryStore;
     use crate::idempotency::{notification_key, DEFAULT_RECORD_TTL, STATUS_IN_PROGRESS};
     use crate::notification::EmailTemplates;
-    use crate::ports::{OutgoingEmail, PoolUser, SendError, SendQuota, UserPage};
+    use crate::ports::{OutgoingEmail, PoolUser, SendError, UserPage};
     use async_trait::async_trait;
     use serde_json::json;
     use shared::testing::{sns_envelope, sqs_event, sqs_record};
@@ -346,8 +348,8 @@ mod tests {
 
     #[async_trait]
     impl Mailer for Arc<FakeMailer> {
-        async fn send_quota(&self) -> Result<SendQuota, String> {
-            Ok(SendQuota { max_send_rate: 14.0, max_24_hour_send: 50_000.0, sent_last_24_hours: 0.0 })
+        async fn max_send_rate(&self) -> Result<f64, String> {
+            Ok(14.0)
         }
         async fn send(&self, email: &OutgoingEmail, _: Duration) -> Result<String, SendError> {
             *self.attempts.lock().unwrap().entry(email.to.clone()).or_default() += 1;
@@ -630,6 +632,25 @@ mod tests {
         let mut unique = sent.clone();
         unique.dedup();
         assert_eq!(unique.len(), sent.len(), "nobody twice");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_chunk_delivered_twice_at_once_and_again_later_sends_each_email_once() {
+        let f = fixture_with(many("initech", 80), Duration::from_secs(300), None);
+        assert!(run(&f, vec![("m1", created("ph-1", "initech"))]).await.is_empty());
+        let [(chunk, _)] = f.queue.take().try_into().unwrap();
+        let body = serde_json::to_string(&chunk).unwrap();
+        // SQS hands the same message to one batch twice, and to a later batch days after.
+        assert!(run(&f, vec![("c1", body.clone()), ("c2", body.clone())]).await.is_empty());
+        drain(&f).await;
+        tokio::time::advance(Duration::from_secs(3 * 24 * 3600)).await;
+        assert!(run(&f, vec![("c3", body)]).await.is_empty());
+        drain(&f).await;
+        let sent = f.mailer.sent_to();
+        assert_eq!(sent.len(), 80);
+        let mut unique = sent.clone();
+        unique.dedup();
+        assert_eq!(unique.len(), 80, "nobody twice");
     }
 
     #[tokio::test(start_paused = true)]

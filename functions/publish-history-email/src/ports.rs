@@ -85,17 +85,11 @@ pub enum SendError {
     NoTime,
 }
 
-/// What GetSendQuota says.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SendQuota {
-    pub max_send_rate: f64,
-    pub max_24_hour_send: f64,
-    pub sent_last_24_hours: f64,
-}
-
 #[async_trait]
 pub trait Mailer: Send + Sync {
-    async fn send_quota(&self) -> Result<SendQuota, String>;
+    /// The account's maximum send rate, emails per second (GetSendQuota). The 24-hour quota is learnt from SES's
+    /// refusal, which says it is spent: the quota read an hour ago would not.
+    async fn max_send_rate(&self) -> Result<f64, String>;
     /// Sends one email within `timeout`; returns the provider's message id. One attempt: retries are the caller's,
     /// through its pacer.
     async fn send(&self, email: &OutgoingEmail, timeout: Duration) -> Result<String, SendError>;

@@ -203,6 +203,20 @@ async fn each_eligible_subscriber_gets_exactly_one_email_and_redelivery_sends_no
 /// The template's policy with `ses:SendRawEmail` taken out (as it was once deployed, allowing only `ses:SendEmail`):
 /// SES's AccessDenied is named, no recipient is retried within the invocation, and every row comes back for
 /// redelivery, which sends once the policy is whole again.
+/// A chunk from the fan-out queue, as `events/publish-history-email/fanout-chunk.json` has it: its recipients get
+/// the row's email, once however often the chunk comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_from_the_fanout_queue_emails_its_recipients_once() {
+    let mut stack = stack().await;
+    let event = sample_event("publish-history-email/fanout-chunk.json");
+    for _ in 0..2 {
+        assert_eq!(failures(&stack.function.invoke(&event).response()), Vec::<String>::new());
+    }
+    let by_subject = recipients_by_subject(&sent_emails(&stack.aws.proxy));
+    assert_eq!(by_subject["New publish history: Autumn price list"], vec!["ada@example.com", "grace@example.com"]);
+    assert_eq!(by_subject.len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_ses_send_raw_email_in_its_policy_every_row_is_kept_and_the_denial_is_named() {
     let mut stack = stack().await;

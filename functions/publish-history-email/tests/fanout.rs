@@ -59,9 +59,7 @@ impl Local {
 
     /// The event source of the template's `n`th SQS event of the function, for `function`.
     fn source(&self, n: usize, function: FunctionProcess) -> EventSource {
-        let source = &self.stack.function("publish-history-email").sqs[n];
-        let queue = self.stack.queue(&source.queue);
-        EventSource::start(self.sqs.clone(), queue.url.clone(), queue.arn.clone(), source.batch_size, Duration::from_secs(source.window_seconds), function)
+        self.stack.event_source(&self.sqs, &self.stack.function("publish-history-email").sqs[n], function)
     }
 
     /// `count` eligible subscribers of `tenant`: their addresses.
@@ -85,19 +83,8 @@ impl Local {
         addresses
     }
 
-    /// A publish history of `tenant` created, as the application's API publishes it.
     async fn publish_row(&self, tenant: &str, id: &str) {
-        let message = serde_json::json!({"event": "records_created", "table": "publish_history", "records": [{"id": id, "_tenant": tenant, "title": id}]});
-        let attribute = |value: &str| aws_sdk_sns::types::MessageAttributeValue::builder().data_type("String").string_value(value).build().unwrap();
-        self.sns
-            .publish()
-            .topic_arn(&self.stack.database_topic_arn)
-            .message(message.to_string())
-            .message_attributes("event", attribute("records_created"))
-            .message_attributes("table", attribute("publish_history"))
-            .send()
-            .await
-            .expect("publish the row");
+        self.stack.publish_history_created(&self.sns, tenant, id).await;
     }
 
     /// Emails sent per subject: recipient -> how many times.

@@ -362,31 +362,9 @@ fn fanout_sources(binaries: &Path, proxy: &RecordingProxy, stack: &LocalStack, s
             env.extend(function.environment.iter().cloned());
             let mut process = FunctionProcess::start(&binaries.join("publish-history-email"), &env);
             process.timeout = Duration::from_secs(120);
-            let source = &function.sqs[n];
-            let queue = stack.queue(&source.queue);
-            e2e_harness::event_source::EventSource::start(
-                sqs.clone(),
-                queue.url.clone(),
-                queue.arn.clone(),
-                source.batch_size,
-                Duration::from_secs(source.window_seconds),
-                process,
-            )
+            stack.event_source(sqs, &function.sqs[n], process)
         })
         .collect()
-}
-
-async fn publish_row(sns: &aws_sdk_sns::Client, stack: &LocalStack, tenant: &str, id: &str) {
-    let message = serde_json::json!({"event": "records_created", "table": "publish_history", "records": [{"id": id, "_tenant": tenant, "title": id}]});
-    let attribute = |value: &str| aws_sdk_sns::types::MessageAttributeValue::builder().data_type("String").string_value(value).build().unwrap();
-    sns.publish()
-        .topic_arn(&stack.database_topic_arn)
-        .message(message.to_string())
-        .message_attributes("event", attribute("records_created"))
-        .message_attributes("table", attribute("publish_history"))
-        .send()
-        .await
-        .expect("publish the row");
 }
 
 async fn wait_for(limit: Duration, condition: impl Fn() -> bool) -> bool {
@@ -420,7 +398,7 @@ async fn fanout_at_scale(binaries: &Path, report: &mut String) {
     let sources = fanout_sources(binaries, &proxy, &stack, &sqs);
     let before = proxy.calls().len();
     let started = Instant::now();
-    publish_row(&sns, &stack, "bench", "ph-bench").await;
+    stack.publish_history_created(&sns, "bench", "ph-bench").await;
     let done = wait_for(Duration::from_secs(600), || sends(&proxy) >= FANOUT_RECIPIENTS).await;
     let wall = started.elapsed();
     let calls = calls_since(&proxy, before);
@@ -458,7 +436,7 @@ async fn fanout_at_scale(binaries: &Path, report: &mut String) {
     synthetic_pool(&proxy, LARGE_POOL, LARGE_POOL / 5, "needle");
     let sources = fanout_sources(binaries, &proxy, &stack, &sqs);
     let started = Instant::now();
-    publish_row(&sns, &stack, "needle", "ph-needle").await;
+    stack.publish_history_created(&sns, "needle", "ph-needle").await;
     let done = wait_for(Duration::from_secs(900), || sends(&proxy) >= sent_before + 5).await;
     let wall = started.elapsed();
     let pages = proxy.calls_of("ListUsers").len() - pages_before;
