@@ -153,6 +153,8 @@ pub struct PoolStack {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub pool_id: String,
     pub dlq_url: String,
+    /// publish-history-email's own fan-out queue (`FANOUT_QUEUE_URL`), which every instance of it is configured with.
+    pub fanout_url: String,
 }
 
 impl PoolStack {
@@ -164,7 +166,8 @@ impl PoolStack {
         let pool_id = fixtures::create_user_pool(&cognito, "users").await;
         fixtures::create_sample_users(&cognito, &pool_id).await;
         let dlq_url = fixtures::create_queue(&sqs, dead_letter_queue).await;
-        PoolStack { aws, cognito, sqs, dynamodb, pool_id, dlq_url }
+        let fanout_url = fixtures::create_queue(&sqs, "publish-history-email-fanout").await;
+        PoolStack { aws, cognito, sqs, dynamodb, pool_id, dlq_url, fanout_url }
     }
 
     /// Starts `binary` against this stack with `settings`.

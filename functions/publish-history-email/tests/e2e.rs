@@ -34,7 +34,7 @@ async fn stack() -> Stack {
     let pool = PoolStack::start("publish-history-email-dlq").await;
     verify_sender(&aws_sdk_ses::Client::new(&pool.aws.sdk)).await;
     create_idempotency_table(&pool.dynamodb, TABLE).await;
-    let url = e2e_harness::fixtures::create_queue(&pool.sqs, "publish-history-email-fanout").await;
+    let url = pool.fanout_url.clone();
     let attributes = pool.sqs.get_queue_attributes().queue_url(&url).attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn).send().await.unwrap();
     let arn = attributes.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
     let fanout = (url, arn);

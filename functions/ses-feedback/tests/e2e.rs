@@ -143,7 +143,12 @@ async fn after_a_complaint_publish_history_email_no_longer_emails_that_user() {
     assert_eq!(batch_failures(&function.invoke(&sample_event("ses-feedback/complaint-event-publishing.json")).response()), Vec::<String>::new());
     let mut sender = FunctionProcess::start(
         &built_binaries().join("publish-history-email"),
-        &stack.aws.function_env(&[("USER_POOL_ID", stack.pool_id.as_str()), ("SENDER_ADDRESS", SENDER_ADDRESS), ("IDEMPOTENCY_TABLE", "idempotency")]),
+        &stack.aws.function_env(&[
+            ("USER_POOL_ID", stack.pool_id.as_str()),
+            ("SENDER_ADDRESS", SENDER_ADDRESS),
+            ("IDEMPOTENCY_TABLE", "idempotency"),
+            ("FANOUT_QUEUE_URL", stack.fanout_url.as_str()),
+        ]),
     );
     let message =
         json!({"event": "records_created", "table": "publish_history", "records": [{"id": "ph-1003", "_tenant": "acme", "title": "After the complaint"}]});

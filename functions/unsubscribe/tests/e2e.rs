@@ -32,6 +32,7 @@ fn send_notifications(stack: &PoolStack, key_parameter: &str, title: &str) -> Ve
             ("USER_POOL_ID", stack.pool_id.as_str()),
             ("SENDER_ADDRESS", SENDER_ADDRESS),
             ("IDEMPOTENCY_TABLE", "idempotency"),
+            ("FANOUT_QUEUE_URL", stack.fanout_url.as_str()),
             ("UNSUBSCRIBE_URL", BASE_URL),
             ("UNSUBSCRIBE_KEY_PARAMETER", key_parameter),
             ("SUBSCRIBER_CACHE_TTL_SECONDS", "0"),
