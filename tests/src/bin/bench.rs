@@ -8,7 +8,8 @@
 //! `BENCH_RUNS` (cold starts per function and size, default 5), `BENCH_SIZES` (memory sizes in MB, default
 //! 128,256,512,1024), `BENCH_VARIANTS` (extra `name=binary-dir` pairs, `;`-separated: other builds of the SDK floor, for the levers),
 //! `BENCH_ONLY` (function names: only those, beside the floors), `BENCH_SKIP_RECONCILE` and `BENCH_SKIP_FANOUT` (skip
-//! the runs at scale), `BENCH_ONLY_FANOUT` (only publish-history-email's run at scale),
+//! the runs at scale), `BENCH_ONLY_FANOUT` (only publish-history-email's run at scale), `BENCH_FANOUT_LOGS` (a directory: that
+//! run's function logs go there),
 //! `BENCH_NO_WARM_PAUSE` (the warm invocation right after the first, to look into the warm stall the README describes).
 
 use std::collections::BTreeMap;
@@ -399,16 +400,31 @@ async fn fanout_at_scale(binaries: &Path, report: &mut String) {
     let before = proxy.calls().len();
     let started = Instant::now();
     stack.publish_history_created(&sns, "bench", "ph-bench").await;
-    let done = wait_for(Duration::from_secs(600), || sends(&proxy) >= FANOUT_RECIPIENTS).await;
+    // When the first email went out, and each further quarter of them.
+    let marks = std::sync::Mutex::new(Vec::new());
+    let done = wait_for(Duration::from_secs(600), || {
+        let sent = sends(&proxy);
+        let mut marks = marks.lock().unwrap();
+        let next = if marks.is_empty() { 1 } else { marks.len() * FANOUT_RECIPIENTS / 4 };
+        if sent >= next {
+            marks.push(started.elapsed());
+        }
+        sent >= FANOUT_RECIPIENTS
+    })
+    .await;
     let wall = started.elapsed();
+    let marks: Vec<String> = marks.into_inner().unwrap().iter().map(|d| format!("{:.1}", d.as_secs_f64())).collect();
     let calls = calls_since(&proxy, before);
     let throttled = proxy.refusals().iter().filter(|(_, r)| r.message == "Maximum sending rate exceeded.").count();
     let unique: std::collections::BTreeSet<String> =
         proxy.calls_of("SendRawEmail").iter().filter_map(|c| c.form().get("Destinations.member.1").cloned()).collect();
     let mut rss = Vec::new();
-    for source in sources {
+    for (n, source) in sources.into_iter().enumerate() {
         let process = source.stop().await;
         rss.push(format!("{:.1}", process.peak_rss_kib().unwrap_or(0) as f64 / 1024.0));
+        if let Some(dir) = std::env::var_os("BENCH_FANOUT_LOGS") {
+            let _ = std::fs::write(Path::new(&dir).join(format!("publish-history-email-{n}.log")), process.output().join("\n"));
+        }
     }
     let emails = sends(&proxy).max(1);
     let per_email: Vec<String> = calls.iter().map(|(op, n)| format!("{op} {:.3}", *n as f64 / emails as f64)).collect();
@@ -418,7 +434,8 @@ async fn fanout_at_scale(binaries: &Path, report: &mut String) {
         "\n## publish-history-email at scale\n\nThe template's event sources (one instance on the rows' queue, two on the fan-out queue; 128 MB each, \
          full cores, plain HTTP); ListUsers and SendRawEmail answered by the recording proxy after its quotas.\n\n\
          **{FANOUT_RECIPIENTS} recipients at {FANOUT_SEND_RATE}/s**: {} in {:.1} s: wall ÷ (recipients ÷ rate) = {:.2}; \
-         {throttled} sends throttled ({:.2} %); {} distinct recipients of {emails} sends; peak RSS per instance (rows, fan-out, fan-out): {} MiB.\n\n\
+         {throttled} sends throttled ({:.2} %); {} distinct recipients of {emails} sends; peak RSS per instance (rows, fan-out, fan-out): {} MiB. \
+         The first email after {} s, each further quarter of them after {} s.\n\n\
          AWS calls per email: {:.3} ({}).",
         if done { "all sent" } else { "NOT all sent" },
         wall.as_secs_f64(),
@@ -426,6 +443,8 @@ async fn fanout_at_scale(binaries: &Path, report: &mut String) {
         throttled as f64 * 100.0 / emails as f64,
         unique.len(),
         rss.join(", "),
+        marks.first().map_or("-", String::as_str),
+        marks.get(1..).map_or_else(String::new, |m| m.join(", ")),
         calls.values().sum::<usize>() as f64 / emails as f64,
         per_email.join(", "),
     );
