@@ -11,6 +11,11 @@ pub struct Pacer {
     next_slot: tokio::sync::Mutex<Instant>,
 }
 
+/// How late a slot may be taken and still keep its place in the schedule: a timer's tick and a busy thread's delay.
+/// Any second then holds at most `ceil(rate × 1.005)` slots, one more than the rate for an integer rate below 200,
+/// as when slots were never closer than the interval.
+pub const LATE_WAKE_KEPT: Duration = Duration::from_millis(5);
+
 fn interval_of(rate_per_second: f64) -> Duration {
     let rate = if rate_per_second.is_finite() && rate_per_second > 0.0 { rate_per_second } else { 1.0 };
     Duration::from_secs_f64(1.0 / rate)
@@ -52,7 +57,10 @@ impl Pacer {
                     return Err(());
                 }
                 if slot <= now {
-                    *next = slot + self.interval();
+                    // A wake-up a timer tick late keeps the schedule (or every slot would lose that tick: 10 % of
+                    // the rate at 95/s); a longer lull starts it afresh, so idle time never becomes a burst.
+                    let scheduled = if now.saturating_duration_since(*next) <= LATE_WAKE_KEPT { *next } else { now };
+                    *next = scheduled + self.interval();
                     return Ok(());
                 }
                 slot
@@ -76,6 +84,45 @@ mod tests {
         }
         assert_eq!(start.elapsed(), Duration::from_millis(1000), "three sends at 2/s take one second");
         assert!(pacer.acquire(deadline).await.is_err(), "the slot at 1.5 s is past the deadline");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_taken_a_tick_late_keeps_the_schedule_and_a_lull_does_not_become_a_burst() {
+        let pacer = Pacer::new(100.0);
+        let start = Instant::now();
+        let far = start + Duration::from_secs(60);
+        pacer.acquire(far).await.unwrap();
+        // Each slot taken 2 ms after it came (at 12, 22, ... ms): still one every 10 ms.
+        for slot in 1..=5u64 {
+            tokio::time::advance(Duration::from_millis(if slot == 1 { 12 } else { 10 })).await;
+            let before = Instant::now();
+            pacer.acquire(far).await.unwrap();
+            assert_eq!(before, Instant::now(), "slot {slot} was due");
+        }
+        pacer.acquire(far).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_millis(60), "the sixth slot kept its place");
+        // Idle for a second: the next two slots are an interval apart, not at once.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        pacer.acquire(far).await.unwrap();
+        let idle_end = Instant::now();
+        pacer.acquire(far).await.unwrap();
+        assert_eq!(idle_end.elapsed(), Duration::from_millis(10));
+
+        // In any one-second window of slots taken up to the kept lateness late, at most ceil(rate × 1.005).
+        let pacer = Pacer::new(95.0);
+        let start = Instant::now();
+        let mut times = Vec::new();
+        for i in 0..400u64 {
+            pacer.acquire(far).await.unwrap();
+            times.push(Instant::now() - start);
+            // Late by 0..5 ms, by turns.
+            let late = Duration::from_micros((i * 1700) % 5001);
+            let next = pacer.next_slot.lock().await.saturating_duration_since(Instant::now());
+            tokio::time::advance(next + late).await;
+        }
+        let most = (0..times.len()).map(|i| times[i..].iter().take_while(|t| **t < times[i] + Duration::from_secs(1)).count()).max().unwrap();
+        assert!(most <= 96, "{most} slots in one second at 95/s");
+        assert!(times[399] < Duration::from_millis(399 * 1000 / 95 + 6), "the schedule kept: {:?}", times[399]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -26,9 +26,10 @@ pub const SEND_CONCURRENCY: usize = 8;
 /// The part of the account's rate the instances pace at together, at most.
 pub const RATE_SAFETY: f64 = 0.95;
 
-/// One instance's share of `rate` among `instances`. Each instance's evenly spaced sends may put one more send than
-/// its rate into a second that starts on a send, and the instances' phases are unrelated, so together they keep one
-/// send per instance below the rate (and [`RATE_SAFETY`] of it); never below a quarter of the rate between them.
+/// One instance's share of `rate` among `instances`. Each instance's paced sends may put one more send than its
+/// rate into a second that starts on a send (`ceil(share × 1.005)`, see the pacer), and the instances' phases are
+/// unrelated, so together they keep one send per instance below the rate (and [`RATE_SAFETY`] of it); never below a
+/// quarter of the rate between them.
 pub fn share(rate: f64, instances: usize) -> f64 {
     let n = instances.max(1) as f64;
     (rate * RATE_SAFETY).min(rate - n).max(rate / 4.0) / n
@@ -395,7 +396,8 @@ mod tests {
         assert_eq!(share(14.0, 2), 6.0);
         assert_eq!(share(1.0, 2), 0.125, "the sandbox: a quarter of the rate between them");
         for (rate, n) in [(5.0, 2), (14.0, 4), (50.0, 3), (200.0, 2)] {
-            let per_second_worst = n as f64 * (share(rate, n).floor() + 1.0);
+            // The pacer's most slots in a second (see shared::pacer::LATE_WAKE_KEPT).
+            let per_second_worst = n as f64 * (share(rate, n) * 1.005).ceil();
             assert!(per_second_worst <= rate, "{rate}/s over {n}: {per_second_worst}");
         }
     }
