@@ -360,20 +360,6 @@ impl SenderRegistry for DynamoSenderRegistry {
             })
             .collect())
     }
-
-    async fn leave(&self, instance: &str) -> Result<(), String> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("id", AttributeValue::S(SENDERS_KEY.into()))
-            .update_expression("REMOVE senders.#me")
-            .expression_attribute_names("#me", instance)
-            .condition_expression("attribute_exists(senders)")
-            .send()
-            .await
-            .map(|_| ())
-            .or_else(|error| if error.code() == Some("ConditionalCheckFailedException") { Ok(()) } else { Err(error_text(error)) })
-    }
 }
 
 #[cfg(test)]

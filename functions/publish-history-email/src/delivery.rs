@@ -4,6 +4,8 @@
 //! The rate: each instance that is sending renews its entry in a registry (the idempotency table) every
 //! [`RENEW_EVERY`] and paces at its [`share`] of `MaxSendRate` among the instances whose entries are live. A newcomer
 //! waits [`JOIN_WAIT`] before its first send, by when every other instance has renewed, seen it, and slowed down.
+//! When its batch is answered, an instance's entry lingers for [`LINGER`]: the same instance's next batch (the next
+//! chunk, usually within a poll) is no newcomer and sends at once, and a gone instance's share is free soon after.
 //! Without the registry (no table, or it cannot be reached), an instance paces at the share of the most instances
 //! that can run at once.
 
@@ -40,6 +42,11 @@ pub const RENEW_EVERY: Duration = Duration::from_secs(1);
 pub const LEASE: Duration = Duration::from_secs(4);
 /// A newcomer's wait before its first send: every other sending instance renews within it.
 pub const JOIN_WAIT: Duration = Duration::from_millis(1300);
+/// How long an instance's entry still counts after its batch is answered: longer than [`RENEW_EVERY`], so every
+/// other instance still counts it when its next batch renews it, and the next batch need not wait [`JOIN_WAIT`].
+pub const LINGER: Duration = Duration::from_secs(2);
+/// An entry this close to lapsing is renewed as a newcomer's: the renewal may land after it lapsed.
+const LAPSE_MARGIN: Duration = Duration::from_millis(500);
 /// How long the send quota from GetSendQuota is trusted.
 const QUOTA_TTL: Duration = Duration::from_secs(3600);
 /// When GetSendQuota fails: the SES sandbox rate, the lowest an account has.
@@ -140,6 +147,8 @@ pub struct SendBudget<R> {
     /// The most instances that can send at once: the share without the registry.
     max_instances: usize,
     state: tokio::sync::Mutex<Budget>,
+    /// The wall clock the registry's entries are read with (a test's follows tokio's paused time).
+    clock: fn() -> SystemTime,
 }
 
 impl<R: SenderRegistry> SendBudget<R> {
@@ -150,7 +159,14 @@ impl<R: SenderRegistry> SendBudget<R> {
             registry,
             max_instances: max_instances.max(1),
             state: tokio::sync::Mutex::new(Budget { quota: None, renewed_at: None, registered_until: None, lapsed: Vec::new(), instances: 0 }),
+            clock: SystemTime::now,
         }
+    }
+
+    #[cfg(test)]
+    fn with_clock(mut self, clock: fn() -> SystemTime) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Waits for this instance's next send slot; `Err` when none is left before `until`.
@@ -182,12 +198,12 @@ impl<R: SenderRegistry> SendBudget<R> {
         let instances = match &self.registry {
             None => self.max_instances,
             Some(registry) => {
-                let now = SystemTime::now();
+                let now = (self.clock)();
                 let until = now + LEASE;
                 let lapsed = std::mem::take(&mut state.lapsed);
                 match registry.renew(&self.instance, until, &lapsed).await {
                     Ok(entries) => {
-                        let newcomer = state.registered_until.is_none_or(|at| at <= now);
+                        let newcomer = state.registered_until.is_none_or(|at| at <= now + LAPSE_MARGIN);
                         state.registered_until = Some(until);
                         state.lapsed = entries.iter().filter(|(_, at)| *at <= now).map(|(id, _)| id.clone()).collect();
                         if newcomer {
@@ -210,17 +226,22 @@ impl<R: SenderRegistry> SendBudget<R> {
         self.pacer.set_rate(share(rate, instances));
     }
 
-    /// This instance stopped sending (its batch is answered): the others take its share at their next renewal.
+    /// This instance stopped sending (its batch is answered): its entry lapses after [`LINGER`], and the others
+    /// take its share at their first renewal after that, unless its next batch renews it first.
     pub async fn leave(&self) {
         let mut state = self.state.lock().await;
-        if state.registered_until.take().is_some() {
-            if let Some(registry) = &self.registry {
-                if let Err(error) = registry.leave(&self.instance).await {
-                    tracing::warn!(error = %error, "could not leave the send-rate registry; the entry lapses by itself");
-                }
-            }
-        }
         state.renewed_at = None;
+        let now = (self.clock)();
+        let (Some(registry), Some(registered_until)) = (&self.registry, state.registered_until) else { return };
+        if registered_until <= now + LINGER {
+            return;
+        }
+        let until = now + LINGER;
+        let lapsed = std::mem::take(&mut state.lapsed);
+        match registry.renew(&self.instance, until, &lapsed).await {
+            Ok(_) => state.registered_until = Some(until),
+            Err(error) => tracing::warn!(error = %error, "could not shorten this instance's send-rate entry; it lapses by itself"),
+        }
     }
 }
 
@@ -417,10 +438,6 @@ mod tests {
             entries.insert(instance.to_owned(), until);
             Ok(entries.iter().map(|(id, at)| (id.clone(), *at)).collect())
         }
-        async fn leave(&self, instance: &str) -> Result<(), String> {
-            self.entries.lock().unwrap().remove(instance);
-            Ok(())
-        }
     }
 
     struct Quota(f64);
@@ -435,6 +452,17 @@ mod tests {
         }
     }
 
+    /// The wall clock as tokio's paused time moves it, from where this test's thread first read it.
+    fn test_clock() -> SystemTime {
+        thread_local!(static START: std::cell::Cell<Option<(SystemTime, Instant)>> = const { std::cell::Cell::new(None) });
+        let (wall, at) = START.with(|start| {
+            let first = start.get().unwrap_or((SystemTime::now(), Instant::now()));
+            start.set(Some(first));
+            first
+        });
+        wall + at.elapsed()
+    }
+
     fn rate_of(budget: &SendBudget<Arc<MemoryRegistry>>) -> f64 {
         (1.0 / budget.pacer.interval().as_secs_f64() * 1000.0).round() / 1000.0
     }
@@ -442,7 +470,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn instances_share_the_rate_a_newcomer_waits_for_the_others_and_a_leaver_frees_its_share() {
         let registry = Arc::new(MemoryRegistry::default());
-        let (a, b) = (SendBudget::new(Some(registry.clone()), 4), SendBudget::new(Some(registry.clone()), 4));
+        let budget = || SendBudget::new(Some(registry.clone()), 4).with_clock(test_clock);
+        let (a, b) = (budget(), budget());
         let far = Instant::now() + Duration::from_secs(600);
         let started = Instant::now();
         a.acquire(&Quota(20.0), far).await.unwrap();
@@ -461,10 +490,24 @@ mod tests {
         assert_eq!(rate_of(&a), share(20.0, 2));
         assert!(RENEW_EVERY < JOIN_WAIT);
 
+        // Answered, the second instance lingers: its next batch sends at once, the first still counts it.
         b.leave().await;
-        tokio::time::advance(RENEW_EVERY).await;
+        let back = Instant::now();
+        tokio::time::advance(LINGER - LAPSE_MARGIN - Duration::from_millis(100)).await;
+        b.acquire(&Quota(20.0), far).await.unwrap();
+        assert!(back.elapsed() < LINGER, "no newcomer's wait");
+        a.acquire(&Quota(20.0), far).await.unwrap();
+        assert_eq!(rate_of(&a), share(20.0, 2));
+
+        // Gone for good, its share is taken back once its entry has lapsed.
+        b.leave().await;
+        tokio::time::advance(LINGER).await;
         a.acquire(&Quota(20.0), far).await.unwrap();
         assert_eq!(rate_of(&a), share(20.0, 1), "the leaver's share is taken back");
+        // Back after that, it is a newcomer again.
+        let back = Instant::now();
+        b.acquire(&Quota(20.0), far).await.unwrap();
+        assert!(back.elapsed() >= JOIN_WAIT);
     }
 
     #[tokio::test(start_paused = true)]

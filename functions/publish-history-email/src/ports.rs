@@ -139,16 +139,11 @@ pub trait SenderRegistry: Send + Sync {
     /// Records `instance` as sending until `until` and forgets the `lapsed` entries; returns every entry, with the
     /// time each one sends until.
     async fn renew(&self, instance: &str, until: SystemTime, lapsed: &[String]) -> Result<Vec<(String, SystemTime)>, String>;
-    /// `instance` has stopped sending.
-    async fn leave(&self, instance: &str) -> Result<(), String>;
 }
 
 #[async_trait]
 impl<T: SenderRegistry + ?Sized> SenderRegistry for Box<T> {
     async fn renew(&self, instance: &str, until: SystemTime, lapsed: &[String]) -> Result<Vec<(String, SystemTime)>, String> {
         (**self).renew(instance, until, lapsed).await
-    }
-    async fn leave(&self, instance: &str) -> Result<(), String> {
-        (**self).leave(instance).await
     }
 }
