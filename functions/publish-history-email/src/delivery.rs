@@ -24,7 +24,7 @@ use crate::notification::{EmailTemplates, PublishHistory};
 use crate::ports::{IdempotencyStore, ListUnsubscribe, Mailer, OutgoingEmail, Recipient, SendError, SenderRegistry};
 
 /// Sends in flight at once per instance, and so once-only claims open at once.
-pub const SEND_CONCURRENCY: usize = 8;
+pub const SEND_CONCURRENCY: usize = 16;
 /// The part of the account's rate the instances pace at together, at most.
 pub const RATE_SAFETY: f64 = 0.95;
 
