@@ -147,6 +147,8 @@ pub struct SendBudget<R> {
     /// The most instances that can send at once: the share without the registry.
     max_instances: usize,
     state: tokio::sync::Mutex<Budget>,
+    /// This batch's rate is set: a renewal in progress holds up no other send, which paces at the rate so far.
+    paced: std::sync::atomic::AtomicBool,
     /// The wall clock the registry's entries are read with (a test's follows tokio's paused time).
     clock: fn() -> SystemTime,
 }
@@ -159,6 +161,7 @@ impl<R: SenderRegistry> SendBudget<R> {
             registry,
             max_instances: max_instances.max(1),
             state: tokio::sync::Mutex::new(Budget { quota: None, renewed_at: None, registered_until: None, lapsed: Vec::new(), instances: 0 }),
+            paced: std::sync::atomic::AtomicBool::new(false),
             clock: SystemTime::now,
         }
     }
@@ -176,7 +179,14 @@ impl<R: SenderRegistry> SendBudget<R> {
     }
 
     async fn refresh<M: Mailer>(&self, mailer: &M) {
-        let mut state = self.state.lock().await;
+        // Every send waited for each renewal's round trip, and the pacer's schedule restarted after it: ~5 % of the
+        // rate. A newcomer's first renewal is still awaited by all: no send before its hold is set.
+        let mut state = if self.paced.load(std::sync::atomic::Ordering::Acquire) {
+            let Ok(state) = self.state.try_lock() else { return };
+            state
+        } else {
+            self.state.lock().await
+        };
         let rate = match state.quota {
             Some((read_at, rate)) if read_at.elapsed() < QUOTA_TTL => rate,
             _ => {
@@ -224,6 +234,7 @@ impl<R: SenderRegistry> SendBudget<R> {
         }
         state.renewed_at = Some(Instant::now());
         self.pacer.set_rate(share(rate, instances));
+        self.paced.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// This instance stopped sending (its batch is answered): its entry lapses after [`LINGER`], and the others
@@ -231,6 +242,7 @@ impl<R: SenderRegistry> SendBudget<R> {
     pub async fn leave(&self) {
         let mut state = self.state.lock().await;
         state.renewed_at = None;
+        self.paced.store(false, std::sync::atomic::Ordering::Release);
         let now = (self.clock)();
         let (Some(registry), Some(registered_until)) = (&self.registry, state.registered_until) else { return };
         if registered_until <= now + LINGER {
@@ -426,11 +438,14 @@ mod tests {
     #[derive(Default)]
     struct MemoryRegistry {
         entries: Mutex<HashMap<String, SystemTime>>,
+        /// Each renewal's round trip.
+        latency: Duration,
     }
 
     #[async_trait]
     impl SenderRegistry for Arc<MemoryRegistry> {
         async fn renew(&self, instance: &str, until: SystemTime, lapsed: &[String]) -> Result<Vec<(String, SystemTime)>, String> {
+            tokio::time::sleep(self.latency).await;
             let mut entries = self.entries.lock().unwrap();
             lapsed.iter().for_each(|id| {
                 entries.remove(id);
@@ -508,6 +523,28 @@ mod tests {
         let back = Instant::now();
         b.acquire(&Quota(20.0), far).await.unwrap();
         assert!(back.elapsed() >= JOIN_WAIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_in_progress_holds_up_no_send_but_a_newcomers_first_one_does() {
+        let registry = Arc::new(MemoryRegistry { latency: Duration::from_millis(200), ..Default::default() });
+        let budget = Arc::new(SendBudget::new(Some(registry), 4).with_clock(test_clock));
+        let far = Instant::now() + Duration::from_secs(600);
+        let started = Instant::now();
+        budget.acquire(&Quota(20.0), far).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(200) + JOIN_WAIT, "the first send waited for its renewal and the hold");
+
+        tokio::time::advance(RENEW_EVERY).await;
+        let renewing = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.acquire(&Quota(20.0), far).await }
+        });
+        tokio::task::yield_now().await;
+        let before = Instant::now();
+        budget.acquire(&Quota(20.0), far).await.unwrap();
+        assert!(before.elapsed() < Duration::from_millis(200), "a send beside the renewal waited for it: {:?}", before.elapsed());
+        renewing.await.unwrap().unwrap();
+        assert!(before.elapsed() >= Duration::from_millis(200), "the renewing send itself waited for its round trip");
     }
 
     #[tokio::test(start_paused = true)]
