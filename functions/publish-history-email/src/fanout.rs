@@ -94,9 +94,20 @@ impl<Q: FanoutQueue> Fanout<Q> {
         Self { queue, parts }
     }
 
-    /// Queues `recipients` of `history` as chunk messages, visible after `delay`; returns how many.
+    /// Queues `recipients` of `history` as chunk messages, at least one for each instance, visible after `delay`;
+    /// returns how many.
     pub async fn chunks(&self, history: &PublishHistory, recipients: Vec<Recipient>, delay: Duration, stalls: u32) -> Result<usize, String> {
-        let chunks = split(recipients, self.parts);
+        self.queue_chunks(history, split(recipients, self.parts), delay, stalls).await
+    }
+
+    /// Queues a full chunk a listing found as one message (split only past [`CHUNK_BYTES`]): the listing's next
+    /// chunks are for the other instances. Split for each of them, every chunk would be half as long, and each
+    /// chunk's invocation costs its poll and its tail; returns how many.
+    pub async fn full_chunk(&self, history: &PublishHistory, recipients: Vec<Recipient>) -> Result<usize, String> {
+        self.queue_chunks(history, split(recipients, 1), Duration::ZERO, 0).await
+    }
+
+    async fn queue_chunks(&self, history: &PublishHistory, chunks: Vec<Vec<Recipient>>, delay: Duration, stalls: u32) -> Result<usize, String> {
         let count = chunks.len();
         for recipients in chunks {
             self.hand_on(&Task::Chunk { history: history.clone(), recipients, stalls }, delay).await?;
@@ -169,7 +180,7 @@ pub async fn list_for<S: UserSource, Q: FanoutQueue>(
                 found.push(recipient.clone());
                 if found.len() >= CHUNK_RECIPIENTS {
                     let full = std::mem::take(found);
-                    listed.chunks[row] += fanout.chunks(history, full, Duration::ZERO, 0).await?;
+                    listed.chunks[row] += fanout.full_chunk(history, full).await?;
                 }
             }
         }

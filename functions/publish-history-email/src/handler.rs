@@ -421,6 +421,11 @@ mod tests {
     }
 
     fn fixture_with(users: Vec<PoolUser>, ttl: Duration, links: Option<UnsubscribeLinks>) -> Fixture {
+        fixture_of(users, ttl, links, 1)
+    }
+
+    /// `fanout_parts`: the instances that take chunks at once.
+    fn fixture_of(users: Vec<PoolUser>, ttl: Duration, links: Option<UnsubscribeLinks>, fanout_parts: usize) -> Fixture {
         let users = Arc::new(FakeUsers { users, page_size: 60, pages: AtomicUsize::new(0) });
         let mailer = Arc::new(FakeMailer::default());
         let store = Arc::new(MemoryStore { ttl: DEFAULT_RECORD_TTL, ..Default::default() });
@@ -437,7 +442,7 @@ mod tests {
             subscriber_cache_ttl: ttl,
             list_users_rate: 10.0,
             daily_quota_retry: Duration::from_secs(900),
-            fanout_parts: 1,
+            fanout_parts,
         };
         let notifier = Notifier::new(users.clone(), delivery, queue.clone(), settings, metrics.clone());
         Fixture { users, mailer, store, queue, metrics, notifier }
@@ -616,12 +621,13 @@ mod tests {
     async fn a_large_row_fans_out_in_chunks_and_each_subscriber_gets_one_email() {
         let mut users = many("initech", 1_234);
         users.extend(sample_users());
-        let f = fixture_with(users, Duration::from_secs(300), None);
+        let f = fixture_of(users, Duration::from_secs(300), None, 2);
         assert!(run(&f, vec![("m1", created("ph-1", "initech"))]).await.is_empty());
         assert!(f.mailer.sent_to().is_empty(), "the row's own invocation sends none of a large row");
         let handed = f.queue.take();
         let sizes: Vec<usize> = handed.iter().map(|(t, _)| if let Task::Chunk { recipients, .. } = t { recipients.len() } else { 0 }).collect();
-        assert_eq!(sizes, vec![500, 500, 234]);
+        // Two instances take chunks: each full chunk the listing finds is one message, the rest one for each.
+        assert_eq!(sizes, vec![500, 500, 117, 117]);
         f.queue.handed.lock().unwrap().extend(handed);
         // A small row meanwhile is emailed at once, by its own invocation.
         assert!(run(&f, vec![("m2", created("ph-2", "acme"))]).await.is_empty());
