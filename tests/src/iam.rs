@@ -414,8 +414,13 @@ pub fn requests_of(service: &str, operation: &str, body: &str, form: &HashMap<St
             let action = operation.strip_suffix("Batch").unwrap_or(operation);
             vec![Request::new(&format!("sqs:{action}"), arn_of("AWS::SQS::Queue", url).unwrap_or_default())]
         }
-        ("dynamodb", "BatchGetItem" | "BatchWriteItem" | "TransactWriteItems" | "TransactGetItems") => {
-            return Err(format!("dynamodb:{operation}: the harness maps single-table calls only"));
+        ("dynamodb", "BatchGetItem" | "BatchWriteItem") => {
+            // Authorized for each table the batch names.
+            let tables = json["RequestItems"].as_object().filter(|t| !t.is_empty()).ok_or_else(|| format!("dynamodb:{operation} without RequestItems"))?;
+            tables.keys().map(|table| Request::new(&format!("dynamodb:{operation}"), format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{table}"))).collect()
+        }
+        ("dynamodb", "TransactWriteItems" | "TransactGetItems") => {
+            return Err(format!("dynamodb:{operation}: the harness maps single-table and batch calls only"));
         }
         ("dynamodb", _) => {
             let table = json_field(&json, "TableName")?;
@@ -711,5 +716,8 @@ mod tests {
         let batch = requests_of("sqs", "SendMessageBatch", r#"{"QueueUrl":"http://h/123456789012/q"}"#, &HashMap::new(), &HashMap::new()).unwrap();
         assert_eq!(batch, vec![Request::new("sqs:SendMessage", format!("arn:aws:sqs:{REGION}:{ACCOUNT}:q"))]);
         assert!(requests_of("ec2", "RunInstances", "", &HashMap::new(), &HashMap::new()).unwrap_err().contains("does not know"));
+        let writes = requests_of("dynamodb", "BatchWriteItem", r#"{"RequestItems":{"a":[],"b":[]}}"#, &HashMap::new(), &HashMap::new()).unwrap();
+        let table = |t: &str| Request::new("dynamodb:BatchWriteItem", format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{t}"));
+        assert_eq!(writes, vec![table("a"), table("b")], "a batch write authorizes for every table it names");
     }
 }

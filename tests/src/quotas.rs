@@ -81,6 +81,8 @@ pub const SQS_MAX_MESSAGE_BYTES: usize = 262_144;
 pub const SQS_MAX_BATCH_ENTRIES: usize = 10;
 pub const SQS_MAX_DELAY_SECONDS: i64 = 900;
 pub const DYNAMODB_MAX_ITEM_BYTES: usize = 400 * 1024;
+/// The most put and delete requests one `BatchWriteItem` takes.
+pub const DYNAMODB_MAX_BATCH_WRITES: usize = 25;
 pub const SSM_MAX_STANDARD_VALUE_BYTES: usize = 4096;
 
 /// What the proxy counts for the quotas.
@@ -201,6 +203,16 @@ pub fn limits(service: &str, operation: &str, body: &str) -> Option<Refusal> {
         }
         ("dynamodb", "PutItem") => (dynamodb_item_bytes(&request["Item"]) > DYNAMODB_MAX_ITEM_BYTES)
             .then(|| Refusal::new("com.amazonaws.dynamodb.v20120810#ValidationException", "Item size has exceeded the maximum allowed size")),
+        ("dynamodb", "BatchWriteItem") => {
+            let writes: Vec<&Value> = request["RequestItems"].as_object().into_iter().flatten().flat_map(|(_, w)| w.as_array().into_iter().flatten()).collect();
+            if writes.len() > DYNAMODB_MAX_BATCH_WRITES {
+                return Some(Refusal::new("com.amazonaws.dynamodb.v20120810#ValidationException", "Too many items requested for the BatchWriteItem call"));
+            }
+            writes
+                .iter()
+                .any(|w| dynamodb_item_bytes(&w["PutRequest"]["Item"]) > DYNAMODB_MAX_ITEM_BYTES)
+                .then(|| Refusal::new("com.amazonaws.dynamodb.v20120810#ValidationException", "Item size has exceeded the maximum allowed size"))
+        }
         ("dynamodb", "UpdateItem") => {
             // The item after the update is not known here; the key and the values the update writes are a floor.
             let written = dynamodb_item_bytes(&request["Key"]) + dynamodb_item_bytes(&request["ExpressionAttributeValues"]);
@@ -381,6 +393,10 @@ mod tests {
         assert_eq!(dynamodb_item_bytes(&item), 2 + 3 + 1 + 4 + 1 + (3 + 1 + 1 + 1));
         let big = serde_json::json!({"Item": {"blob": {"S": "x".repeat(DYNAMODB_MAX_ITEM_BYTES)}}});
         assert!(limits("dynamodb", "PutItem", &big.to_string()).is_some());
+        let put = |n: usize| serde_json::json!({"PutRequest": {"Item": {"id": {"S": format!("k{n}")}}}});
+        let batch = |n: usize| serde_json::json!({"RequestItems": {"t": (0..n).map(put).collect::<Vec<_>>()}}).to_string();
+        assert!(limits("dynamodb", "BatchWriteItem", &batch(DYNAMODB_MAX_BATCH_WRITES)).is_none());
+        assert!(limits("dynamodb", "BatchWriteItem", &batch(DYNAMODB_MAX_BATCH_WRITES + 1)).unwrap().message.contains("Too many items"));
         let parameter = serde_json::json!({"Name": "p", "Value": "x".repeat(4097)});
         assert!(limits("ssm", "PutParameter", &parameter.to_string()).unwrap().message.contains("4096"));
     }
