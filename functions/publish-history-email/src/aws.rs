@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_sdk_cognitoidentityprovider::types::UserStatusType;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use aws_sdk_ses::error::ProvideErrorMetadata;
 use aws_sdk_ses::primitives::Blob;
 use aws_sdk_ses::types::{MessageTag, RawMessage};
@@ -12,7 +12,7 @@ use aws_sdk_ses::types::{MessageTag, RawMessage};
 use shared::dynamodb::{consistent_attribute, epoch_millis, epoch_seconds, error_text, number};
 
 use crate::idempotency::{STATUS_COMPLETED, STATUS_IN_PROGRESS};
-use crate::ports::{Claim, FanoutQueue, IdempotencyStore, Mailer, OutgoingEmail, PoolUser, SendError, SenderRegistry, UserPage, UserSource};
+use crate::ports::{Claim, FanoutQueue, IdempotencyStore, Mailer, OutgoingEmail, PoolUser, SendError, SenderRegistry, Unwritten, UserPage, UserSource};
 use crate::recipients::is_true_flag;
 
 /// The Cognito adapter.
@@ -174,6 +174,14 @@ fn classify_refusal(code: &str, message: &str, recipient: &str, sender: &str) ->
     }
 }
 
+/// Writes of the records a completion's `BatchWriteItem` left unprocessed, and the wait before the first of them.
+const UNPROCESSED_ATTEMPTS: u32 = 4;
+const UNPROCESSED_BACKOFF: Duration = Duration::from_millis(50);
+
+fn keys_of(requests: &[WriteRequest]) -> Vec<String> {
+    requests.iter().filter_map(|r| r.put_request()?.item().get("id")?.as_s().ok().cloned()).collect()
+}
+
 pub struct DynamoIdempotency {
     client: aws_sdk_dynamodb::Client,
     table: String,
@@ -222,20 +230,39 @@ impl IdempotencyStore for DynamoIdempotency {
         }
     }
 
-    async fn complete(&self, key: &str, outcome: &str) -> Result<(), String> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("id", AttributeValue::S(key.to_owned()))
-            .update_expression("SET #status = :completed, expiration = :expiration, outcome = :outcome REMOVE in_progress_expiration")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":completed", AttributeValue::S(STATUS_COMPLETED.into()))
-            .expression_attribute_values(":expiration", number(epoch_seconds(SystemTime::now() + self.ttl)))
-            .expression_attribute_values(":outcome", AttributeValue::S(outcome.to_owned()))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(error_text)
+    /// One `BatchWriteItem` of whole COMPLETED records (what the UpdateItem of one record left: no
+    /// `in_progress_expiration`); the items DynamoDB leaves unprocessed (throttling) are written again after a backoff.
+    async fn complete(&self, completed: &[(String, String)]) -> Result<(), Unwritten> {
+        let expiration = number(epoch_seconds(SystemTime::now() + self.ttl));
+        let mut requests: Vec<WriteRequest> = Vec::with_capacity(completed.len());
+        for (key, outcome) in completed {
+            let item = PutRequest::builder()
+                .item("id", AttributeValue::S(key.clone()))
+                .item("status", AttributeValue::S(STATUS_COMPLETED.into()))
+                .item("expiration", expiration.clone())
+                .item("outcome", AttributeValue::S(outcome.clone()))
+                .build()
+                .map_err(|e| Unwritten { keys: vec![key.clone()], error: e.to_string() })?;
+            requests.push(WriteRequest::builder().put_request(item).build());
+        }
+        let mut backoff = UNPROCESSED_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            let output = match self.client.batch_write_item().request_items(&self.table, requests.clone()).send().await {
+                Ok(output) => output,
+                Err(error) => return Err(Unwritten { keys: keys_of(&requests), error: error_text(error) }),
+            };
+            requests = output.unprocessed_items.and_then(|mut left| left.remove(&self.table)).unwrap_or_default();
+            if requests.is_empty() {
+                return Ok(());
+            }
+            if attempt == UNPROCESSED_ATTEMPTS {
+                return Err(Unwritten { keys: keys_of(&requests), error: format!("DynamoDB left {} records unprocessed {attempt} times", requests.len()) });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+            attempt += 1;
+        }
     }
 
     async fn release(&self, key: &str) -> Result<(), String> {
@@ -530,20 +557,55 @@ mod idempotency_tests {
         }
     }
 
+    fn put_keys(r: &aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemInput) -> Vec<String> {
+        r.request_items().unwrap()["t"].iter().map(|w| w.put_request().unwrap().item()["id"].as_s().unwrap().clone()).collect()
+    }
+
     #[tokio::test]
-    async fn completing_sets_the_ttl_and_releasing_removes_only_an_in_progress_record() {
-        let complete = mock!(aws_sdk_dynamodb::Client::update_item)
+    async fn completing_writes_whole_completed_records_and_writes_again_what_dynamodb_left_unprocessed() {
+        use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput;
+        let first = mock!(aws_sdk_dynamodb::Client::batch_write_item)
             .match_requests(|r| {
-                let values = r.expression_attribute_values().unwrap();
-                values[":completed"].as_s().unwrap() == STATUS_COMPLETED
-                    && number_of(values, ":expiration") >= epoch_seconds(SystemTime::now() + 14 * DAY) as u128
+                let requests = &r.request_items().unwrap()["t"];
+                put_keys(r) == ["a", "b"]
+                    && requests.iter().all(|w| {
+                        let item = w.put_request().unwrap().item();
+                        // The whole record: what the claim's in-progress deadline was is gone with it.
+                        item.len() == 4
+                            && item["status"].as_s().unwrap() == STATUS_COMPLETED
+                            && number_of(item, "expiration") >= epoch_seconds(SystemTime::now() + 14 * DAY) as u128
+                    })
+                    && requests[1].put_request().unwrap().item()["outcome"].as_s().unwrap() == "rejected"
             })
-            .then_output(|| aws_sdk_dynamodb::operation::update_item::UpdateItemOutput::builder().build());
+            .then_output(|| {
+                let left = WriteRequest::builder().put_request(PutRequest::builder().item("id", AttributeValue::S("b".into())).build().unwrap()).build();
+                BatchWriteItemOutput::builder().unprocessed_items("t", vec![left]).build()
+            });
+        let again =
+            mock!(aws_sdk_dynamodb::Client::batch_write_item).match_requests(|r| put_keys(r) == ["b"]).then_output(|| BatchWriteItemOutput::builder().build());
+        let store = DynamoIdempotency::new(mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&first, &again]), "t", 15 * DAY);
+        let completed = [("a".to_string(), "sent".to_string()), ("b".to_string(), "rejected".to_string())];
+        assert_eq!(store.complete(&completed).await, Ok(()));
+        assert_eq!((first.num_calls(), again.num_calls()), (1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn records_left_unprocessed_every_time_are_named_unwritten() {
+        use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput;
+        let stuck = mock!(aws_sdk_dynamodb::Client::batch_write_item)
+            .then_compute_output(|r| BatchWriteItemOutput::builder().unprocessed_items("t", r.request_items().unwrap()["t"].clone()).build());
+        let store = DynamoIdempotency::new(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&stuck]), "t", 15 * DAY);
+        let unwritten = store.complete(&[("a".to_string(), "sent".to_string())]).await.unwrap_err();
+        assert_eq!(unwritten.keys, ["a"]);
+        assert_eq!(stuck.num_calls(), UNPROCESSED_ATTEMPTS as usize);
+    }
+
+    #[tokio::test]
+    async fn releasing_removes_only_an_in_progress_record() {
         let release = mock!(aws_sdk_dynamodb::Client::delete_item)
             .match_requests(|r| r.condition_expression() == Some("#status = :in_progress"))
             .then_output(|| DeleteItemOutput::builder().build());
-        let store = DynamoIdempotency::new(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&complete, &release]), "t", 15 * DAY);
-        store.complete("k", "sent").await.unwrap();
+        let store = DynamoIdempotency::new(mock_client!(aws_sdk_dynamodb, [&release]), "t", 15 * DAY);
         store.release("k").await.unwrap();
         // A completed record refuses the release: that is no error, and the record stays.
         let kept = mock!(aws_sdk_dynamodb::Client::delete_item).then_error(|| DeleteItemError::ConditionalCheckFailedException(refused()));

@@ -2,6 +2,9 @@
 //! the way of the Powertools idempotency utility. [`OnceOnly`] is the protocol: claim the record (`INPROGRESS`,
 //! expiring with the invocation so a crashed send is retried), send, then complete it (`COMPLETED`, kept for
 //! `IDEMPOTENCY_TTL_SECONDS`, at least as long as any path back to the function) or release it after a failed send.
+//! Completions are group-committed: the sends that finish while one completion is being written are written
+//! together next, up to [`COMPLETE_BATCH`], so a busy instance makes far fewer than one write per email, and none
+//! waits for a batch to fill.
 //!
 //! Table: partition key `id` (String), TTL attribute `expiration` (epoch seconds), `status`, `in_progress_expiration`
 //! (epoch milliseconds) and `outcome`.
@@ -12,7 +15,9 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
-use crate::ports::{Claim, IdempotencyStore, SendError};
+use tokio::sync::oneshot;
+
+use crate::ports::{Claim, IdempotencyStore, SendError, Unwritten, COMPLETE_BATCH};
 
 pub const STATUS_IN_PROGRESS: &str = "INPROGRESS";
 pub const STATUS_COMPLETED: &str = "COMPLETED";
@@ -29,7 +34,7 @@ impl IdempotencyStore for NoIdempotency {
     async fn claim(&self, _: &str, _: SystemTime) -> Result<Claim, String> {
         Ok(Claim::Acquired)
     }
-    async fn complete(&self, _: &str, _: &str) -> Result<(), String> {
+    async fn complete(&self, _: &[(String, String)]) -> Result<(), Unwritten> {
         Ok(())
     }
     async fn release(&self, _: &str) -> Result<(), String> {
@@ -58,14 +63,63 @@ pub enum Guarded {
     StoreUnavailable(String),
 }
 
+/// A completion waiting for the next write, and who waits for it.
+struct PendingCompletion {
+    key: String,
+    outcome: &'static str,
+    written: oneshot::Sender<Result<(), String>>,
+}
+
 /// The once-only protocol over an [`IdempotencyStore`]: claim, act, then complete or release.
 pub struct OnceOnly<I> {
     store: I,
+    /// Completions not yet taken by a write.
+    pending: std::sync::Mutex<Vec<PendingCompletion>>,
+    /// Held by the one task writing a batch of completions.
+    writer: tokio::sync::Mutex<()>,
 }
 
 impl<I: IdempotencyStore> OnceOnly<I> {
     pub fn new(store: I) -> Self {
-        Self { store }
+        Self { store, pending: std::sync::Mutex::new(Vec::new()), writer: tokio::sync::Mutex::new(()) }
+    }
+
+    /// Completes `key` with the others pending: whoever holds the writer writes up to [`COMPLETE_BATCH`] of them,
+    /// and answers each before it lets go, so a completion is answered by the write that took it or takes it itself.
+    async fn complete(&self, key: &str, outcome: &'static str) -> Result<(), String> {
+        let (written, mut answer) = oneshot::channel();
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).push(PendingCompletion { key: key.to_owned(), outcome, written });
+        loop {
+            let _writer = self.writer.lock().await;
+            match answer.try_recv() {
+                Ok(result) => return result,
+                // The task writing it was cancelled mid-write: whether it was written is unknown.
+                Err(oneshot::error::TryRecvError::Closed) => return Err("the write of this completion was cancelled".into()),
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            let batch: Vec<PendingCompletion> = {
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let mut keys = std::collections::HashSet::new();
+                // Distinct keys only (BatchWriteItem refuses a key twice); a repeat waits for the next write.
+                let (batch, rest): (Vec<_>, Vec<_>) =
+                    std::mem::take(&mut *pending).into_iter().partition(|c| keys.len() < COMPLETE_BATCH && keys.insert(c.key.clone()));
+                *pending = rest;
+                batch
+            };
+            if batch.is_empty() {
+                // Neither pending nor answered: cannot happen, as the write that took it answers before letting go.
+                return Err("the completion was lost before its write".into());
+            }
+            let records: Vec<(String, String)> = batch.iter().map(|c| (c.key.clone(), c.outcome.to_owned())).collect();
+            let result = self.store.complete(&records).await;
+            for completion in batch {
+                let answer = match &result {
+                    Err(unwritten) if unwritten.keys.contains(&completion.key) => Err(unwritten.error.clone()),
+                    _ => Ok(()),
+                };
+                let _ = completion.written.send(answer);
+            }
+        }
     }
 
     /// Runs `send` unless `key` was completed before or is claimed elsewhere. `in_progress_until` is when this
@@ -84,8 +138,8 @@ impl<I: IdempotencyStore> OnceOnly<I> {
         }
         let outcome = send().await;
         let recorded = match &outcome {
-            Ok(_) => self.store.complete(key, "sent").await,
-            Err(SendError::Rejected(_)) => self.store.complete(key, "rejected").await,
+            Ok(_) => self.complete(key, "sent").await,
+            Err(SendError::Rejected(_)) => self.complete(key, "rejected").await,
             Err(SendError::Retryable(_) | SendError::Refused(_) | SendError::QuotaSpent(_) | SendError::NoTime) => {
                 if let Err(error) = self.store.release(key).await {
                     // The claim then lapses with the invocation's deadline and the redelivery sends.
@@ -115,6 +169,10 @@ pub(crate) mod tests {
     pub struct MemoryStore {
         pub records: Mutex<HashMap<String, (&'static str, SystemTime)>>,
         pub ttl: Duration,
+        /// Each completion write's round trip.
+        pub latency: Duration,
+        /// The records each completion write took.
+        pub writes: Mutex<Vec<usize>>,
     }
 
     #[async_trait]
@@ -131,9 +189,18 @@ pub(crate) mod tests {
                 }
             }
         }
-        async fn complete(&self, key: &str, _: &str) -> Result<(), String> {
+        async fn complete(&self, completed: &[(String, String)]) -> Result<(), Unwritten> {
+            let mut keys: Vec<&str> = completed.iter().map(|(key, _)| key.as_str()).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            assert!(keys.len() == completed.len() && keys.len() <= COMPLETE_BATCH, "a write DynamoDB refuses: {keys:?}");
+            self.writes.lock().unwrap().push(keys.len());
+            tokio::time::sleep(self.latency).await;
             let expires = SystemTime::now() + self.ttl.max(Duration::from_secs(1));
-            self.records.lock().unwrap().insert(key.into(), (STATUS_COMPLETED, expires));
+            let mut records = self.records.lock().unwrap();
+            keys.into_iter().for_each(|key| {
+                records.insert(key.into(), (STATUS_COMPLETED, expires));
+            });
             Ok(())
         }
         async fn release(&self, key: &str) -> Result<(), String> {
@@ -194,5 +261,42 @@ pub(crate) mod tests {
         // The other invocation crashed; its deadline has passed.
         store.records.lock().unwrap().insert("k".into(), (STATUS_IN_PROGRESS, SystemTime::now() - Duration::from_secs(1)));
         assert!(matches!(once.run("k", soon(), || async { Ok("m".to_string()) }).await, Guarded::Ran { recorded: true, .. }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn completions_finishing_during_a_write_are_written_together_next() {
+        let store = std::sync::Arc::new(MemoryStore { ttl: DEFAULT_RECORD_TTL, latency: Duration::from_millis(20), ..Default::default() });
+        let once = OnceOnly::new(store.clone());
+        let keys: Vec<String> = (0..60).map(|i| format!("k{i}")).collect();
+        let results = futures::future::join_all(keys.iter().map(|key| once.run(key, soon(), || async { Ok("m".to_string()) }))).await;
+        assert!(results.iter().all(|r| matches!(r, Guarded::Ran { recorded: true, .. })), "{results:?}");
+        let writes = store.writes.lock().unwrap().clone();
+        // The first write takes the one completion there is; the 59 that finish meanwhile go in the next writes.
+        assert_eq!(writes, vec![1, 25, 25, 9]);
+        for key in &keys {
+            assert_eq!(once.run(key, soon(), || async { panic!("sent twice") }).await, Guarded::AlreadyCompleted, "{key}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_the_write_left_unwritten_is_reported_unrecorded_and_only_it() {
+        struct LeavesOne(std::sync::Arc<MemoryStore>);
+        #[async_trait]
+        impl IdempotencyStore for LeavesOne {
+            async fn claim(&self, key: &str, until: SystemTime) -> Result<Claim, String> {
+                self.0.claim(key, until).await
+            }
+            async fn complete(&self, completed: &[(String, String)]) -> Result<(), Unwritten> {
+                let (left, written): (Vec<_>, Vec<_>) = completed.iter().cloned().partition(|(key, _)| key == "b");
+                self.0.complete(&written).await?;
+                Err(Unwritten { keys: left.into_iter().map(|(key, _)| key).collect(), error: "throttled".into() })
+            }
+            async fn release(&self, key: &str) -> Result<(), String> {
+                self.0.release(key).await
+            }
+        }
+        let once = OnceOnly::new(LeavesOne(store()));
+        assert!(matches!(once.run("a", soon(), || async { Ok("m".to_string()) }).await, Guarded::Ran { recorded: true, .. }));
+        assert!(matches!(once.run("b", soon(), || async { Ok("m".to_string()) }).await, Guarded::Ran { recorded: false, .. }));
     }
 }

@@ -105,10 +105,21 @@ pub enum Claim {
     InProgress,
 }
 
+/// The most records one [`IdempotencyStore::complete`] writes: DynamoDB's `BatchWriteItem` takes 25.
+pub const COMPLETE_BATCH: usize = 25;
+
+/// The records a completion could not write, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unwritten {
+    pub keys: Vec<String>,
+    pub error: String,
+}
+
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
     async fn claim(&self, key: &str, in_progress_until: SystemTime) -> Result<Claim, String>;
-    async fn complete(&self, key: &str, outcome: &str) -> Result<(), String>;
+    /// Completes the records of `completed` (key, outcome), at most [`COMPLETE_BATCH`] distinct keys, in one write.
+    async fn complete(&self, completed: &[(String, String)]) -> Result<(), Unwritten>;
     /// Gives a claim back after a failed send, so the next delivery may send.
     async fn release(&self, key: &str) -> Result<(), String>;
 }
@@ -118,8 +129,8 @@ impl<T: IdempotencyStore + ?Sized> IdempotencyStore for Box<T> {
     async fn claim(&self, key: &str, in_progress_until: SystemTime) -> Result<Claim, String> {
         (**self).claim(key, in_progress_until).await
     }
-    async fn complete(&self, key: &str, outcome: &str) -> Result<(), String> {
-        (**self).complete(key, outcome).await
+    async fn complete(&self, completed: &[(String, String)]) -> Result<(), Unwritten> {
+        (**self).complete(completed).await
     }
     async fn release(&self, key: &str) -> Result<(), String> {
         (**self).release(key).await
