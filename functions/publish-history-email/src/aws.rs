@@ -174,7 +174,8 @@ fn classify_refusal(code: &str, message: &str, recipient: &str, sender: &str) ->
     }
 }
 
-/// Writes of the records a completion's `BatchWriteItem` left unprocessed, and the wait before the first of them.
+/// Writes of the records a completion's `BatchWriteItem` left unprocessed, and the wait before the first of them
+/// (doubling, jittered, as AWS advises for unprocessed items).
 const UNPROCESSED_ATTEMPTS: u32 = 4;
 const UNPROCESSED_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -245,7 +246,6 @@ impl IdempotencyStore for DynamoIdempotency {
                 .map_err(|e| Unwritten { keys: vec![key.clone()], error: e.to_string() })?;
             requests.push(WriteRequest::builder().put_request(item).build());
         }
-        let mut backoff = UNPROCESSED_BACKOFF;
         let mut attempt = 1;
         loop {
             let output = match self.client.batch_write_item().request_items(&self.table, requests.clone()).send().await {
@@ -259,8 +259,7 @@ impl IdempotencyStore for DynamoIdempotency {
             if attempt == UNPROCESSED_ATTEMPTS {
                 return Err(Unwritten { keys: keys_of(&requests), error: format!("DynamoDB left {} records unprocessed {attempt} times", requests.len()) });
             }
-            tokio::time::sleep(backoff).await;
-            backoff *= 2;
+            tokio::time::sleep(shared::backoff::jittered(UNPROCESSED_BACKOFF, attempt, UNPROCESSED_BACKOFF * 4)).await;
             attempt += 1;
         }
     }
