@@ -70,6 +70,15 @@ pub enum Claim {
     Busy,
 }
 
+/// What a claim does with a change of exactly the version last applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameVersion {
+    /// Apply it again: the reconciliation repairs a user whose Cognito attributes drifted since its last change.
+    Apply,
+    /// It is that change, delivered again: stale, so a redelivery costs no Cognito call (the event path).
+    Skip,
+}
+
 /// A granted claim: who holds it, for which version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -82,8 +91,9 @@ pub struct Lease {
 
 #[async_trait]
 pub trait OrderingGuard: Send + Sync {
-    /// Claims `key` for a change of `version`; the lease lapses at `until` (the end of the invocation).
-    async fn claim(&self, key: &str, version: Version, until: SystemTime) -> Result<Claim, String>;
+    /// Claims `key` for a change of `version`; the lease lapses at `until` (the end of the invocation). `same` says
+    /// whether the version last applied is claimed again or stale.
+    async fn claim(&self, key: &str, version: Version, same: SameVersion, until: SystemTime) -> Result<Claim, String>;
     /// The change was applied: the version moves to the lease's and the lease goes. An error means the lease was
     /// lost (it lapsed and another writer took the user): the change must be applied again.
     async fn commit(&self, lease: &Lease, deleted: bool) -> Result<(), String>;
@@ -125,16 +135,19 @@ mod dynamo {
 
     #[async_trait]
     impl OrderingGuard for DynamoOrderingGuard {
-        async fn claim(&self, key: &str, version: Version, until: SystemTime) -> Result<Claim, String> {
+        async fn claim(&self, key: &str, version: Version, same: SameVersion, until: SystemTime) -> Result<Claim, String> {
             let owner = new_owner();
+            let newer = match same {
+                SameVersion::Apply => "#version <= :version",
+                SameVersion::Skip => "#version < :version",
+            };
             let result = self
                 .client
                 .update_item()
                 .table_name(&self.table)
                 .key("id", AttributeValue::S(key.to_owned()))
                 .update_expression("SET lease_owner = :owner, lease_until = :until")
-                // Equal versions may apply again: a redelivery of the change last applied writes nothing new.
-                .condition_expression("(attribute_not_exists(#version) OR #version <= :version) AND (attribute_not_exists(lease_until) OR lease_until < :now)")
+                .condition_expression(format!("(attribute_not_exists(#version) OR {newer}) AND (attribute_not_exists(lease_until) OR lease_until < :now)"))
                 // Names in full, so no attribute name can collide with one of DynamoDB's reserved words.
                 .expression_attribute_names("#version", "version")
                 .expression_attribute_values(":owner", AttributeValue::S(owner.clone()))
@@ -151,7 +164,7 @@ mod dynamo {
                     Ok(Claim::Acquired(Lease { key: key.to_owned(), owner, version, after_deletion }))
                 }
                 Err(error) if error.code() == Some("ConditionalCheckFailedException") => match self.applied_version(key).await? {
-                    Some(applied) if applied > version => Ok(Claim::Stale { applied }),
+                    Some(applied) if applied > version || (applied == version && same == SameVersion::Skip) => Ok(Claim::Stale { applied }),
                     _ => Ok(Claim::Busy),
                 },
                 Err(error) => Err(failed(error)),
@@ -267,8 +280,23 @@ mod adapter_tests {
             })
             .then_output(|| UpdateItemOutput::builder().build());
         let guard = DynamoOrderingGuard::new(mock_client!(aws_sdk_dynamodb, [&claim]), "ordering");
-        let result = guard.claim("user#x", 20, until()).await.unwrap();
+        let result = guard.claim("user#x", 20, SameVersion::Apply, until()).await.unwrap();
         assert!(matches!(result, Claim::Acquired(Lease { version: 20, .. })), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_claim_that_skips_the_same_version_asks_for_a_newer_one_and_calls_the_applied_one_stale() {
+        let claim = mock!(aws_sdk_dynamodb::Client::update_item)
+            .match_requests(|r| r.condition_expression().unwrap().contains("#version < :version"))
+            .then_error(conditional_failure);
+        let same = mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| applied(20));
+        let guard = DynamoOrderingGuard::new(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&claim, &same]), "ordering");
+        assert_eq!(guard.claim("user#x", 20, SameVersion::Skip, until()).await.unwrap(), Claim::Stale { applied: 20 });
+
+        let refused = mock!(aws_sdk_dynamodb::Client::update_item).then_error(conditional_failure);
+        let same = mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| applied(20));
+        let guard = DynamoOrderingGuard::new(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&refused, &same]), "ordering");
+        assert_eq!(guard.claim("user#x", 20, SameVersion::Apply, until()).await.unwrap(), Claim::Busy, "applied again: only a lease refuses it");
     }
 
     #[tokio::test]
@@ -280,8 +308,8 @@ mod adapter_tests {
             });
         let first_ever = mock!(aws_sdk_dynamodb::Client::update_item).then_output(|| UpdateItemOutput::builder().build());
         let guard = DynamoOrderingGuard::new(mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&after_delete, &first_ever]), "ordering");
-        assert!(matches!(guard.claim("user#x", 20, until()).await.unwrap(), Claim::Acquired(Lease { after_deletion: true, .. })));
-        assert!(matches!(guard.claim("user#y", 20, until()).await.unwrap(), Claim::Acquired(Lease { after_deletion: false, .. })));
+        assert!(matches!(guard.claim("user#x", 20, SameVersion::Apply, until()).await.unwrap(), Claim::Acquired(Lease { after_deletion: true, .. })));
+        assert!(matches!(guard.claim("user#y", 20, SameVersion::Apply, until()).await.unwrap(), Claim::Acquired(Lease { after_deletion: false, .. })));
     }
 
     #[tokio::test]
@@ -289,12 +317,12 @@ mod adapter_tests {
         let refused = mock!(aws_sdk_dynamodb::Client::update_item).then_error(conditional_failure);
         let newer = mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| applied(30));
         let guard = DynamoOrderingGuard::new(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&refused, &newer]), "ordering");
-        assert_eq!(guard.claim("user#x", 20, until()).await.unwrap(), Claim::Stale { applied: 30 });
+        assert_eq!(guard.claim("user#x", 20, SameVersion::Apply, until()).await.unwrap(), Claim::Stale { applied: 30 });
 
         let refused = mock!(aws_sdk_dynamodb::Client::update_item).then_error(conditional_failure);
         let older = mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| applied(10));
         let guard = DynamoOrderingGuard::new(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&refused, &older]), "ordering");
-        assert_eq!(guard.claim("user#x", 20, until()).await.unwrap(), Claim::Busy, "an older version applied: someone holds the lease");
+        assert_eq!(guard.claim("user#x", 20, SameVersion::Apply, until()).await.unwrap(), Claim::Busy, "an older version applied: someone holds the lease");
     }
 
     #[tokio::test]

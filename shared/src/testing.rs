@@ -76,11 +76,17 @@ pub struct GuardItem {
 
 #[async_trait::async_trait]
 impl crate::ordering::OrderingGuard for MemoryOrderingGuard {
-    async fn claim(&self, key: &str, version: crate::ordering::Version, until: std::time::SystemTime) -> Result<crate::ordering::Claim, String> {
-        use crate::ordering::{Claim, Lease};
+    async fn claim(
+        &self,
+        key: &str,
+        version: crate::ordering::Version,
+        same: crate::ordering::SameVersion,
+        until: std::time::SystemTime,
+    ) -> Result<crate::ordering::Claim, String> {
+        use crate::ordering::{Claim, Lease, SameVersion};
         let mut items = self.items.lock().unwrap();
         let item = items.entry(key.to_owned()).or_default();
-        if let Some(applied) = item.version.filter(|applied| *applied > version) {
+        if let Some(applied) = item.version.filter(|applied| *applied > version || (*applied == version && same == SameVersion::Skip)) {
             return Ok(Claim::Stale { applied });
         }
         if item.lease.as_ref().is_some_and(|(_, lapses)| *lapses > std::time::SystemTime::now()) {
@@ -112,8 +118,14 @@ impl crate::ordering::OrderingGuard for MemoryOrderingGuard {
 
 #[async_trait::async_trait]
 impl crate::ordering::OrderingGuard for std::sync::Arc<MemoryOrderingGuard> {
-    async fn claim(&self, key: &str, version: crate::ordering::Version, until: std::time::SystemTime) -> Result<crate::ordering::Claim, String> {
-        (**self).claim(key, version, until).await
+    async fn claim(
+        &self,
+        key: &str,
+        version: crate::ordering::Version,
+        same: crate::ordering::SameVersion,
+        until: std::time::SystemTime,
+    ) -> Result<crate::ordering::Claim, String> {
+        (**self).claim(key, version, same, until).await
     }
     async fn commit(&self, lease: &crate::ordering::Lease, deleted: bool) -> Result<(), String> {
         (**self).commit(lease, deleted).await

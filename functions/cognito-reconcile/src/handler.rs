@@ -207,7 +207,7 @@ impl<D: PoolDirectory, G: OrderingGuard> Reconciler<D, G> {
         let masked = mask_email(username);
         let mut attempt = 0;
         let lease = loop {
-            match self.guard.claim(&key, version, lease_until).await {
+            match self.guard.claim(&key, version, shared::ordering::SameVersion::Apply, lease_until).await {
                 Ok(Claim::Acquired(lease)) => break lease,
                 Ok(Claim::Stale { applied }) => return Repair::Stale { applied },
                 Ok(Claim::Busy) | Err(_) if attempt < RETRIES => {
