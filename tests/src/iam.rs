@@ -3,7 +3,8 @@
 //! and resource ARN AWS would authorize ([`requests_of`]), and evaluates it against that function's policy from
 //! `infra/template.yaml`, resolved against what the function was really configured with: a `!Ref` in the function's
 //! `Environment` names the same thing as the variable's value, so the policy names exactly the queues, tables,
-//! pools and parameters the function was given. Template parameters no variable carries take their default, or the
+//! pools and parameters the function was given; an SQS event source's queue is given too (its records name it), by
+//! its name in the local stack. Template parameters no variable carries take their default, or the
 //! harness's value ([`harness_parameters`]). A call no statement allows gets the service's own AccessDenied answer.
 //!
 //! Supported, because the template uses them: Allow and Deny, Action and NotAction, Resource and NotResource with
@@ -302,6 +303,18 @@ pub fn policy_from_template(template: &Value, binary: &str, env: &[(String, Stri
         resolver.refs.insert(target.to_owned(), configured.clone());
         if let Some(arn) = resources.get(target).and_then(|r| r["Type"].as_str()).and_then(|kind| arn_of(kind, configured)) {
             resolver.arns.insert(target.to_owned(), arn);
+        }
+    }
+    // Its SQS event sources' queues: given to the function in each record's `eventSourceARN`, not in a variable.
+    for (_, event) in properties["Events"].as_mapping().into_iter().flatten() {
+        let (true, Value::Tagged(queue)) = (event["Type"] == "SQS", &event["Properties"]["Queue"]) else { continue };
+        let Some(target) = queue.value.as_str().and_then(|t| t.strip_suffix(".Arn")) else { continue };
+        if resolver.arns.contains_key(target) {
+            continue;
+        }
+        let name = resolver.resolve(&resources.get(target).map(|r| r["Properties"]["QueueName"].clone()).unwrap_or_default());
+        if let Some(name) = name.ok().into_iter().flatten().flatten().next() {
+            resolver.arns.insert(target.to_owned(), format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"));
         }
     }
     let mut statements = Vec::new();

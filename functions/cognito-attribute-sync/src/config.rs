@@ -11,7 +11,7 @@ pub enum OnUserDeleted {
     Ignore,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub user_pool_id: String,
     pub on_user_deleted: OnUserDeleted,
@@ -23,12 +23,27 @@ pub struct Config {
     /// A deletion versioned on the API's clock (`occurredAt`) wins over changes up to this much newer: the API's and
     /// the database's clocks may disagree, and a deleted user left enabled is the worse error.
     pub delete_skew_tolerance: Duration,
+    /// This instance's pace of Cognito writes (`USER_UPDATES_PER_SECOND`): its share of the account's `UserUpdate`
+    /// quota; reads are paced at the same share of `UserRead`.
+    pub user_updates_per_second: f64,
 }
+
+/// One instance's share of Cognito's 25 user updates a second: the event source runs at most two instances
+/// (`MaximumConcurrency`), which together keep 22 a second and leave 3 to the other writers (unsubscribe,
+/// ses-feedback) and the SDK's retries.
+pub const DEFAULT_USER_UPDATES_PER_SECOND: f64 = 11.0;
 
 impl Config {
     /// The environment variables this function reads; the SAM template test checks its own list against this one.
-    pub const VARIABLES: &'static [&'static str] =
-        &["USER_POOL_ID", "ON_USER_DELETED", "DEAD_LETTER_QUEUE_URL", "ORDERING_TABLE", "USER_NOT_FOUND_RETRY_SECONDS", "DELETE_SKEW_TOLERANCE_SECONDS"];
+    pub const VARIABLES: &'static [&'static str] = &[
+        "USER_POOL_ID",
+        "ON_USER_DELETED",
+        "DEAD_LETTER_QUEUE_URL",
+        "ORDERING_TABLE",
+        "USER_NOT_FOUND_RETRY_SECONDS",
+        "DELETE_SKEW_TOLERANCE_SECONDS",
+        "USER_UPDATES_PER_SECOND",
+    ];
 
     pub fn from_env<S: VarSource>(env: &Env<S>) -> Result<Self, ConfigError> {
         let on_user_deleted = match env.choice_or("ON_USER_DELETED", &["disable", "delete", "ignore"], "disable")? {
@@ -36,6 +51,10 @@ impl Config {
             "ignore" => OnUserDeleted::Ignore,
             _ => OnUserDeleted::Disable,
         };
+        let user_updates_per_second: f64 = env.parsed_or("USER_UPDATES_PER_SECOND", DEFAULT_USER_UPDATES_PER_SECOND)?;
+        if !(user_updates_per_second.is_finite() && user_updates_per_second > 0.0) {
+            return Err(ConfigError::invalid("USER_UPDATES_PER_SECOND", &user_updates_per_second.to_string(), "must be a rate above 0"));
+        }
         Ok(Config {
             user_pool_id: env.required("USER_POOL_ID")?,
             on_user_deleted,
@@ -43,6 +62,7 @@ impl Config {
             ordering_table: env.required("ORDERING_TABLE")?,
             user_not_found_retry: Duration::from_secs(env.parsed_or("USER_NOT_FOUND_RETRY_SECONDS", 300)?),
             delete_skew_tolerance: Duration::from_secs(env.parsed_or("DELETE_SKEW_TOLERANCE_SECONDS", 5)?),
+            user_updates_per_second,
         })
     }
 }
@@ -59,6 +79,11 @@ mod tests {
         assert_eq!(config.dead_letter_queue_url, None);
         assert_eq!(config.user_not_found_retry, Duration::from_secs(300));
         assert_eq!(config.delete_skew_tolerance, Duration::from_secs(5));
+        assert_eq!(config.user_updates_per_second, DEFAULT_USER_UPDATES_PER_SECOND);
+        for bad in ["0", "-3", "fast"] {
+            let err = Config::from_env(&Env::from_pairs(&[("USER_POOL_ID", "p"), ("ORDERING_TABLE", "o"), ("USER_UPDATES_PER_SECOND", bad)])).unwrap_err();
+            assert!(err.to_string().contains("USER_UPDATES_PER_SECOND"), "{bad}: {err}");
+        }
         let err = Config::from_env(&Env::from_pairs(&[("ORDERING_TABLE", "ordering")])).unwrap_err();
         assert!(err.to_string().contains("USER_POOL_ID"));
         let err = Config::from_env(&Env::from_pairs(&[("USER_POOL_ID", "p")])).unwrap_err();
@@ -86,6 +111,7 @@ mod tests {
                 ("ORDERING_TABLE", "ordering"),
                 ("USER_NOT_FOUND_RETRY_SECONDS", "60"),
                 ("DELETE_SKEW_TOLERANCE_SECONDS", "10"),
+                ("USER_UPDATES_PER_SECOND", "5"),
             ],
             Config::from_env,
         );

@@ -1,5 +1,11 @@
 //! One SQS record at a time: open the envelope, validate every row, then bring each user to what its row says, in
 //! the order of the changes: an older change never overwrites a newer one (see [`shared::ordering`]).
+//!
+//! Any size of record: an invocation works on a batch for a slice of its time ([`WORK_SLICE`], less near its
+//! deadline), the records of the batch at once, a few rows of each at once, every Cognito call paced at this
+//! instance's share of the account's quotas. The rows a record did not reach by then go on as a new message on its
+//! own queue (see [`crate::hand_on`]) and the record is acknowledged: no row is read twice for lack of time, no
+//! record spends a receive for it, and a small change queued behind an import waits a slice at most.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -7,15 +13,18 @@ use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use shared::batch::{BatchProcessor, RecordError};
-use shared::db_event::{EventKind, Row};
-use shared::envelope::published_database_event;
+use shared::db_event::{DatabaseEvent, EventKind, Row};
+use shared::envelope::unwrap_sqs_body;
 use shared::logging::mask_email;
 use shared::metrics::Metrics;
-use shared::ordering::{parse_version, user_key, version_of, Claim, Lease, OrderingGuard, Version, LEASE_GRACE};
+use shared::ordering::{parse_version, user_key, version_of, Claim, Lease, OrderingGuard, SameVersion, Version, LEASE_GRACE};
+use shared::pacer::Pacer;
 use tokio::time::Instant;
 
 use crate::config::OnUserDeleted;
+use crate::hand_on::{continuation, HandOn};
 use crate::ports::{DirectoryError, UserDirectory};
 use shared::user_attributes::{desired_attributes, plan_writes, username, UserChange};
 
@@ -23,24 +32,94 @@ use shared::user_attributes::{desired_attributes, plan_writes, username, UserCha
 /// else that arrives is acknowledged and counted.
 pub const USERS_TABLE: &str = "users";
 
-/// Records handled at once. Cognito allows 25 AdminUpdateUserAttributes per second per pool and the event source
-/// runs several invocations in parallel, so a small number keeps bursts short.
-pub const CONCURRENCY: usize = 4;
+/// Records handled at once: the whole batch (the event source's `BatchSize`), so a small change beside an import
+/// waits for a few paced calls, not for the import's rows.
+pub const CONCURRENCY: usize = 10;
+/// Rows of one record in flight at once: the pacer, not the round trip, sets the pace of a lone large record.
+pub const ROW_CONCURRENCY: usize = 2;
+/// The longest an invocation works on its batch before handing the rest on: a change queued behind a large import
+/// is received within about this long.
+pub const WORK_SLICE: Duration = Duration::from_secs(10);
+/// Kept back before the answer for the rows in flight when the slice ends (a read, two writes, the commit) and the
+/// hand-on itself.
+pub const HAND_ON_RESERVE: Duration = Duration::from_secs(3);
+/// Cognito's account quotas of the calls this function makes: `UserUpdate` (the admin writes) and `UserRead`
+/// (AdminGetUser), per second. Reads are paced at the same share of theirs as writes.
+pub const USER_UPDATE_QUOTA: f64 = 25.0;
+pub const USER_READ_QUOTA: f64 = 120.0;
 
 /// The version of a change with no time at all (a hand-made event): older than every change that has one.
 const UNKNOWN_VERSION: Version = 0;
 
-/// A user another writer holds is claimed again this many times within the invocation, with jittered backoff from
-/// [`CONTENTION_BACKOFF`], before the record goes back to the queue.
+/// A user another writer holds is claimed again this many times, with jittered backoff from
+/// [`CONTENTION_BACKOFF`], before the row is handed on.
 pub const CONTENTION_RETRIES: u32 = 6;
 const CONTENTION_BACKOFF: Duration = Duration::from_millis(200);
 
 /// How far a deletion versioned on the event's clock is moved ahead by default (`DELETE_SKEW_TOLERANCE_SECONDS`).
 pub const DEFAULT_DELETE_SKEW_TOLERANCE: Duration = Duration::from_secs(5);
 
-pub struct AttributeSync<D, G> {
+/// The times one batch works to.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// No row starts, and no paced call is waited for, after this: the rest is handed on.
+    pub hand_on_by: Instant,
+    /// The answer must be posted by then: a row in flight still finishes before it.
+    pub answer_by: Instant,
+    /// A claim left by this invocation lapses then ([`LEASE_GRACE`] after its deadline).
+    pub lease_until: SystemTime,
+}
+
+impl Window {
+    /// The window of an invocation started now with `deadline`.
+    pub fn until(deadline: Instant) -> Self {
+        let now = Instant::now();
+        let lease_until = SystemTime::now() + deadline.saturating_duration_since(now) + LEASE_GRACE;
+        // Half a second is left to post the answer: past the deadline Lambda throws it away with the whole batch.
+        let answer_by = deadline.checked_sub(Duration::from_millis(500)).unwrap_or(deadline);
+        let hand_on_by = (now + WORK_SLICE).min(answer_by.checked_sub(HAND_ON_RESERVE).unwrap_or(now));
+        Self { hand_on_by, answer_by, lease_until }
+    }
+}
+
+/// This instance's pace of Cognito calls: its share of the account's quotas.
+pub struct CognitoPace {
+    writes: FairPacer,
+    reads: FairPacer,
+}
+
+impl CognitoPace {
+    /// `updates_per_second` is this instance's share of `UserUpdate`; reads get the same share of `UserRead`.
+    pub fn new(updates_per_second: f64) -> Self {
+        Self { writes: FairPacer::new(updates_per_second), reads: FairPacer::new(updates_per_second * USER_READ_QUOTA / USER_UPDATE_QUOTA) }
+    }
+}
+
+/// A pacer whose slots go in the order they were asked for: the pacer alone lets every waiter race for each slot,
+/// and a small change could lose every race to an import's next row.
+struct FairPacer {
+    pacer: Pacer,
+    /// tokio's mutex queues its waiters first come, first served.
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl FairPacer {
+    fn new(rate: f64) -> Self {
+        Self { pacer: Pacer::new(rate), turn: tokio::sync::Mutex::new(()) }
+    }
+
+    /// The next slot before `until`, in turn; `Err` when there is none.
+    async fn acquire(&self, until: Instant) -> Result<(), ()> {
+        let _turn = self.turn.lock().await;
+        self.pacer.acquire(until).await
+    }
+}
+
+pub struct AttributeSync<D, G, H> {
     directory: D,
     guard: G,
+    hand_on: H,
+    pace: CognitoPace,
     on_user_deleted: OnUserDeleted,
     /// How long a change of a user not (yet) in the pool is retried before it is skipped.
     user_not_found_retry: Duration,
@@ -66,11 +145,29 @@ impl Change {
     }
 }
 
-impl<D: UserDirectory, G: OrderingGuard> AttributeSync<D, G> {
-    pub fn new(directory: D, guard: G, on_user_deleted: OnUserDeleted, user_not_found_retry: Duration, metrics: Arc<Metrics>) -> Self {
+/// How one row ended in this invocation.
+enum RowOutcome {
+    Done,
+    /// Not started, or given back before any Cognito call: it goes on in the next invocation.
+    NotReached,
+    Failed(RecordError),
+}
+
+impl<D: UserDirectory, G: OrderingGuard, H: HandOn> AttributeSync<D, G, H> {
+    pub fn new(
+        directory: D,
+        guard: G,
+        hand_on: H,
+        pace: CognitoPace,
+        on_user_deleted: OnUserDeleted,
+        user_not_found_retry: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             directory,
             guard,
+            hand_on,
+            pace,
             on_user_deleted,
             user_not_found_retry,
             delete_skew_tolerance: DEFAULT_DELETE_SKEW_TOLERANCE,
@@ -84,18 +181,17 @@ impl<D: UserDirectory, G: OrderingGuard> AttributeSync<D, G> {
         self
     }
 
-    /// `deadline` is the invocation's: a claim left by this invocation lapses [`LEASE_GRACE`] after it.
+    /// `deadline` is the invocation's.
     pub async fn handle_batch(&self, processor: &BatchProcessor, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
-        let lease_until = SystemTime::now() + deadline.saturating_duration_since(Instant::now()) + LEASE_GRACE;
-        // Half a second is left to post the answer: past the deadline Lambda throws it away with the whole batch.
-        let answer_by = deadline.checked_sub(Duration::from_millis(500)).unwrap_or(deadline);
-        let outcome = processor.process_until(event, Some(answer_by), |record| self.handle_record(record, lease_until)).await;
+        let window = Window::until(deadline);
+        let outcome = processor.process_until(event, Some(window.answer_by), |record| self.handle_record(record, window)).await;
         outcome.count_into(&self.metrics);
         outcome.response()
     }
 
-    pub async fn handle_record(&self, record: SqsMessage, lease_until: SystemTime) -> Result<(), RecordError> {
-        let (event, published_at) = published_database_event(&record).map_err(RecordError::poison)?;
+    pub async fn handle_record(&self, record: SqsMessage, window: Window) -> Result<(), RecordError> {
+        let published = unwrap_sqs_body(&record).map_err(RecordError::poison)?;
+        let event = DatabaseEvent::from_json(&published.message).map_err(RecordError::poison)?;
         if event.table != USERS_TABLE {
             tracing::info!(event = %event.label(), "not a users event; acknowledged");
             self.metrics.count("RecordsIgnored", 1);
@@ -105,7 +201,7 @@ impl<D: UserDirectory, G: OrderingGuard> AttributeSync<D, G> {
             Some(text) => Some(
                 parse_version(&serde_json::Value::String(text.to_owned())).ok_or_else(|| RecordError::poison("`occurredAt` is not an RFC 3339 timestamp"))?,
             ),
-            None => published_at.map(version_of),
+            None => published.published_at.map(version_of),
         };
         // Every row is validated before the first write, so a poison record changes nothing.
         let changes: Vec<(Change, Version)> = match event.kind {
@@ -121,51 +217,118 @@ impl<D: UserDirectory, G: OrderingGuard> AttributeSync<D, G> {
                 return Ok(());
             }
         };
-        for (change, version) in changes {
-            self.apply_in_order(&change, version, lease_until).await?;
+        let outcomes: Vec<RowOutcome> = futures::stream::iter(changes)
+            .map(|(change, version)| async move {
+                if Instant::now() >= window.hand_on_by {
+                    return RowOutcome::NotReached;
+                }
+                self.apply_in_order(&change, version, window).await
+            })
+            .buffered(ROW_CONCURRENCY)
+            .collect()
+            .await;
+        let mut rest = Vec::new();
+        let mut failure: Option<RecordError> = None;
+        for (row, outcome) in event.rows.into_iter().zip(outcomes) {
+            match outcome {
+                RowOutcome::Done => {}
+                RowOutcome::NotReached => rest.push(row),
+                // A poison row makes the record poison; otherwise the first failure is the record's.
+                RowOutcome::Failed(error) => {
+                    if failure.as_ref().is_none_or(|f| matches!(error, RecordError::Poison(_)) && !matches!(f, RecordError::Poison(_))) {
+                        failure = Some(error);
+                    }
+                }
+            }
         }
+        // A failed row brings the whole record back; its rows applied meanwhile are stale at the guard then, at no
+        // Cognito call, and those not reached are reached then.
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        if rest.is_empty() {
+            return Ok(());
+        }
+        self.hand_on(&record, &published.message, rest, event_version).await
+    }
+
+    async fn hand_on(&self, record: &SqsMessage, message: &str, rest: Vec<Row>, event_version: Option<Version>) -> Result<(), RecordError> {
+        let left = rest.len();
+        let queue = record
+            .event_source_arn
+            .as_deref()
+            .ok_or_else(|| RecordError::transient(format!("{left} rows not reached, and the record names no queue to hand them on to")))?;
+        let id = record.message_id.as_deref().unwrap_or("unknown");
+        let body = continuation(message, rest, event_version, id).map_err(RecordError::poison)?;
+        self.hand_on.hand_on(queue, &body).await.map_err(|e| RecordError::transient(format!("{left} rows not reached and not handed on ({e})")))?;
+        tracing::info!(message_id = id, rows = left, "rows not reached in this invocation handed on as a new message");
+        self.metrics.count("RowsHandedOn", left);
         Ok(())
     }
 
-    /// Claims the user for this change's version, applies it, and commits the version; a change older than the
-    /// last one applied is skipped.
-    async fn apply_in_order(&self, change: &Change, version: Version, lease_until: SystemTime) -> Result<(), RecordError> {
+    /// Claims the user for this change's version, applies it at the pace, and commits the version; a change older
+    /// than the last one applied, or that very change again, is skipped without a Cognito call.
+    async fn apply_in_order(&self, change: &Change, version: Version, window: Window) -> RowOutcome {
         let user = mask_email(change.username());
         let key = user_key(change.username());
         let lock = self.user_lock(&key);
-        let _held = lock.lock().await;
-        // Another writer (an instance, the reconciliation) holds a user for seconds: wait for it here rather than
-        // hand the record back for the queue's whole visibility timeout.
-        let answer_by = lease_until.checked_sub(LEASE_GRACE + Duration::from_secs(1)).unwrap_or(lease_until);
+        let held = lock.lock().await;
+        let outcome = self.claim_and_apply(change, version, window, &user, &key).await;
+        drop(held);
+        self.forget_lock(&key, lock);
+        outcome
+    }
+
+    async fn claim_and_apply(&self, change: &Change, version: Version, window: Window, user: &str, key: &str) -> RowOutcome {
+        // A change without a time cannot be told from another one of the same user: it is applied again.
+        let same = if version == UNKNOWN_VERSION { SameVersion::Apply } else { SameVersion::Skip };
         let mut attempt = 0;
         let lease = loop {
-            match self.guard.claim(&key, version, lease_until).await.map_err(RecordError::transient)? {
-                Claim::Acquired(lease) => break lease,
-                Claim::Stale { applied } => {
+            if Instant::now() >= window.hand_on_by {
+                return RowOutcome::NotReached;
+            }
+            match self.guard.claim(key, version, same, window.lease_until).await {
+                Ok(Claim::Acquired(lease)) => break lease,
+                Ok(Claim::Stale { applied }) if applied == version => {
+                    tracing::info!(user = %user, version, "this change was applied already; skipped");
+                    self.metrics.count("ChangesAlreadyApplied", 1);
+                    return RowOutcome::Done;
+                }
+                Ok(Claim::Stale { applied }) => {
                     tracing::info!(user = %user, version, applied, "a newer change of this user was applied already; skipped");
                     self.metrics.count("ChangesStale", 1);
-                    return Ok(());
+                    return RowOutcome::Done;
                 }
-                Claim::Busy => {
+                // Another writer (an instance, the reconciliation) holds the user for seconds: wait for it here, or
+                // hand the row on, rather than hand the record back for the queue's whole visibility timeout.
+                Ok(Claim::Busy) => {
                     attempt += 1;
                     let pause = shared::backoff::jittered(CONTENTION_BACKOFF, attempt, Duration::from_secs(2));
-                    if attempt > CONTENTION_RETRIES || SystemTime::now() + pause > answer_by {
+                    if attempt > CONTENTION_RETRIES || Instant::now() + pause >= window.hand_on_by {
+                        tracing::info!(user = %user, "another writer holds this user; the row is handed on");
                         self.metrics.count("ChangesDeferred", 1);
-                        return Err(RecordError::transient(format!("another writer holds {user}; retried at the next delivery")));
+                        return RowOutcome::NotReached;
                     }
                     self.metrics.count("ChangesContended", 1);
                     tokio::time::sleep(pause).await;
                 }
+                Err(error) => return RowOutcome::Failed(RecordError::transient(error)),
             }
         };
+        // The first read and write of the row are paced before any call: a row that cannot have them in this slice
+        // is given back unread, so it is read once, by the invocation that applies it.
+        if self.pace.reads.acquire(window.hand_on_by).await.is_err() || self.pace.writes.acquire(window.hand_on_by).await.is_err() {
+            self.release(&lease).await;
+            return RowOutcome::NotReached;
+        }
         let applied = match change {
-            Change::Upsert(change) => self.sync_user(change, version, lease.after_deletion).await,
+            Change::Upsert(change) => self.sync_user(change, version, lease.after_deletion, window).await,
             Change::Delete(username) => self.remove_user(username).await,
         };
-        let settled = self.settle(&lease, applied, matches!(change, Change::Delete(_))).await;
-        drop(_held);
-        self.forget_lock(&key, lock);
-        settled
+        match self.settle(&lease, applied, matches!(change, Change::Delete(_))).await {
+            Ok(()) => RowOutcome::Done,
+            Err(error) => RowOutcome::Failed(error),
+        }
     }
 
     /// Commits the version of an applied change, or gives the user back when it was not applied.
@@ -221,17 +384,26 @@ impl<D: UserDirectory, G: OrderingGuard> AttributeSync<D, G> {
         Ok(Applied::NotInPool)
     }
 
+    /// A second write of the same row (the attributes to delete, the user to enable) takes a paced slot too; it
+    /// may wait past the slice, not past the answer.
+    async fn paced_write(&self, window: Window) -> Result<(), RecordError> {
+        self.pace.writes.acquire(window.answer_by).await.map_err(|()| RecordError::transient("no Cognito write slot left before the answer"))
+    }
+
     /// `after_deletion`: the last change applied was this user's deletion, so this newer change brings the user
-    /// back, and with `ON_USER_DELETED=disable` that means enabling it again.
-    async fn sync_user(&self, change: &UserChange, version: Version, after_deletion: bool) -> Result<Applied, RecordError> {
+    /// back, and with `ON_USER_DELETED=disable` that means enabling it again. The first read and write slots are
+    /// taken already.
+    async fn sync_user(&self, change: &UserChange, version: Version, after_deletion: bool, window: Window) -> Result<Applied, RecordError> {
         let user = mask_email(&change.username);
         let current = match self.directory.get_user(&change.username).await {
             Ok(current) => current,
             Err(DirectoryError::UserNotFound) => return self.not_in_pool(&user, version),
             Err(e) => return Err(RecordError::from(e)),
         };
+        let mut slot_taken = true;
         if after_deletion && !current.enabled && self.on_user_deleted == OnUserDeleted::Disable {
             self.write(self.directory.enable_user(&change.username).await)?;
+            slot_taken = false;
             tracing::info!(user = %user, "a change newer than the deletion: user enabled again");
             self.metrics.count("UsersEnabled", 1);
         }
@@ -242,9 +414,15 @@ impl<D: UserDirectory, G: OrderingGuard> AttributeSync<D, G> {
             return Ok(Applied::Yes);
         }
         if !plan.updates.is_empty() {
+            if !std::mem::take(&mut slot_taken) {
+                self.paced_write(window).await?;
+            }
             self.write(self.directory.update_attributes(&change.username, &plan.updates).await)?;
         }
         if !plan.deletions.is_empty() {
+            if !std::mem::take(&mut slot_taken) {
+                self.paced_write(window).await?;
+            }
             self.write(self.directory.delete_attributes(&change.username, &plan.deletions).await)?;
         }
         let updated: Vec<&str> = plan.updates.iter().map(|(name, _)| name.as_str()).collect();
@@ -261,6 +439,7 @@ impl<D: UserDirectory, G: OrderingGuard> AttributeSync<D, G> {
         }
     }
 
+    /// Its read and write slots are taken already.
     async fn remove_user(&self, username: &str) -> Result<Applied, RecordError> {
         let user = mask_email(username);
         let result = match self.on_user_deleted {
@@ -329,19 +508,22 @@ fn row_timestamp(row: &Row, field: &str) -> Result<Option<Version>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hand_on::fake::RecordingHandOn;
     use crate::ports::DirectoryUser;
     use async_trait::async_trait;
-    use serde_json::json;
+    use serde_json::{json, Value};
     use shared::ordering::user_key;
     use shared::testing::{sns_envelope, sqs_event, sqs_record, MemoryOrderingGuard};
     use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
 
-    /// An in-memory user pool that records every write.
+    /// An in-memory user pool that records every write and counts the reads.
     #[derive(Default)]
     struct FakeDirectory {
         users: Mutex<HashMap<String, DirectoryUser>>,
         writes: Mutex<Vec<String>>,
+        reads: AtomicUsize,
         /// Usernames whose calls fail as if Cognito were unavailable.
         unavailable: Vec<String>,
         /// Attribute names the pool rejects.
@@ -375,6 +557,7 @@ mod tests {
     #[async_trait]
     impl UserDirectory for FakeDirectory {
         async fn get_user(&self, username: &str) -> Result<DirectoryUser, DirectoryError> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
             self.check(username)?;
             Ok(self.user(username).unwrap())
         }
@@ -419,13 +602,24 @@ mod tests {
         }
     }
 
-    type Sync = AttributeSync<FakeDirectory, Arc<MemoryOrderingGuard>>;
+    type Sync = AttributeSync<FakeDirectory, Arc<MemoryOrderingGuard>, Arc<RecordingHandOn>>;
 
-    fn sync(directory: FakeDirectory, policy: OnUserDeleted) -> Sync {
-        AttributeSync::new(directory, Arc::default(), policy, Duration::from_secs(300), Arc::new(Metrics::new("Test", "cognito-attribute-sync")))
+    fn paced_sync(directory: FakeDirectory, policy: OnUserDeleted, updates_per_second: f64) -> Sync {
+        let metrics = Arc::new(Metrics::new("Test", "cognito-attribute-sync"));
+        let pace = CognitoPace::new(updates_per_second);
+        AttributeSync::new(directory, Arc::default(), Arc::default(), pace, policy, Duration::from_secs(300), metrics)
     }
 
-    fn until() -> SystemTime {
+    fn sync(directory: FakeDirectory, policy: OnUserDeleted) -> Sync {
+        paced_sync(directory, policy, 1_000.0)
+    }
+
+    /// A 30 s invocation's window, started now.
+    fn until() -> Window {
+        Window::until(Instant::now() + Duration::from_secs(30))
+    }
+
+    fn lapses_in_30s() -> SystemTime {
         SystemTime::now() + Duration::from_secs(30)
     }
 
@@ -548,6 +742,120 @@ mod tests {
         assert_eq!(sync.directory.writes(), vec![r#"update ada@example.com [("given_name", "Ada")]"#.to_string()]);
     }
 
+    const QUEUE: &str = "arn:aws:sqs:eu-west-1:123456789012:dev-cognito-attribute-sync";
+
+    /// `count` users of an import, each in the pool with none of the row's attributes yet.
+    fn import(count: usize, occurred_at: &str) -> (FakeDirectory, SqsMessage) {
+        let directory = FakeDirectory::default();
+        let rows: Vec<_> = (0..count)
+            .map(|i| {
+                let email = format!("user{i:04}@example.com");
+                directory.users.lock().unwrap().insert(email.clone(), DirectoryUser { enabled: true, attributes: HashMap::new() });
+                json!({"email": email, "firstName": format!("First{i}"), "_tenant": "acme"})
+            })
+            .collect();
+        let message = json!({"event": "records_created", "table": "users", "occurredAt": occurred_at, "records": rows}).to_string();
+        let mut record = sqs_record("import-1", &sns_envelope(&message, "records_created", "users"));
+        record.event_source_arn = Some(QUEUE.into());
+        (directory, record)
+    }
+
+    /// A record larger than a slice at the pace: what is reached is applied, the rest goes on as one new message on
+    /// the record's own queue (same event, same version), and the record is acknowledged. The continuation applies
+    /// the rest, and nothing is read twice.
+    #[tokio::test(start_paused = true)]
+    async fn rows_not_reached_in_the_slice_go_on_as_a_new_message_and_none_is_read_twice() {
+        let (directory, record) = import(300, "2026-11-20T10:00:00.123456Z");
+        let sync = paced_sync(directory, OnUserDeleted::Disable, 10.0);
+        let started = Instant::now();
+        assert_eq!(sync.handle_record(record, until()).await, Ok(()), "acknowledged, not handed back");
+        assert!(started.elapsed() <= WORK_SLICE + HAND_ON_RESERVE, "answered within the slice: {:?}", started.elapsed());
+        let written = sync.directory.writes().len();
+        assert!((90..=110).contains(&written), "10 a second for 10 s: {written}");
+        let sent = sync.hand_on.sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, QUEUE, "the record's own queue");
+        let rest = sync.hand_on.bodies().remove(0);
+        assert_eq!(rest["records"].as_array().unwrap().len(), 300 - written, "exactly the rows not applied");
+        assert_eq!(rest["records"][0]["email"], format!("user{written:04}@example.com"), "in their order");
+        assert_eq!(rest["occurredAt"], "2026-11-20T10:00:00.123456Z");
+        assert_eq!(rest["continues"], "import-1");
+
+        // The continuation, as the queue delivers it (raw), until nothing is left.
+        let mut next = rest;
+        let mut hops = 0;
+        while !next.is_null() {
+            hops += 1;
+            let mut record = sqs_record(&format!("rest-{hops}"), &next.to_string());
+            record.event_source_arn = Some(QUEUE.into());
+            let before = sync.hand_on.sent.lock().unwrap().len();
+            assert_eq!(sync.handle_record(record, until()).await, Ok(()));
+            next = if sync.hand_on.sent.lock().unwrap().len() > before { sync.hand_on.bodies().pop().unwrap() } else { Value::Null };
+        }
+        assert_eq!(sync.directory.writes().len(), 300, "every user written once");
+        assert_eq!(sync.directory.reads.load(Ordering::SeqCst), 300, "every user read once");
+        assert!(sync.directory.users.lock().unwrap().values().all(|u| u.attributes.get("custom:_tenant").map(String::as_str) == Some("acme")));
+    }
+
+    /// The whole import delivered again (a redelivery, or the API sending it twice): every row is stale at the
+    /// guard, with no Cognito call at all, and nothing waits for the pace.
+    #[tokio::test(start_paused = true)]
+    async fn the_same_import_delivered_again_costs_no_cognito_call() {
+        let (directory, record) = import(40, "2026-11-20T10:00:00Z");
+        let sync = paced_sync(directory, OnUserDeleted::Disable, 1_000.0);
+        sync.handle_record(record.clone(), until()).await.unwrap();
+        assert_eq!((sync.directory.reads.load(Ordering::SeqCst), sync.directory.writes().len()), (40, 40));
+        let _ = sync.metrics.take_document();
+        sync.handle_record(record, until()).await.unwrap();
+        assert_eq!((sync.directory.reads.load(Ordering::SeqCst), sync.directory.writes().len()), (40, 40), "no read, no write");
+        assert_eq!(sync.metrics.take_document().unwrap()["ChangesAlreadyApplied"], 40.0);
+        assert!(sync.hand_on.sent.lock().unwrap().is_empty());
+    }
+
+    /// A change without any time cannot be told from another change of the user: it is applied again.
+    #[tokio::test]
+    async fn a_change_without_a_time_is_applied_again() {
+        let sync = sync(FakeDirectory::default().with_user("ada@example.com", &[]), OnUserDeleted::Disable);
+        let untimed =
+            || sqs_record("m", &json!({"event": "record_updated", "table": "users", "record": {"email": "ada@example.com", "lastName": "L"}}).to_string());
+        sync.handle_record(untimed(), until()).await.unwrap();
+        sync.handle_record(untimed(), until()).await.unwrap();
+        assert_eq!(sync.directory.reads.load(Ordering::SeqCst), 2);
+    }
+
+    /// A batch of an import and a one-user change: the change does not wait for the import's rows.
+    #[tokio::test(start_paused = true)]
+    async fn a_small_change_beside_an_import_is_applied_within_seconds() {
+        let (directory, big) = import(200, "2026-11-20T10:00:00Z");
+        let directory = directory.with_user("ada@example.com", &[]);
+        let sync = Arc::new(paced_sync(directory, OnUserDeleted::Disable, 10.0));
+        let small = change_at("record_updated", "ada@example.com", "Lovelace", "2026-11-20T10:00:05Z");
+        let started = Instant::now();
+        let watcher = {
+            let sync = sync.clone();
+            tokio::spawn(async move {
+                while family_name(&sync, "ada@example.com").is_none() && started.elapsed() < Duration::from_secs(60) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                started.elapsed()
+            })
+        };
+        let response = sync.handle_batch(&BatchProcessor::new(CONCURRENCY, None), sqs_event(vec![big, small]), Instant::now() + Duration::from_secs(30)).await;
+        assert!(response.batch_item_failures.is_empty(), "{response:?}");
+        let took = watcher.await.unwrap();
+        assert!(took < Duration::from_secs(1), "the small change waited {took:?}");
+    }
+
+    /// The rest cannot be handed on (the queue refuses): the record comes back whole, and its applied rows are
+    /// stale at the next delivery.
+    #[tokio::test(start_paused = true)]
+    async fn a_rest_that_cannot_be_handed_on_brings_the_record_back() {
+        let (directory, record) = import(300, "2026-11-20T10:00:00Z");
+        let mut sync = paced_sync(directory, OnUserDeleted::Disable, 10.0);
+        sync.hand_on = Arc::new(RecordingHandOn { refuse: true, ..Default::default() });
+        assert!(matches!(sync.handle_record(record, until()).await, Err(RecordError::Transient(reason)) if reason.contains("not handed on")));
+    }
+
     fn change_at(event: &str, email: &str, last_name: &str, occurred_at: &str) -> SqsMessage {
         let message = json!({"event": event, "table": "users", "occurredAt": occurred_at, "record": {"email": email, "lastName": last_name}}).to_string();
         sqs_record(&format!("m-{last_name}"), &sns_envelope(&message, event, "users"))
@@ -601,14 +909,20 @@ mod tests {
         assert!(matches!(sync.handle_record(sqs_record("c", &bad.to_string()), until()).await, Err(RecordError::Poison(r)) if r.contains("updatedAt")));
     }
 
-    #[tokio::test]
-    async fn a_user_held_by_another_instance_is_retried_later() {
+    #[tokio::test(start_paused = true)]
+    async fn a_user_held_by_another_writer_is_waited_for_then_handed_on_not_handed_back() {
         let sync = sync(FakeDirectory::default().with_user("ada@example.com", &[]), OnUserDeleted::Disable);
         let key = user_key("ada@example.com");
-        sync.guard.items.lock().unwrap().insert(key, shared::testing::GuardItem { lease: Some(("elsewhere".into(), until())), ..Default::default() });
-        let result = sync.handle_record(change_at("record_updated", "ada@example.com", "Newer", "2026-11-20T10:00:10Z"), until()).await;
-        assert!(matches!(result, Err(RecordError::Transient(_))), "{result:?}");
+        sync.guard.items.lock().unwrap().insert(key, shared::testing::GuardItem { lease: Some(("elsewhere".into(), lapses_in_30s())), ..Default::default() });
+        let mut record = change_at("record_updated", "ada@example.com", "Newer", "2026-11-20T10:00:10Z");
+        record.event_source_arn = Some(QUEUE.into());
+        let result = sync.handle_record(record, until()).await;
+        assert_eq!(result, Ok(()), "acknowledged: the row goes on as a new message");
         assert!(sync.directory.writes().is_empty());
+        let handed_on = sync.hand_on.bodies();
+        assert_eq!(handed_on.len(), 1);
+        assert_eq!(handed_on[0]["records"], json!([{"email": "ada@example.com", "lastName": "Newer"}]));
+        assert_eq!(sync.metrics.take_document().unwrap()["ChangesDeferred"], 1.0);
     }
 
     #[tokio::test]

@@ -3,7 +3,8 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::SqsEvent;
 use cognito_attribute_sync::aws::CognitoDirectory;
 use cognito_attribute_sync::config::Config;
-use cognito_attribute_sync::handler::{AttributeSync, CONCURRENCY};
+use cognito_attribute_sync::handler::{AttributeSync, CognitoPace, CONCURRENCY};
+use cognito_attribute_sync::queue::SqsHandOn;
 use lambda_runtime::{Error, LambdaEvent};
 use shared::batch::BatchProcessor;
 use shared::dead_letter::{DeadLetterSink, SqsDeadLetterQueue};
@@ -13,11 +14,12 @@ use shared::startup::Startup;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let Startup { config, sdk, metrics } = shared::startup::init("cognito-attribute-sync", Config::from_env).await?;
-    let dead_letters =
-        config.dead_letter_queue_url.map(|url| Arc::new(SqsDeadLetterQueue::new(aws_sdk_sqs::Client::new(&sdk), url)) as Arc<dyn DeadLetterSink>);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let dead_letters = config.dead_letter_queue_url.map(|url| Arc::new(SqsDeadLetterQueue::new(sqs.clone(), url)) as Arc<dyn DeadLetterSink>);
     let directory = CognitoDirectory::new(aws_sdk_cognitoidentityprovider::Client::new(&sdk), config.user_pool_id);
     let guard = DynamoOrderingGuard::new(aws_sdk_dynamodb::Client::new(&sdk), config.ordering_table);
-    let sync = AttributeSync::new(directory, guard, config.on_user_deleted, config.user_not_found_retry, metrics.clone())
+    let pace = CognitoPace::new(config.user_updates_per_second);
+    let sync = AttributeSync::new(directory, guard, SqsHandOn::new(sqs), pace, config.on_user_deleted, config.user_not_found_retry, metrics.clone())
         .with_delete_skew_tolerance(config.delete_skew_tolerance);
     let processor = BatchProcessor::new(CONCURRENCY, dead_letters);
     shared::startup::run(metrics, |event: LambdaEvent<SqsEvent>| {
