@@ -1,5 +1,5 @@
 //! The local stack, provisioned on moto from `infra/template.yaml` itself, so the two cannot drift: the queues with
-//! their visibility timeouts and redrive policies, the topic subscriptions with their filter policies, the
+//! their visibility timeouts and redrive policies, the topic subscriptions with their filter and redrive policies, the
 //! idempotency table, the restriction parameter, and each function's environment and SQS event source. What the
 //! template takes as given (the database-event and alarm topics, the user pool, the sender identity, the worker
 //! group) is created beside it, as the application's own stack would have it.
@@ -287,6 +287,9 @@ pub async fn provision(endpoint: &str, app_base_url: &str, visibility_timeout: O
         }
         if let Some(raw) = properties["RawMessageDelivery"].as_bool() {
             request = request.attributes("RawMessageDelivery", raw.to_string());
+        }
+        if let Some(dead_letters) = resolver.resolve(&properties["RedrivePolicy"]["deadLetterTargetArn"]) {
+            request = request.attributes("RedrivePolicy", serde_json::json!({"deadLetterTargetArn": dead_letters}).to_string());
         }
         request.send().await.expect("subscribe queue");
     }

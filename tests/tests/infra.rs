@@ -401,3 +401,130 @@ fn sam_build_builds_every_function_for_arm64() {
     }
     let _ = std::fs::remove_dir_all(&build_dir);
 }
+
+/// The logical id behind `!GetAtt X.Arn` (or `!Ref X`).
+fn target_of(value: &Value) -> Option<String> {
+    match value {
+        Value::Tagged(tagged) => tagged.value.as_str().map(|v| v.trim_end_matches(".Arn").to_owned()),
+        _ => None,
+    }
+}
+
+/// Each queue that keeps what a hop could not deliver lets exactly that source's service send to it, scoped to the
+/// source's ARN; `source` is how the template names the source (`!Ref Topic`, or the rule's ARN as a `!Sub`).
+fn assert_queue_accepts(template: &Value, queue: &str, service: &str, source: &Value) {
+    let granted = template["Resources"].as_mapping().unwrap().values().filter(|r| r["Type"] == "AWS::SQS::QueuePolicy").any(|policy| {
+        let properties = &policy["Properties"];
+        properties["Queues"].as_sequence().into_iter().flatten().any(|q| ref_name(q).as_deref() == Some(queue))
+            && properties["PolicyDocument"]["Statement"].as_sequence().into_iter().flatten().any(|statement| {
+                statement["Principal"]["Service"] == service
+                    && statement["Action"] == "sqs:SendMessage"
+                    && target_of(&statement["Resource"]).as_deref() == Some(queue)
+                    && statement["Condition"]["ArnEquals"]["aws:SourceArn"] == *source
+            })
+    });
+    assert!(granted, "{queue} does not let {service} send from {source:?} (a queue policy scoped to the source ARN)");
+}
+
+/// Every hop between services keeps what it could not deliver: each SNS subscription (the template's own and the
+/// functions' SNS events) has a redrive policy, each EventBridge target a dead-letter config beside its retry
+/// policy. Each of those queues accepts exactly that source and is alarmed on any message.
+#[test]
+fn every_hop_between_services_keeps_what_it_could_not_deliver_in_an_alarmed_queue() {
+    let template = template();
+    let resources = template["Resources"].as_mapping().unwrap();
+    let alarmed_queues = alarmed(&template, "ApproximateNumberOfMessagesVisible", "QueueName");
+    let mut hops = 0;
+    for (name, resource) in resources {
+        let name = name.as_str().unwrap();
+        if resource["Type"] == "AWS::SNS::Subscription" {
+            let queue = target_of(&resource["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]).unwrap_or_else(|| panic!("{name}: no RedrivePolicy"));
+            assert_queue_accepts(&template, &queue, "sns.amazonaws.com", &resource["Properties"]["TopicArn"]);
+            assert!(alarmed_queues.contains(&queue), "{name}: {queue} is not alarmed on");
+            hops += 1;
+        }
+        if resource["Type"] == "AWS::Events::Rule" {
+            for target in resource["Properties"]["Targets"].as_sequence().into_iter().flatten() {
+                assert!(!target["DeadLetterConfig"]["Arn"].is_null(), "{name}: a target without a DeadLetterConfig");
+            }
+        }
+        for (event_name, event) in resource["Properties"]["Events"].as_mapping().into_iter().flatten() {
+            let event_name = event_name.as_str().unwrap();
+            let properties = &event["Properties"];
+            match event["Type"].as_str() {
+                Some("SNS") => {
+                    let queue =
+                        target_of(&properties["RedrivePolicy"]["deadLetterTargetArn"]).unwrap_or_else(|| panic!("{name}/{event_name}: no RedrivePolicy"));
+                    assert_queue_accepts(&template, &queue, "sns.amazonaws.com", &properties["Topic"]);
+                    assert!(alarmed_queues.contains(&queue), "{name}/{event_name}: {queue} is not alarmed on");
+                    hops += 1;
+                }
+                Some("EventBridgeRule" | "CloudWatchEvent") => {
+                    let queue = target_of(&properties["DeadLetterConfig"]["Arn"]).unwrap_or_else(|| panic!("{name}/{event_name}: no DeadLetterConfig"));
+                    assert!(properties["RetryPolicy"]["MaximumEventAgeInSeconds"].as_u64().is_some(), "{name}/{event_name}: no RetryPolicy");
+                    let rule = properties["RuleName"].clone();
+                    let Value::Tagged(rule) = rule else { panic!("{name}/{event_name}: RuleName should be a !Sub") };
+                    let arn = format!("arn:${{AWS::Partition}}:events:${{AWS::Region}}:${{AWS::AccountId}}:rule/{}", rule.value.as_str().unwrap());
+                    let source: Value = serde_yaml::from_str(&format!("!Sub \"{arn}\"")).unwrap();
+                    assert_queue_accepts(&template, &queue, "events.amazonaws.com", &source);
+                    assert!(alarmed_queues.contains(&queue), "{name}/{event_name}: {queue} is not alarmed on");
+                    hops += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(hops, 7, "the three database-event and feedback subscriptions, the operations e-mail, the alarm topic, two rules");
+}
+
+/// A public Function URL cannot take the workers' concurrency: its reserved concurrency comes from a Number
+/// parameter (0 = uncapped, for new accounts that cannot reserve), prod sets it, and its throttles are alarmed on.
+#[test]
+fn a_public_function_url_is_capped_by_a_concurrency_parameter_and_its_throttles_alarm() {
+    let template = template();
+    let mut public = 0;
+    for (name, resource) in template["Resources"].as_mapping().unwrap() {
+        let properties = &resource["Properties"];
+        if properties["FunctionUrlConfig"]["AuthType"] != "NONE" {
+            continue;
+        }
+        public += 1;
+        let name = name.as_str().unwrap();
+        let Value::Tagged(cap) = &properties["ReservedConcurrentExecutions"] else { panic!("{name}: a public Function URL without a concurrency cap") };
+        let parameter = match (cap.tag.to_string().as_str(), &cap.value) {
+            ("!Ref", Value::String(parameter)) => parameter.clone(),
+            ("!If", Value::Sequence(branches)) => {
+                assert_eq!(ref_name(&branches[2]).as_deref(), Some("AWS::NoValue"), "{name}: uncapped only when the parameter is 0");
+                ref_name(&branches[1]).unwrap_or_else(|| panic!("{name}: the cap is not a parameter"))
+            }
+            other => panic!("{name}: ReservedConcurrentExecutions {other:?}"),
+        };
+        let declared = &template["Parameters"][parameter.as_str()];
+        assert_eq!(declared["Type"], "Number", "{parameter}");
+        assert_eq!(declared["MinValue"].as_u64(), Some(0), "{parameter}: 0 means uncapped");
+        let prod = samconfig()["prod"]["deploy"]["parameters"]["parameter_overrides"].clone();
+        let set = prod.as_array().unwrap().iter().filter_map(|o| o.as_str()?.strip_prefix(&format!("{parameter}="))).next();
+        assert!(set.and_then(|v| v.parse::<u64>().ok()).is_some_and(|v| v > 0), "prod does not cap {name}: {set:?}");
+        assert!(alarmed(&template, "Throttles", "FunctionName").contains(name), "{name}: its throttles are not alarmed on");
+    }
+    assert_eq!(public, 1, "unsubscribe");
+}
+
+/// awslabs' serverless-rules pass, and every rule the template ignores (for the template or one resource) says why
+/// in `cfn-lint-reasons`, as checkov's skips do.
+#[test]
+fn serverless_rules_pass_with_every_ignore_explained() {
+    run("cfn-lint", &["template.yaml", "-a", "cfn_lint_serverless.rules"]);
+    let template = template();
+    let mut places = vec![("the template".to_owned(), &template["Metadata"])];
+    for (name, resource) in template["Resources"].as_mapping().unwrap() {
+        places.push((name.as_str().unwrap().to_owned(), &resource["Metadata"]));
+    }
+    for (place, metadata) in places {
+        for rule in metadata["cfn-lint"]["config"]["ignore_checks"].as_sequence().into_iter().flatten() {
+            let rule = rule.as_str().unwrap();
+            let reason = metadata["cfn-lint-reasons"][rule].as_str().unwrap_or_default();
+            assert!(reason.len() > 20, "{place} ignores {rule} without a reason");
+        }
+    }
+}
