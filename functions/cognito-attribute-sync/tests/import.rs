@@ -171,9 +171,10 @@ async fn an_import_larger_than_an_invocation_goes_on_in_the_next_within_the_quot
     assert_eq!(handed_back, 0, "no record spent a receive for lack of time");
 
     // The same import again (a redelivery, or the API publishing twice): stale at the guard, no Cognito call.
+    let received = |sources: &[EventSource]| sources.iter().map(|s| s.stats().records).sum::<usize>();
+    let before = received(&sources);
     local.publish_import().await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(wait_until(Duration::from_secs(60), || async { local.drained().await }).await);
+    assert!(wait_until(Duration::from_secs(60), || async { received(&sources) >= before + EVENTS && local.drained().await }).await);
     assert_eq!((local.calls("AdminGetUser"), local.calls("AdminUpdateUserAttributes")), (reads, writes), "the second delivery read or wrote");
     assert_eq!(local.dead_lettered().await, 0);
     for source in sources {

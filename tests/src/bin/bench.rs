@@ -7,9 +7,9 @@
 //!
 //! `BENCH_RUNS` (cold starts per function and size, default 5), `BENCH_SIZES` (memory sizes in MB, default
 //! 128,256,512,1024), `BENCH_VARIANTS` (extra `name=binary-dir` pairs, `;`-separated: other builds of the SDK floor, for the levers),
-//! `BENCH_ONLY` (function names: only those, beside the floors), `BENCH_SKIP_RECONCILE` and `BENCH_SKIP_FANOUT` (skip
-//! the runs at scale), `BENCH_ONLY_FANOUT` (only publish-history-email's run at scale), `BENCH_FANOUT_LOGS` (a directory: that
-//! run's function logs go there),
+//! `BENCH_ONLY` (function names: only those, beside the floors), `BENCH_SKIP_RECONCILE`, `BENCH_SKIP_FANOUT` and
+//! `BENCH_SKIP_IMPORT` (skip the runs at scale), `BENCH_ONLY_FANOUT` / `BENCH_ONLY_IMPORT` (only publish-history-email's,
+//! or cognito-attribute-sync's, run at scale), `BENCH_FANOUT_LOGS` (a directory: that run's function logs go there),
 //! `BENCH_NO_WARM_PAUSE` (the warm invocation right after the first, to look into the warm stall the README describes).
 
 use std::collections::BTreeMap;
@@ -474,6 +474,131 @@ async fn fanout_at_scale(binaries: &Path, report: &mut String) {
 }
 
 /// cognito-reconcile at scale: 10,000 rows in PostgreSQL and 10,000 pool users, 1 % drifted; one repair run.
+const IMPORT_USERS: usize = 10_000;
+/// Rows per users event: about 160 KB, as the API publishes a large import.
+const IMPORT_ROWS_PER_EVENT: usize = 900;
+/// Cognito's account quota of user updates a second, which the proxy enforces.
+const COGNITO_USER_UPDATES: f64 = 25.0;
+
+/// A user pool the proxy answers AdminGetUser and AdminUpdateUserAttributes for itself, after its quotas (moto's own
+/// pace would set the benchmark's): every user exists with none of the import's attributes yet.
+fn synthetic_import_pool(proxy: &RecordingProxy) {
+    proxy.respond_with(|call| match call.operation.as_str() {
+        "AdminGetUser" => {
+            let request: Value = serde_json::from_str(&call.body).unwrap_or_default();
+            let username = request["Username"].as_str().unwrap_or_default();
+            let user = serde_json::json!({"Username": username, "Enabled": true, "UserStatus": "CONFIRMED",
+                                          "UserAttributes": [{"Name": "email", "Value": username}]});
+            Some(e2e_harness::proxy::Reply { status: 200, content_type: "application/x-amz-json-1.1", body: user.to_string() })
+        }
+        "AdminUpdateUserAttributes" => Some(e2e_harness::proxy::Reply { status: 200, content_type: "application/x-amz-json-1.1", body: "{}".into() }),
+        _ => None,
+    });
+}
+
+/// cognito-attribute-sync at scale: a 10,000-user import in events of 900 rows, through the template's event source
+/// (two instances, 128 MB, the template's timeout and pace) at Cognito's enforced account quotas.
+async fn import_at_scale(binaries: &Path, report: &mut String) {
+    let moto = Moto::start();
+    let proxy = RecordingProxy::start(&moto.endpoint);
+    proxy.enforce_quotas(Some(e2e_harness::quotas::Quotas::aws()));
+    let stack = provision(&moto.endpoint, e2e_harness::scenario::APP_BASE_URL, None).await;
+    let sdk = e2e_harness::sdk_config(&moto.endpoint).await;
+    let (sqs, sns) = (aws_sdk_sqs::Client::new(&sdk), aws_sdk_sns::Client::new(&sdk));
+    synthetic_import_pool(&proxy);
+    let function = stack.function("cognito-attribute-sync");
+    let sources: Vec<_> = (0..2)
+        .map(|_| {
+            let mut env = local_aws_env(&proxy.endpoint);
+            env.extend(function.environment.iter().cloned());
+            let mut process = FunctionProcess::start(&binaries.join("cognito-attribute-sync"), &env);
+            process.timeout = Duration::from_secs(30);
+            stack.event_source(&sqs, &function.sqs[0], process)
+        })
+        .collect();
+    let updated = |proxy: &RecordingProxy| proxy.calls_of("AdminUpdateUserAttributes").len();
+    let before = proxy.calls().len();
+    let started = Instant::now();
+    for (n, first) in (0..IMPORT_USERS).step_by(IMPORT_ROWS_PER_EVENT).enumerate() {
+        let rows: Vec<Value> = (first..(first + IMPORT_ROWS_PER_EVENT).min(IMPORT_USERS))
+            .map(|i| {
+                serde_json::json!({"email": format!("import{i:05}@example.com"), "firstName": "Imported", "lastName": format!("User{i}"),
+                                        "_tenant": "bench", "updatedAt": "2026-12-01T09:00:00.000001Z"})
+            })
+            .collect();
+        let message = serde_json::json!({"event": "records_created", "table": "users", "eventId": format!("import-{n}"), "records": rows});
+        stack.publish_database_event(&sns, message.to_string(), "records_created", "users").await;
+    }
+    let marks = std::sync::Mutex::new(Vec::new());
+    let done = wait_for(Duration::from_secs(1200), || {
+        let done = updated(&proxy);
+        let mut marks = marks.lock().unwrap();
+        if done >= (marks.len() + 1) * IMPORT_USERS / 4 {
+            marks.push(started.elapsed());
+        }
+        done >= IMPORT_USERS
+    })
+    .await;
+    let wall = started.elapsed();
+    let calls = calls_since(&proxy, before);
+    let throttled = proxy.refusals().iter().filter(|(_, r)| r.code == "TooManyRequestsException").count();
+    let distinct: std::collections::BTreeSet<String> = proxy
+        .calls_of("AdminUpdateUserAttributes")
+        .iter()
+        .filter_map(|c| serde_json::from_str::<Value>(&c.body).ok()?["Username"].as_str().map(str::to_owned))
+        .collect();
+    let (mut rss, mut handed_back, mut invocations) = (Vec::new(), 0, 0);
+    for source in sources {
+        handed_back += source.stats().failures;
+        invocations += source.stats().batches;
+        let process = source.stop().await;
+        rss.push(format!("{:.1}", process.peak_rss_kib().unwrap_or(0) as f64 / 1024.0));
+    }
+    let dead = e2e_harness::fixtures::peek_all(&sqs, &stack.queue("CognitoAttributeSyncDeadLetterQueue").url).await.len();
+    let users = updated(&proxy).max(1) as f64;
+    let cognito: usize = calls.iter().filter(|(op, _)| op.starts_with("Admin") || op.as_str() == "ListUsers").map(|(_, n)| n).sum();
+    let per_user: Vec<String> = calls.iter().map(|(op, n)| format!("{op} {:.3}", *n as f64 / users)).collect();
+    let marks: Vec<String> = marks.into_inner().unwrap().iter().map(|d| format!("{:.1}", d.as_secs_f64())).collect();
+    let ideal = IMPORT_USERS as f64 / COGNITO_USER_UPDATES;
+    let _ = writeln!(
+        report,
+        "\n## cognito-attribute-sync at scale\n\nThe template's event source (two instances, 128 MB, 30 s timeout, USER_UPDATES_PER_SECOND \
+         11 each); AdminGetUser and AdminUpdateUserAttributes answered by the recording proxy after Cognito's account quotas.\n\n\
+         **A {IMPORT_USERS}-user import** in events of {IMPORT_ROWS_PER_EVENT} rows: {} in {:.1} s: wall ÷ (users ÷ {COGNITO_USER_UPDATES}/s) = {:.2}; \
+         {} distinct users written; {throttled} Cognito calls throttled; {handed_back} records handed back, {dead} dead-lettered, \
+         {invocations} invocations; peak RSS per instance {} MiB. Each quarter of the users after {} s.\n\n\
+         Cognito calls per user: {:.3}; AWS calls per user: {:.3} ({}).",
+        if done { "all written" } else { "NOT all written" },
+        wall.as_secs_f64(),
+        wall.as_secs_f64() / ideal,
+        distinct.len(),
+        rss.join(", "),
+        marks.join(", "),
+        cognito as f64 / users,
+        calls.values().sum::<usize>() as f64 / users,
+        per_user.join(", "),
+    );
+}
+
+/// Runs one section at scale alone and puts it in place of its last figures in tests/bench-results.md.
+async fn only_section<'a, F>(header: &str, run: F)
+where
+    F: std::future::Future<Output = String> + 'a,
+{
+    let section = run.await;
+    println!("{section}");
+    let out = workspace_root().join("tests/bench-results.md");
+    let previous = std::fs::read_to_string(&out).unwrap_or_default();
+    let updated = match previous.find(header) {
+        Some(start) => {
+            let end = previous[start + header.len()..].find("\n## ").map_or(previous.len(), |i| start + header.len() + i);
+            format!("{}{}{}", &previous[..start], section.trim_end(), &previous[end..])
+        }
+        None => format!("{}{}", previous.trim_end(), section),
+    };
+    std::fs::write(&out, updated.trim_end().to_owned() + "\n").unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
+}
+
 async fn reconcile_at_scale(binaries: &Path, moto: &Moto, proxy: &RecordingProxy, stack: &LocalStack, report: &mut String) {
     use futures::StreamExt;
     let sdk = e2e_harness::sdk_config(&moto.endpoint).await;
@@ -602,22 +727,20 @@ async fn main() {
         .collect();
 
     if std::env::var_os("BENCH_ONLY_FANOUT").is_some() {
-        // Only this section, put in place of its last figures in tests/bench-results.md.
         let mut section = String::new();
-        fanout_at_scale(&binaries, &mut section).await;
-        println!("{section}");
-        let out = workspace_root().join("tests/bench-results.md");
-        let previous = std::fs::read_to_string(&out).unwrap_or_default();
-        let header = "\n## publish-history-email at scale";
-        let updated = match previous.find(header) {
-            Some(start) => {
-                let end = previous[start + header.len()..].find("\n## ").map_or(previous.len(), |i| start + header.len() + i);
-                format!("{}{}{}", &previous[..start], section.trim_end(), &previous[end..])
-            }
-            None => format!("{}{}", previous.trim_end(), section),
-        };
-        std::fs::write(&out, updated.trim_end().to_owned() + "\n").unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
-        return;
+        return only_section("\n## publish-history-email at scale", async {
+            fanout_at_scale(&binaries, &mut section).await;
+            section
+        })
+        .await;
+    }
+    if std::env::var_os("BENCH_ONLY_IMPORT").is_some() {
+        let mut section = String::new();
+        return only_section("\n## cognito-attribute-sync at scale", async {
+            import_at_scale(&binaries, &mut section).await;
+            section
+        })
+        .await;
     }
     let moto = Moto::start();
     let proxy = RecordingProxy::start(&moto.endpoint);
@@ -809,6 +932,9 @@ async fn main() {
     }
     if std::env::var_os("BENCH_SKIP_FANOUT").is_none() {
         fanout_at_scale(&binaries, &mut report).await;
+    }
+    if std::env::var_os("BENCH_SKIP_IMPORT").is_none() {
+        import_at_scale(&binaries, &mut report).await;
     }
     println!("{report}");
     let out = workspace_root().join("tests/bench-results.md");
