@@ -15,4 +15,8 @@ impl Subscriptions for CognitoDirectory {
     async fn unsubscribe(&self, username: &str) -> Result<(), String> {
         CognitoDirectory::unsubscribe(self, username).await.map_err(|e| e.to_string())
     }
+
+    async fn resubscribe(&self, username: &str) -> Result<(), String> {
+        self.update_attributes(username, &[(FLAG.to_owned(), "true".to_owned())]).await.map_err(|e| e.to_string())
+    }
 }

@@ -37,7 +37,7 @@ async fn main() -> Result<(), Error> {
         None => None,
     };
     let subscriptions = CognitoDirectory::new(aws_sdk_cognitoidentityprovider::Client::new(&sdk), config.user_pool_id);
-    let unsubscriber = Unsubscriber::new(subscriptions, current, previous, metrics.clone());
+    let unsubscriber = Unsubscriber::new(subscriptions, current, previous, &config.product, metrics.clone());
     lambda_http::run(service_fn(|request: Request| {
         let (unsubscriber, metrics) = (&unsubscriber, metrics.clone());
         async move {

@@ -15,4 +15,6 @@ pub trait Subscriptions: Send + Sync {
     async fn find(&self, sub: &str) -> Result<Option<Subscriber>, String>;
     /// Sets `custom:subPublishHistory` to `false`.
     async fn unsubscribe(&self, username: &str) -> Result<(), String>;
+    /// Sets `custom:subPublishHistory` back to `true` (the confirmation page's "subscribe again").
+    async fn resubscribe(&self, username: &str) -> Result<(), String>;
 }

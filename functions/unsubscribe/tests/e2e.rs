@@ -47,7 +47,7 @@ fn send_notifications(stack: &PoolStack, key_parameter: &str, title: &str) -> Ve
 }
 
 fn start(stack: &PoolStack, previous: bool) -> FunctionProcess {
-    let mut settings = vec![("USER_POOL_ID", stack.pool_id.as_str()), ("UNSUBSCRIBE_KEY_PARAMETER", KEY)];
+    let mut settings = vec![("USER_POOL_ID", stack.pool_id.as_str()), ("UNSUBSCRIBE_KEY_PARAMETER", KEY), ("SENDER_ADDRESS", SENDER_ADDRESS)];
     if previous {
         settings.push(("UNSUBSCRIBE_PREVIOUS_KEY_PARAMETER", OLD_KEY));
     }
@@ -214,6 +214,7 @@ async fn the_log_level_switch_takes_effect_and_no_level_writes_a_secret_or_an_ad
             &[
                 ("USER_POOL_ID", stack.pool_id.as_str()),
                 ("UNSUBSCRIBE_KEY_PARAMETER", KEY),
+                ("SENDER_ADDRESS", SENDER_ADDRESS),
                 (variable, level),
                 ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
                 ("AWS_SESSION_TOKEN", SESSION_TOKEN),
@@ -238,4 +239,37 @@ async fn the_log_level_switch_takes_effect_and_no_level_writes_a_secret_or_an_ad
             assert!(output.iter().any(|l| l.contains("\"level\":\"DEBUG\"") && !l.contains("link verified")), "no SDK debug line");
         }
     }
+}
+
+/// A recipient's way back, through the real binary: the email's link unsubscribes, the confirmation page's "subscribe
+/// again" (a POST with the same token and `action=resubscribe`) sets the flag back for that user only, once, and the
+/// page then offers to unsubscribe again, which works as before. The pages name the product, not the recipient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_then_subscribe_again_then_unsubscribe_again() {
+    let stack = stack().await;
+    let emails = send_notifications(&stack, KEY, "Spring catalogue");
+    let url = to(&emails, "ada@example.com").unsubscribe_url().expect("List-Unsubscribe");
+    let mut function = start(&stack, false);
+    let grace = subscribed(&stack, "grace@example.com").await;
+
+    let unsubscribed = call(&mut function, "POST", &url, Some("List-Unsubscribe=One-Click"));
+    assert_eq!(unsubscribed["statusCode"], 200, "{unsubscribed}");
+    let page = unsubscribed["body"].as_str().unwrap();
+    assert!(page.contains("You are unsubscribed") && page.contains(">Navlab</p>") && page.contains("value=\"resubscribe\""), "{page}");
+    assert!(!page.contains("ada@example.com") && !page.contains("acme"), "{page}");
+    assert_eq!(subscribed(&stack, "ada@example.com").await, "false");
+
+    let again = call(&mut function, "POST", &url, Some("action=resubscribe"));
+    assert_eq!(again["statusCode"], 200, "{again}");
+    assert!(again["body"].as_str().unwrap().contains("You are subscribed again"));
+    assert_eq!(subscribed(&stack, "ada@example.com").await, "true");
+    assert_eq!(subscribed(&stack, "grace@example.com").await, grace, "that user only");
+    let writes = unsubscribe_writes(&stack);
+    assert_eq!(call(&mut function, "POST", &url, Some("action=resubscribe"))["statusCode"], 200);
+    assert_eq!(unsubscribe_writes(&stack), writes, "subscribed again once");
+
+    let unsubscribed_again = call(&mut function, "POST", &url, Some("List-Unsubscribe=One-Click"));
+    assert_eq!(unsubscribed_again["statusCode"], 200);
+    assert_eq!(subscribed(&stack, "ada@example.com").await, "false");
+    assert_eq!(unsubscribe_writes(&stack), writes + 1);
 }
