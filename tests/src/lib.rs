@@ -144,6 +144,47 @@ impl LocalAws {
     }
 }
 
+/// The template's own stack (`stack::provision`) on moto behind the recording proxy with `quotas` enforced, and
+/// clients for set-up calls and assertions: what the tests at scale start from.
+pub struct TemplateStack {
+    pub proxy: proxy::RecordingProxy,
+    pub stack: stack::LocalStack,
+    pub sqs: aws_sdk_sqs::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub cognito: aws_sdk_cognitoidentityprovider::Client,
+    pub moto: moto::Moto,
+}
+
+impl TemplateStack {
+    /// `visibility_timeout` overrides the queues' (see [`stack::provision`]).
+    pub async fn start(quotas: quotas::Quotas, visibility_timeout: Option<i32>) -> TemplateStack {
+        let moto = moto::Moto::start();
+        let proxy = proxy::RecordingProxy::start(&moto.endpoint);
+        proxy.enforce_quotas(Some(quotas));
+        let stack = stack::provision(&moto.endpoint, scenario::APP_BASE_URL, visibility_timeout).await;
+        let sdk = sdk_config(&moto.endpoint).await;
+        TemplateStack {
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            sns: aws_sdk_sns::Client::new(&sdk),
+            cognito: aws_sdk_cognitoidentityprovider::Client::new(&sdk),
+            proxy,
+            stack,
+            moto,
+        }
+    }
+
+    /// An instance of the template's `binary` (its environment from the template, plus `overrides`), with `timeout`.
+    pub fn instance(&self, binary: &std::path::Path, timeout: std::time::Duration, overrides: &[(&str, &str)]) -> runtime::FunctionProcess {
+        let name = binary.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let mut env = local_aws_env(&self.proxy.endpoint);
+        env.extend(self.stack.function(name).environment.iter().cloned());
+        env.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut function = runtime::FunctionProcess::start(binary, &env);
+        function.timeout = timeout;
+        function
+    }
+}
+
 /// What the queue-fed functions' end-to-end tests start from: the local AWS, the user pool with the sample users,
 /// the function's dead-letter queue, and clients for set-up calls and assertions.
 pub struct PoolStack {

@@ -10,51 +10,33 @@ use std::time::{Duration, Instant};
 
 use e2e_harness::event_source::EventSource;
 use e2e_harness::fixtures::{create_user, queue_is_drained, wait_until, SampleUser, SAMPLE_USERS};
-use e2e_harness::moto::Moto;
-use e2e_harness::proxy::RecordingProxy;
 use e2e_harness::quotas::Quotas;
 use e2e_harness::runtime::FunctionProcess;
-use e2e_harness::stack::{provision, LocalStack};
+use e2e_harness::TemplateStack;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_publish-history-email");
 /// The function's timeout here: five invocations send for 5 x 3 s (the deadline margin takes 3 s of each).
 const TIMEOUT: Duration = Duration::from_secs(6);
 
-struct Local {
-    _moto: Moto,
-    proxy: RecordingProxy,
-    stack: LocalStack,
-    sqs: aws_sdk_sqs::Client,
-    sns: aws_sdk_sns::Client,
-    cognito: aws_sdk_cognitoidentityprovider::Client,
+/// The template's stack with `quotas` enforced, a visibility timeout past the function's: a crashed invocation's
+/// batch comes back seconds later.
+struct Local(TemplateStack);
+
+impl std::ops::Deref for Local {
+    type Target = TemplateStack;
+    fn deref(&self) -> &TemplateStack {
+        &self.0
+    }
 }
 
 async fn local(quotas: Quotas) -> Local {
-    let moto = Moto::start();
-    let proxy = RecordingProxy::start(&moto.endpoint);
-    proxy.enforce_quotas(Some(quotas));
-    // A visibility timeout past the function's: a crashed invocation's batch comes back seconds later.
-    let stack = provision(&moto.endpoint, "https://app.navlab.online", Some(TIMEOUT.as_secs() as i32 + 2)).await;
-    let sdk = e2e_harness::sdk_config(&moto.endpoint).await;
-    Local {
-        sqs: aws_sdk_sqs::Client::new(&sdk),
-        sns: aws_sdk_sns::Client::new(&sdk),
-        cognito: aws_sdk_cognitoidentityprovider::Client::new(&sdk),
-        _moto: moto,
-        proxy,
-        stack,
-    }
+    Local(TemplateStack::start(quotas, Some(TIMEOUT.as_secs() as i32 + 2)).await)
 }
 
 impl Local {
     /// One instance of the function as the template configures it, with `overrides`.
     fn instance(&self, overrides: &[(&str, &str)]) -> FunctionProcess {
-        let mut env = e2e_harness::local_aws_env(&self.proxy.endpoint);
-        env.extend(self.stack.function("publish-history-email").environment.iter().cloned());
-        env.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let mut function = FunctionProcess::start(std::path::Path::new(BINARY), &env);
-        function.timeout = TIMEOUT;
-        function
+        self.0.instance(std::path::Path::new(BINARY), TIMEOUT, overrides)
     }
 
     /// The event source of the template's `n`th SQS event of the function, for `function`.
