@@ -29,9 +29,10 @@ pub struct Config {
 }
 
 /// One instance's share of Cognito's 25 user updates a second: the event source runs at most two instances
-/// (`MaximumConcurrency`), which together keep 22 a second and leave 3 to the other writers (unsubscribe,
-/// ses-feedback) and the SDK's retries.
-pub const DEFAULT_USER_UPDATES_PER_SECOND: f64 = 11.0;
+/// (`MaximumConcurrency`), which together keep 23 a second on average and leave 2 to the other writers
+/// (unsubscribe, ses-feedback) and the SDK's retries. The pacer puts at most 12 slots into any second at this rate,
+/// as at 11, so two instances never ask for more than 24 in one second.
+pub const DEFAULT_USER_UPDATES_PER_SECOND: f64 = 11.5;
 
 impl Config {
     /// The environment variables this function reads; the SAM template test checks its own list against this one.

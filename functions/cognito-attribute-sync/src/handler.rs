@@ -43,6 +43,9 @@ pub const WORK_SLICE: Duration = Duration::from_secs(10);
 /// Kept back before the answer for the rows in flight when the slice ends (a read, two writes, the commit) and the
 /// hand-on itself.
 pub const HAND_ON_RESERVE: Duration = Duration::from_secs(3);
+/// A rest of this many rows or more goes on as two messages, so both instances can take a part: the last large
+/// record of an import was otherwise written at one instance's pace to its end.
+pub const SPLIT_REST_FROM: usize = 50;
 /// Cognito's account quotas of the calls this function makes: `UserUpdate` (the admin writes) and `UserRead`
 /// (AdminGetUser), per second. Reads are paced at the same share of theirs as writes.
 pub const USER_UPDATE_QUOTA: f64 = 25.0;
@@ -259,9 +262,13 @@ impl<D: UserDirectory, G: OrderingGuard, H: HandOn> AttributeSync<D, G, H> {
             .as_deref()
             .ok_or_else(|| RecordError::transient(format!("{left} rows not reached, and the record names no queue to hand them on to")))?;
         let id = record.message_id.as_deref().unwrap_or("unknown");
-        let body = continuation(message, rest, event_version, id).map_err(RecordError::poison)?;
-        self.hand_on.hand_on(queue, &body).await.map_err(|e| RecordError::transient(format!("{left} rows not reached and not handed on ({e})")))?;
-        tracing::info!(message_id = id, rows = left, "rows not reached in this invocation handed on as a new message");
+        let parts = if left >= SPLIT_REST_FROM { 2 } else { 1 };
+        // A part sent before another failed is applied twice at most: the guard makes the second time stale.
+        for part in rest.chunks(left.div_ceil(parts)) {
+            let body = continuation(message, part.to_vec(), event_version, id).map_err(RecordError::poison)?;
+            self.hand_on.hand_on(queue, &body).await.map_err(|e| RecordError::transient(format!("{left} rows not reached and not handed on ({e})")))?;
+        }
+        tracing::info!(message_id = id, rows = left, messages = parts, "rows not reached in this invocation handed on as new messages");
         self.metrics.count("RowsHandedOn", left);
         Ok(())
     }
@@ -773,24 +780,26 @@ mod tests {
         let written = sync.directory.writes().len();
         assert!((90..=110).contains(&written), "10 a second for 10 s: {written}");
         let sent = sync.hand_on.sent.lock().unwrap().clone();
-        assert_eq!(sent.len(), 1);
-        assert_eq!(sent[0].0, QUEUE, "the record's own queue");
-        let rest = sync.hand_on.bodies().remove(0);
-        assert_eq!(rest["records"].as_array().unwrap().len(), 300 - written, "exactly the rows not applied");
-        assert_eq!(rest["records"][0]["email"], format!("user{written:04}@example.com"), "in their order");
-        assert_eq!(rest["occurredAt"], "2026-11-20T10:00:00.123456Z");
-        assert_eq!(rest["continues"], "import-1");
+        assert_eq!(sent.len(), 2, "a large rest in two parts, one for each instance");
+        assert!(sent.iter().all(|(queue, _)| queue == QUEUE), "the record's own queue");
+        let parts = sync.hand_on.bodies();
+        let rest: Vec<&Value> = parts.iter().flat_map(|p| p["records"].as_array().unwrap()).collect();
+        assert_eq!(rest.len(), 300 - written, "exactly the rows not applied");
+        assert_eq!(rest[0]["email"], format!("user{written:04}@example.com"), "in their order");
+        assert!((parts[0]["records"].as_array().unwrap().len() as i64 - parts[1]["records"].as_array().unwrap().len() as i64).abs() <= 1, "halves");
+        for part in &parts {
+            assert_eq!(part["occurredAt"], "2026-11-20T10:00:00.123456Z");
+            assert_eq!(part["continues"], "import-1");
+        }
 
-        // The continuation, as the queue delivers it (raw), until nothing is left.
-        let mut next = rest;
-        let mut hops = 0;
-        while !next.is_null() {
-            hops += 1;
-            let mut record = sqs_record(&format!("rest-{hops}"), &next.to_string());
+        // Each continuation, as the queue delivers it (raw), until nothing is left.
+        let mut delivered = 0;
+        while delivered < sync.hand_on.sent.lock().unwrap().len() {
+            let body = sync.hand_on.sent.lock().unwrap()[delivered].1.clone();
+            delivered += 1;
+            let mut record = sqs_record(&format!("rest-{delivered}"), &body);
             record.event_source_arn = Some(QUEUE.into());
-            let before = sync.hand_on.sent.lock().unwrap().len();
             assert_eq!(sync.handle_record(record, until()).await, Ok(()));
-            next = if sync.hand_on.sent.lock().unwrap().len() > before { sync.hand_on.bodies().pop().unwrap() } else { Value::Null };
         }
         assert_eq!(sync.directory.writes().len(), 300, "every user written once");
         assert_eq!(sync.directory.reads.load(Ordering::SeqCst), 300, "every user read once");

@@ -507,6 +507,7 @@ async fn import_at_scale(binaries: &Path, report: &mut String) {
     let (sqs, sns) = (aws_sdk_sqs::Client::new(&sdk), aws_sdk_sns::Client::new(&sdk));
     synthetic_import_pool(&proxy);
     let function = stack.function("cognito-attribute-sync");
+    let pace = function.environment.iter().find(|(name, _)| name == "USER_UPDATES_PER_SECOND").map_or("its default", |(_, v)| v.as_str()).to_owned();
     let sources: Vec<_> = (0..2)
         .map(|_| {
             let mut env = local_aws_env(&proxy.endpoint);
@@ -563,7 +564,7 @@ async fn import_at_scale(binaries: &Path, report: &mut String) {
     let _ = writeln!(
         report,
         "\n## cognito-attribute-sync at scale\n\nThe template's event source (two instances, 128 MB, 30 s timeout, USER_UPDATES_PER_SECOND \
-         11 each); AdminGetUser and AdminUpdateUserAttributes answered by the recording proxy after Cognito's account quotas.\n\n\
+         {pace} each); AdminGetUser and AdminUpdateUserAttributes answered by the recording proxy after Cognito's account quotas.\n\n\
          **A {IMPORT_USERS}-user import** in events of {IMPORT_ROWS_PER_EVENT} rows: {} in {:.1} s: wall ÷ (users ÷ {COGNITO_USER_UPDATES}/s) = {:.2}; \
          {} distinct users written; {throttled} Cognito calls throttled; {handed_back} records handed back, {dead} dead-lettered, \
          {invocations} invocations; peak RSS per instance {} MiB. Each quarter of the users after {} s.\n\n\
@@ -594,7 +595,7 @@ where
             let end = previous[start + header.len()..].find("\n## ").map_or(previous.len(), |i| start + header.len() + i);
             format!("{}{}{}", &previous[..start], section.trim_end(), &previous[end..])
         }
-        None => format!("{}{}", previous.trim_end(), section),
+        None => format!("{}\n{}", previous.trim_end(), section),
     };
     std::fs::write(&out, updated.trim_end().to_owned() + "\n").unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
 }
