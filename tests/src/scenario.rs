@@ -204,7 +204,10 @@ pub async fn run(binaries: &Path) -> Running {
     }
     let acme = eligible_subscribers("acme");
     let globex = eligible_subscribers("globex");
-    let expected_emails = acme.len() + globex.len();
+    // Alan's row is deleted by an event published with globex's history: whether he is still emailed depends on
+    // which of the two functions gets there first, and both orders are right. The others are emailed either way.
+    let globex_without_alan: Vec<&str> = globex.iter().copied().filter(|e| *e != "alan@example.com").collect();
+    let expected_emails = acme.len() + globex_without_alan.len();
     let cognito_dlq = &stack.queue("CognitoAttributeSyncDeadLetterQueue").url;
     wait_until(Duration::from_secs(90), || async {
         let emails = proxy.calls_of("SendRawEmail").len();
@@ -251,7 +254,11 @@ pub async fn run(binaries: &Path) -> Running {
     by_subject.values_mut().for_each(|v| v.sort());
     let got = |subject: &str| by_subject.get(subject).cloned().unwrap_or_default();
     report.expect(got("New publish history: Winter catalogue <script>alert('x')</script>") == acme, "acme's subscribers got the acme history, once each");
-    report.expect(got("New publish history: Pricing update") == globex, "globex's subscribers got the globex history, once each");
+    let pricing = got("New publish history: Pricing update");
+    report.expect(
+        pricing == globex || pricing == globex_without_alan,
+        "globex's subscribers got the globex history, once each (Alan too if his deletion came after the listing)",
+    );
     report.expect(by_subject.len() == 2, "no email for the updated history (filtered out by the subscription)");
 
     // 2. A lifecycle action, delivered as EventBridge does.
