@@ -1,9 +1,10 @@
 //! What every function does at init, once: JSON logging, its configuration read and validated (an invalid one is
-//! logged and ends the cold start with an error naming the variable), one `aws_config` load, and its metrics; then
-//! [`run`], the one invocation loop of every function.
+//! logged and ends the cold start with an error naming the variable), its deadline rule, one `aws_config` load, and
+//! its metrics; then [`run`], the one invocation loop of every function.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_config::SdkConfig;
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
@@ -11,19 +12,30 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::config::{ConfigError, Env, ProcessEnv};
+use crate::deadline::DeadlineRule;
 use crate::metrics::Metrics;
 
 pub struct Startup<C> {
     pub config: C,
     pub sdk: SdkConfig,
     pub metrics: Arc<Metrics>,
+    /// How this function reads its invocations' deadlines (see [`crate::deadline`]).
+    pub deadlines: DeadlineRule,
 }
 
-pub async fn init<C>(service: &str, read_config: impl FnOnce(&Env<ProcessEnv>) -> Result<C, ConfigError>) -> Result<Startup<C>, ConfigError> {
+/// `timeout` is the function's `Timeout` in the template: the budget of an invocation whose deadline is already past
+/// when it arrives, which only cargo-lambda's emulator sends.
+pub async fn init<C>(
+    service: &str,
+    timeout: Duration,
+    read_config: impl FnOnce(&Env<ProcessEnv>) -> Result<C, ConfigError>,
+) -> Result<Startup<C>, ConfigError> {
     crate::logging::init();
-    let config = read_config(&Env::process()).inspect_err(|e| tracing::error!(error_type = "ConfigError", error = %e, "invalid configuration"))?;
-    let sdk = crate::aws::load_sdk_config().await.inspect_err(|e| tracing::error!(error_type = "ConfigError", error = %e, "invalid configuration"))?;
-    Ok(Startup { config, sdk, metrics: Arc::new(Metrics::from_env(service)) })
+    let invalid = |e: &ConfigError| tracing::error!(error_type = "ConfigError", error = %e, "invalid configuration");
+    let config = read_config(&Env::process()).inspect_err(invalid)?;
+    let deadlines = DeadlineRule::from_env(&Env::process(), timeout).inspect_err(invalid)?;
+    let sdk = crate::aws::load_sdk_config().await.inspect_err(invalid)?;
+    Ok(Startup { config, sdk, metrics: Arc::new(Metrics::from_env(service)), deadlines })
 }
 
 /// A failed invocation, with the readable `errorType` that Lambda reports to failure destinations and CloudWatch

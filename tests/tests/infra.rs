@@ -57,6 +57,34 @@ fn each_functions_environment_is_exactly_what_its_crate_reads() {
     assert_eq!(deployed, functions, "every function crate is deployed, and nothing else");
 }
 
+/// The `Timeout` each crate declares it has: its budget under an emulator that sends no usable deadline.
+fn declared_timeout(crate_dir: &str) -> std::time::Duration {
+    match crate_dir {
+        "cognito-attribute-sync" => cognito_attribute_sync::config::TIMEOUT,
+        "publish-history-email" => publish_history_email::config::TIMEOUT,
+        "lifecycle-hook-completer" => lifecycle_hook_completer::config::TIMEOUT,
+        "alarm-instance-updater" => alarm_instance_updater::config::TIMEOUT,
+        "cognito-reconcile" => cognito_reconcile::config::TIMEOUT,
+        "unsubscribe" => unsubscribe::config::TIMEOUT,
+        "ses-feedback" => ses_feedback::config::TIMEOUT,
+        other => panic!("the template deploys {other}, which is not a function crate"),
+    }
+}
+
+#[test]
+fn each_crate_knows_its_template_timeout() {
+    let template = template();
+    for (name, resource) in template["Resources"].as_mapping().unwrap() {
+        if resource["Type"] != "AWS::Serverless::Function" {
+            continue;
+        }
+        let properties = &resource["Properties"];
+        let crate_dir = properties["CodeUri"].as_str().unwrap().rsplit('/').next().unwrap();
+        let timeout = properties["Timeout"].as_u64().unwrap_or_else(|| panic!("{name:?} sets its Timeout"));
+        assert_eq!(declared_timeout(crate_dir).as_secs(), timeout, "{name:?}: config::TIMEOUT is the template's Timeout");
+    }
+}
+
 #[test]
 fn sqs_fed_functions_report_batch_item_failures_and_queues_outlast_six_timeouts() {
     let template = template();

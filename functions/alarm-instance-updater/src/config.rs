@@ -2,6 +2,10 @@ use std::time::Duration;
 
 use shared::config::{ConfigError, Env, VarSource};
 
+/// This function's `Timeout` in infra/template.yaml (the template test holds them equal): the budget of an invocation
+/// whose deadline is already past when it arrives, as under `cargo lambda watch` (see `shared::deadline`).
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub restriction_parameter: String,

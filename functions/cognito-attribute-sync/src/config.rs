@@ -11,6 +11,10 @@ pub enum OnUserDeleted {
     Ignore,
 }
 
+/// This function's `Timeout` in infra/template.yaml (the template test holds them equal): the budget of an invocation
+/// whose deadline is already past when it arrives, as under `cargo lambda watch` (see `shared::deadline`).
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub user_pool_id: String,

@@ -13,7 +13,8 @@ use shared::startup::Startup;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    let Startup { config, sdk, metrics } = shared::startup::init("cognito-attribute-sync", Config::from_env).await?;
+    let Startup { config, sdk, metrics, deadlines } =
+        shared::startup::init("cognito-attribute-sync", cognito_attribute_sync::config::TIMEOUT, Config::from_env).await?;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let dead_letters = config.dead_letter_queue_url.map(|url| Arc::new(SqsDeadLetterQueue::new(sqs.clone(), url)) as Arc<dyn DeadLetterSink>);
     let directory = CognitoDirectory::new(aws_sdk_cognitoidentityprovider::Client::new(&sdk), config.user_pool_id);
@@ -22,10 +23,11 @@ async fn main() -> Result<(), Error> {
     let sync = AttributeSync::new(directory, guard, SqsHandOn::new(sqs), pace, config.on_user_deleted, config.user_not_found_retry, metrics.clone())
         .with_delete_skew_tolerance(config.delete_skew_tolerance);
     let processor = BatchProcessor::new(CONCURRENCY, dead_letters);
+    let deadlines = &deadlines;
     shared::startup::run(metrics, |event: LambdaEvent<SqsEvent>| {
         let (sync, processor) = (&sync, &processor);
         async move {
-            let deadline = shared::deadline::work_deadline(event.context.deadline, std::time::Duration::ZERO);
+            let deadline = deadlines.work_deadline(event.context.deadline, std::time::Duration::ZERO);
             Ok(sync.handle_batch(processor, event.payload, deadline).await)
         }
     })

@@ -1,5 +1,6 @@
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use shared::config::{ConfigError, Env, VarSource};
 
@@ -29,6 +30,10 @@ impl PartialEq for Database {
         format!("{:?}", self.connection) == format!("{:?}", other.connection) && self.tls == other.tls
     }
 }
+
+/// This function's `Timeout` in infra/template.yaml (the template test holds them equal): the budget of an invocation
+/// whose deadline is already past when it arrives, as under `cargo lambda watch` (see `shared::deadline`).
+pub const TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {

@@ -33,6 +33,10 @@ pub enum OnNotRegistered {
     Fixed(LifecycleResult),
 }
 
+/// This function's `Timeout` in infra/template.yaml (the template test holds them equal): the budget of an invocation
+/// whose deadline is already past when it arrives, as under `cargo lambda watch` (see `shared::deadline`).
+pub const TIMEOUT: Duration = Duration::from_secs(480);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub healthcheck_url: String,

@@ -16,7 +16,8 @@ use shared::startup::Startup;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    let Startup { config, sdk, metrics } = shared::startup::init("publish-history-email", Config::from_env).await?;
+    let Startup { config, sdk, metrics, deadlines } =
+        shared::startup::init("publish-history-email", publish_history_email::config::TIMEOUT, Config::from_env).await?;
     let templates = EmailTemplates::new(config.app_base_url.clone())?;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let dead_letters = config.dead_letter_queue_url.map(|url| Arc::new(SqsDeadLetterQueue::new(sqs.clone(), url)) as Arc<dyn DeadLetterSink>);
@@ -72,10 +73,11 @@ async fn main() -> Result<(), Error> {
         metrics.clone(),
     );
     let processor = BatchProcessor::new(RECORD_CONCURRENCY, dead_letters);
+    let deadlines = &deadlines;
     shared::startup::run(metrics, |event: LambdaEvent<SqsEvent>| {
         let (notifier, processor) = (&notifier, &processor);
         async move {
-            let deadline = shared::deadline::work_deadline(event.context.deadline, DEADLINE_MARGIN);
+            let deadline = deadlines.work_deadline(event.context.deadline, DEADLINE_MARGIN);
             Ok(notifier.handle_batch(processor, event.payload, deadline).await)
         }
     })

@@ -11,16 +11,17 @@ use shared::startup::Startup;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    let Startup { config, sdk, metrics } = shared::startup::init("ses-feedback", Config::from_env).await?;
+    let Startup { config, sdk, metrics, deadlines } = shared::startup::init("ses-feedback", ses_feedback::config::TIMEOUT, Config::from_env).await?;
     let dead_letters =
         config.dead_letter_queue_url.map(|url| Arc::new(SqsDeadLetterQueue::new(aws_sdk_sqs::Client::new(&sdk), url)) as Arc<dyn DeadLetterSink>);
     let directory = CognitoDirectory::new(aws_sdk_cognitoidentityprovider::Client::new(&sdk), config.user_pool_id);
     let handler = FeedbackHandler::new(directory, metrics.clone());
     let processor = BatchProcessor::new(CONCURRENCY, dead_letters);
+    let deadlines = &deadlines;
     shared::startup::run(metrics, |event: LambdaEvent<SqsEvent>| {
         let (handler, processor) = (&handler, &processor);
         async move {
-            let deadline = shared::deadline::work_deadline(event.context.deadline, std::time::Duration::ZERO);
+            let deadline = deadlines.work_deadline(event.context.deadline, std::time::Duration::ZERO);
             Ok(handler.handle_batch(processor, event.payload, deadline).await)
         }
     })

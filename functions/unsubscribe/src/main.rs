@@ -29,7 +29,7 @@ fn response(page: Page) -> Result<Response<Body>, Error> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    let Startup { config, sdk, metrics } = shared::startup::init("unsubscribe", Config::from_env).await?;
+    let Startup { config, sdk, metrics, .. } = shared::startup::init("unsubscribe", unsubscribe::config::TIMEOUT, Config::from_env).await?;
     let ssm = aws_sdk_ssm::Client::new(&sdk);
     let current = key(&ssm, "UNSUBSCRIBE_KEY_PARAMETER", &config.key_parameter).await?;
     let previous = match &config.previous_key_parameter {

@@ -17,8 +17,11 @@ async fn read(ssm: &aws_sdk_ssm::Client, parameter: &str) -> Result<Value, Funct
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let Startup { config: (parameter, call_at_init), sdk, metrics } =
-        shared::startup::init("sdk-floor", |env| Ok((env.required("FLOOR_PARAMETER")?, env.parsed_or("FLOOR_CALL_AT_INIT", 0u8)? == 1))).await?;
+    // The floor reads no deadline: its local budget is never used.
+    let Startup { config: (parameter, call_at_init), sdk, metrics, .. } = shared::startup::init("sdk-floor", std::time::Duration::from_secs(3), |env| {
+        Ok((env.required("FLOOR_PARAMETER")?, env.parsed_or("FLOOR_CALL_AT_INIT", 0u8)? == 1))
+    })
+    .await?;
     let ssm = aws_sdk_ssm::Client::new(&sdk);
     if call_at_init {
         read(&ssm, &parameter).await?;
