@@ -1,7 +1,8 @@
 //! An SQS event source with Lambda's semantics, for the local run: long-polls the queue, gathers a batch (up to the
 //! batch size, within the batching window), hands it to the function binary through the Runtime API, deletes what
 //! succeeded and leaves the `batchItemFailures` for redelivery, so the queue's redrive policy moves what keeps
-//! failing to the dead-letter queue.
+//! failing to the dead-letter queue. The function is a binary under the harness's Runtime API, or one under
+//! `cargo lambda watch`, reached through its invoke endpoint ([`crate::cargo_lambda::WatchInvoker`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,24 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
 use serde_json::{json, Map, Value};
 
-use crate::runtime::FunctionProcess;
+use crate::runtime::{FunctionProcess, Invocation};
+
+/// What an event source hands its batches to.
+pub trait Invoke: Send + 'static {
+    /// Invokes the function synchronously with `event`.
+    fn invoke(&mut self, event: &Value) -> Invocation;
+    /// Whether the function can take an invocation now: the source receives nothing while it cannot, so no record
+    /// spends a receive on a function that is not there.
+    fn ready(&self) -> bool {
+        true
+    }
+}
+
+impl Invoke for FunctionProcess {
+    fn invoke(&mut self, event: &Value) -> Invocation {
+        FunctionProcess::invoke(self, event)
+    }
+}
 
 #[derive(Debug, Default, Clone)]
 pub struct SourceStats {
@@ -20,10 +38,10 @@ pub struct SourceStats {
     pub deleted: usize,
 }
 
-pub struct EventSource {
+pub struct EventSource<F: Invoke = FunctionProcess> {
     stop: Arc<AtomicBool>,
     stats: Arc<Mutex<SourceStats>>,
-    task: Option<tokio::task::JoinHandle<FunctionProcess>>,
+    task: Option<tokio::task::JoinHandle<F>>,
 }
 
 /// A received message as Lambda hands it to the function.
@@ -72,21 +90,18 @@ async fn receive(sqs: &aws_sdk_sqs::Client, queue_url: &str, max: i32, wait_seco
     }
 }
 
-impl EventSource {
+impl<F: Invoke> EventSource<F> {
     /// Starts polling `queue_url` for `function` until [`EventSource::stop`].
-    pub fn start(
-        sqs: aws_sdk_sqs::Client,
-        queue_url: String,
-        queue_arn: String,
-        batch_size: i32,
-        window: Duration,
-        mut function: FunctionProcess,
-    ) -> EventSource {
+    pub fn start(sqs: aws_sdk_sqs::Client, queue_url: String, queue_arn: String, batch_size: i32, window: Duration, mut function: F) -> EventSource<F> {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Mutex::new(SourceStats::default()));
         let (stop2, stats2) = (stop.clone(), stats.clone());
         let task = tokio::spawn(async move {
             while !stop2.load(Ordering::SeqCst) {
+                if !function.ready() {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
                 let mut batch = receive(&sqs, &queue_url, batch_size, 1).await;
                 if batch.is_empty() {
                     continue;
@@ -100,9 +115,9 @@ impl EventSource {
                 let event = json!({"Records": batch.iter().map(|m| lambda_record(m, &queue_arn)).collect::<Vec<_>>()});
                 let response = tokio::task::block_in_place(|| function.invoke(&event));
                 let failed: Vec<String> = match response {
-                    crate::runtime::Invocation::Response(value) => crate::batch_failures(&value),
+                    Invocation::Response(value) => crate::batch_failures(&value),
                     // A failed invocation returns the whole batch to the queue, as Lambda does.
-                    crate::runtime::Invocation::Error(_) => batch.iter().filter_map(|m| m.message_id().map(str::to_owned)).collect(),
+                    Invocation::Error(_) => batch.iter().filter_map(|m| m.message_id().map(str::to_owned)).collect(),
                 };
                 let succeeded: Vec<DeleteMessageBatchRequestEntry> = batch
                     .iter()
@@ -131,8 +146,8 @@ impl EventSource {
         self.stats.lock().unwrap().clone()
     }
 
-    /// Stops polling after the current batch and gives the function process back (for its logs).
-    pub async fn stop(mut self) -> FunctionProcess {
+    /// Stops polling after the current batch and gives the function back (a process, for its logs).
+    pub async fn stop(mut self) -> F {
         self.stop.store(true, Ordering::SeqCst);
         self.task.take().expect("started").await.expect("event source task")
     }

@@ -1,6 +1,8 @@
 //! The end-to-end test harness. Nothing here reaches AWS: every test starts its own moto server on a free loopback
 //! port, runs the function binaries as Lambda would (through the Runtime API), and stops everything on drop.
 
+pub mod by_hand;
+pub mod cargo_lambda;
 pub mod cpu_share;
 pub mod event_source;
 pub mod fixtures;

@@ -368,7 +368,7 @@ fn serve(mut request: tiny_http::Request, shared: &Shared, queue: &Mutex<Receive
 }
 
 /// Lambda's 1,024 open files, soft and hard, from the process's first instruction.
-fn limit_file_descriptors(command: &mut Command) {
+pub fn limit_file_descriptors(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: setrlimit is async-signal-safe and touches nothing of the parent's state.
     unsafe {

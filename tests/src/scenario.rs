@@ -53,21 +53,6 @@ pub struct Running {
     pub users_db: UsersDb,
 }
 
-impl Running {
-    /// The exports for `cargo lambda watch` / `invoke` against this stack.
-    pub fn exports(&self) -> Vec<(String, String)> {
-        let mut exports = local_aws_env(&self.moto.endpoint);
-        for function in &self.stack.functions {
-            for (key, value) in &function.environment {
-                // The template's URL names the real database; locally it is the throwaway one.
-                let value = if key == "DATABASE_URL" { self.users_db.url_without_password() } else { value.clone() };
-                exports.push((format!("{}:{key}", function.binary), value));
-            }
-        }
-        exports
-    }
-}
-
 /// Where the function binaries are: `CARGO_TARGET_DIR` (or target/) /debug.
 pub fn binaries_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate::workspace_root().join("target")).join("debug")
@@ -304,22 +289,8 @@ pub async fn run(binaries: &Path) -> Running {
     // 4. The reconciliation: Postgres holds the users as they are; Cognito has drifted.
     println!("\n== users table (PostgreSQL) -> cognito-reconcile -> Cognito: dry run, then repair");
     let users_db = UsersDb::start();
-    let rows: Vec<crate::users_db::OwnedUserRow> = SAMPLE_USERS
-        .iter()
-        .map(|u| {
-            let text = |v: &str| (!v.is_empty()).then(|| v.to_owned());
-            let (first, last, tenant) = match u.email {
-                // As the events above made them.
-                "ada@example.com" => (text("Ada"), text("Lovelace"), text("acme")),
-                "katherine@example.com" => (text("Katherine"), text("Johnson"), text("globex")),
-                // Grace married: the API's event for it was lost, so Cognito still says Hopper.
-                "grace@example.com" => (text("Grace"), text("Murray"), text("acme")),
-                _ => (text(u.given_name), text(u.family_name), text(u.tenant)),
-            };
-            (u.email.to_owned(), first, last, tenant)
-        })
-        .chain(std::iter::once(("hedy@example.com".to_owned(), Some("Hedy".to_owned()), Some("Lamarr".to_owned()), Some("globex".to_owned()))))
-        .collect();
+    // The users as they are: as the events above made them, but Grace married and the event for it was lost.
+    let rows = crate::by_hand::users_table_rows();
     let borrowed: Vec<crate::users_db::UserRow> = rows.iter().map(|(e, f, l, t)| (e.as_str(), f.as_deref(), l.as_deref(), t.as_deref())).collect();
     users_db.insert(&borrowed);
     // Edsger's tenant was removed in the console by mistake.

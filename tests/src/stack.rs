@@ -60,7 +60,12 @@ impl LocalStack {
     }
 
     /// An event source with Lambda's semantics for `source` (one of a function's SQS events), feeding `function`.
-    pub fn event_source(&self, sqs: &aws_sdk_sqs::Client, source: &SqsSource, function: crate::runtime::FunctionProcess) -> crate::event_source::EventSource {
+    pub fn event_source<F: crate::event_source::Invoke>(
+        &self,
+        sqs: &aws_sdk_sqs::Client,
+        source: &SqsSource,
+        function: F,
+    ) -> crate::event_source::EventSource<F> {
         let queue = self.queue(&source.queue);
         crate::event_source::EventSource::start(
             sqs.clone(),
