@@ -82,7 +82,7 @@ async fn sample_events_bring_cognito_in_line_with_the_user_rows() {
         assert_eq!(message.body(), original["body"].as_str(), "dead-lettered body is the original");
         let reason = attributes["ErrorMessage"].string_value().unwrap();
         assert!(!reason.is_empty());
-        assert_eq!(attributes["SourceQueueArn"].string_value(), Some("arn:aws:sqs:eu-west-1:123456789012:dev-cognito-attribute-sync"));
+        assert_eq!(attributes["SourceQueueArn"].string_value(), Some("arn:aws:sqs:eu-west-1:123456789012:local-cognito-attribute-sync"));
     }
     assert_eq!(calls_for(&stack.aws.proxy, "AdminUpdateUserAttributes", "grace@example.com"), 0);
 
