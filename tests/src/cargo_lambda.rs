@@ -8,7 +8,7 @@
 //! [`ENV_DIR`]; the root `Cargo.toml` names it for each binary (`[workspace.metadata.lambda.bin.<name>.watch]
 //! env_file`), so `cargo lambda watch` started at the workspace root gives every function its own settings.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -49,6 +49,9 @@ fn path_with_venv() -> std::ffi::OsString {
     std::env::join_paths(paths).expect("PATH entries")
 }
 
+/// How long `cargo lambda invoke` may take, the first build of a function by cargo lambda watch included.
+pub const INVOKE_LIMIT: Duration = Duration::from_secs(180);
+
 /// `cargo lambda watch` with only its Lambda APIs (`--only-lambda-apis`): the function binaries the suite built are
 /// started against it ([`Watch::start_function`]) instead of being rebuilt by it with other features while other
 /// tests run them. The Runtime API, its deadlines, the invoke endpoint and `cargo lambda invoke` are cargo-lambda's.
@@ -61,15 +64,28 @@ pub struct Watch {
 
 impl Watch {
     pub fn start_apis_only() -> Watch {
+        Self::start(&["--only-lambda-apis"], &crate::workspace_root())
+    }
+
+    /// `cargo lambda watch` as the README runs it: it builds and starts each function at its first invocation, with
+    /// the environment file the root `Cargo.toml` names for it, read relative to `dir` (where it runs).
+    pub fn start_building_in(dir: &Path) -> Watch {
+        Self::start(&[], dir)
+    }
+
+    fn start(flags: &[&str], dir: &Path) -> Watch {
         let port = crate::free_port();
         let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
         command
-            .args(["lambda", "watch", "--only-lambda-apis", "--ignore-changes", "--invoke-address", "127.0.0.1", "--invoke-port"])
+            .args(["lambda", "watch", "--ignore-changes"])
+            .args(flags)
+            .args(["--invoke-address", "127.0.0.1", "--invoke-port"])
             .arg(port.to_string())
             .arg("--manifest-path")
             .arg(crate::workspace_root().join("Cargo.toml"))
             .env("PATH", path_with_venv())
             .env("NO_COLOR", "1")
+            .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -123,9 +139,10 @@ impl Watch {
         self.functions.iter().filter(|f| f.name == function).flat_map(|f| f.output.lock().unwrap().clone()).collect()
     }
 
-    /// `cargo lambda invoke <function> --data-file <data_file>`, as the README runs it.
+    /// `cargo lambda invoke <function> --data-file <data_file>`, as the README runs it; given up after
+    /// [`INVOKE_LIMIT`] (a function that fails its init leaves the invocation waiting).
     pub fn invoke(&self, function: &str, data_file: &Path) -> CliInvocation {
-        let output = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        let mut child = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
             .args(["lambda", "invoke", function, "--invoke-address", "127.0.0.1", "--output-format", "json", "--invoke-port"])
             .arg(self.port.to_string())
             .arg("--data-file")
@@ -133,15 +150,40 @@ impl Watch {
             .env("PATH", path_with_venv())
             .env("NO_COLOR", "1")
             .current_dir(crate::workspace_root())
-            .output()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("running cargo lambda invoke");
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        CliInvocation {
-            success: output.status.success(),
-            answer: serde_json::from_str(&stdout).ok(),
-            stdout,
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_string(&mut text);
+                }
+                text
+            })
+        };
+        let stdout = read(child.stdout.take().map(|p| Box::new(p) as _));
+        let stderr = read(child.stderr.take().map(|p| Box::new(p) as _));
+        let started = std::time::Instant::now();
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if started.elapsed() < INVOKE_LIMIT => std::thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+            }
+        };
+        let stdout = stdout.join().unwrap_or_default();
+        let mut stderr = stderr.join().unwrap_or_default();
+        if status.is_none() {
+            stderr.push_str(&format!("\n(no answer within {INVOKE_LIMIT:?}: given up)"));
         }
+        CliInvocation { success: status.is_some_and(|s| s.success()), answer: serde_json::from_str(&stdout).ok(), stdout, stderr }
     }
 
     /// What cargo lambda watch said, for a failure's message.

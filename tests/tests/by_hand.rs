@@ -139,9 +139,36 @@ fn to(title: &str, recipients: &[&str]) -> Vec<(String, String)> {
     recipients.iter().map(|r| (subject(title), r.to_string())).collect()
 }
 
+/// The two tests below one at a time: the second has cargo lambda watch rebuild a binary the first runs.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The README's command itself: `cargo lambda watch` at the root (here, in a directory holding the env files) builds
+/// and starts the function at its first invocation, with the environment file the root `Cargo.toml` names for it:
+/// nothing exported. The emulator's deadline does not stop its work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: cargo lambda watch builds the function; tests/test.sh runs it"]
+async fn cargo_lambda_watch_builds_a_function_that_reads_its_env_file_and_does_its_work() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let stand = Stand::start().await;
+    let base = std::env::temp_dir().join(format!("by-hand-build-{}", std::process::id()));
+    write_env_files(&base, &stand.stack, &stand.proxy.endpoint, &stand.users_db.url_without_password()).expect("the env files are written");
+    let watch = Watch::start_building_in(&base);
+    let sample = workspace_root().join("events/cognito-attribute-sync/sns-envelope-batch.json");
+    let result = watch.invoke("cognito-attribute-sync", &sample);
+    let _ = std::fs::remove_dir_all(&base);
+    assert!(result.success, "{result:?}\n{}", watch.text());
+    assert_eq!(result.answer.unwrap()["batchItemFailures"], json!([]));
+    let cognito = aws_sdk_cognitoidentityprovider::Client::new(&stand.sdk);
+    let ada = user_state(&cognito, &stand.stack.user_pool_id, "ada@example.com").await.1;
+    assert_eq!(ada.get("family_name").map(String::as_str), Some("Lovelace"), "the record applied, with the pool from its env file");
+    assert!(watch.text().contains("already past when it arrived"), "the emulator's deadline warned about:\n{}", watch.text());
+    assert!(stand.proxy.take_denials().is_empty(), "under its own policy, from the access key in its env file");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "slow: the local stack, cargo lambda watch and two large events through the queues; tests/test.sh runs it"]
 async fn every_sample_does_its_work_under_cargo_lambda_watch_and_hand_ons_go_through_the_queues() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let binaries = built_binaries();
     let stand = Stand::start().await;
     // Each function's environment as run-local.sh --keep writes it for cargo lambda watch, read back from its file.
