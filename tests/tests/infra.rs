@@ -455,8 +455,8 @@ fn assert_queue_accepts(template: &Value, queue: &str, service: &str, source: &V
 }
 
 /// Every hop between services keeps what it could not deliver: each SNS subscription (the template's own and the
-/// functions' SNS events) has a redrive policy, each EventBridge target a dead-letter config beside its retry
-/// policy. Each of those queues accepts exactly that source and is alarmed on any message.
+/// functions' SNS events) has a redrive policy, each EventBridge target and schedule a dead-letter config beside its
+/// retry policy. Each of those queues accepts exactly that source and is alarmed on any message.
 #[test]
 fn every_hop_between_services_keeps_what_it_could_not_deliver_in_an_alarmed_queue() {
     let template = template();
@@ -498,11 +498,19 @@ fn every_hop_between_services_keeps_what_it_could_not_deliver_in_an_alarmed_queu
                     assert!(alarmed_queues.contains(&queue), "{name}/{event_name}: {queue} is not alarmed on");
                     hops += 1;
                 }
+                // EventBridge Scheduler sends to its dead-letter queue with the schedule's role, which SAM scopes
+                // to that queue (sqs:SendMessage on its ARN): no queue policy.
+                Some("ScheduleV2") => {
+                    let queue = target_of(&properties["DeadLetterConfig"]["Arn"]).unwrap_or_else(|| panic!("{name}/{event_name}: no DeadLetterConfig"));
+                    assert!(properties["RetryPolicy"]["MaximumRetryAttempts"].as_u64().is_some(), "{name}/{event_name}: no RetryPolicy");
+                    assert!(alarmed_queues.contains(&queue), "{name}/{event_name}: {queue} is not alarmed on");
+                    hops += 1;
+                }
                 _ => {}
             }
         }
     }
-    assert_eq!(hops, 7, "the three database-event and feedback subscriptions, the operations e-mail, the alarm topic, two rules");
+    assert_eq!(hops, 8, "the three database-event and feedback subscriptions, the operations e-mail, the alarm topic, two rules, the schedule");
 }
 
 /// A public Function URL cannot take the workers' concurrency: its reserved concurrency comes from a Number
