@@ -66,15 +66,8 @@ pub async fn publish_database_event(base: &Path, message: &str) -> Result<String
     let field = |name: &str| parsed[name].as_str().map(str::to_owned).ok_or_else(|| format!("the event has no `{name}`"));
     let (event, table) = (field("event")?, field("table")?);
     let sns = aws_sdk_sns::Client::new(&crate::sdk_config(noted["endpoint"].as_str().unwrap_or_default()).await);
-    let attribute =
-        |value: &str| aws_sdk_sns::types::MessageAttributeValue::builder().data_type("String").string_value(value).build().map_err(|e| e.to_string());
-    let published = sns
-        .publish()
-        .topic_arn(noted["databaseTopicArn"].as_str().unwrap_or_default())
-        .message(message)
-        .message_attributes("event", attribute(&event)?)
-        .message_attributes("table", attribute(&table)?)
-        .send()
+    let topic = noted["databaseTopicArn"].as_str().unwrap_or_default();
+    let published = crate::stack::publish_to_database_topic(&sns, topic, message.to_owned(), &event, &table)
         .await
         .map_err(|e| aws_sdk_sns::error::DisplayErrorContext(e).to_string())?;
     Ok(format!("{event} of {table} published as {}", published.message_id().unwrap_or("?")))
@@ -90,26 +83,6 @@ pub fn deliver_to_watch(stack: &LocalStack, sqs: &aws_sdk_sqs::Client, port: u16
         }
     }
     sources
-}
-
-/// The users table as the application keeps it: the sample users, Grace married (the event for it was lost, so
-/// Cognito still says Hopper), and Hedy, who has no Cognito user.
-pub fn users_table_rows() -> Vec<crate::users_db::OwnedUserRow> {
-    crate::fixtures::SAMPLE_USERS
-        .iter()
-        .map(|u| {
-            let text = |v: &str| (!v.is_empty()).then(|| v.to_owned());
-            let (first, last, tenant) = match u.email {
-                // As the sample events make them.
-                "ada@example.com" => (text("Ada"), text("Lovelace"), text("acme")),
-                "katherine@example.com" => (text("Katherine"), text("Johnson"), text("globex")),
-                "grace@example.com" => (text("Grace"), text("Murray"), text("acme")),
-                _ => (text(u.given_name), text(u.family_name), text(u.tenant)),
-            };
-            (u.email.to_owned(), first, last, tenant)
-        })
-        .chain(std::iter::once(("hedy@example.com".to_owned(), Some("Hedy".to_owned()), Some("Lamarr".to_owned()), Some("globex".to_owned()))))
-        .collect()
 }
 
 /// A local stand for running the functions by hand: moto behind the recording proxy (each function's policy and
@@ -134,7 +107,7 @@ impl Stand {
         let stack = crate::stack::provision(&moto.endpoint, crate::scenario::APP_BASE_URL, None).await;
         let sdk = crate::sdk_config(&moto.endpoint).await;
         let users_db = UsersDb::start();
-        let rows = users_table_rows();
+        let rows = crate::fixtures::users_table_rows();
         let borrowed: Vec<crate::users_db::UserRow> = rows.iter().map(|(e, f, l, t)| (e.as_str(), f.as_deref(), l.as_deref(), t.as_deref())).collect();
         users_db.insert(&borrowed);
         let password_parameter = stack

@@ -327,3 +327,23 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The users table as the application keeps it: the sample users, Grace married (the event for it was lost, so
+/// Cognito still says Hopper), and Hedy, who has no Cognito user.
+pub fn users_table_rows() -> Vec<crate::users_db::OwnedUserRow> {
+    SAMPLE_USERS
+        .iter()
+        .map(|u| {
+            let text = |v: &str| (!v.is_empty()).then(|| v.to_owned());
+            let (first, last, tenant) = match u.email {
+                // As the sample events make them.
+                "ada@example.com" => (text("Ada"), text("Lovelace"), text("acme")),
+                "katherine@example.com" => (text("Katherine"), text("Johnson"), text("globex")),
+                "grace@example.com" => (text("Grace"), text("Murray"), text("acme")),
+                _ => (text(u.given_name), text(u.family_name), text(u.tenant)),
+            };
+            (u.email.to_owned(), first, last, tenant)
+        })
+        .chain(std::iter::once(("hedy@example.com".to_owned(), Some("Hedy".to_owned()), Some("Lamarr".to_owned()), Some("globex".to_owned()))))
+        .collect()
+}

@@ -290,7 +290,7 @@ pub async fn run(binaries: &Path) -> Running {
     println!("\n== users table (PostgreSQL) -> cognito-reconcile -> Cognito: dry run, then repair");
     let users_db = UsersDb::start();
     // The users as they are: as the events above made them, but Grace married and the event for it was lost.
-    let rows = crate::by_hand::users_table_rows();
+    let rows = crate::fixtures::users_table_rows();
     let borrowed: Vec<crate::users_db::UserRow> = rows.iter().map(|(e, f, l, t)| (e.as_str(), f.as_deref(), l.as_deref(), t.as_deref())).collect();
     users_db.insert(&borrowed);
     // Edsger's tenant was removed in the console by mistake.

@@ -80,16 +80,7 @@ impl LocalStack {
     /// Publishes `message` to the database-event topic with the `event` and `table` attributes the subscriptions'
     /// filter policies read, as the application's API does.
     pub async fn publish_database_event(&self, sns: &aws_sdk_sns::Client, message: String, event: &str, table: &str) {
-        let attribute =
-            |value: &str| aws_sdk_sns::types::MessageAttributeValue::builder().data_type("String").string_value(value).build().expect("data type is set");
-        sns.publish()
-            .topic_arn(&self.database_topic_arn)
-            .message(message)
-            .message_attributes("event", attribute(event))
-            .message_attributes("table", attribute(table))
-            .send()
-            .await
-            .expect("publish to the database-event topic");
+        publish_to_database_topic(sns, &self.database_topic_arn, message, event, table).await.expect("publish to the database-event topic");
     }
 
     /// A publish history of `tenant` created (`id` its title too), published to the database-event topic.
@@ -346,4 +337,18 @@ pub async fn provision(endpoint: &str, app_base_url: &str, visibility_timeout: O
     }
 
     LocalStack { database_topic_arn, alarm_topic_arn, user_pool_id, queues, functions, topics, restriction_parameter, worker_group: WORKER_GROUP.to_owned() }
+}
+
+/// Publishes `message` to the database-event topic `topic_arn` with the `event` and `table` attributes the
+/// subscriptions' filter policies read, as the application's API does.
+pub async fn publish_to_database_topic(
+    sns: &aws_sdk_sns::Client,
+    topic_arn: &str,
+    message: String,
+    event: &str,
+    table: &str,
+) -> Result<aws_sdk_sns::operation::publish::PublishOutput, aws_sdk_sns::error::SdkError<aws_sdk_sns::operation::publish::PublishError>> {
+    let attribute =
+        |value: &str| aws_sdk_sns::types::MessageAttributeValue::builder().data_type("String").string_value(value).build().expect("data type is set");
+    sns.publish().topic_arn(topic_arn).message(message).message_attributes("event", attribute(event)).message_attributes("table", attribute(table)).send().await
 }
