@@ -36,6 +36,8 @@ pub struct SourceStats {
     pub records: usize,
     pub failures: usize,
     pub deleted: usize,
+    /// Why each handed-back record was handed back: the function's error, or the batch response naming it.
+    pub failure_reasons: Vec<String>,
 }
 
 pub struct EventSource<F: Invoke = FunctionProcess> {
@@ -114,10 +116,10 @@ impl<F: Invoke> EventSource<F> {
                 }
                 let event = json!({"Records": batch.iter().map(|m| lambda_record(m, &queue_arn)).collect::<Vec<_>>()});
                 let response = tokio::task::block_in_place(|| function.invoke(&event));
-                let failed: Vec<String> = match response {
-                    Invocation::Response(value) => crate::batch_failures(&value),
+                let (failed, reason): (Vec<String>, String) = match response {
+                    Invocation::Response(value) => (crate::batch_failures(&value), format!("batch response {value}")),
                     // A failed invocation returns the whole batch to the queue, as Lambda does.
-                    Invocation::Error(_) => batch.iter().filter_map(|m| m.message_id().map(str::to_owned)).collect(),
+                    Invocation::Error(error) => (batch.iter().filter_map(|m| m.message_id().map(str::to_owned)).collect(), format!("invocation error {error}")),
                 };
                 let succeeded: Vec<DeleteMessageBatchRequestEntry> = batch
                     .iter()
@@ -135,6 +137,9 @@ impl<F: Invoke> EventSource<F> {
                 stats.batches += 1;
                 stats.records += batch.len();
                 stats.failures += failed.len();
+                if !failed.is_empty() {
+                    stats.failure_reasons.push(format!("{} of {} records: {reason}", failed.len(), batch.len()));
+                }
                 stats.deleted += deleted;
             }
             function

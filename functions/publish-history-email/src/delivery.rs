@@ -335,11 +335,18 @@ impl<M: Mailer, I: IdempotencyStore, R: SenderRegistry> Delivery<M, I, R> {
         let key = notification_key(&history.tenant, &history.id, &recipient.email);
         // A claim left by a crash lapses when this invocation would have ended.
         let in_progress_until = SystemTime::now() + (until + crate::handler::ANSWER_SLACK).saturating_duration_since(Instant::now());
-        let guarded = self.once.run(&key, in_progress_until, || self.send(history, &recipient, until)).await;
+        // A claim still unanswered when no send could start any more is given up: the recipient is looked at again
+        // later, and the record answers in time instead of being handed back whole.
+        let claim_by = until + crate::handler::ANSWER_SLACK - AFTER_SEND - SHORTEST_CALL;
+        let guarded = self.once.run(&key, in_progress_until, claim_by, || self.send(history, &recipient, until)).await;
         match guarded {
             Guarded::AlreadyCompleted => One::AlreadySent,
             Guarded::InProgress => {
                 tracing::info!(to = %to, row = %history.id, "another invocation is sending this notification");
+                One::Held(recipient)
+            }
+            Guarded::ClaimUnanswered => {
+                tracing::warn!(to = %to, row = %history.id, "the idempotency store did not answer the claim in time; looked at again later");
                 One::Held(recipient)
             }
             Guarded::StoreUnavailable(error) => {

@@ -679,6 +679,36 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn claims_the_store_answers_too_late_are_handed_on_to_look_at_later_and_the_chunk_answers_in_time() {
+        let f = fixture_with(many("initech", 80), Duration::from_secs(300), None);
+        assert!(run(&f, vec![("m1", created("ph-1", "initech"))]).await.is_empty());
+        let [(chunk, _)] = f.queue.take().try_into().unwrap();
+        // A loaded store: each claim takes longer than the whole invocation.
+        *f.store.claim_latency.lock().unwrap() = Duration::from_secs(10);
+        let started = Instant::now();
+        let failed = run_for(&f, vec![("c".into(), serde_json::to_string(&chunk).unwrap())], Duration::from_secs(2)).await;
+        assert!(failed.is_empty(), "the chunk was handed back whole: {failed:?}");
+        assert!(started.elapsed() <= Duration::from_secs(2) + ANSWER_SLACK, "answered within the deadline: {:?}", started.elapsed());
+        assert!(f.mailer.sent.lock().unwrap().is_empty(), "nothing sent without a claim");
+        let handed = f.queue.take();
+        // Those whose claims were cut are looked at again after the claims lapse; those never claimed go on at once.
+        let (mut held, mut left) = (0, 0);
+        for (task, delay) in &handed {
+            match (task, *delay) {
+                (Task::Chunk { recipients, .. }, HELD_DELAY) => held += recipients.len(),
+                (Task::Chunk { recipients, .. }, Duration::ZERO) => left += recipients.len(),
+                other => panic!("not a chunk handed on: {other:?}"),
+            }
+        }
+        assert!(held > 0, "no claim was cut: {handed:?}");
+        assert_eq!(held + left, 80, "every recipient handed on");
+        *f.store.claim_latency.lock().unwrap() = Duration::ZERO;
+        f.queue.handed.lock().unwrap().extend(handed);
+        drain(&f).await;
+        assert_eq!(f.mailer.sent.lock().unwrap().len(), 80, "then each is sent");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_spent_daily_quota_hands_the_rest_on_for_later_and_a_refusal_fails_the_message() {
         let f = fixture(Duration::from_secs(300));
         f.mailer.fail("grace@example.com", 1, SendError::QuotaSpent("Daily message quota exceeded.".into()));

@@ -59,6 +59,9 @@ pub enum Guarded {
     AlreadyCompleted,
     /// Another invocation holds the claim (or crashed less than its deadline ago): try again later.
     InProgress,
+    /// The store did not answer the claim in time: nothing sent; a claim it wrote lapses with this invocation, so
+    /// try again later, as for [`Guarded::InProgress`].
+    ClaimUnanswered,
     /// The store could not be asked: nothing sent, try again later.
     StoreUnavailable(String),
 }
@@ -123,18 +126,20 @@ impl<I: IdempotencyStore> OnceOnly<I> {
     }
 
     /// Runs `send` unless `key` was completed before or is claimed elsewhere. `in_progress_until` is when this
-    /// invocation ends: a claim left by a crash lapses then. A retryable failure releases the claim, so the next
+    /// invocation ends: a claim left by a crash lapses then. A claim not answered by `claim_by` is given up, so a
+    /// slow store cannot hold the invocation past its answer. A retryable failure releases the claim, so the next
     /// delivery sends; a success or a permanent rejection completes it.
-    pub async fn run<F, Fut>(&self, key: &str, in_progress_until: SystemTime, send: F) -> Guarded
+    pub async fn run<F, Fut>(&self, key: &str, in_progress_until: SystemTime, claim_by: tokio::time::Instant, send: F) -> Guarded
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<String, SendError>>,
     {
-        match self.store.claim(key, in_progress_until).await {
-            Ok(Claim::Acquired) => {}
-            Ok(Claim::AlreadyCompleted) => return Guarded::AlreadyCompleted,
-            Ok(Claim::InProgress) => return Guarded::InProgress,
-            Err(error) => return Guarded::StoreUnavailable(error),
+        match tokio::time::timeout_at(claim_by, self.store.claim(key, in_progress_until)).await {
+            Ok(Ok(Claim::Acquired)) => {}
+            Ok(Ok(Claim::AlreadyCompleted)) => return Guarded::AlreadyCompleted,
+            Ok(Ok(Claim::InProgress)) => return Guarded::InProgress,
+            Ok(Err(error)) => return Guarded::StoreUnavailable(error),
+            Err(_) => return Guarded::ClaimUnanswered,
         }
         let outcome = send().await;
         let recorded = match &outcome {
@@ -171,6 +176,8 @@ pub(crate) mod tests {
         pub ttl: Duration,
         /// Each completion write's round trip.
         pub latency: Duration,
+        /// Each claim's round trip.
+        pub claim_latency: Mutex<Duration>,
         /// The records each completion write took.
         pub writes: Mutex<Vec<usize>>,
     }
@@ -178,6 +185,8 @@ pub(crate) mod tests {
     #[async_trait]
     impl IdempotencyStore for std::sync::Arc<MemoryStore> {
         async fn claim(&self, key: &str, in_progress_until: SystemTime) -> Result<Claim, String> {
+            let latency = *self.claim_latency.lock().unwrap();
+            tokio::time::sleep(latency).await;
             let mut records = self.records.lock().unwrap();
             let now = SystemTime::now();
             match records.get(key) {
@@ -220,6 +229,21 @@ pub(crate) mod tests {
         SystemTime::now() + Duration::from_secs(60)
     }
 
+    /// A claim deadline no test store comes near.
+    fn later() -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_secs(60)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_claim_the_store_does_not_answer_in_time_is_given_up_and_nothing_is_sent() {
+        let store = store();
+        *store.claim_latency.lock().unwrap() = Duration::from_secs(5);
+        let once = OnceOnly::new(store.clone());
+        let claim_by = tokio::time::Instant::now() + Duration::from_secs(1);
+        assert_eq!(once.run("k", soon(), claim_by, || async { panic!("sent without a claim") }).await, Guarded::ClaimUnanswered);
+        assert_eq!(tokio::time::Instant::now(), claim_by, "given up at its deadline, not when the store answered");
+    }
+
     #[test]
     fn key_names_row_and_hashes_recipient() {
         let key = notification_key("acme", "ph-1", "Ada@Example.com ");
@@ -233,22 +257,22 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_completed_send_is_never_sent_again() {
         let once = OnceOnly::new(store());
-        let first = once.run("k", soon(), || async { Ok("m-1".to_string()) }).await;
+        let first = once.run("k", soon(), later(), || async { Ok("m-1".to_string()) }).await;
         assert_eq!(first, Guarded::Ran { outcome: Ok("m-1".into()), recorded: true });
-        let again = once.run("k", soon(), || async { panic!("sent twice") }).await;
+        let again = once.run("k", soon(), later(), || async { panic!("sent twice") }).await;
         assert_eq!(again, Guarded::AlreadyCompleted);
     }
 
     #[tokio::test]
     async fn a_rejection_is_completed_too_and_a_retryable_failure_is_released() {
         let once = OnceOnly::new(store());
-        let rejected = once.run("r", soon(), || async { Err(SendError::Rejected("blacklisted".into())) }).await;
+        let rejected = once.run("r", soon(), later(), || async { Err(SendError::Rejected("blacklisted".into())) }).await;
         assert!(matches!(rejected, Guarded::Ran { recorded: true, .. }));
-        assert_eq!(once.run("r", soon(), || async { panic!("retried a rejection") }).await, Guarded::AlreadyCompleted);
+        assert_eq!(once.run("r", soon(), later(), || async { panic!("retried a rejection") }).await, Guarded::AlreadyCompleted);
 
-        let failed = once.run("t", soon(), || async { Err(SendError::Retryable("throttled".into())) }).await;
+        let failed = once.run("t", soon(), later(), || async { Err(SendError::Retryable("throttled".into())) }).await;
         assert!(matches!(failed, Guarded::Ran { recorded: false, .. }));
-        let retried = once.run("t", soon(), || async { Ok("m-2".to_string()) }).await;
+        let retried = once.run("t", soon(), later(), || async { Ok("m-2".to_string()) }).await;
         assert_eq!(retried, Guarded::Ran { outcome: Ok("m-2".into()), recorded: true }, "released, so the redelivery sends");
     }
 
@@ -257,10 +281,10 @@ pub(crate) mod tests {
         let store = store();
         store.records.lock().unwrap().insert("k".into(), (STATUS_IN_PROGRESS, soon()));
         let once = OnceOnly::new(store.clone());
-        assert_eq!(once.run("k", soon(), || async { panic!("sent while claimed") }).await, Guarded::InProgress);
+        assert_eq!(once.run("k", soon(), later(), || async { panic!("sent while claimed") }).await, Guarded::InProgress);
         // The other invocation crashed; its deadline has passed.
         store.records.lock().unwrap().insert("k".into(), (STATUS_IN_PROGRESS, SystemTime::now() - Duration::from_secs(1)));
-        assert!(matches!(once.run("k", soon(), || async { Ok("m".to_string()) }).await, Guarded::Ran { recorded: true, .. }));
+        assert!(matches!(once.run("k", soon(), later(), || async { Ok("m".to_string()) }).await, Guarded::Ran { recorded: true, .. }));
     }
 
     #[tokio::test(start_paused = true)]
@@ -268,13 +292,13 @@ pub(crate) mod tests {
         let store = std::sync::Arc::new(MemoryStore { ttl: DEFAULT_RECORD_TTL, latency: Duration::from_millis(20), ..Default::default() });
         let once = OnceOnly::new(store.clone());
         let keys: Vec<String> = (0..60).map(|i| format!("k{i}")).collect();
-        let results = futures::future::join_all(keys.iter().map(|key| once.run(key, soon(), || async { Ok("m".to_string()) }))).await;
+        let results = futures::future::join_all(keys.iter().map(|key| once.run(key, soon(), later(), || async { Ok("m".to_string()) }))).await;
         assert!(results.iter().all(|r| matches!(r, Guarded::Ran { recorded: true, .. })), "{results:?}");
         let writes = store.writes.lock().unwrap().clone();
         // The first write takes the one completion there is; the 59 that finish meanwhile go in the next writes.
         assert_eq!(writes, vec![1, 25, 25, 9]);
         for key in &keys {
-            assert_eq!(once.run(key, soon(), || async { panic!("sent twice") }).await, Guarded::AlreadyCompleted, "{key}");
+            assert_eq!(once.run(key, soon(), later(), || async { panic!("sent twice") }).await, Guarded::AlreadyCompleted, "{key}");
         }
     }
 
@@ -296,7 +320,7 @@ pub(crate) mod tests {
             }
         }
         let once = OnceOnly::new(LeavesOne(store()));
-        assert!(matches!(once.run("a", soon(), || async { Ok("m".to_string()) }).await, Guarded::Ran { recorded: true, .. }));
-        assert!(matches!(once.run("b", soon(), || async { Ok("m".to_string()) }).await, Guarded::Ran { recorded: false, .. }));
+        assert!(matches!(once.run("a", soon(), later(), || async { Ok("m".to_string()) }).await, Guarded::Ran { recorded: true, .. }));
+        assert!(matches!(once.run("b", soon(), later(), || async { Ok("m".to_string()) }).await, Guarded::Ran { recorded: false, .. }));
     }
 }

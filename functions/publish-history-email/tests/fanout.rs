@@ -132,12 +132,18 @@ async fn a_tenant_larger_than_five_invocations_fans_out_within_the_rate_and_a_sm
     assert!(throttled * 100 <= sends, "{throttled} of {sends} sends throttled: over 1 %");
     assert!(took >= Duration::from_secs(20), "faster than the account's rate allows: {took:?}");
     assert_eq!(local.dead_lettered().await, 0, "nothing in the dead-letter queue");
-    let mut handed_back = 0;
+    let (mut handed_back, mut reasons, mut logs) = (0, Vec::new(), Vec::new());
     for source in sources {
-        handed_back += source.stats().failures;
-        source.stop().await;
+        let stats = source.stats();
+        handed_back += stats.failures;
+        reasons.extend(stats.failure_reasons);
+        let function = source.stop().await;
+        if stats.failures > 0 {
+            // Its warnings and errors: the info lines are one per email.
+            logs.extend(function.output().into_iter().filter(|line| !line.contains(r#""level":"INFO""#)));
+        }
     }
-    assert_eq!(handed_back, 0, "no row or chunk used up a receive");
+    assert_eq!(handed_back, 0, "no row or chunk used up a receive: {reasons:#?}\nthe functions that handed back logged:\n{}", logs.join("\n"));
     eprintln!("400 recipients in {took:?}, small tenant in {small_took:?} with {large_so_far} of the large one sent, {throttled} throttled");
 }
 
