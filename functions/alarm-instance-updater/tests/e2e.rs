@@ -150,6 +150,7 @@ async fn restricts_on_alarm_and_lifts_only_once_the_group_has_settled() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn alarms_outside_restrict_on_alarms_are_ignored() {
     let mut stack = stack(&[("RESTRICT_ON_ALARMS", "cpu_high")]).await;
     let summary = stack.invoke("sns-alarm-disk-full.json");
@@ -161,6 +162,7 @@ async fn alarms_outside_restrict_on_alarms_are_ignored() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn an_expired_restriction_is_lifted_by_any_event() {
     let mut stack = stack(&[]).await;
     let expired = r#"{"restricted":true,"reason":"alarm cpu_high in ALARM","since":"2026-11-21T09:00:00Z","expiresAt":"2026-11-21T09:15:00Z","alarm":"cpu_high","autoScalingGroup":"workers","desiredCapacity":3,"inService":2}"#;
@@ -191,6 +193,7 @@ async fn unrecognised_input_fails_the_invocation_with_a_clear_error() {
 /// The template's policy with `ssm:PutParameter` taken out: the invocation fails naming the denial (Lambda then
 /// retries the asynchronous event), the feature stays as it was, and the retry restricts once the policy is whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn without_ssm_put_parameter_in_its_policy_the_invocation_fails_naming_access_denied() {
     let mut stack = stack(&[("RESTRICT_ON_ALARMS", "cpu_high")]).await;
     stack.aws.proxy.revoke("alarm-instance-updater", "ssm:PutParameter");
@@ -215,6 +218,7 @@ async fn without_ssm_put_parameter_in_its_policy_the_invocation_fails_naming_acc
 /// SSM's one update at a time per parameter: the one refused with TooManyUpdates reads, decides and writes again,
 /// and both invocations succeed with the feature restricted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn two_instances_writing_the_parameter_at_once_both_succeed_after_too_many_updates() {
     let mut stack = stack(&[("RESTRICT_ON_ALARMS", "cpu_high")]).await;
     stack.aws.proxy.enforce_quotas(Some(e2e_harness::quotas::Quotas::aws()));
@@ -252,6 +256,7 @@ async fn two_instances_writing_the_parameter_at_once_both_succeed_after_too_many
 /// standard parameter, which the proxy enforces as SSM does (the unit test of `to_json` covers a reason that
 /// would not fit and is shortened).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn the_longest_alarm_reason_is_written_within_ssms_four_kilobytes() {
     let mut stack = stack(&[("RESTRICT_ON_ALARMS", "cpu_high")]).await;
     let mut event = sample_event("alarm-instance-updater/sns-alarm-cpu-high.json");
@@ -280,6 +285,7 @@ fn alarm_event(state: &str, changed_at: DateTime<Utc>) -> Value {
 /// SNS delivers in no order and again: an OK older than the ALARM applied does not lift, the ALARM delivered again
 /// pushes nothing, and only the OK that came after it (here with the group settled) lifts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn alarm_notifications_apply_in_the_order_of_their_state_change_time() {
     let mut stack = stack(&[("RESTRICT_ON_ALARMS", "cpu_high")]).await;
     let t0 = Utc::now() - chrono::Duration::seconds(60);
@@ -305,6 +311,7 @@ async fn alarm_notifications_apply_in_the_order_of_their_state_change_time() {
 /// shows it overwrote another writer; it decides again from that version, and the feature ends restricted, as the
 /// newer ALARM says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_stale_lift_landing_after_a_fresh_restriction_is_undone() {
     let mut stack = stack(&[("RESTRICT_ON_ALARMS", "cpu_high")]).await;
     stack.aws.proxy.enforce_quotas(Some(e2e_harness::quotas::Quotas::aws()));
@@ -354,6 +361,7 @@ async fn a_stale_lift_landing_after_a_fresh_restriction_is_undone() {
 /// and the alarm is still in ALARM (the parameter records its last transition), so the launch result renews it
 /// instead of letting the heavy feature back in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_launch_during_a_long_scale_out_renews_a_lapsed_restriction() {
     let mut stack = stack(&[("RESTRICT_ON_ALARMS", "cpu_high")]).await;
     let lapsed = r#"{"restricted":true,"reason":"alarm cpu_high in ALARM","since":"2026-11-21T09:00:00Z","expiresAt":"2026-11-21T09:15:00Z","alarm":"cpu_high","autoScalingGroup":"workers","desiredCapacity":3,"inService":2,"alarmState":"ALARM","alarmStateChangedAt":"2026-11-21T09:00:00.000Z"}"#;

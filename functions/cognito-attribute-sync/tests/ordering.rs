@@ -53,6 +53,7 @@ async fn surname(stack: &PoolStack) -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn an_older_change_redelivered_to_another_instance_does_not_overwrite_a_newer_one() {
     let stack = stack().await;
     deliver(&mut start(&stack), &[change("record_updated", "Newer", 10)]);
@@ -73,6 +74,7 @@ async fn older_then_newer_ends_with_the_newer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn newer_and_older_in_one_batch_always_end_with_the_newer() {
     let stack = stack().await;
     let mut function = start(&stack);
@@ -84,6 +86,7 @@ async fn newer_and_older_in_one_batch_always_end_with_the_newer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn two_instances_racing_on_one_user_end_with_the_newest_change() {
     let stack = stack().await;
     let (mut first, mut second) = (start(&stack), start(&stack));
@@ -100,6 +103,7 @@ async fn two_instances_racing_on_one_user_end_with_the_newest_change() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_create_replayed_after_the_delete_does_not_bring_the_attributes_back() {
     let stack = stack().await;
     let mut function =
@@ -132,6 +136,7 @@ async fn enabled(stack: &PoolStack) -> bool {
 /// ON_USER_DELETED=disable (the default): the row deleted and created again is a change newer than the deletion, so
 /// Ada can sign in again (AdminEnableUser, granted by the template); the old create replayed is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_user_created_again_after_the_deletion_is_enabled_and_a_replayed_older_create_is_not() {
     let stack = stack().await;
     let mut function = start(&stack);
@@ -154,6 +159,7 @@ async fn a_user_created_again_after_the_deletion_is_enabled_and_a_replayed_older
 /// row's own `updatedAt` is ordered on the database's clock whatever `occurredAt` says, and a replay of the update
 /// it followed does not bring the user back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_deletion_on_a_slower_clock_still_wins_and_one_with_the_rows_timestamp_orders_on_the_database_clock() {
     let stack = stack().await;
     let mut function = start(&stack);
@@ -185,6 +191,7 @@ async fn a_deletion_on_a_slower_clock_still_wins_and_one_with_the_rows_timestamp
 /// hands the row on as a new message on the record's own queue, and the record is acknowledged: it spends no receive
 /// and never reaches the dead-letter queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_user_held_by_another_writer_for_seconds_is_applied_within_the_invocation() {
     use aws_sdk_dynamodb::types::AttributeValue;
     let stack = stack().await;

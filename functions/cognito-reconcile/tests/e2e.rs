@@ -96,6 +96,7 @@ async fn a_dry_run_reports_drift_and_missing_users_and_writes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_repair_run_brings_exactly_the_drifted_users_in_line() {
     let stack = stack().await;
     let mut function = stack.start(&[]);
@@ -120,6 +121,7 @@ async fn a_repair_run_brings_exactly_the_drifted_users_in_line() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_run_cut_by_its_deadline_continues_where_it_stopped_and_rewrites_nobody() {
     let stack = stack().await;
     // Twelve more drifted users, at one write a second: more than one 12 s invocation (5 s of it kept back) can do.
@@ -156,6 +158,7 @@ async fn a_run_cut_by_its_deadline_continues_where_it_stopped_and_rewrites_nobod
 /// says Lovelace: the API's clock ran ahead, or its transaction never committed. A newer timestamp alone does not
 /// make the change newer: the reconciliation reads the row again, finds it still differs, and repairs it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_newer_timestamp_alone_does_not_leave_cognito_behind_its_row() {
     let stack = stack().await;
     stack.db.sql("UPDATE users SET \"updatedAt\" = now() - interval '1 minute' WHERE email = 'ada@example.com'");
@@ -187,6 +190,7 @@ fn error_of(invocation: Invocation) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_wrong_password_or_a_missing_table_is_a_clear_error_and_writes_nothing() {
     let stack = stack().await;
     let wrong = stack.db.url().replace(e2e_harness::users_db::PASSWORD, "wrong-password");
@@ -209,6 +213,7 @@ async fn a_wrong_password_or_a_missing_table_is_a_clear_error_and_writes_nothing
 
 /// A surname the table no longer has is removed from Cognito (AdminDeleteUserAttributes), not left stale.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_surname_the_row_no_longer_has_is_removed() {
     let stack = stack().await;
     stack.db.sql("UPDATE users SET \"lastName\" = NULL WHERE email = 'grace@example.com'");
@@ -220,6 +225,7 @@ async fn a_surname_the_row_no_longer_has_is_removed() {
 
 /// The template's policy with `cognito-idp:ListUsers` taken out: the run fails naming the denial and writes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn without_list_users_in_its_policy_the_run_fails_naming_access_denied() {
     let stack = stack().await;
     stack.pool.aws.proxy.revoke("cognito-reconcile", "cognito-idp:ListUsers");
@@ -232,6 +238,7 @@ async fn without_list_users_in_its_policy_the_run_fails_naming_access_denied() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_tls_connection_works_through_the_sdks_crypto_provider() {
     // RDS-like: the server refuses connections without TLS, so a run that reads the table spoke TLS; and a second
     // rustls provider in the binary would have made it panic at this first connection.
@@ -252,6 +259,7 @@ async fn a_tls_connection_works_through_the_sdks_crypto_provider() {
 /// cognito-attribute-sync writing at the same time go over it together. The throttled writes are retried, and
 /// every user ends as the table says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn writes_of_two_functions_beyond_cognitos_25_a_second_are_retried_and_all_land() {
     let stack = stack().await;
     stack.pool.aws.proxy.enforce_quotas(Some(e2e_harness::quotas::Quotas::aws()));

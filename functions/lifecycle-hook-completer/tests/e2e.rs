@@ -51,6 +51,7 @@ async fn a_healthy_instance_is_continued_and_a_redelivery_is_not_an_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn an_instance_whose_check_keeps_failing_is_abandoned_at_the_deadline() {
     let (_aws, stand_in, mut function) = stack(FAST).await;
     stand_in.make_unhealthy("i-0badc0ffee0d15ea5");
@@ -64,6 +65,7 @@ async fn an_instance_whose_check_keeps_failing_is_abandoned_at_the_deadline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn on_unhealthy_continue_warm_pool_and_test_notification() {
     let mut settings = FAST.to_vec();
     settings.push(("ON_UNHEALTHY", "CONTINUE"));
@@ -88,6 +90,7 @@ fn late(path: &str) -> serde_json::Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_late_event_gets_a_real_check_continue_when_healthy_abandon_when_not() {
     let (aws, stand_in, mut function) = stack(FAST).await;
     let healthy = function.invoke(&late("lifecycle-hook-completer/eventbridge-launch-lifecycle-action.json")).response();
@@ -104,6 +107,7 @@ async fn a_late_event_gets_a_real_check_continue_when_healthy_abandon_when_not()
 
 /// The template's policy with `ssm:SendCommand` taken out: the proxy answers as IAM does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn without_ssm_send_command_in_its_policy_the_invocation_fails_naming_access_denied_and_completes_nothing() {
     let (aws, stand_in, mut function) = stack(FAST).await;
     aws.proxy.revoke("lifecycle-hook-completer", "ssm:SendCommand");
@@ -122,6 +126,7 @@ async fn without_ssm_send_command_in_its_policy_the_invocation_fails_naming_acce
 
 /// An instance of another group (here: not tagged as the worker group's) is out of the function's reach.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn an_instance_outside_the_worker_group_cannot_be_sent_a_command() {
     let (aws, stand_in, mut function) = stack(FAST).await;
     aws.proxy.place_instances("another-group", &["i-0a1b2c3d4e5f60718"]);
@@ -135,6 +140,7 @@ async fn an_instance_outside_the_worker_group_cannot_be_sent_a_command() {
 /// A hook about to lapse (AWS's shortest heartbeat timeout, 30 s, most of it gone when the event arrives) gets a
 /// heartbeat before the verdict, so the action is still there to complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_hook_about_to_lapse_gets_a_heartbeat_before_the_verdict() {
     let (aws, stand_in, mut function) = stack(&[("HEALTHCHECK_INTERVAL_SECONDS", "1"), ("HEALTHCHECK_DEADLINE_SECONDS", "32")]).await;
     aws_sdk_autoscaling::Client::new(&aws.sdk)
@@ -164,6 +170,7 @@ async fn a_hook_about_to_lapse_gets_a_heartbeat_before_the_verdict() {
 /// own default result (the fixture's hook: CONTINUE), though ON_UNHEALTHY is ABANDON, and counted for the alarm;
 /// ON_NOT_REGISTERED=ABANDON overrides it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn an_instance_that_never_registers_with_ssm_gets_the_hooks_default_result_and_is_counted() {
     let (aws, stand_in, mut function) = stack(FAST).await;
     stand_in.never_registers("i-0a1b2c3d4e5f60718");
@@ -186,6 +193,7 @@ async fn an_instance_that_never_registers_with_ssm_gets_the_hooks_default_result
 /// SSM throttles SendCommand and GetCommandInvocation beyond the SDK's own retries (a large scale-out): that is no
 /// result yet, backed off with jitter, never a failed check; the healthy instance is continued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn ssm_throttling_past_the_sdks_retries_is_waited_out_and_the_instance_continued() {
     let (aws, stand_in, mut function) = stack(&[("HEALTHCHECK_INTERVAL_SECONDS", "1"), ("HEALTHCHECK_DEADLINE_SECONDS", "40")]).await;
     let throttles = 3 * shared::aws::MAX_ATTEMPTS as usize;

@@ -147,6 +147,7 @@ fn recipients_by_subject(emails: &[(String, String, String)]) -> BTreeMap<String
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn each_eligible_subscriber_gets_exactly_one_email_and_redelivery_sends_nothing_new() {
     let mut stack = stack().await;
     let event = sample_event("publish-history-email/sns-envelope-batch.json");
@@ -218,6 +219,7 @@ async fn a_chunk_from_the_fanout_queue_emails_its_recipients_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn without_ses_send_raw_email_in_its_policy_every_row_is_kept_and_the_denial_is_named() {
     let mut stack = stack().await;
     stack.aws.proxy.revoke("publish-history-email", "ses:SendRawEmail");
@@ -236,6 +238,7 @@ async fn without_ses_send_raw_email_in_its_policy_every_row_is_kept_and_the_deni
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_batch_mixing_good_and_poison_records_sends_the_good_and_dead_letters_the_poison() {
     let mut stack = stack().await;
     let event = sample_event("publish-history-email/mixed-batch.json");
@@ -277,6 +280,7 @@ async fn age_records(stack: &Stack, seconds: i64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_redrive_after_the_old_one_day_window_still_sends_nothing() {
     let mut stack = stack().await;
     let event = sample_event("publish-history-email/sns-envelope-batch.json");
@@ -299,6 +303,7 @@ async fn a_redrive_after_the_old_one_day_window_still_sends_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_claim_left_by_a_crashed_invocation_is_taken_over_once_its_deadline_has_passed() {
     let mut stack = stack().await;
     let event = sample_event("publish-history-email/sns-envelope-batch.json");
@@ -327,6 +332,7 @@ async fn a_claim_left_by_a_crashed_invocation_is_taken_over_once_its_deadline_ha
 /// second: they find each other in the send-rate registry and pace at their shares, so SES throttles none of the
 /// 2 x 20 emails, and each goes out exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn two_instances_share_the_accounts_send_rate_and_send_each_email_once() {
     let mut stack = stack().await;
     stack.aws.proxy.enforce_quotas(Some(e2e_harness::quotas::Quotas { ses_max_send_rate: 5.0, ..e2e_harness::quotas::Quotas::aws() }));
@@ -356,6 +362,7 @@ async fn two_instances_share_the_accounts_send_rate_and_send_each_email_once() {
 /// the quota (not failed: the row uses up no receive), the log says why, and once a new day allows it, the rest
 /// goes out and nobody gets the email twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_spent_daily_quota_hands_the_rest_on_and_it_is_sent_after_the_quota_resets_exactly_once() {
     let mut stack = stack().await;
     stack.aws.proxy.enforce_quotas(Some(e2e_harness::quotas::Quotas { ses_max_24_hour_send: 3.0, ..e2e_harness::quotas::Quotas::aws() }));
@@ -385,6 +392,7 @@ async fn a_spent_daily_quota_hands_the_rest_on_and_it_is_sent_after_the_quota_re
 /// being cut off by Lambda (which would throw the answer away and return the whole batch); the hand-ons send each
 /// email once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn sends_hanging_past_the_deadline_are_given_up_in_time_and_handed_on() {
     let mut stack = stack().await;
     let slow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -423,6 +431,7 @@ async fn sends_hanging_past_the_deadline_are_given_up_in_time_and_handed_on() {
 /// the listing goes on from its page in another invocation, and the row reaches every subscriber, once. The
 /// function asks for the attributes it reads, no more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_pool_listed_faster_than_cognitos_list_users_rate_is_throttled_resumed_and_complete() {
     let mut stack = stack().await;
     let tenant = subscribers(&stack, "initech", 3).await;
@@ -458,6 +467,7 @@ async fn a_pool_listed_faster_than_cognitos_list_users_rate_is_throttled_resumed
 /// eligible. moto cannot create a federated user, so the proxy's rewriter presents one as Cognito lists it; an
 /// invited user who never set a password (`FORCE_CHANGE_PASSWORD`) still gets nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_subscriber_who_signs_in_through_a_social_provider_is_emailed_like_a_confirmed_one() {
     let mut stack = stack().await;
     let federated = e2e_harness::fixtures::SampleUser { email: "federated@example.com", confirmed: false, ..e2e_harness::fixtures::SAMPLE_USERS[0] };
@@ -487,6 +497,7 @@ async fn a_subscriber_who_signs_in_through_a_social_provider_is_emailed_like_a_c
 /// refusal is our configuration, not her address. Nothing is recorded as rejected; the row is handed back, and once
 /// the account has production access the redelivery sends her the email, and Ada nothing twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_sandbox_refusal_is_not_filed_as_the_recipients_rejection() {
     let mut stack = stack().await;
     let sandbox = e2e_harness::quotas::Quotas { ses_sandbox_recipients: Some(vec!["ada@example.com".into()]), ..e2e_harness::quotas::Quotas::aws() };
@@ -506,6 +517,7 @@ async fn a_sandbox_refusal_is_not_filed_as_the_recipients_rejection() {
 /// A sender display name outside ASCII: SES refuses a `Source` that is not 7-bit (the harness refuses it as SES
 /// does), so the function sends the bare address as `Source` and the name, RFC 2047 encoded, in the From header.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_display_name_outside_ascii_sends_and_reaches_the_recipient_encoded() {
     let stack = stack().await;
     let mut function = stack.start_function(

@@ -79,6 +79,7 @@ async fn a_complaint_in_each_format_and_a_permanent_bounce_unsubscribe_once_and_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn transient_bounces_not_spam_reports_deliveries_and_unknown_addresses_change_nothing_and_fail_nothing() {
     let stack = stack().await;
     let mut function = start(&stack);
@@ -96,6 +97,7 @@ async fn transient_bounces_not_spam_reports_deliveries_and_unknown_addresses_cha
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_malformed_record_is_dead_lettered_with_its_reason_and_the_rest_of_the_batch_goes_on() {
     let stack = stack().await;
     let mut function = start(&stack);
@@ -115,6 +117,7 @@ async fn a_malformed_record_is_dead_lettered_with_its_reason_and_the_rest_of_the
 /// (not to the dead-letter queue, it is no poison) and the denial is named; with the policy whole, the redelivery
 /// unsubscribes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn without_admin_update_user_attributes_in_its_policy_the_feedback_is_kept_and_the_denial_named() {
     let stack = stack().await;
     stack.aws.proxy.revoke("ses-feedback", "cognito-idp:AdminUpdateUserAttributes");
@@ -135,6 +138,7 @@ async fn without_admin_update_user_attributes_in_its_policy_the_feedback_is_kept
 /// After Grace's complaint, the next acme publish history goes to Ada only; every email carries the tenant and row
 /// as SES message tags (which SES returns with a bounce or complaint), and no address among them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn after_a_complaint_publish_history_email_no_longer_emails_that_user() {
     let stack = stack().await;
     verify_sender(&aws_sdk_ses::Client::new(&stack.aws.sdk)).await;

@@ -71,6 +71,7 @@ fn to<'a>(emails: &'a [SentEmail], address: &str) -> &'a SentEmail {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn each_email_carries_the_three_headers_and_its_link_unsubscribes_exactly_its_recipient() {
     let stack = stack().await;
     let emails = send_notifications(&stack, KEY, "Winter catalogue");
@@ -114,6 +115,7 @@ async fn each_email_carries_the_three_headers_and_its_link_unsubscribes_exactly_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn forged_edited_and_missing_tokens_fail_without_a_write_and_a_rotated_key_still_works() {
     let stack = stack().await;
     let emails = send_notifications(&stack, KEY, "Winter catalogue");
@@ -145,6 +147,7 @@ async fn forged_edited_and_missing_tokens_fail_without_a_write_and_a_rotated_key
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_title_with_line_breaks_and_bcc_adds_no_header_and_no_recipient() {
     let stack = stack().await;
     let emails = send_notifications(&stack, KEY, "Q4\r\nBcc: victim@evil.example\r\nX-Injected: yes");
@@ -161,6 +164,7 @@ async fn a_title_with_line_breaks_and_bcc_adds_no_header_and_no_recipient() {
 /// one-click POST answers 503 (the mailbox provider retries) and the log names the denial; without `kms:Decrypt` the
 /// function cannot read its signing key and fails its init naming the action.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn without_its_update_or_its_decrypt_permission_nothing_is_unsubscribed_and_the_denial_is_named() {
     let stack = stack().await;
     let emails = send_notifications(&stack, KEY, "Winter catalogue");
@@ -193,6 +197,7 @@ async fn without_its_update_or_its_decrypt_permission_nothing_is_unsubscribed_an
 /// `info` they do not; at every level, even with the SDK's and HTTP crates' tracing asked for by name, no line holds
 /// a credential, the session token, the signing key, the link's token or a full address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn the_log_level_switch_takes_effect_and_no_level_writes_a_secret_or_an_address() {
     const SECRET_KEY: &str = "wJalrXUtnFEMI-secret-access-key-for-log-test";
     const SESSION_TOKEN: &str = "IQoJb3JpZ2luX2VjE-session-token-for-log-test";
