@@ -43,7 +43,7 @@ pub const AWS_ROOT_CERTIFICATES: &str = include_str!("../certs/amazon-trust-serv
 pub const CA_BUNDLE_VARIABLE: &str = "AWS_CA_BUNDLE";
 
 /// The SDK's HTTPS client (hyper and rustls), built here so that its crypto and its roots are ours to choose. Chosen
-/// on `tests/bench.sh`'s figures (README, "Cold start and memory size"): ring, whose random numbers come from the
+/// on `tests/bench.sh`'s figures (docs/performance.md, "Cold start and memory size"): ring, whose random numbers come from the
 /// kernel, instead of aws-lc, which seeds its generator from CPU jitter at the first handshake (about 20 ms of CPU,
 /// 0.3 s at 128 MB); the AWS roots compiled in instead of the system store read and parsed at the first connection.
 /// The features `tls-aws-lc` and `system-roots` bring the old choices back, for the benchmark's comparison.

@@ -5,7 +5,7 @@
 //!  "records": [{"email": "...", "firstName": "..."}], "eventId": "optional", "occurredAt": "optional RFC 3339"}
 //! ```
 //! A single `"record": {row}` is accepted in place of `"records"`. Rows keep the API's camelCase column names and
-//! `_tenant` as is. Unknown fields are ignored. The contract, with examples: the README, "The database-event contract".
+//! `_tenant` as is. Unknown fields are ignored. The contract, with examples: docs/contract.md.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};

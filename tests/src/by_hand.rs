@@ -1,4 +1,4 @@
-//! The functions run by hand under cargo-lambda's own emulator, as the README shows ("Running a function by hand"):
+//! The functions run by hand under cargo-lambda's own emulator, as docs/local-aws.md shows ("Running a function by hand"):
 //! the local stack that `run-local.sh --keep` leaves up, each function's environment in the file cargo lambda watch
 //! reads for it ([`crate::cargo_lambda::ENV_DIR`]), and the template's SQS event sources kept polling and
 //! delivering to cargo lambda watch's invoke endpoint, so what a function hands on (a publish history's fan-out

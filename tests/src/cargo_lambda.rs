@@ -1,4 +1,4 @@
-//! cargo-lambda's own emulator, the one users run the functions under by hand (README, "Running a function by
+//! cargo-lambda's own emulator, the one users run the functions under by hand (docs/local-aws.md, "Running a function by
 //! hand"): `cargo lambda watch` and `cargo lambda invoke`, the pinned cargo-lambda from the project's .venv. It is
 //! not the harness's Runtime API ([`crate::runtime`]): it sends every invocation the constant deadline
 //! `Lambda-Runtime-Deadline-Ms: 600000` (see `shared::deadline`), answers a function error with HTTP 500, and runs

@@ -1,4 +1,4 @@
-//! The README's "Running a function by hand", as a user follows it, under cargo-lambda's own emulator: the local
+//! docs/local-aws.md's "Running a function by hand", as a user follows it, under cargo-lambda's own emulator: the local
 //! stack `run-local.sh --keep` leaves up, `cargo lambda watch` (the pinned cargo-lambda), every sample in `events/`
 //! invoked with `cargo lambda invoke`, and the work each one does asserted in the services, not only its answer.
 //! Then events published by hand go through the real queues, the template's event sources delivering them to cargo

@@ -155,7 +155,7 @@ impl<I: IdempotencyStore> OnceOnly<I> {
         };
         if let Err(error) = &recorded {
             // Sent but not recorded: a redelivery after the claim lapses would send again. Nothing better can be
-            // done here than to say so (the README gives the window).
+            // done here than to say so (functions/publish-history-email/README.md gives the window).
             tracing::error!(error = %error, "the idempotency record was not completed");
         }
         Guarded::Ran { outcome, recorded: recorded.is_ok() }

@@ -1,5 +1,5 @@
 //! Writes the unsubscribe endpoint's pages, as a recipient sees them, to HTML files in a folder, to look at in a
-//! browser (the README's screenshots are these at 375 px): `cargo run -p unsubscribe --example pages -- <dir>`.
+//! browser (the screenshots in its README are these at 375 px): `cargo run -p unsubscribe --example pages -- <dir>`.
 
 use std::sync::{Arc, Mutex};
 

@@ -10,7 +10,7 @@
 //! `BENCH_ONLY` (function names: only those, beside the floors), `BENCH_SKIP_RECONCILE`, `BENCH_SKIP_FANOUT` and
 //! `BENCH_SKIP_IMPORT` (skip the runs at scale), `BENCH_ONLY_FANOUT` / `BENCH_ONLY_IMPORT` (only publish-history-email's,
 //! or cognito-attribute-sync's, run at scale), `BENCH_FANOUT_LOGS` (a directory: that run's function logs go there),
-//! `BENCH_NO_WARM_PAUSE` (the warm invocation right after the first, to look into the warm stall the README describes).
+//! `BENCH_NO_WARM_PAUSE` (the warm invocation right after the first, to look into the warm stall docs/performance.md describes).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -31,7 +31,7 @@ use serde_json::Value;
 /// Lambda's arm64 price (eu-west-1 and us-east-1, first tier): per GB-second, and per million requests.
 const PRICE_PER_GB_SECOND: f64 = 0.000_013_333_4;
 const PRICE_PER_MILLION_REQUESTS: f64 = 0.20;
-/// The README's budgets.
+/// The budgets of docs/performance.md.
 const INIT_BUDGET: f64 = 1.25;
 const COLD_BUDGET: f64 = 1.5;
 const RSS_BUDGET_MIB: f64 = 16.0;
@@ -667,13 +667,13 @@ async fn reconcile_at_scale(binaries: &Path, moto: &Moto, proxy: &RecordingProxy
     );
 }
 
-/// The budgets of the README, read off this run at each function's chosen memory size.
+/// The budgets of docs/performance.md, read off this run at each function's chosen memory size.
 fn budgets(report: &mut String, results: &BTreeMap<u64, BTreeMap<String, Samples>>, workloads: &[Workload], chosen: &BTreeMap<String, u64>) {
     let _ = writeln!(
         report,
         "\n## Budgets, at each function's `MemorySize`\n\nInit ≤ {INIT_BUDGET}x the floor's; cold start ≤ {COLD_BUDGET}x the floor's, read on what it adds to the work \
          (cold − warm: a first invocation also does the function's real calls), judged in CPU time (the local warm wall times carry a stall \
-         the README describes); peak RSS ≤ {RSS_BUDGET_MIB} MiB; arm64 zip ≤ {ZIP_BUDGET_MB} MB.\n"
+         docs/performance.md describes); peak RSS ≤ {RSS_BUDGET_MIB} MiB; arm64 zip ≤ {ZIP_BUDGET_MB} MB.\n"
     );
     let _ = writeln!(
         report,
