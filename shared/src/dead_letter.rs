@@ -31,6 +31,12 @@ impl SqsDeadLetterQueue {
     pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
         Self { client, queue_url: queue_url.into() }
     }
+
+    /// The sink of a queue-fed function: the queue `DEAD_LETTER_QUEUE_URL` names, or none when it is not set (poison
+    /// records are then reported for redelivery, and the queue's redrive policy moves them).
+    pub fn from_setting(client: &aws_sdk_sqs::Client, queue_url: Option<String>) -> Option<std::sync::Arc<dyn DeadLetterSink>> {
+        queue_url.map(|url| std::sync::Arc::new(Self::new(client.clone(), url)) as std::sync::Arc<dyn DeadLetterSink>)
+    }
 }
 
 fn string_attribute(value: &str) -> MessageAttributeValue {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_cognitoidentityprovider::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_cognitoidentityprovider::types::AttributeType;
+use aws_sdk_cognitoidentityprovider::types::{AttributeType, UserStatusType};
 use aws_sdk_cognitoidentityprovider::Client;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +42,27 @@ impl From<DirectoryError> for crate::batch::RecordError {
 pub struct ListedUser {
     pub username: String,
     pub enabled: bool,
+    /// Signed up and confirmed, by password or through a federated (social or SAML) provider.
+    pub confirmed: bool,
     pub attributes: HashMap<String, String>,
+}
+
+impl ListedUser {
+    fn from_sdk(user: &aws_sdk_cognitoidentityprovider::types::UserType) -> Self {
+        ListedUser {
+            username: user.username().unwrap_or_default().to_owned(),
+            enabled: user.enabled(),
+            confirmed: matches!(user.user_status(), Some(UserStatusType::Confirmed | UserStatusType::ExternalProvider)),
+            attributes: user.attributes().iter().map(|a| (a.name().to_owned(), a.value().unwrap_or_default().to_owned())).collect(),
+        }
+    }
+}
+
+/// One ListUsers page, and where the next one starts (`None`: the last page).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListedPage {
+    pub users: Vec<ListedUser>,
+    pub next: Option<String>,
 }
 
 /// The publish-history subscription flag: `true`, `1` or `yes` (any case) subscribe; anything else, or none, does not.
@@ -72,28 +92,30 @@ impl CognitoDirectory {
         Fut: std::future::Future<Output = ()>,
     {
         let mut users = Vec::new();
-        let mut token: Option<String> = None;
+        let mut from: Option<String> = None;
         loop {
             before_page().await;
-            let page = self
-                .client
-                .list_users()
-                .user_pool_id(&self.user_pool_id)
-                .limit(PAGE_SIZE)
-                .set_pagination_token(token.clone())
-                .send()
-                .await
-                .map_err(classify)?;
-            users.extend(page.users().iter().map(|user| ListedUser {
-                username: user.username().unwrap_or_default().to_owned(),
-                enabled: user.enabled(),
-                attributes: user.attributes().iter().map(|a| (a.name().to_owned(), a.value().unwrap_or_default().to_owned())).collect(),
-            }));
-            token = page.pagination_token().filter(|t| !t.is_empty()).map(str::to_owned);
-            if token.is_none() {
+            let page = self.list_page(from.as_deref(), &[]).await?;
+            users.extend(page.users);
+            from = page.next;
+            if from.is_none() {
                 return Ok(users);
             }
         }
+    }
+
+    /// One page of the pool from `from` (`None`: the first), with only `attributes` (none named: all of them), so a
+    /// listing can stop and go on from `next` in another invocation.
+    pub async fn list_page(&self, from: Option<&str>, attributes: &[&str]) -> Result<ListedPage, DirectoryError> {
+        let mut request = self.client.list_users().user_pool_id(&self.user_pool_id).limit(PAGE_SIZE).set_pagination_token(from.map(str::to_owned));
+        for attribute in attributes {
+            request = request.attributes_to_get(*attribute);
+        }
+        let page = request.send().await.map_err(classify)?;
+        Ok(ListedPage {
+            users: page.users().iter().map(ListedUser::from_sdk).collect(),
+            next: page.pagination_token().filter(|t| !t.is_empty()).map(str::to_owned),
+        })
     }
 }
 
@@ -118,16 +140,7 @@ impl CognitoDirectory {
         }
         let output =
             self.client.list_users().user_pool_id(&self.user_pool_id).filter(format!("{attribute} = \"{value}\"")).limit(1).send().await.map_err(classify)?;
-        Ok(output.users().first().map(|user| ListedUser {
-            username: user.username().unwrap_or_default().to_owned(),
-            enabled: user.enabled(),
-            attributes: user.attributes().iter().map(|a| (a.name().to_owned(), a.value().unwrap_or_default().to_owned())).collect(),
-        }))
-    }
-
-    /// Sets the publish-history subscription flag to `false`.
-    pub async fn unsubscribe(&self, username: &str) -> Result<(), DirectoryError> {
-        self.update_attributes(username, &[(SUBSCRIPTION_FLAG.to_owned(), "false".to_owned())]).await
+        Ok(output.users().first().map(ListedUser::from_sdk))
     }
 
     pub async fn get_user(&self, username: &str) -> Result<DirectoryUser, DirectoryError> {
@@ -187,6 +200,46 @@ mod tests {
     use aws_sdk_cognitoidentityprovider::types::error::{InvalidParameterException, UserNotFoundException};
     use aws_smithy_mocks::{mock, mock_client};
     // Deserialized service errors carry their code in the metadata, which is what `classify` reads.
+
+    #[test]
+    fn the_subscription_flag_is_true_1_or_yes_in_any_case() {
+        for yes in ["true", "TRUE", "1", "yes", "Yes "] {
+            assert!(is_subscribed(&HashMap::from([(SUBSCRIPTION_FLAG.to_owned(), yes.to_owned())])), "{yes}");
+        }
+        for no in ["false", "0", "no", "", "y"] {
+            assert!(!is_subscribed(&HashMap::from([(SUBSCRIPTION_FLAG.to_owned(), no.to_owned())])), "{no}");
+        }
+        assert!(!is_subscribed(&HashMap::new()), "no flag: not subscribed");
+    }
+
+    #[tokio::test]
+    async fn a_page_asks_only_for_the_chosen_attributes_and_says_where_the_next_starts() {
+        use aws_sdk_cognitoidentityprovider::operation::list_users::ListUsersOutput;
+        use aws_sdk_cognitoidentityprovider::types::UserType;
+        let rule = mock!(Client::list_users)
+            .match_requests(|r| r.pagination_token() == Some("p2") && r.attributes_to_get() == ["email", SUBSCRIPTION_FLAG] && r.limit() == Some(60))
+            .then_output(|| {
+                ListUsersOutput::builder()
+                    .users(
+                        UserType::builder()
+                            .username("u1")
+                            .enabled(true)
+                            .user_status(UserStatusType::ExternalProvider)
+                            .attributes(AttributeType::builder().name("email").value("a@b.co").build().unwrap())
+                            .build(),
+                    )
+                    .users(UserType::builder().username("u2").enabled(false).user_status(UserStatusType::Unconfirmed).build())
+                    .pagination_token("p3")
+                    .build()
+            });
+        let directory = CognitoDirectory::new(mock_client!(aws_sdk_cognitoidentityprovider, [&rule]), "pool");
+        let page = directory.list_page(Some("p2"), &["email", SUBSCRIPTION_FLAG]).await.unwrap();
+        assert_eq!(rule.num_calls(), 1, "asked from the token for only those attributes");
+        assert_eq!(page.next.as_deref(), Some("p3"));
+        assert_eq!(page.users[0].attributes.get("email").map(String::as_str), Some("a@b.co"));
+        assert!(page.users[0].confirmed, "a federated sign-in is confirmed");
+        assert!(!page.users[1].confirmed && !page.users[1].enabled);
+    }
 
     #[tokio::test]
     async fn reads_enabled_flag_and_attributes() {

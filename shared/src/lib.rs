@@ -19,6 +19,8 @@ pub mod pacer;
 #[cfg(feature = "ssm")]
 pub mod secrets;
 pub mod startup;
+#[cfg(feature = "cognito")]
+pub mod subscriptions;
 #[cfg(feature = "unsubscribe")]
 pub mod unsubscribe;
 pub mod user_attributes;

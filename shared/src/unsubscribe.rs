@@ -99,6 +99,14 @@ pub fn verify(token: Option<&str>, current: &SigningKey, previous: Option<&Signi
     Ok(Unsubscription { sub: sub.to_owned(), tenant: tenant.to_owned(), issued_at })
 }
 
+/// A signing key from the SecureString `name` that the variable `variable` names, read once at init; an unreadable
+/// parameter or a value that is no key is a configuration error naming both.
+#[cfg(feature = "ssm")]
+pub async fn read_signing_key(ssm: &aws_sdk_ssm::Client, variable: &str, name: &str) -> Result<SigningKey, crate::config::ConfigError> {
+    let value = crate::secrets::read_secret_for(ssm, variable, name).await?;
+    SigningKey::new(&value).map_err(|reason| crate::config::ConfigError::invalid(variable, name, reason))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

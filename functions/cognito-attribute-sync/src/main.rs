@@ -1,5 +1,3 @@
-use std::sync::Arc;
-
 use aws_lambda_events::event::sqs::SqsEvent;
 use cognito_attribute_sync::aws::CognitoDirectory;
 use cognito_attribute_sync::config::Config;
@@ -7,7 +5,7 @@ use cognito_attribute_sync::handler::{AttributeSync, CognitoPace, CONCURRENCY};
 use cognito_attribute_sync::queue::SqsHandOn;
 use lambda_runtime::{Error, LambdaEvent};
 use shared::batch::BatchProcessor;
-use shared::dead_letter::{DeadLetterSink, SqsDeadLetterQueue};
+use shared::dead_letter::SqsDeadLetterQueue;
 use shared::ordering::DynamoOrderingGuard;
 use shared::startup::Startup;
 
@@ -16,7 +14,7 @@ async fn main() -> Result<(), Error> {
     let Startup { config, sdk, metrics, deadlines } =
         shared::startup::init("cognito-attribute-sync", cognito_attribute_sync::config::TIMEOUT, Config::from_env).await?;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let dead_letters = config.dead_letter_queue_url.map(|url| Arc::new(SqsDeadLetterQueue::new(sqs.clone(), url)) as Arc<dyn DeadLetterSink>);
+    let dead_letters = SqsDeadLetterQueue::from_setting(&sqs, config.dead_letter_queue_url);
     let directory = CognitoDirectory::new(aws_sdk_cognitoidentityprovider::Client::new(&sdk), config.user_pool_id);
     let guard = DynamoOrderingGuard::new(aws_sdk_dynamodb::Client::new(&sdk), config.ordering_table);
     let pace = CognitoPace::new(config.user_updates_per_second);

@@ -21,18 +21,17 @@ use shared::pacer::Pacer;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
+use crate::deadline::ANSWER_SLACK;
 use crate::delivery::{Delivery, Outcome, Stop};
 use crate::fanout::{list_for, Fanout, Task};
+use crate::idempotency::IdempotencyStore;
 use crate::notification::PublishHistory;
-use crate::ports::{FanoutQueue, IdempotencyStore, Mailer, Recipient, SenderRegistry, UserSource};
+use crate::ports::{FanoutQueue, Mailer, Recipient, UserSource};
 use crate::recipients::{IndexBuilder, SubscriberCache, SubscriberIndex, CACHE_MAX_RECIPIENTS};
+use crate::send_rate::SenderRegistry;
 
 /// Records handled at once.
 pub const RECORD_CONCURRENCY: usize = 5;
-/// The invocation's deadline less this is when no send may start; what is still running `ANSWER_SLACK` later is
-/// given up, leaving a second to answer before Lambda's deadline.
-pub const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
-pub const ANSWER_SLACK: Duration = Duration::from_secs(2);
 /// A row with at most this many recipients is emailed by its own invocation; a larger one fans out.
 pub const DIRECT_RECIPIENTS: usize = 50;
 /// The longest a batch of rows lists the pool before handing the listing on to the fan-out queue, so the rows
@@ -295,11 +294,12 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore, Q: FanoutQueue, R: SenderReg
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::{RetryPolicy, SendBudget, UnsubscribeLinks};
-    use crate::idempotency::tests::MemoryStore;
+    use crate::delivery::{RetryPolicy, UnsubscribeLinks};
+    use crate::idempotency::memory::MemoryStore;
     use crate::idempotency::{notification_key, DEFAULT_RECORD_TTL, STATUS_IN_PROGRESS};
     use crate::notification::EmailTemplates;
     use crate::ports::{OutgoingEmail, PoolUser, SendError, UserPage};
+    use crate::send_rate::SendBudget;
     use async_trait::async_trait;
     use serde_json::json;
     use shared::testing::{sns_envelope, sqs_event, sqs_record};

@@ -1,17 +1,17 @@
-use std::sync::Arc;
-
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent};
-use publish_history_email::aws::{CognitoUserSource, DynamoIdempotency, DynamoSenderRegistry, SesMailer, SqsFanoutQueue};
 use publish_history_email::config::Config;
-use publish_history_email::delivery::{Delivery, SendBudget, UnsubscribeLinks};
-use publish_history_email::handler::{Notifier, NotifierSettings, DEADLINE_MARGIN, RECORD_CONCURRENCY};
-use publish_history_email::idempotency::NoIdempotency;
+use publish_history_email::deadline::DEADLINE_MARGIN;
+use publish_history_email::delivery::{Delivery, UnsubscribeLinks};
+use publish_history_email::handler::{Notifier, NotifierSettings, RECORD_CONCURRENCY};
+use publish_history_email::idempotency::{dynamodb::DynamoIdempotency, IdempotencyStore, NoIdempotency};
 use publish_history_email::notification::EmailTemplates;
-use publish_history_email::ports::{IdempotencyStore, SenderRegistry};
+use publish_history_email::send_rate::{dynamodb::DynamoSenderRegistry, SendBudget, SenderRegistry};
+use publish_history_email::ses::SesMailer;
+use publish_history_email::sqs::SqsFanoutQueue;
 use shared::batch::BatchProcessor;
-use shared::config::ConfigError;
-use shared::dead_letter::{DeadLetterSink, SqsDeadLetterQueue};
+use shared::dead_letter::SqsDeadLetterQueue;
+use shared::directory::CognitoDirectory;
 use shared::startup::Startup;
 
 #[tokio::main(flavor = "current_thread")]
@@ -20,7 +20,7 @@ async fn main() -> Result<(), Error> {
         shared::startup::init("publish-history-email", publish_history_email::config::TIMEOUT, Config::from_env).await?;
     let templates = EmailTemplates::new(config.app_base_url.clone())?;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let dead_letters = config.dead_letter_queue_url.map(|url| Arc::new(SqsDeadLetterQueue::new(sqs.clone(), url)) as Arc<dyn DeadLetterSink>);
+    let dead_letters = SqsDeadLetterQueue::from_setting(&sqs, config.dead_letter_queue_url);
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     let (store, registry): (Box<dyn IdempotencyStore>, Option<Box<dyn SenderRegistry>>) = match &config.idempotency_table {
         Some(table) => (
@@ -37,9 +37,8 @@ async fn main() -> Result<(), Error> {
     // The signing key, once per cold start: a SecureString, decrypted by SSM.
     let unsubscribe = match &config.unsubscribe {
         Some(settings) => {
-            let value = shared::secrets::read_secret_for(&aws_sdk_ssm::Client::new(&sdk), "UNSUBSCRIBE_KEY_PARAMETER", &settings.key_parameter).await?;
-            let key = shared::unsubscribe::SigningKey::new(&value)
-                .map_err(|reason| ConfigError::invalid("UNSUBSCRIBE_KEY_PARAMETER", &settings.key_parameter, reason))?;
+            let ssm = aws_sdk_ssm::Client::new(&sdk);
+            let key = shared::unsubscribe::read_signing_key(&ssm, "UNSUBSCRIBE_KEY_PARAMETER", &settings.key_parameter).await?;
             Some(UnsubscribeLinks { base_url: settings.url.clone(), key, sender: config.sender_address.clone() })
         }
         None => {
@@ -60,7 +59,7 @@ async fn main() -> Result<(), Error> {
         None => delivery,
     };
     let notifier = Notifier::new(
-        CognitoUserSource::new(aws_sdk_cognitoidentityprovider::Client::new(&sdk), config.user_pool_id),
+        CognitoDirectory::new(aws_sdk_cognitoidentityprovider::Client::new(&sdk), config.user_pool_id),
         delivery,
         SqsFanoutQueue::new(sqs, config.fanout_queue_url),
         NotifierSettings {

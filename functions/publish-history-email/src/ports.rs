@@ -1,7 +1,7 @@
 //! The ports of the handler and the values they carry: who is in the pool, how an email is sent, where the once-only
 //! records live, how work is handed on to the function's own fan-out queue, and how instances share the send rate.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -95,66 +95,9 @@ pub trait Mailer: Send + Sync {
     async fn send(&self, email: &OutgoingEmail, timeout: Duration) -> Result<String, SendError>;
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
-    /// Ours to send.
-    Acquired,
-    /// Sent (or rejected for good) before: skip.
-    AlreadyCompleted,
-    /// Another invocation is sending it right now, or crashed less than its deadline ago: try again later.
-    InProgress,
-}
-
-/// The most records one [`IdempotencyStore::complete`] writes: DynamoDB's `BatchWriteItem` takes 25.
-pub const COMPLETE_BATCH: usize = 25;
-
-/// The records a completion could not write, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unwritten {
-    pub keys: Vec<String>,
-    pub error: String,
-}
-
-#[async_trait]
-pub trait IdempotencyStore: Send + Sync {
-    async fn claim(&self, key: &str, in_progress_until: SystemTime) -> Result<Claim, String>;
-    /// Completes the records of `completed` (key, outcome), at most [`COMPLETE_BATCH`] distinct keys, in one write.
-    async fn complete(&self, completed: &[(String, String)]) -> Result<(), Unwritten>;
-    /// Gives a claim back after a failed send, so the next delivery may send.
-    async fn release(&self, key: &str) -> Result<(), String>;
-}
-
-#[async_trait]
-impl<T: IdempotencyStore + ?Sized> IdempotencyStore for Box<T> {
-    async fn claim(&self, key: &str, in_progress_until: SystemTime) -> Result<Claim, String> {
-        (**self).claim(key, in_progress_until).await
-    }
-    async fn complete(&self, completed: &[(String, String)]) -> Result<(), Unwritten> {
-        (**self).complete(completed).await
-    }
-    async fn release(&self, key: &str) -> Result<(), String> {
-        (**self).release(key).await
-    }
-}
-
 /// The function's own fan-out queue (`FANOUT_QUEUE_URL`).
 #[async_trait]
 pub trait FanoutQueue: Send + Sync {
     /// Queues one task message, visible after `delay` (at most 15 minutes).
     async fn hand_on(&self, body: String, delay: Duration) -> Result<(), String>;
-}
-
-/// Who is sending right now, so that the instances share the account's send rate.
-#[async_trait]
-pub trait SenderRegistry: Send + Sync {
-    /// Records `instance` as sending until `until` and forgets the `lapsed` entries; returns every entry, with the
-    /// time each one sends until.
-    async fn renew(&self, instance: &str, until: SystemTime, lapsed: &[String]) -> Result<Vec<(String, SystemTime)>, String>;
-}
-
-#[async_trait]
-impl<T: SenderRegistry + ?Sized> SenderRegistry for Box<T> {
-    async fn renew(&self, instance: &str, until: SystemTime, lapsed: &[String]) -> Result<Vec<(String, SystemTime)>, String> {
-        (**self).renew(instance, until, lapsed).await
-    }
 }

@@ -31,11 +31,6 @@ impl PoolUser {
     }
 }
 
-/// `custom:subPublishHistory`: `true`, `1` or `yes`, any case.
-pub fn is_true_flag(value: &str) -> bool {
-    ["true", "1", "yes"].iter().any(|t| t.eq_ignore_ascii_case(value.trim()))
-}
-
 /// Eligible recipients by tenant.
 pub type SubscriberIndex = HashMap<String, Vec<Recipient>>;
 
@@ -119,16 +114,6 @@ mod tests {
             enabled: true,
             confirmed: true,
             email_verified: true,
-        }
-    }
-
-    #[test]
-    fn flag_values() {
-        for yes in ["true", "TRUE", "1", "yes", "Yes "] {
-            assert!(is_true_flag(yes), "{yes}");
-        }
-        for no in ["false", "0", "no", "", "y"] {
-            assert!(!is_true_flag(no), "{no}");
         }
     }
 

@@ -258,7 +258,7 @@ async fn a_batch_mixing_good_and_poison_records_sends_the_good_and_dead_letters_
 
 /// The once-only records of the idempotency table (without the send-rate registry's item, which it holds too).
 async fn once_only_records(stack: &Stack) -> Vec<std::collections::HashMap<String, AttributeValue>> {
-    let registry = publish_history_email::aws::SENDERS_KEY;
+    let registry = publish_history_email::send_rate::dynamodb::SENDERS_KEY;
     scan_all(&stack.dynamodb, TABLE).await.into_iter().filter(|item| item["id"].as_s().map(String::as_str) != Ok(registry)).collect()
 }
 

@@ -12,7 +12,7 @@ use shared::metrics::Metrics;
 use tokio::time::Instant;
 
 use crate::feedback::{parse, Notification};
-use crate::ports::{DirectoryError, Recipients};
+use shared::subscriptions::{DirectoryError, SubscriberKey, Subscriptions};
 
 /// Records handled at once: feedback is a trickle, and each record costs Cognito one ListUsers (30 a second for the
 /// whole account) and at most one update per recipient.
@@ -23,7 +23,7 @@ pub struct FeedbackHandler<R> {
     metrics: Arc<Metrics>,
 }
 
-impl<R: Recipients> FeedbackHandler<R> {
+impl<R: Subscriptions> FeedbackHandler<R> {
     pub fn new(recipients: R, metrics: Arc<Metrics>) -> Self {
         Self { recipients, metrics }
     }
@@ -56,7 +56,7 @@ impl<R: Recipients> FeedbackHandler<R> {
         let masked = mask_email(address);
         let (tenant, row) = (notification.tags.get("tenant").map(String::as_str), notification.tags.get("row").map(String::as_str));
         let feedback = notification.feedback.describe();
-        let recipient = match self.recipients.find(address).await {
+        let recipient = match self.recipients.find(SubscriberKey::Email(address)).await {
             Ok(Some(recipient)) => recipient,
             Ok(None) => {
                 tracing::warn!(recipient = %masked, feedback = %feedback, tenant = ?tenant, row = ?row, "feedback for an address not in the pool; counted");
@@ -85,34 +85,9 @@ impl<R: Recipients> FeedbackHandler<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::Recipient;
-    use async_trait::async_trait;
     use serde_json::json;
+    use shared::subscriptions::memory::MemorySubscriptions;
     use shared::testing::{sqs_event, sqs_record};
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    struct FakePool {
-        users: Mutex<HashMap<String, bool>>,
-        writes: Mutex<Vec<String>>,
-        unavailable: bool,
-    }
-
-    #[async_trait]
-    impl Recipients for Arc<FakePool> {
-        async fn find(&self, address: &str) -> Result<Option<Recipient>, DirectoryError> {
-            if self.unavailable {
-                return Err(DirectoryError::Unavailable("TooManyRequestsException after retries".into()));
-            }
-            Ok(self.users.lock().unwrap().get(address).map(|subscribed| Recipient { username: address.to_owned(), subscribed: *subscribed }))
-        }
-        async fn unsubscribe(&self, username: &str) -> Result<(), DirectoryError> {
-            self.writes.lock().unwrap().push(username.to_owned());
-            self.users.lock().unwrap().insert(username.to_owned(), false);
-            Ok(())
-        }
-    }
 
     fn envelope(message: serde_json::Value) -> String {
         json!({"Type": "Notification", "MessageId": "n-1", "TopicArn": "arn:aws:sns:eu-west-1:123456789012:dev-ses-feedback", "Message": message.to_string(), "Timestamp": "2026-12-01T10:00:00.000Z"}).to_string()
@@ -124,9 +99,9 @@ mod tests {
         )
     }
 
-    fn handler(users: &[(&str, bool)]) -> (FeedbackHandler<Arc<FakePool>>, Arc<FakePool>) {
-        let pool = Arc::new(FakePool::default());
-        pool.users.lock().unwrap().extend(users.iter().map(|(a, s)| (a.to_string(), *s)));
+    fn handler(users: &[(&str, bool)]) -> (FeedbackHandler<Arc<MemorySubscriptions>>, Arc<MemorySubscriptions>) {
+        let pool = Arc::new(MemorySubscriptions::default());
+        users.iter().for_each(|(address, subscribed)| pool.add(address, *subscribed));
         (FeedbackHandler::new(pool.clone(), Arc::new(Metrics::new("Test", "ses-feedback"))), pool)
     }
 
@@ -135,27 +110,27 @@ mod tests {
         let (h, pool) = handler(&[("ada@example.com", true)]);
         h.handle_record(sqs_record("m1", &complaint("ada@example.com"))).await.unwrap();
         h.handle_record(sqs_record("m1", &complaint("ada@example.com"))).await.unwrap();
-        assert_eq!(*pool.writes.lock().unwrap(), vec!["ada@example.com"]);
-        assert!(!pool.users.lock().unwrap()["ada@example.com"]);
+        assert_eq!(pool.writes(), ["unsubscribe ada@example.com"]);
+        assert_eq!(pool.is_subscribed("ada@example.com"), Some(false));
     }
 
     #[tokio::test]
     async fn an_unknown_address_is_counted_and_a_malformed_record_is_poison_alone() {
         let (h, pool) = handler(&[("ada@example.com", true)]);
         h.handle_record(sqs_record("m1", &complaint("nobody@example.com"))).await.unwrap();
-        assert!(pool.writes.lock().unwrap().is_empty());
+        assert!(pool.writes().is_empty());
         let processor = BatchProcessor::new(CONCURRENCY, None);
         let event = sqs_event(vec![sqs_record("bad", "{oops"), sqs_record("good", &complaint("ada@example.com"))]);
         let response = h.handle_batch(&processor, event, Instant::now() + Duration::from_secs(10)).await;
         let failed: Vec<String> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
         assert_eq!(failed, vec!["bad"], "without a dead-letter queue the poison comes back for the queue's redrive");
-        assert_eq!(*pool.writes.lock().unwrap(), vec!["ada@example.com"]);
+        assert_eq!(pool.writes(), ["unsubscribe ada@example.com"]);
     }
 
     #[tokio::test]
     async fn cognito_unavailable_hands_the_record_back() {
-        let pool = Arc::new(FakePool { unavailable: true, ..Default::default() });
-        let h = FeedbackHandler::new(pool, Arc::new(Metrics::new("Test", "ses-feedback")));
+        let (h, pool) = handler(&[("ada@example.com", true)]);
+        *pool.unavailable.lock().unwrap() = true;
         assert!(matches!(h.handle_record(sqs_record("m1", &complaint("ada@example.com"))).await, Err(RecordError::Transient(_))));
     }
 }

@@ -1,19 +1,16 @@
-use std::sync::Arc;
-
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent};
-use ses_feedback::aws::CognitoDirectory;
 use ses_feedback::config::Config;
 use ses_feedback::handler::{FeedbackHandler, CONCURRENCY};
 use shared::batch::BatchProcessor;
-use shared::dead_letter::{DeadLetterSink, SqsDeadLetterQueue};
+use shared::dead_letter::SqsDeadLetterQueue;
+use shared::directory::CognitoDirectory;
 use shared::startup::Startup;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let Startup { config, sdk, metrics, deadlines } = shared::startup::init("ses-feedback", ses_feedback::config::TIMEOUT, Config::from_env).await?;
-    let dead_letters =
-        config.dead_letter_queue_url.map(|url| Arc::new(SqsDeadLetterQueue::new(aws_sdk_sqs::Client::new(&sdk), url)) as Arc<dyn DeadLetterSink>);
+    let dead_letters = SqsDeadLetterQueue::from_setting(&aws_sdk_sqs::Client::new(&sdk), config.dead_letter_queue_url);
     let directory = CognitoDirectory::new(aws_sdk_cognitoidentityprovider::Client::new(&sdk), config.user_pool_id);
     let handler = FeedbackHandler::new(directory, metrics.clone());
     let processor = BatchProcessor::new(CONCURRENCY, dead_letters);

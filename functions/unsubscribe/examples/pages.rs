@@ -1,31 +1,12 @@
 //! Writes the unsubscribe endpoint's pages, as a recipient sees them, to HTML files in a folder, to look at in a
 //! browser (the screenshots in its README are these at 375 px): `cargo run -p unsubscribe --example pages -- <dir>`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use shared::metrics::Metrics;
+use shared::subscriptions::memory::{MemorySubscriptions, MemoryUser};
 use shared::unsubscribe::SigningKey;
 use unsubscribe::handler::Unsubscriber;
-use unsubscribe::ports::{Subscriber, Subscriptions};
-
-/// One subscribed user whose flag the pages flip.
-struct OneUser(Mutex<bool>);
-
-#[async_trait]
-impl Subscriptions for OneUser {
-    async fn find(&self, _sub: &str) -> Result<Option<Subscriber>, String> {
-        Ok(Some(Subscriber { username: "user".into(), subscribed: *self.0.lock().unwrap() }))
-    }
-    async fn unsubscribe(&self, _username: &str) -> Result<(), String> {
-        *self.0.lock().unwrap() = false;
-        Ok(())
-    }
-    async fn resubscribe(&self, _username: &str) -> Result<(), String> {
-        *self.0.lock().unwrap() = true;
-        Ok(())
-    }
-}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -34,7 +15,10 @@ async fn main() {
     let key = SigningKey::new(&"e".repeat(64)).expect("a key");
     let now = chrono::Utc::now().timestamp();
     let token = key.sign("sub", "tenant", now);
-    let pages = Unsubscriber::new(OneUser(Mutex::new(true)), key, None, "Navlab", Arc::new(Metrics::new("Example", "unsubscribe")));
+    // One subscribed user whose flag the pages flip.
+    let pool = MemorySubscriptions::default();
+    pool.users.lock().unwrap().push(MemoryUser { username: "user".into(), email: "user@example.com".into(), sub: "sub".into(), subscribed: true });
+    let pages = Unsubscriber::new(pool, key, None, "Navlab", Arc::new(Metrics::new("Example", "unsubscribe")));
     for (name, method, body) in [
         ("unsubscribe-page", "GET", ""),
         ("unsubscribed-page", "POST", "List-Unsubscribe=One-Click"),

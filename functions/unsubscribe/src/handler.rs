@@ -12,7 +12,7 @@ use shared::logging::mask_email;
 use shared::metrics::Metrics;
 use shared::unsubscribe::{verify, SigningKey, TokenError, Unsubscription};
 
-use crate::ports::{Subscriber, Subscriptions};
+use shared::subscriptions::{Subscriber, SubscriberKey, Subscriptions};
 
 /// What the function answers; `main.rs` turns it into the HTTP response with the page headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,13 +148,13 @@ impl<S: Subscriptions> Unsubscriber<S> {
     /// Brings the user's flag to `subscribed`: one write at most, none when it is so already.
     async fn set(&self, unsubscription: &Unsubscription, token: &str, subscribed: bool) -> Page {
         let done = || self.done(token, subscribed);
-        let user = match self.subscriptions.find(&unsubscription.sub).await {
+        let user = match self.subscriptions.find(SubscriberKey::Sub(&unsubscription.sub)).await {
             Ok(Some(user)) => user,
             Ok(None) => {
                 tracing::info!(tenant = %unsubscription.tenant, subscribed, "a link of a user no longer in the pool; nothing to do");
                 return self.page(200, "You are unsubscribed", "<p>This account no longer receives any email from us.</p>");
             }
-            Err(error) => return self.unavailable(&error),
+            Err(error) => return self.unavailable(&error.to_string()),
         };
         if user.subscribed == subscribed {
             tracing::info!(user = %mask_email(&user.username), subscribed, "the flag is so already; no write");
@@ -170,7 +170,7 @@ impl<S: Subscriptions> Unsubscriber<S> {
                 self.metrics.count(metric, 1);
                 done()
             }
-            Err(error) => self.unavailable(&error),
+            Err(error) => self.unavailable(&error.to_string()),
         }
     }
 
@@ -201,65 +201,41 @@ impl<S: Subscriptions> Unsubscriber<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::Subscriber;
-    use async_trait::async_trait;
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex};
+    use shared::subscriptions::memory::{MemorySubscriptions, MemoryUser};
+    use std::sync::Arc;
 
     const NOW: i64 = 1_795_000_000;
-
-    #[derive(Default)]
-    struct FakePool {
-        users: Mutex<HashMap<String, Subscriber>>,
-        writes: Mutex<Vec<String>>,
-    }
-
-    #[async_trait]
-    impl Subscriptions for Arc<FakePool> {
-        async fn find(&self, sub: &str) -> Result<Option<Subscriber>, String> {
-            Ok(self.users.lock().unwrap().get(sub).cloned())
-        }
-        async fn unsubscribe(&self, username: &str) -> Result<(), String> {
-            self.writes.lock().unwrap().push(username.to_owned());
-            self.users.lock().unwrap().values_mut().filter(|u| u.username == username).for_each(|u| u.subscribed = false);
-            Ok(())
-        }
-        async fn resubscribe(&self, username: &str) -> Result<(), String> {
-            self.writes.lock().unwrap().push(format!("resubscribe {username}"));
-            self.users.lock().unwrap().values_mut().filter(|u| u.username == username).for_each(|u| u.subscribed = true);
-            Ok(())
-        }
-    }
 
     fn key(c: char) -> SigningKey {
         SigningKey::new(&c.to_string().repeat(64)).unwrap()
     }
 
-    fn unsubscriber(pool: &Arc<FakePool>, previous: Option<SigningKey>) -> Unsubscriber<Arc<FakePool>> {
-        pool.users.lock().unwrap().insert("sub-ada".into(), Subscriber { username: "ada-username".into(), subscribed: true });
+    fn unsubscriber(pool: &Arc<MemorySubscriptions>, previous: Option<SigningKey>) -> Unsubscriber<Arc<MemorySubscriptions>> {
+        let ada = MemoryUser { username: "ada-username".into(), email: "ada@example.com".into(), sub: "sub-ada".into(), subscribed: true };
+        pool.users.lock().unwrap().push(ada);
         Unsubscriber::new(pool.clone(), key('a'), previous, "Navlab", Arc::new(Metrics::new("Test", "unsubscribe")))
     }
 
     #[tokio::test]
     async fn a_one_click_post_unsubscribes_once_and_a_get_changes_nothing() {
-        let pool = Arc::new(FakePool::default());
+        let pool = Arc::new(MemorySubscriptions::default());
         let u = unsubscriber(&pool, None);
         let token = key('a').sign("sub-ada", "acme", NOW);
         let get = u.handle("GET", Some(&token), "", NOW).await;
         assert_eq!(get.status, 200);
         assert!(get.html.contains("method=\"post\"") && get.html.contains(&format!("action=\"?token={token}\"")), "{}", get.html);
-        assert!(pool.writes.lock().unwrap().is_empty(), "a GET wrote");
+        assert!(pool.writes().is_empty(), "a GET wrote");
         let post = u.handle("POST", Some(&token), "List-Unsubscribe=One-Click", NOW).await;
         assert_eq!(post.status, 200);
-        assert_eq!(*pool.writes.lock().unwrap(), vec!["ada-username"]);
+        assert_eq!(*pool.writes(), vec!["unsubscribe ada-username"]);
         let again = u.handle("POST", Some(&token), "List-Unsubscribe=One-Click", NOW).await;
         assert_eq!(again.status, 200, "idempotent");
-        assert_eq!(pool.writes.lock().unwrap().len(), 1, "an unsubscribed user gets no second write");
+        assert_eq!(pool.writes().len(), 1, "an unsubscribed user gets no second write");
     }
 
     #[tokio::test]
     async fn bad_tokens_reveal_nothing_and_write_nothing() {
-        let pool = Arc::new(FakePool::default());
+        let pool = Arc::new(MemorySubscriptions::default());
         let u = unsubscriber(&pool, None);
         for token in [None, Some(""), Some("junk"), Some(key('b').sign("sub-ada", "acme", NOW)).as_deref().map(|_| "x.y")] {
             let refused = u.handle("POST", token, "List-Unsubscribe=One-Click", NOW).await;
@@ -269,40 +245,40 @@ mod tests {
         let refused = u.handle("POST", Some(&forged), "List-Unsubscribe=One-Click", NOW).await;
         assert_eq!(refused.status, 400);
         assert!(!refused.html.contains("sub-ada") && !refused.html.contains("acme") && !refused.html.contains(&forged), "{}", refused.html);
-        assert!(pool.writes.lock().unwrap().is_empty());
+        assert!(pool.writes().is_empty());
     }
 
     #[tokio::test]
     async fn other_methods_get_405_and_the_previous_key_still_works() {
-        let pool = Arc::new(FakePool::default());
+        let pool = Arc::new(MemorySubscriptions::default());
         let u = unsubscriber(&pool, Some(key('z')));
         let put = u.handle("PUT", None, "", NOW).await;
         assert_eq!((put.status, put.allow), (405, Some("GET, POST")));
         let old = key('z').sign("sub-ada", "acme", NOW);
         assert_eq!(u.handle("POST", Some(&old), "List-Unsubscribe=One-Click", NOW).await.status, 200);
-        assert_eq!(pool.writes.lock().unwrap().len(), 1);
+        assert_eq!(pool.writes().len(), 1);
     }
 
     #[tokio::test]
     async fn a_user_no_longer_in_the_pool_is_unsubscribed_already() {
-        let pool = Arc::new(FakePool::default());
+        let pool = Arc::new(MemorySubscriptions::default());
         let u = unsubscriber(&pool, None);
         let gone = key('a').sign("sub-gone", "acme", NOW);
         let answer = u.handle("POST", Some(&gone), "List-Unsubscribe=One-Click", NOW).await;
         assert_eq!(answer.status, 200);
         assert!(answer.html.contains("You are unsubscribed"));
-        assert!(pool.writes.lock().unwrap().is_empty());
+        assert!(pool.writes().is_empty());
     }
 
-    fn subscribed(pool: &Arc<FakePool>) -> bool {
-        pool.users.lock().unwrap()["sub-ada"].subscribed
+    fn subscribed(pool: &Arc<MemorySubscriptions>) -> bool {
+        pool.is_subscribed("ada-username").expect("ada in the pool")
     }
 
     /// Unsubscribe, subscribe again from the confirmation page, unsubscribe again: one write each, each repeated
     /// POST idempotent, and each confirmation offers the way back.
     #[tokio::test]
     async fn subscribe_again_writes_once_and_unsubscribing_again_works() {
-        let pool = Arc::new(FakePool::default());
+        let pool = Arc::new(MemorySubscriptions::default());
         let u = unsubscriber(&pool, None);
         let token = key('a').sign("sub-ada", "acme", NOW);
         let unsubscribed = u.handle("POST", Some(&token), "List-Unsubscribe=One-Click", NOW).await;
@@ -312,10 +288,10 @@ mod tests {
         assert!(again.html.contains("You are subscribed again") && again.html.contains("value=\"One-Click\""), "{}", again.html);
         assert!(subscribed(&pool));
         assert_eq!(u.handle("POST", Some(&token), "action=resubscribe", NOW).await.status, 200, "idempotent");
-        assert_eq!(*pool.writes.lock().unwrap(), vec!["ada-username".to_owned(), "resubscribe ada-username".to_owned()], "no second write");
+        assert_eq!(*pool.writes(), vec!["unsubscribe ada-username".to_owned(), "resubscribe ada-username".to_owned()], "no second write");
         assert_eq!(u.handle("POST", Some(&token), "List-Unsubscribe=One-Click", NOW).await.status, 200);
         assert!(!subscribed(&pool));
-        assert_eq!(pool.writes.lock().unwrap().len(), 3);
+        assert_eq!(pool.writes().len(), 3);
         let metrics = u.metrics.take_document().unwrap();
         assert_eq!(
             (metrics["Unsubscribed"].as_f64(), metrics["Resubscribed"].as_f64(), metrics["AlreadySubscribed"].as_f64()),
@@ -327,9 +303,9 @@ mod tests {
     /// asks at once) write nothing.
     #[tokio::test]
     async fn subscribe_again_needs_the_signed_token_a_post_and_the_named_action() {
-        let pool = Arc::new(FakePool::default());
+        let pool = Arc::new(MemorySubscriptions::default());
         let u = unsubscriber(&pool, None);
-        pool.users.lock().unwrap().get_mut("sub-ada").unwrap().subscribed = false;
+        pool.users.lock().unwrap()[0].subscribed = false;
         let token = key('a').sign("sub-ada", "acme", NOW);
         let forged = key('b').sign("sub-ada", "acme", NOW);
         assert_eq!(u.handle("POST", Some(&forged), "action=resubscribe", NOW).await.status, 400);
@@ -339,7 +315,7 @@ mod tests {
         for body in ["", "action=subscribe", "action=resubscribe-all", "x=action=resubscribe", "action=resubscribe&List-Unsubscribe=One-Click"] {
             assert_eq!(u.handle("POST", Some(&token), body, NOW).await.status, 400, "{body:?}");
         }
-        assert!(pool.writes.lock().unwrap().is_empty(), "{:?}", pool.writes.lock().unwrap());
+        assert!(pool.writes().is_empty(), "{:?}", pool.writes());
         assert!(!subscribed(&pool));
     }
 
@@ -348,7 +324,7 @@ mod tests {
     /// recipient.
     #[tokio::test]
     async fn the_pages_fit_a_phone_name_the_product_and_load_nothing() {
-        let pool = Arc::new(FakePool::default());
+        let pool = Arc::new(MemorySubscriptions::default());
         let u = unsubscriber(&pool, None);
         let token = key('a').sign("sub-ada", "acme", NOW);
         let pages = [

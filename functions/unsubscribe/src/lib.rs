@@ -1,7 +1,6 @@
 //! unsubscribe: the one-click unsubscribe endpoint (RFC 8058) of the publish-history email, behind a Lambda
-//! Function URL. `handler` is the behaviour over the port of [`ports`]; [`aws`] is its Cognito adapter.
+//! Function URL. `handler` is the behaviour over the subscription port it shares with ses-feedback
+//! (`shared::subscriptions`, whose Cognito adapter it runs with).
 
-pub mod aws;
 pub mod config;
 pub mod handler;
-pub mod ports;

@@ -1,17 +1,9 @@
 use lambda_http::{service_fn, Body, Error, Request, RequestExt, Response};
-use shared::config::ConfigError;
-use shared::secrets::read_secret_for;
+use shared::directory::CognitoDirectory;
 use shared::startup::Startup;
-use shared::unsubscribe::SigningKey;
-use unsubscribe::aws::CognitoDirectory;
+use shared::unsubscribe::read_signing_key;
 use unsubscribe::config::Config;
 use unsubscribe::handler::{Page, Unsubscriber, CONTENT_SECURITY_POLICY};
-
-/// A signing key from its SSM parameter, once per cold start; errors name the variable.
-async fn key(ssm: &aws_sdk_ssm::Client, variable: &str, name: &str) -> Result<SigningKey, ConfigError> {
-    let value = read_secret_for(ssm, variable, name).await?;
-    SigningKey::new(&value).map_err(|reason| ConfigError::invalid(variable, name, reason))
-}
 
 fn response(page: Page) -> Result<Response<Body>, Error> {
     let mut builder = Response::builder()
@@ -31,9 +23,9 @@ fn response(page: Page) -> Result<Response<Body>, Error> {
 async fn main() -> Result<(), Error> {
     let Startup { config, sdk, metrics, .. } = shared::startup::init("unsubscribe", unsubscribe::config::TIMEOUT, Config::from_env).await?;
     let ssm = aws_sdk_ssm::Client::new(&sdk);
-    let current = key(&ssm, "UNSUBSCRIBE_KEY_PARAMETER", &config.key_parameter).await?;
+    let current = read_signing_key(&ssm, "UNSUBSCRIBE_KEY_PARAMETER", &config.key_parameter).await?;
     let previous = match &config.previous_key_parameter {
-        Some(name) => Some(key(&ssm, "UNSUBSCRIBE_PREVIOUS_KEY_PARAMETER", name).await?),
+        Some(name) => Some(read_signing_key(&ssm, "UNSUBSCRIBE_PREVIOUS_KEY_PARAMETER", name).await?),
         None => None,
     };
     let subscriptions = CognitoDirectory::new(aws_sdk_cognitoidentityprovider::Client::new(&sdk), config.user_pool_id);

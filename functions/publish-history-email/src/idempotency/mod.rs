@@ -8,6 +8,12 @@
 //!
 //! Table: partition key `id` (String), TTL attribute `expiration` (epoch seconds), `status`, `in_progress_expiration`
 //! (epoch milliseconds) and `outcome`.
+//!
+//! Adapters: [`dynamodb`] (the table), [`NoIdempotency`] (no table: at least once), and `memory` for the tests.
+
+pub mod dynamodb;
+#[cfg(test)]
+pub(crate) mod memory;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
@@ -17,10 +23,52 @@ use sha2::{Digest, Sha256};
 
 use tokio::sync::oneshot;
 
-use crate::ports::{Claim, IdempotencyStore, SendError, Unwritten, COMPLETE_BATCH};
+use crate::ports::SendError;
 
 pub const STATUS_IN_PROGRESS: &str = "INPROGRESS";
 pub const STATUS_COMPLETED: &str = "COMPLETED";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Ours to send.
+    Acquired,
+    /// Sent (or rejected for good) before: skip.
+    AlreadyCompleted,
+    /// Another invocation is sending it right now, or crashed less than its deadline ago: try again later.
+    InProgress,
+}
+
+/// The most records one [`IdempotencyStore::complete`] writes: DynamoDB's `BatchWriteItem` takes 25.
+pub const COMPLETE_BATCH: usize = 25;
+
+/// The records a completion could not write, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unwritten {
+    pub keys: Vec<String>,
+    pub error: String,
+}
+
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    async fn claim(&self, key: &str, in_progress_until: SystemTime) -> Result<Claim, String>;
+    /// Completes the records of `completed` (key, outcome), at most [`COMPLETE_BATCH`] distinct keys, in one write.
+    async fn complete(&self, completed: &[(String, String)]) -> Result<(), Unwritten>;
+    /// Gives a claim back after a failed send, so the next delivery may send.
+    async fn release(&self, key: &str) -> Result<(), String>;
+}
+
+#[async_trait]
+impl<T: IdempotencyStore + ?Sized> IdempotencyStore for Box<T> {
+    async fn claim(&self, key: &str, in_progress_until: SystemTime) -> Result<Claim, String> {
+        (**self).claim(key, in_progress_until).await
+    }
+    async fn complete(&self, completed: &[(String, String)]) -> Result<(), Unwritten> {
+        (**self).complete(completed).await
+    }
+    async fn release(&self, key: &str) -> Result<(), String> {
+        (**self).release(key).await
+    }
+}
 
 /// The default of `IDEMPOTENCY_TTL_SECONDS`: 14 days (the longest an SQS queue, and so the dead-letter queue, keeps a
 /// message) plus one day for the redrive itself and the queue's own retries.
@@ -163,63 +211,9 @@ impl<I: IdempotencyStore> OnceOnly<I> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
+    use super::memory::MemoryStore;
     use super::*;
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-
-    /// Records as the DynamoDB adapter keeps them: an in-progress claim blocks others only until its invocation's
-    /// deadline, a completed record until it expires.
-    #[derive(Default)]
-    pub struct MemoryStore {
-        pub records: Mutex<HashMap<String, (&'static str, SystemTime)>>,
-        pub ttl: Duration,
-        /// Each completion write's round trip.
-        pub latency: Duration,
-        /// Each claim's round trip.
-        pub claim_latency: Mutex<Duration>,
-        /// The records each completion write took.
-        pub writes: Mutex<Vec<usize>>,
-    }
-
-    #[async_trait]
-    impl IdempotencyStore for std::sync::Arc<MemoryStore> {
-        async fn claim(&self, key: &str, in_progress_until: SystemTime) -> Result<Claim, String> {
-            let latency = *self.claim_latency.lock().unwrap();
-            tokio::time::sleep(latency).await;
-            let mut records = self.records.lock().unwrap();
-            let now = SystemTime::now();
-            match records.get(key) {
-                Some((STATUS_COMPLETED, expires)) if *expires > now => Ok(Claim::AlreadyCompleted),
-                Some((_, until)) if *until > now => Ok(Claim::InProgress),
-                _ => {
-                    records.insert(key.into(), (STATUS_IN_PROGRESS, in_progress_until));
-                    Ok(Claim::Acquired)
-                }
-            }
-        }
-        async fn complete(&self, completed: &[(String, String)]) -> Result<(), Unwritten> {
-            let mut keys: Vec<&str> = completed.iter().map(|(key, _)| key.as_str()).collect();
-            keys.sort_unstable();
-            keys.dedup();
-            assert!(keys.len() == completed.len() && keys.len() <= COMPLETE_BATCH, "a write DynamoDB refuses: {keys:?}");
-            self.writes.lock().unwrap().push(keys.len());
-            tokio::time::sleep(self.latency).await;
-            let expires = SystemTime::now() + self.ttl.max(Duration::from_secs(1));
-            let mut records = self.records.lock().unwrap();
-            keys.into_iter().for_each(|key| {
-                records.insert(key.into(), (STATUS_COMPLETED, expires));
-            });
-            Ok(())
-        }
-        async fn release(&self, key: &str) -> Result<(), String> {
-            let mut records = self.records.lock().unwrap();
-            if records.get(key).is_some_and(|(status, _)| *status == STATUS_IN_PROGRESS) {
-                records.remove(key);
-            }
-            Ok(())
-        }
-    }
 
     fn store() -> std::sync::Arc<MemoryStore> {
         std::sync::Arc::new(MemoryStore { ttl: DEFAULT_RECORD_TTL, ..Default::default() })
