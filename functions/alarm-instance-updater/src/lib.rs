@@ -4,11 +4,12 @@
 //!
 //! `trigger` turns the three kinds of input into one [`trigger::Trigger`]; `restriction` is the parameter's value and
 //! the pure decision of what it becomes; `handler` runs that decision over two ports (the parameter and the group),
-//! declared in `ports`, whose SDK adapters are in `aws`.
+//! declared in `ports`, whose SDK adapters are [`ssm`] and [`autoscaling`].
 
-pub mod aws;
+pub mod autoscaling;
 pub mod config;
 pub mod handler;
 pub mod ports;
 pub mod restriction;
+pub mod ssm;
 pub mod trigger;

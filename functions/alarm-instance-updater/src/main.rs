@@ -1,6 +1,7 @@
-use alarm_instance_updater::aws::{AutoScalingGroups, SsmParameter};
+use alarm_instance_updater::autoscaling::AutoScalingGroups;
 use alarm_instance_updater::config::Config;
 use alarm_instance_updater::handler::Updater;
+use alarm_instance_updater::ssm::SsmParameter;
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::Value;
 use shared::startup::Startup;

@@ -1,5 +1,5 @@
 use aws_lambda_events::event::sqs::SqsEvent;
-use cognito_attribute_sync::aws::CognitoDirectory;
+use cognito_attribute_sync::cognito::CognitoDirectory;
 use cognito_attribute_sync::config::Config;
 use cognito_attribute_sync::handler::{AttributeSync, CognitoPace, CONCURRENCY};
 use cognito_attribute_sync::queue::SqsHandOn;

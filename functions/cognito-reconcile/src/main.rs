@@ -1,4 +1,4 @@
-use cognito_reconcile::aws::PacedDirectory;
+use cognito_reconcile::cognito::PacedDirectory;
 use cognito_reconcile::config::Config;
 use cognito_reconcile::database::PostgresUsers;
 use cognito_reconcile::handler::Reconciler;

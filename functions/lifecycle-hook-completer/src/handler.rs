@@ -21,7 +21,7 @@ pub const HEARTBEAT_MARGIN: Duration = Duration::from_secs(30);
 /// How long a check may wait for its command's result, even when the event arrives after its deadline (a late
 /// redelivery or retry gets a real check, never a verdict without evidence), within the invocation's own deadline:
 /// SSM's own timeout of the command, and a last poll.
-pub const RESULT_WAIT: Duration = Duration::from_secs(crate::aws::COMMAND_TIMEOUT_SECONDS as u64 + 5);
+pub const RESULT_WAIT: Duration = Duration::from_secs(crate::ssm::COMMAND_TIMEOUT_SECONDS as u64 + 5);
 /// Kept back from the invocation's deadline to complete the action and answer.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 

@@ -3,10 +3,11 @@
 //! never receives traffic.
 //!
 //! `event` reads the lifecycle action from EventBridge, SNS or SQS; `handler` is the check-and-complete loop over
-//! two ports ([`ports::HealthProbe`], [`ports::LifecycleActions`]) whose SDK adapters are in `aws`.
+//! two ports ([`ports::HealthProbe`], [`ports::LifecycleActions`]) whose SDK adapters are [`ssm`] and [`autoscaling`].
 
-pub mod aws;
+pub mod autoscaling;
 pub mod config;
 pub mod event;
 pub mod handler;
 pub mod ports;
+pub mod ssm;

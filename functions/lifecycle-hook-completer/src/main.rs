@@ -2,9 +2,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use lambda_runtime::{Error, LambdaEvent};
-use lifecycle_hook_completer::aws::{AutoScalingLifecycle, SsmHealthProbe};
+use lifecycle_hook_completer::autoscaling::AutoScalingLifecycle;
 use lifecycle_hook_completer::config::Config;
 use lifecycle_hook_completer::handler::{summary, timeout_warning, Completer, DEADLINE_MARGIN};
+use lifecycle_hook_completer::ssm::SsmHealthProbe;
 use serde_json::Value;
 use shared::startup::Startup;
 
