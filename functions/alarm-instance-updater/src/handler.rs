@@ -205,3 +205,114 @@ fn contended_pause(attempt: u32) -> Duration {
 fn unavailable(error: String) -> FunctionError {
     FunctionError::new("DependencyUnavailable", error)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{MemoryGroups, MemoryParameter};
+    use crate::restriction::read_value;
+    use chrono::TimeZone;
+
+    const ALARM: &str = include_str!("../../../events/alarm-instance-updater/sns-alarm-cpu-high.json");
+    const OK: &str = include_str!("../../../events/alarm-instance-updater/sns-ok-cpu-high.json");
+    const DISK_FULL: &str = include_str!("../../../events/alarm-instance-updater/sns-alarm-disk-full.json");
+    const LAUNCHED: &str = include_str!("../../../events/alarm-instance-updater/eventbridge-launch-successful.json");
+
+    fn event(text: &str) -> Value {
+        serde_json::from_str(text).expect("a sample event")
+    }
+
+    /// A minute after the sample alarm's state change (10:01:30).
+    fn at(minute: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 21, 10, minute, 0).unwrap()
+    }
+
+    type TestUpdater = Updater<Arc<MemoryParameter>, Arc<MemoryGroups>>;
+
+    fn updater() -> (TestUpdater, Arc<MemoryParameter>, Arc<MemoryGroups>) {
+        let (parameter, groups) = (Arc::new(MemoryParameter::default()), Arc::new(MemoryGroups::default()));
+        let config = Config {
+            restriction_parameter: "/bg-removal/restriction".into(),
+            autoscaling_group_name: "workers".into(),
+            restrict_on_alarms: Some(vec!["cpu_high".into()]),
+            restriction_max: Duration::from_secs(900),
+        };
+        let updater = Updater::new(parameter.clone(), groups.clone(), config, Arc::new(Metrics::new("Test", "alarm-instance-updater")));
+        (updater, parameter, groups)
+    }
+
+    fn restricted(parameter: &MemoryParameter) -> bool {
+        read_value(parameter.latest().as_deref()).0.is_some_and(|r| r.restricted)
+    }
+
+    #[tokio::test]
+    async fn the_alarm_restricts_and_its_ok_lifts_only_once_the_group_has_settled() {
+        let (updater, parameter, groups) = updater();
+        *groups.state.lock().unwrap() = Some(GroupState { desired: 3, in_service: 2, pending: 1 });
+        let summary = updater.handle(&event(ALARM), at(2)).await.unwrap();
+        assert!(summary.written && restricted(&parameter), "{summary:?}");
+
+        let summary = updater.handle(&event(OK), at(9)).await.unwrap();
+        assert!(restricted(&parameter), "lifted while an instance is still launching: {summary:?}");
+        let again = updater.handle(&event(OK), at(10)).await.unwrap();
+        assert!(!again.written && restricted(&parameter), "a repeated OK decides nothing: {again:?}");
+
+        // The last launch finishes: the group has settled and the alarm is OK.
+        *groups.state.lock().unwrap() = Some(GroupState { desired: 3, in_service: 3, pending: 0 });
+        let summary = updater.handle(&event(LAUNCHED), at(11)).await.unwrap();
+        assert!(summary.written && !restricted(&parameter), "{summary:?}");
+    }
+
+    #[tokio::test]
+    async fn an_alarm_not_named_to_restrict_reads_once_describes_nothing_and_writes_nothing() {
+        let (updater, parameter, groups) = updater();
+        let summary = updater.handle(&event(DISK_FULL), at(2)).await.unwrap();
+        assert!(!summary.written, "{summary:?}");
+        assert_eq!((parameter.version_count(), *groups.described.lock().unwrap()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_replayed_alarm_writes_nothing_new() {
+        let (updater, parameter, groups) = updater();
+        *groups.state.lock().unwrap() = Some(GroupState { desired: 3, in_service: 2, pending: 1 });
+        updater.handle(&event(ALARM), at(2)).await.unwrap();
+        let versions = parameter.version_count();
+        let summary = updater.handle(&event(ALARM), at(2)).await.unwrap();
+        assert!(!summary.written, "{summary:?}");
+        assert_eq!(parameter.version_count(), versions);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_refused_while_another_instance_writes_is_decided_again_and_lands() {
+        let (updater, parameter, groups) = updater();
+        *groups.state.lock().unwrap() = Some(GroupState { desired: 3, in_service: 2, pending: 1 });
+        *parameter.contended.lock().unwrap() = 2;
+        let summary = updater.handle(&event(ALARM), at(2)).await.unwrap();
+        assert!(summary.written && restricted(&parameter));
+        assert_eq!(*parameter.contended.lock().unwrap(), 0, "both refusals met");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_parameter_refused_every_time_fails_the_invocation_for_lambdas_retry() {
+        let (updater, parameter, groups) = updater();
+        *groups.state.lock().unwrap() = Some(GroupState { desired: 3, in_service: 2, pending: 1 });
+        *parameter.contended.lock().unwrap() = u32::MAX;
+        let error = updater.handle(&event(ALARM), at(2)).await.unwrap_err();
+        assert!(format!("{error:?}").contains("DependencyUnavailable"), "{error:?}");
+        assert_eq!(parameter.version_count(), 0);
+    }
+
+    /// Another instance lifted the restriction between our read and our write of a fresh one: ours landed on top
+    /// of theirs, the decision made again from theirs still restricts, and nothing more is written.
+    #[tokio::test]
+    async fn a_write_landing_on_another_instances_lift_keeps_the_alarms_restriction() {
+        let (updater, parameter, groups) = updater();
+        *groups.state.lock().unwrap() = Some(GroupState { desired: 3, in_service: 2, pending: 1 });
+        let lifted = r#"{"restricted":false,"reason":"lifted by another instance"}"#;
+        *parameter.written_meanwhile.lock().unwrap() = Some(lifted.into());
+        updater.handle(&event(ALARM), at(2)).await.unwrap();
+        assert_eq!(parameter.version_count(), 2, "theirs, then ours: {:?}", parameter.versions.lock().unwrap());
+        assert_eq!(parameter.versions.lock().unwrap()[0], lifted, "the other instance's write came first");
+        assert!(restricted(&parameter), "the alarm's restriction was lost: {:?}", parameter.latest());
+    }
+}

@@ -9,6 +9,8 @@
 pub mod autoscaling;
 pub mod config;
 pub mod handler;
+#[cfg(test)]
+pub(crate) mod memory;
 pub mod ports;
 pub mod restriction;
 pub mod ssm;

@@ -364,3 +364,130 @@ fn differences(change: &UserChange, current: &std::collections::HashMap<String, 
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{MemoryPool, MemoryTable};
+    use shared::testing::{GuardItem, MemoryOrderingGuard};
+
+    type TestReconciler = Reconciler<Arc<MemoryPool>, Arc<MemoryOrderingGuard>>;
+
+    fn row(email: &str, first: &str, last: &str) -> UserRow {
+        UserRow { email: email.into(), first_name: Some(first.into()), last_name: Some(last.into()), tenant: Some("acme".into()), updated_at: None }
+    }
+
+    /// `users` rows, of which the pool has the first `in_line` as the table says and the rest with an old surname;
+    /// plus a row whose user is not in the pool.
+    fn stand(users: usize, in_line: usize, writes_per_second: f64) -> (TestReconciler, MemoryTable, Arc<MemoryPool>, Arc<MemoryOrderingGuard>) {
+        let (table, pool, guard) = (MemoryTable::default(), Arc::new(MemoryPool::default()), Arc::new(MemoryOrderingGuard::default()));
+        for i in 0..users {
+            let email = format!("user{i:03}@example.com");
+            table.insert(row(&email, "Ada", "Lovelace"));
+            let surname = if i < in_line { "Lovelace" } else { "Byron" };
+            pool.insert(&email, &[("given_name", "Ada"), ("family_name", surname), ("custom:_tenant", "acme")]);
+        }
+        table.insert(row("zz-not-in-pool@example.com", "Zed", "Zero"));
+        let reconciler = Reconciler::new(pool.clone(), guard.clone(), writes_per_second, Arc::new(Metrics::new("Test", "cognito-reconcile"))).with_page_size(7);
+        (reconciler, table, pool, guard)
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(300)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dry_run_reports_drift_and_the_missing_and_writes_nothing() {
+        let (reconciler, table, pool, _) = stand(20, 15, 10.0);
+        let summary = reconciler.run(Request::Start { dry_run: true }, &table, far()).await.unwrap();
+        assert!(summary.complete && summary.continuation.is_none());
+        assert_eq!((summary.counts.scanned, summary.counts.in_sync, summary.counts.drifted), (21, 15, 5));
+        assert_eq!((summary.counts.missing_in_pool, summary.counts.repaired), (1, 0));
+        assert_eq!(summary.drifted_users.len(), 5);
+        let differences = &summary.drifted_users[0].differences;
+        assert_eq!(differences.len(), 1, "only the surname differs: {differences:?}");
+        assert_eq!((differences[0].cognito.as_deref(), differences[0].database.as_deref()), (Some("Byron"), Some("Lovelace")));
+        assert!(!summary.drifted_users[0].user.contains("user0"), "masked: {}", summary.drifted_users[0].user);
+        assert!(pool.writes().is_empty(), "a dry run wrote: {:?}", pool.writes());
+        assert!(*table.pages_read.lock().unwrap() >= 3, "read page by page, 7 rows a page");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_repair_writes_exactly_the_drifted_users_once_and_a_second_run_writes_nothing() {
+        let (reconciler, table, pool, _) = stand(20, 15, 10.0);
+        let summary = reconciler.run(Request::Start { dry_run: false }, &table, far()).await.unwrap();
+        assert_eq!((summary.counts.drifted, summary.counts.repaired, summary.counts.failed), (5, 5, 0));
+        let mut written = pool.writes();
+        written.sort();
+        let expected: Vec<String> = (15..20).map(|i| format!("update user{i:03}@example.com")).collect();
+        assert_eq!(written, expected);
+        assert_eq!(pool.attributes("user019@example.com")["family_name"], "Lovelace");
+        let again = reconciler.run(Request::Start { dry_run: false }, &table, far()).await.unwrap();
+        assert_eq!((again.counts.in_sync, again.counts.drifted), (20, 0));
+        assert_eq!(pool.writes().len(), 5, "nothing written the second time");
+    }
+
+    /// Writes paced at 2 a second, and an invocation with 4 s of work in it: the run stops in time, hands back a
+    /// continuation, and the next invocations go on after the last row handled, each user written once.
+    #[tokio::test(start_paused = true)]
+    async fn a_run_cut_by_its_deadline_goes_on_from_its_continuation_and_writes_nobody_twice() {
+        let (reconciler, table, pool, _) = stand(20, 0, 2.0);
+        let mut request = Request::Start { dry_run: false };
+        let mut invocations = 0;
+        let summary = loop {
+            invocations += 1;
+            let deadline = Instant::now() + STOP_MARGIN + Duration::from_secs(4);
+            let summary = reconciler.run(request, &table, deadline).await.unwrap();
+            assert!(Instant::now() <= deadline, "answered after the deadline");
+            match summary.continuation.clone() {
+                Some(continuation) => request = Request::Continue(continuation),
+                None => break summary,
+            }
+            assert!(invocations < 20, "the run never finished");
+        };
+        assert!(invocations >= 3, "one invocation did it all: {invocations}");
+        assert_eq!((summary.counts.scanned, summary.counts.repaired, summary.counts.missing_in_pool), (21, 20, 1));
+        let written = pool.writes();
+        let mut unique = written.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!((written.len(), unique.len()), (20, 20), "each user written once");
+    }
+
+    /// The event path applied a change newer than the row the run read: the user is in line with the row as it is
+    /// now, and the run leaves it, counted as superseded.
+    #[tokio::test(start_paused = true)]
+    async fn a_user_a_newer_change_brought_in_line_meanwhile_is_left_as_it_is() {
+        let (reconciler, table, pool, guard) = stand(1, 0, 10.0);
+        let newer = version_of(Utc::now()) + 60_000_000;
+        guard.items.lock().unwrap().insert(user_key("user000@example.com"), GuardItem { version: Some(newer), ..Default::default() });
+        // Meanwhile the event path wrote what the row now says.
+        pool.insert("user000@example.com", &[("given_name", "Ada"), ("family_name", "Lovelace"), ("custom:_tenant", "acme")]);
+        table.insert(UserRow { updated_at: Some(newer), ..row("user000@example.com", "Ada", "Lovelace") });
+        // The run's listing is older: it saw the old surname.
+        let listed = Arc::new(Pool::from([(
+            user_key("user000@example.com"),
+            ListedUser {
+                username: "user000@example.com".into(),
+                enabled: true,
+                confirmed: true,
+                attributes: [("email", "user000@example.com"), ("family_name", "Byron"), ("given_name", "Ada"), ("custom:_tenant", "acme")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            },
+        )]));
+        *reconciler.listing.lock().unwrap() = Some(("run-1".into(), listed));
+        let start = Continuation {
+            dry_run: false,
+            run_started_at: "run-1".into(),
+            after: None,
+            counts: Counts::default(),
+            drifted_users: Vec::new(),
+            missing_users: Vec::new(),
+        };
+        let summary = reconciler.run(Request::Continue(start), &table, far()).await.unwrap();
+        assert_eq!((summary.counts.drifted, summary.counts.superseded, summary.counts.repaired), (1, 1, 0));
+        assert!(pool.writes().is_empty(), "{:?}", pool.writes());
+    }
+}

@@ -9,5 +9,7 @@ pub mod cognito;
 pub mod config;
 pub mod database;
 pub mod handler;
+#[cfg(test)]
+pub(crate) mod memory;
 pub mod ports;
 pub mod run;
