@@ -43,7 +43,8 @@ pub const AWS_ROOT_CERTIFICATES: &str = include_str!("../certs/amazon-trust-serv
 pub const CA_BUNDLE_VARIABLE: &str = "AWS_CA_BUNDLE";
 
 /// The SDK's HTTPS client (hyper and rustls), built here so that its crypto and its roots are ours to choose. Chosen
-/// on `tests/bench.sh`'s figures (docs/performance.md, "Cold start and memory size"): ring, whose random numbers come from the
+/// on `tests/bench.sh`'s figures (docs/performance.md, "Cold start and memory size"): ring, whose random numbers come
+/// from the
 /// kernel, instead of aws-lc, which seeds its generator from CPU jitter at the first handshake (about 20 ms of CPU,
 /// 0.3 s at 128 MB); the AWS roots compiled in instead of the system store read and parsed at the first connection.
 /// The features `tls-aws-lc` and `system-roots` bring the old choices back, for the benchmark's comparison.
@@ -61,14 +62,21 @@ pub fn https_client<S: VarSource>(env: &Env<S>) -> Result<SharedHttpClient, Conf
         // rustls-native-certs: the system store, or the file `SSL_CERT_FILE` names.
         return Ok(builder.build_https());
     }
-    let mut roots = tls::TrustStore::empty().with_native_roots(false).with_pem_certificate(AWS_ROOT_CERTIFICATES.as_bytes());
+    let mut roots = tls::TrustStore::empty()
+        .with_native_roots(false)
+        .with_pem_certificate(AWS_ROOT_CERTIFICATES.as_bytes());
     if let Some(path) = env.optional(CA_BUNDLE_VARIABLE) {
-        let bundle = std::fs::read(&path).map_err(|e| ConfigError::invalid(CA_BUNDLE_VARIABLE, &path, format!("cannot read it: {e}")))?;
-        let count = root_certificates(&bundle).map_err(|reason| ConfigError::invalid(CA_BUNDLE_VARIABLE, &path, reason))?;
+        let bundle = std::fs::read(&path)
+            .map_err(|e| ConfigError::invalid(CA_BUNDLE_VARIABLE, &path, format!("cannot read it: {e}")))?;
+        let count =
+            root_certificates(&bundle).map_err(|reason| ConfigError::invalid(CA_BUNDLE_VARIABLE, &path, reason))?;
         tracing::info!(variable = CA_BUNDLE_VARIABLE, count, "extra root certificates trusted");
         roots = roots.with_pem_certificate(bundle);
     }
-    let context = tls::TlsContext::builder().with_trust_store(roots).build().expect("a TLS context takes any trust store");
+    let context = tls::TlsContext::builder()
+        .with_trust_store(roots)
+        .build()
+        .expect("a TLS context takes any trust store");
     Ok(builder.tls_context(context).build_https())
 }
 
@@ -78,7 +86,9 @@ pub fn root_certificates(pem: &[u8]) -> Result<usize, String> {
     let mut store = rustls::RootCertStore::empty();
     for certificate in rustls_pki_types::CertificateDer::pem_slice_iter(pem) {
         let certificate = certificate.map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
-        store.add(certificate).map_err(|e| format!("a certificate that is not a usable root: {e}"))?;
+        store
+            .add(certificate)
+            .map_err(|e| format!("a certificate that is not a usable root: {e}"))?;
     }
     match store.len() {
         0 => Err("no PEM certificate in it".into()),
@@ -103,11 +113,18 @@ mod tests {
         let not_pem = dir.join("not-pem.txt");
         std::fs::write(&not_pem, "hello").unwrap();
         let broken = dir.join("broken.pem");
-        std::fs::write(&broken, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
         for path in [dir.join("missing.pem"), not_pem, broken] {
             let path = path.display().to_string();
             let env = Env(RecordingSource::new(&[(CA_BUNDLE_VARIABLE, path.as_str())]));
-            let error = https_client(&env).err().unwrap_or_else(|| panic!("{path} was taken")).to_string();
+            let error = https_client(&env)
+                .err()
+                .unwrap_or_else(|| panic!("{path} was taken"))
+                .to_string();
             assert!(error.contains(CA_BUNDLE_VARIABLE) && error.contains(&path), "{error}");
         }
         let good = dir.join("good.pem");

@@ -21,13 +21,19 @@ mod tests {
         for attempt in 1..=10 {
             let ceiling = (base * (1 << (attempt - 1))).min(Duration::from_secs(2));
             let wait = jittered(base, attempt, Duration::from_secs(2));
-            assert!(wait >= ceiling / 2 && wait <= ceiling, "attempt {attempt}: {wait:?} outside {:?}..={ceiling:?}", ceiling / 2);
+            assert!(
+                wait >= ceiling / 2 && wait <= ceiling,
+                "attempt {attempt}: {wait:?} outside {:?}..={ceiling:?}",
+                ceiling / 2
+            );
         }
     }
 
     #[test]
     fn waits_spread() {
-        let waits: std::collections::HashSet<Duration> = (0..50).map(|_| jittered(Duration::from_secs(1), 3, Duration::from_secs(10))).collect();
+        let waits: std::collections::HashSet<Duration> = (0..50)
+            .map(|_| jittered(Duration::from_secs(1), 3, Duration::from_secs(10)))
+            .collect();
         assert!(waits.len() > 40, "{} distinct waits of 50", waits.len());
     }
 }

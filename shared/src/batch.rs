@@ -82,7 +82,10 @@ pub struct BatchProcessor {
 
 impl BatchProcessor {
     pub fn new(concurrency: usize, dead_letters: Option<Arc<dyn DeadLetterSink>>) -> Self {
-        Self { concurrency: concurrency.max(1), dead_letters }
+        Self {
+            concurrency: concurrency.max(1),
+            dead_letters,
+        }
     }
 
     /// Runs `handler` on every record, at most `concurrency` at once.
@@ -97,7 +100,12 @@ impl BatchProcessor {
     /// As [`BatchProcessor::process`], but a record not finished by `answer_by` is given up and handed back, so the
     /// function answers before Lambda's deadline: past it, Lambda throws the answer away and the whole batch,
     /// finished records included, comes back.
-    pub async fn process_until<H, Fut>(&self, event: SqsEvent, answer_by: Option<tokio::time::Instant>, handler: H) -> BatchOutcome
+    pub async fn process_until<H, Fut>(
+        &self,
+        event: SqsEvent,
+        answer_by: Option<tokio::time::Instant>,
+        handler: H,
+    ) -> BatchOutcome
     where
         H: Fn(SqsMessage) -> Fut,
         Fut: Future<Output = Result<(), RecordError>>,
@@ -112,8 +120,15 @@ impl BatchProcessor {
                     None => Some(run.await),
                 };
                 let outcome = match finished {
-                    Some(result) => result.unwrap_or_else(|panic| Err(RecordError::Transient(format!("handler panicked: {}", panic_message(&panic))))),
-                    None => Err(RecordError::Transient("not finished before the invocation's deadline; handed back for redelivery".into())),
+                    Some(result) => result.unwrap_or_else(|panic| {
+                        Err(RecordError::Transient(format!(
+                            "handler panicked: {}",
+                            panic_message(&panic)
+                        )))
+                    }),
+                    None => Err(RecordError::Transient(
+                        "not finished before the invocation's deadline; handed back for redelivery".into(),
+                    )),
                 };
                 self.settle(record, message_id, outcome).await
             })
@@ -129,11 +144,21 @@ impl BatchProcessor {
                 RecordResult::Unreportable => {}
             }
         }
-        tracing::info!(succeeded = outcome.succeeded, dead_lettered = outcome.dead_lettered, failed = outcome.failed.len(), "batch processed");
+        tracing::info!(
+            succeeded = outcome.succeeded,
+            dead_lettered = outcome.dead_lettered,
+            failed = outcome.failed.len(),
+            "batch processed"
+        );
         outcome
     }
 
-    async fn settle(&self, record: SqsMessage, message_id: Option<String>, outcome: Result<(), RecordError>) -> RecordResult {
+    async fn settle(
+        &self,
+        record: SqsMessage,
+        message_id: Option<String>,
+        outcome: Result<(), RecordError>,
+    ) -> RecordResult {
         let id = message_id.as_deref().unwrap_or("unknown");
         let error = match outcome {
             Ok(()) => {
@@ -194,13 +219,22 @@ mod tests {
             if self.fail {
                 return Err("queue unavailable".into());
             }
-            self.sent.lock().unwrap().push((record.body.clone().unwrap_or_default(), error.to_owned()));
+            self.sent
+                .lock()
+                .unwrap()
+                .push((record.body.clone().unwrap_or_default(), error.to_owned()));
             Ok(())
         }
     }
 
     fn batch(bodies: &[&str]) -> SqsEvent {
-        crate::testing::sqs_event(bodies.iter().enumerate().map(|(i, body)| crate::testing::sqs_record(&format!("m{i}"), body)).collect())
+        crate::testing::sqs_event(
+            bodies
+                .iter()
+                .enumerate()
+                .map(|(i, body)| crate::testing::sqs_record(&format!("m{i}"), body))
+                .collect(),
+        )
     }
 
     async fn by_body(record: SqsMessage) -> Result<(), RecordError> {
@@ -216,7 +250,9 @@ mod tests {
     #[tokio::test]
     async fn failures_are_reported_alone_and_panics_do_not_sink_the_batch() {
         let processor = BatchProcessor::new(4, None);
-        let outcome = processor.process(batch(&["ok", "transient", "panic", "ok", "poison"]), by_body).await;
+        let outcome = processor
+            .process(batch(&["ok", "transient", "panic", "ok", "poison"]), by_body)
+            .await;
         assert_eq!(outcome.succeeded, 2);
         assert_eq!(outcome.dead_lettered, 0);
         let mut failed = outcome.failed.clone();
@@ -234,12 +270,18 @@ mod tests {
         assert_eq!(outcome.dead_lettered, 1);
         assert_eq!(outcome.succeeded, 1);
         assert_eq!(outcome.failed, vec!["m2"], "transient failures are not dead-lettered");
-        assert_eq!(*sink.sent.lock().unwrap(), vec![("poison".to_string(), "bad shape".to_string())]);
+        assert_eq!(
+            *sink.sent.lock().unwrap(),
+            vec![("poison".to_string(), "bad shape".to_string())]
+        );
     }
 
     #[tokio::test]
     async fn poison_is_returned_to_the_queue_when_the_dead_letter_send_fails() {
-        let sink = Arc::new(RecordingSink { fail: true, ..Default::default() });
+        let sink = Arc::new(RecordingSink {
+            fail: true,
+            ..Default::default()
+        });
         let processor = BatchProcessor::new(2, Some(sink));
         let outcome = processor.process(batch(&["poison"]), by_body).await;
         assert_eq!(outcome.dead_lettered, 0);
@@ -251,11 +293,19 @@ mod tests {
         let processor = BatchProcessor::new(2, None);
         let answer_by = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
         let outcome = processor
-            .process_until(batch(&["quick", "stuck", "quick", "quick"]), Some(answer_by), |record| async move {
-                let wait = if record.body.as_deref() == Some("stuck") { 3_600 } else { 1 };
-                tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
-                Ok(())
-            })
+            .process_until(
+                batch(&["quick", "stuck", "quick", "quick"]),
+                Some(answer_by),
+                |record| async move {
+                    let wait = if record.body.as_deref() == Some("stuck") {
+                        3_600
+                    } else {
+                        1
+                    };
+                    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+                    Ok(())
+                },
+            )
             .await;
         assert_eq!((outcome.succeeded, outcome.failed), (3, vec!["m1".to_owned()]));
         assert!(tokio::time::Instant::now() <= answer_by, "answered by the time given");

@@ -10,12 +10,20 @@ pub enum ConfigError {
     #[error("environment variable {name} is required but not set")]
     Missing { name: String },
     #[error("environment variable {name} has an invalid value {value:?}: {reason}")]
-    Invalid { name: String, value: String, reason: String },
+    Invalid {
+        name: String,
+        value: String,
+        reason: String,
+    },
 }
 
 impl ConfigError {
     pub fn invalid(name: &str, value: &str, reason: impl Into<String>) -> Self {
-        ConfigError::Invalid { name: name.to_owned(), value: value.to_owned(), reason: reason.into() }
+        ConfigError::Invalid {
+            name: name.to_owned(),
+            value: value.to_owned(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -61,17 +69,28 @@ pub struct RecordingSource {
 
 impl RecordingSource {
     pub fn new(values: &[(&str, &str)]) -> Self {
-        Self { values: values.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), asked: Default::default() }
+        Self {
+            values: values.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            asked: Default::default(),
+        }
     }
 
     pub fn asked(&self) -> Vec<String> {
-        self.asked.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+        self.asked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 }
 
 impl VarSource for RecordingSource {
     fn get(&self, name: &str) -> Option<String> {
-        self.asked.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned());
+        self.asked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned());
         self.values.get(name).cloned()
     }
 }
@@ -99,7 +118,8 @@ impl<S: VarSource> Env<S> {
     }
 
     pub fn required(&self, name: &str) -> Result<String, ConfigError> {
-        self.optional(name).ok_or_else(|| ConfigError::Missing { name: name.to_owned() })
+        self.optional(name)
+            .ok_or_else(|| ConfigError::Missing { name: name.to_owned() })
     }
 
     /// Parses the value with `FromStr`, or returns `default` when unset.
@@ -110,13 +130,20 @@ impl<S: VarSource> Env<S> {
     {
         match self.optional(name) {
             None => Ok(default),
-            Some(value) => value.parse().map_err(|e: T::Err| ConfigError::invalid(name, &value, e.to_string())),
+            Some(value) => value
+                .parse()
+                .map_err(|e: T::Err| ConfigError::invalid(name, &value, e.to_string())),
         }
     }
 
     /// One of `choices` (case-insensitive), or `default` when unset. Returns the matching choice as written in
     /// `choices`.
-    pub fn choice_or(&self, name: &str, choices: &[&'static str], default: &'static str) -> Result<&'static str, ConfigError> {
+    pub fn choice_or(
+        &self,
+        name: &str,
+        choices: &[&'static str],
+        default: &'static str,
+    ) -> Result<&'static str, ConfigError> {
         match self.optional(name) {
             None => Ok(default),
             Some(value) => choices
@@ -149,7 +176,12 @@ mod tests {
     #[test]
     fn missing_required_variable_is_named_in_the_error() {
         let err = env(&[]).required("USER_POOL_ID").unwrap_err();
-        assert_eq!(err, ConfigError::Missing { name: "USER_POOL_ID".into() });
+        assert_eq!(
+            err,
+            ConfigError::Missing {
+                name: "USER_POOL_ID".into()
+            }
+        );
         assert!(err.to_string().contains("USER_POOL_ID"));
     }
 
@@ -164,15 +196,23 @@ mod tests {
         assert_eq!(env(&[]).parsed_or("TTL", 300u64).unwrap(), 300);
         assert_eq!(env(&[("TTL", "0")]).parsed_or("TTL", 300u64).unwrap(), 0);
         let err = env(&[("TTL", "five")]).parsed_or("TTL", 300u64).unwrap_err();
-        assert!(err.to_string().contains("TTL") && err.to_string().contains("five"), "{err}");
+        assert!(
+            err.to_string().contains("TTL") && err.to_string().contains("five"),
+            "{err}"
+        );
     }
 
     #[test]
     fn choice_is_case_insensitive_and_rejects_others() {
         let choices = ["disable", "delete", "ignore"];
         assert_eq!(env(&[]).choice_or("ON", &choices, "disable").unwrap(), "disable");
-        assert_eq!(env(&[("ON", "DELETE")]).choice_or("ON", &choices, "disable").unwrap(), "delete");
-        let err = env(&[("ON", "purge")]).choice_or("ON", &choices, "disable").unwrap_err();
+        assert_eq!(
+            env(&[("ON", "DELETE")]).choice_or("ON", &choices, "disable").unwrap(),
+            "delete"
+        );
+        let err = env(&[("ON", "purge")])
+            .choice_or("ON", &choices, "disable")
+            .unwrap_err();
         assert!(err.to_string().contains("ON") && err.to_string().contains("disable, delete, ignore"));
     }
 
@@ -180,6 +220,9 @@ mod tests {
     fn url_must_have_a_scheme() {
         assert_eq!(env(&[]).optional_url("U").unwrap(), None);
         assert!(env(&[("U", "example.com")]).optional_url("U").is_err());
-        assert_eq!(env(&[("U", "https://a.b")]).optional_url("U").unwrap().as_deref(), Some("https://a.b"));
+        assert_eq!(
+            env(&[("U", "https://a.b")]).optional_url("U").unwrap().as_deref(),
+            Some("https://a.b")
+        );
     }
 }

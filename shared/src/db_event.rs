@@ -110,7 +110,11 @@ impl DatabaseEvent {
     /// Validates every row with `validate`; the first invalid row makes the error, naming its index. Workers call
     /// it before their first write, so an invalid record changes nothing.
     pub fn map_rows<T>(&self, validate: impl Fn(&Row) -> Result<T, String>) -> Result<Vec<T>, String> {
-        self.rows.iter().enumerate().map(|(i, row)| validate(row).map_err(|e| format!("row {i}: {e}"))).collect()
+        self.rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| validate(row).map_err(|e| format!("row {i}: {e}")))
+            .collect()
     }
 
     /// A short label for logs and metrics: `users/record_updated`.
@@ -164,7 +168,9 @@ mod tests {
 
     #[test]
     fn single_record_is_accepted_in_place_of_records() {
-        let event = DatabaseEvent::from_json(r#"{"event":"record_updated","table":"users","record":{"email":"a@b.co"}}"#).unwrap();
+        let event =
+            DatabaseEvent::from_json(r#"{"event":"record_updated","table":"users","record":{"email":"a@b.co"}}"#)
+                .unwrap();
         assert_eq!(event.kind, EventKind::RecordUpdated);
         assert_eq!(event.rows, vec![json!({"email":"a@b.co"}).as_object().unwrap().clone()]);
     }
@@ -178,23 +184,51 @@ mod tests {
 
     #[test]
     fn invalid_shapes_are_errors() {
-        assert!(matches!(DatabaseEvent::from_json("not json"), Err(DatabaseEventError::Malformed(_))));
-        assert!(matches!(DatabaseEvent::from_json(r#"{"table":"users","records":[]}"#), Err(DatabaseEventError::Malformed(_))));
-        assert_eq!(DatabaseEvent::from_json(r#"{"event":"records_created","table":"users"}"#), Err(DatabaseEventError::NoRecords));
+        assert!(matches!(
+            DatabaseEvent::from_json("not json"),
+            Err(DatabaseEventError::Malformed(_))
+        ));
+        assert!(matches!(
+            DatabaseEvent::from_json(r#"{"table":"users","records":[]}"#),
+            Err(DatabaseEventError::Malformed(_))
+        ));
+        assert_eq!(
+            DatabaseEvent::from_json(r#"{"event":"records_created","table":"users"}"#),
+            Err(DatabaseEventError::NoRecords)
+        );
         assert_eq!(
             DatabaseEvent::from_json(r#"{"event":"records_created","table":"users","records":[],"record":{}}"#),
             Err(DatabaseEventError::BothRecordForms)
         );
-        assert_eq!(DatabaseEvent::from_json(r#"{"event":"","table":"users","records":[]}"#), Err(DatabaseEventError::EmptyField("event")));
-        assert!(matches!(DatabaseEvent::from_json(r#"{"event":"records_created","table":"users","records":[1]}"#), Err(DatabaseEventError::Malformed(_))));
+        assert_eq!(
+            DatabaseEvent::from_json(r#"{"event":"","table":"users","records":[]}"#),
+            Err(DatabaseEventError::EmptyField("event"))
+        );
+        assert!(matches!(
+            DatabaseEvent::from_json(r#"{"event":"records_created","table":"users","records":[1]}"#),
+            Err(DatabaseEventError::Malformed(_))
+        ));
     }
 
     #[test]
     fn map_rows_names_the_first_invalid_row() {
-        let event = DatabaseEvent::from_json(r#"{"event":"records_created","table":"users","records":[{"a":1},{"b":2},{"c":3}]}"#).unwrap();
-        let keys = event.map_rows(|row| Ok(row.keys().next().cloned().unwrap_or_default())).unwrap();
+        let event = DatabaseEvent::from_json(
+            r#"{"event":"records_created","table":"users","records":[{"a":1},{"b":2},{"c":3}]}"#,
+        )
+        .unwrap();
+        let keys = event
+            .map_rows(|row| Ok(row.keys().next().cloned().unwrap_or_default()))
+            .unwrap();
         assert_eq!(keys, vec!["a", "b", "c"]);
-        let err = event.map_rows(|row| if row.contains_key("b") { Err("no b".to_string()) } else { Ok(()) }).unwrap_err();
+        let err = event
+            .map_rows(|row| {
+                if row.contains_key("b") {
+                    Err("no b".to_string())
+                } else {
+                    Ok(())
+                }
+            })
+            .unwrap_err();
         assert_eq!(err, "row 1: no b");
     }
 
@@ -205,6 +239,9 @@ mod tests {
         assert_eq!(row_string(&row, "b"), Ok(None));
         assert_eq!(row_string(&row, "c"), Ok(None));
         assert_eq!(row_string(&row, "missing"), Ok(None));
-        assert_eq!(row_string(&row, "d"), Err("field `d` must be a string, got number".into()));
+        assert_eq!(
+            row_string(&row, "d"),
+            Err("field `d` must be a string, got number".into())
+        );
     }
 }

@@ -29,18 +29,28 @@ pub struct SqsDeadLetterQueue {
 
 impl SqsDeadLetterQueue {
     pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
-        Self { client, queue_url: queue_url.into() }
+        Self {
+            client,
+            queue_url: queue_url.into(),
+        }
     }
 
     /// The sink of a queue-fed function: the queue `DEAD_LETTER_QUEUE_URL` names, or none when it is not set (poison
     /// records are then reported for redelivery, and the queue's redrive policy moves them).
-    pub fn from_setting(client: &aws_sdk_sqs::Client, queue_url: Option<String>) -> Option<std::sync::Arc<dyn DeadLetterSink>> {
+    pub fn from_setting(
+        client: &aws_sdk_sqs::Client,
+        queue_url: Option<String>,
+    ) -> Option<std::sync::Arc<dyn DeadLetterSink>> {
         queue_url.map(|url| std::sync::Arc::new(Self::new(client.clone(), url)) as std::sync::Arc<dyn DeadLetterSink>)
     }
 }
 
 fn string_attribute(value: &str) -> MessageAttributeValue {
-    MessageAttributeValue::builder().data_type("String").string_value(value).build().expect("data type is set")
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(value)
+        .build()
+        .expect("data type is set")
 }
 
 fn truncate_chars(text: &str, max: usize) -> &str {
@@ -56,10 +66,19 @@ pub const MAX_MESSAGE_BYTES: usize = 262_144;
 /// The attributes a dead-lettered `record` carries: ours first (the reason, shortened to keep the whole message
 /// within SQS's limit), then as many of the original ones as fit. The body is never cut: it is what gets redriven.
 fn attributes_within_limit(record: &SqsMessage, body: &str, error: &str) -> Vec<(String, String)> {
-    let size = |attributes: &[(String, String)]| body.len() + attributes.iter().map(|(name, value)| name.len() + "String".len() + value.len()).sum::<usize>();
+    let size = |attributes: &[(String, String)]| {
+        body.len()
+            + attributes
+                .iter()
+                .map(|(name, value)| name.len() + "String".len() + value.len())
+                .sum::<usize>()
+    };
     let mut attributes = vec![
         (ATTR_ERROR.to_owned(), truncate_chars(error, MAX_ERROR_CHARS).to_owned()),
-        (ATTR_SOURCE_MESSAGE_ID.to_owned(), record.message_id.as_deref().unwrap_or("unknown").to_owned()),
+        (
+            ATTR_SOURCE_MESSAGE_ID.to_owned(),
+            record.message_id.as_deref().unwrap_or("unknown").to_owned(),
+        ),
     ];
     if let Some(arn) = record.event_source_arn.as_deref() {
         attributes.push((ATTR_SOURCE_QUEUE.to_owned(), arn.to_owned()));
@@ -70,7 +89,10 @@ fn attributes_within_limit(record: &SqsMessage, body: &str, error: &str) -> Vec<
         if attributes.len() >= MAX_ATTRIBUTES {
             break;
         }
-        if let (Some(value), false) = (attribute.string_value.as_deref(), [ATTR_ERROR, ATTR_SOURCE_MESSAGE_ID, ATTR_SOURCE_QUEUE].contains(&name.as_str())) {
+        if let (Some(value), false) = (
+            attribute.string_value.as_deref(),
+            [ATTR_ERROR, ATTR_SOURCE_MESSAGE_ID, ATTR_SOURCE_QUEUE].contains(&name.as_str()),
+        ) {
             let candidate = (name.clone(), value.to_owned());
             if size(&attributes) + size(std::slice::from_ref(&candidate)) - body.len() <= MAX_MESSAGE_BYTES {
                 attributes.push(candidate);
@@ -89,7 +111,10 @@ fn attributes_within_limit(record: &SqsMessage, body: &str, error: &str) -> Vec<
         let reason = &mut attributes[0].1;
         if reason.len() >= over + MIN_REASON_BYTES || only_the_reason {
             let keep = reason.len().saturating_sub(over).max(1);
-            let cut = (1..=keep).rev().find(|&i| reason.is_char_boundary(i)).unwrap_or(reason.len());
+            let cut = (1..=keep)
+                .rev()
+                .find(|&i| reason.is_char_boundary(i))
+                .unwrap_or(reason.len());
             reason.truncate(cut);
             break;
         }
@@ -102,12 +127,21 @@ fn attributes_within_limit(record: &SqsMessage, body: &str, error: &str) -> Vec<
 impl DeadLetterSink for SqsDeadLetterQueue {
     async fn send(&self, record: &SqsMessage, error: &str) -> Result<(), String> {
         // An SQS body can be empty only in theory; SendMessage rejects an empty one, so say what happened.
-        let body = record.body.as_deref().filter(|b| !b.is_empty()).unwrap_or("<empty body>");
+        let body = record
+            .body
+            .as_deref()
+            .filter(|b| !b.is_empty())
+            .unwrap_or("<empty body>");
         let mut request = self.client.send_message().queue_url(&self.queue_url).message_body(body);
         for (name, value) in attributes_within_limit(record, body, error) {
             request = request.message_attributes(name, string_attribute(&value));
         }
-        request.send().await.map(|_| ()).map_err(|e| format!("sending to the dead-letter queue failed: {}", aws_sdk_sqs::error::DisplayErrorContext(e)))
+        request.send().await.map(|_| ()).map_err(|e| {
+            format!(
+                "sending to the dead-letter queue failed: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(e)
+            )
+        })
     }
 }
 
@@ -120,17 +154,24 @@ mod tests {
     #[test]
     fn a_body_near_the_limit_keeps_the_message_within_it_and_the_body_whole() {
         let body = "x".repeat(MAX_MESSAGE_BYTES - 60);
-        let mut record = crate::testing::with_string_attribute(crate::testing::sqs_record("m-1", &body), "table", "users");
+        let mut record =
+            crate::testing::with_string_attribute(crate::testing::sqs_record("m-1", &body), "table", "users");
         record.event_source_arn = Some("arn:aws:sqs:eu-west-1:123456789012:dev-cognito-attribute-sync".into());
         let attributes = attributes_within_limit(&record, &body, &"not JSON: ".repeat(100));
         let size = body.len() + attributes.iter().map(|(n, v)| n.len() + 6 + v.len()).sum::<usize>();
         assert!(size <= MAX_MESSAGE_BYTES, "{size}");
-        assert!(attributes[0].1.starts_with("not JSON") && attributes[0].1.len() < 1000, "{attributes:?}");
+        assert!(
+            attributes[0].1.starts_with("not JSON") && attributes[0].1.len() < 1000,
+            "{attributes:?}"
+        );
         assert_eq!(attributes[0].0, ATTR_ERROR, "the reason is kept");
 
         let small = crate::testing::with_string_attribute(crate::testing::sqs_record("m-2", "{bad"), "table", "users");
         let attributes = attributes_within_limit(&small, "{bad", "not JSON");
-        assert_eq!(attributes.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), vec![ATTR_ERROR, ATTR_SOURCE_MESSAGE_ID, ATTR_SOURCE_QUEUE, "table"]);
+        assert_eq!(
+            attributes.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            vec![ATTR_ERROR, ATTR_SOURCE_MESSAGE_ID, ATTR_SOURCE_QUEUE, "table"]
+        );
     }
 
     #[test]
@@ -153,9 +194,13 @@ mod tests {
             })
             .then_output(|| SendMessageOutput::builder().message_id("dlq-1").build());
         let client = mock_client!(aws_sdk_sqs, [&rule]);
-        let mut record = crate::testing::with_string_attribute(crate::testing::sqs_record("m-7", "{bad"), "table", "users");
+        let mut record =
+            crate::testing::with_string_attribute(crate::testing::sqs_record("m-7", "{bad"), "table", "users");
         record.event_source_arn = Some("arn:aws:sqs:eu-west-1:1:q".into());
-        SqsDeadLetterQueue::new(client, "https://sqs.local/dlq").send(&record, "not JSON").await.unwrap();
+        SqsDeadLetterQueue::new(client, "https://sqs.local/dlq")
+            .send(&record, "not JSON")
+            .await
+            .unwrap();
         assert_eq!(rule.num_calls(), 1);
     }
 }

@@ -27,21 +27,31 @@ pub struct DeadlineRule {
 
 impl DeadlineRule {
     pub fn new(local_budget: Duration) -> Self {
-        Self { local_budget, warned: AtomicBool::new(false) }
+        Self {
+            local_budget,
+            warned: AtomicBool::new(false),
+        }
     }
 
     /// `timeout` is the function's template `Timeout`, the budget unless [`LOCAL_BUDGET_VARIABLE`] says otherwise.
     pub fn from_env<S: VarSource>(env: &Env<S>, timeout: Duration) -> Result<Self, ConfigError> {
         let seconds: u64 = env.parsed_or(LOCAL_BUDGET_VARIABLE, timeout.as_secs())?;
         if seconds == 0 {
-            return Err(ConfigError::invalid(LOCAL_BUDGET_VARIABLE, "0", "must be at least 1 second"));
+            return Err(ConfigError::invalid(
+                LOCAL_BUDGET_VARIABLE,
+                "0",
+                "must be at least 1 second",
+            ));
         }
         Ok(Self::new(Duration::from_secs(seconds)))
     }
 
     /// `deadline_ms` is the Runtime API's `Lambda-Runtime-Deadline-Ms` (`lambda_runtime::Context::deadline`).
     pub fn work_deadline(&self, deadline_ms: u64, margin: Duration) -> Instant {
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         Instant::now() + self.remaining(deadline_ms, now_ms).saturating_sub(margin)
     }
 
@@ -81,7 +91,10 @@ mod tests {
         let rule = DeadlineRule::new(Duration::from_secs(30));
         let deadline = rule.work_deadline(now_ms() + 10_000, Duration::from_secs(2));
         let left = deadline.saturating_duration_since(Instant::now());
-        assert!(left <= Duration::from_secs(8) && left > Duration::from_millis(7_500), "{left:?}");
+        assert!(
+            left <= Duration::from_secs(8) && left > Duration::from_millis(7_500),
+            "{left:?}"
+        );
         // A few milliseconds ahead is still Lambda's deadline, not the local budget.
         assert_eq!(rule.remaining(1_000_005, 1_000_000), Duration::from_millis(5));
         assert_eq!(rule.remaining(1_000_001, 1_000_000), Duration::from_millis(1));
@@ -97,7 +110,10 @@ mod tests {
         assert_eq!(rule.remaining(1_000_000, 1_000_000), Duration::from_secs(30));
         let deadline = rule.work_deadline(600_000, Duration::from_secs(2));
         let left = deadline.saturating_duration_since(Instant::now());
-        assert!(left <= Duration::from_secs(28) && left > Duration::from_millis(27_500), "{left:?}");
+        assert!(
+            left <= Duration::from_secs(28) && left > Duration::from_millis(27_500),
+            "{left:?}"
+        );
     }
 
     /// The lines `f` logs, as the fmt subscriber writes them.
@@ -136,12 +152,24 @@ mod tests {
     #[test]
     fn the_budget_is_the_timeout_unless_the_variable_says_otherwise() {
         let env = Env::from_pairs(&[]);
-        assert_eq!(DeadlineRule::from_env(&env, Duration::from_secs(120)).unwrap().local_budget, Duration::from_secs(120));
+        assert_eq!(
+            DeadlineRule::from_env(&env, Duration::from_secs(120))
+                .unwrap()
+                .local_budget,
+            Duration::from_secs(120)
+        );
         let env = Env::from_pairs(&[(LOCAL_BUDGET_VARIABLE, "900")]);
-        assert_eq!(DeadlineRule::from_env(&env, Duration::from_secs(120)).unwrap().local_budget, Duration::from_secs(900));
+        assert_eq!(
+            DeadlineRule::from_env(&env, Duration::from_secs(120))
+                .unwrap()
+                .local_budget,
+            Duration::from_secs(900)
+        );
         for bad in ["0", "soon", "-1"] {
             let env = Env(std::collections::HashMap::from([(LOCAL_BUDGET_VARIABLE, bad)]));
-            let error = DeadlineRule::from_env(&env, Duration::from_secs(120)).unwrap_err().to_string();
+            let error = DeadlineRule::from_env(&env, Duration::from_secs(120))
+                .unwrap_err()
+                .to_string();
             assert!(error.contains(LOCAL_BUDGET_VARIABLE), "{error}");
         }
     }

@@ -52,8 +52,15 @@ impl ListedUser {
         ListedUser {
             username: user.username().unwrap_or_default().to_owned(),
             enabled: user.enabled(),
-            confirmed: matches!(user.user_status(), Some(UserStatusType::Confirmed | UserStatusType::ExternalProvider)),
-            attributes: user.attributes().iter().map(|a| (a.name().to_owned(), a.value().unwrap_or_default().to_owned())).collect(),
+            confirmed: matches!(
+                user.user_status(),
+                Some(UserStatusType::Confirmed | UserStatusType::ExternalProvider)
+            ),
+            attributes: user
+                .attributes()
+                .iter()
+                .map(|a| (a.name().to_owned(), a.value().unwrap_or_default().to_owned()))
+                .collect(),
         }
     }
 }
@@ -69,7 +76,9 @@ pub struct ListedPage {
 pub const SUBSCRIPTION_FLAG: &str = "custom:subPublishHistory";
 
 pub fn is_subscribed(attributes: &HashMap<String, String>) -> bool {
-    attributes.get(SUBSCRIPTION_FLAG).is_some_and(|v| ["true", "1", "yes"].iter().any(|t| t.eq_ignore_ascii_case(v.trim())))
+    attributes
+        .get(SUBSCRIPTION_FLAG)
+        .is_some_and(|v| ["true", "1", "yes"].iter().any(|t| t.eq_ignore_ascii_case(v.trim())))
 }
 
 pub struct CognitoDirectory {
@@ -82,7 +91,10 @@ const PAGE_SIZE: i32 = 60;
 
 impl CognitoDirectory {
     pub fn new(client: Client, user_pool_id: impl Into<String>) -> Self {
-        Self { client, user_pool_id: user_pool_id.into() }
+        Self {
+            client,
+            user_pool_id: user_pool_id.into(),
+        }
     }
 
     /// Every user of the pool, page by page; `before_page` runs before each ListUsers call (to pace them).
@@ -107,7 +119,12 @@ impl CognitoDirectory {
     /// One page of the pool from `from` (`None`: the first), with only `attributes` (none named: all of them), so a
     /// listing can stop and go on from `next` in another invocation.
     pub async fn list_page(&self, from: Option<&str>, attributes: &[&str]) -> Result<ListedPage, DirectoryError> {
-        let mut request = self.client.list_users().user_pool_id(&self.user_pool_id).limit(PAGE_SIZE).set_pagination_token(from.map(str::to_owned));
+        let mut request = self
+            .client
+            .list_users()
+            .user_pool_id(&self.user_pool_id)
+            .limit(PAGE_SIZE)
+            .set_pagination_token(from.map(str::to_owned));
         for attribute in attributes {
             request = request.attributes_to_get(*attribute);
         }
@@ -126,8 +143,12 @@ where
 {
     match error.code() {
         Some("UserNotFoundException") => DirectoryError::UserNotFound,
-        Some("InvalidParameterException") | Some("AliasExistsException") => DirectoryError::Rejected(error.message().unwrap_or("invalid parameter").to_owned()),
-        _ => DirectoryError::Unavailable(aws_sdk_cognitoidentityprovider::error::DisplayErrorContext(&error).to_string()),
+        Some("InvalidParameterException") | Some("AliasExistsException") => {
+            DirectoryError::Rejected(error.message().unwrap_or("invalid parameter").to_owned())
+        }
+        _ => {
+            DirectoryError::Unavailable(aws_sdk_cognitoidentityprovider::error::DisplayErrorContext(&error).to_string())
+        }
     }
 }
 
@@ -138,18 +159,43 @@ impl CognitoDirectory {
         if value.contains(['"', '\\']) {
             return Ok(None);
         }
-        let output =
-            self.client.list_users().user_pool_id(&self.user_pool_id).filter(format!("{attribute} = \"{value}\"")).limit(1).send().await.map_err(classify)?;
+        let output = self
+            .client
+            .list_users()
+            .user_pool_id(&self.user_pool_id)
+            .filter(format!("{attribute} = \"{value}\""))
+            .limit(1)
+            .send()
+            .await
+            .map_err(classify)?;
         Ok(output.users().first().map(ListedUser::from_sdk))
     }
 
     pub async fn get_user(&self, username: &str) -> Result<DirectoryUser, DirectoryError> {
-        let output = self.client.admin_get_user().user_pool_id(&self.user_pool_id).username(username).send().await.map_err(classify)?;
-        let attributes = output.user_attributes().iter().map(|a| (a.name().to_owned(), a.value().unwrap_or_default().to_owned())).collect();
-        Ok(DirectoryUser { enabled: output.enabled(), attributes })
+        let output = self
+            .client
+            .admin_get_user()
+            .user_pool_id(&self.user_pool_id)
+            .username(username)
+            .send()
+            .await
+            .map_err(classify)?;
+        let attributes = output
+            .user_attributes()
+            .iter()
+            .map(|a| (a.name().to_owned(), a.value().unwrap_or_default().to_owned()))
+            .collect();
+        Ok(DirectoryUser {
+            enabled: output.enabled(),
+            attributes,
+        })
     }
 
-    pub async fn update_attributes(&self, username: &str, attributes: &[(String, String)]) -> Result<(), DirectoryError> {
+    pub async fn update_attributes(
+        &self,
+        username: &str,
+        attributes: &[(String, String)],
+    ) -> Result<(), DirectoryError> {
         let attributes = attributes
             .iter()
             .map(|(name, value)| AttributeType::builder().name(name).value(value).build())
@@ -179,15 +225,36 @@ impl CognitoDirectory {
     }
 
     pub async fn disable_user(&self, username: &str) -> Result<(), DirectoryError> {
-        self.client.admin_disable_user().user_pool_id(&self.user_pool_id).username(username).send().await.map(|_| ()).map_err(classify)
+        self.client
+            .admin_disable_user()
+            .user_pool_id(&self.user_pool_id)
+            .username(username)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
     }
 
     pub async fn enable_user(&self, username: &str) -> Result<(), DirectoryError> {
-        self.client.admin_enable_user().user_pool_id(&self.user_pool_id).username(username).send().await.map(|_| ()).map_err(classify)
+        self.client
+            .admin_enable_user()
+            .user_pool_id(&self.user_pool_id)
+            .username(username)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
     }
 
     pub async fn delete_user(&self, username: &str) -> Result<(), DirectoryError> {
-        self.client.admin_delete_user().user_pool_id(&self.user_pool_id).username(username).send().await.map(|_| ()).map_err(classify)
+        self.client
+            .admin_delete_user()
+            .user_pool_id(&self.user_pool_id)
+            .username(username)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
     }
 }
 
@@ -204,10 +271,16 @@ mod tests {
     #[test]
     fn the_subscription_flag_is_true_1_or_yes_in_any_case() {
         for yes in ["true", "TRUE", "1", "yes", "Yes "] {
-            assert!(is_subscribed(&HashMap::from([(SUBSCRIPTION_FLAG.to_owned(), yes.to_owned())])), "{yes}");
+            assert!(
+                is_subscribed(&HashMap::from([(SUBSCRIPTION_FLAG.to_owned(), yes.to_owned())])),
+                "{yes}"
+            );
         }
         for no in ["false", "0", "no", "", "y"] {
-            assert!(!is_subscribed(&HashMap::from([(SUBSCRIPTION_FLAG.to_owned(), no.to_owned())])), "{no}");
+            assert!(
+                !is_subscribed(&HashMap::from([(SUBSCRIPTION_FLAG.to_owned(), no.to_owned())])),
+                "{no}"
+            );
         }
         assert!(!is_subscribed(&HashMap::new()), "no flag: not subscribed");
     }
@@ -217,7 +290,11 @@ mod tests {
         use aws_sdk_cognitoidentityprovider::operation::list_users::ListUsersOutput;
         use aws_sdk_cognitoidentityprovider::types::UserType;
         let rule = mock!(Client::list_users)
-            .match_requests(|r| r.pagination_token() == Some("p2") && r.attributes_to_get() == ["email", SUBSCRIPTION_FLAG] && r.limit() == Some(60))
+            .match_requests(|r| {
+                r.pagination_token() == Some("p2")
+                    && r.attributes_to_get() == ["email", SUBSCRIPTION_FLAG]
+                    && r.limit() == Some(60)
+            })
             .then_output(|| {
                 ListUsersOutput::builder()
                     .users(
@@ -228,29 +305,49 @@ mod tests {
                             .attributes(AttributeType::builder().name("email").value("a@b.co").build().unwrap())
                             .build(),
                     )
-                    .users(UserType::builder().username("u2").enabled(false).user_status(UserStatusType::Unconfirmed).build())
+                    .users(
+                        UserType::builder()
+                            .username("u2")
+                            .enabled(false)
+                            .user_status(UserStatusType::Unconfirmed)
+                            .build(),
+                    )
                     .pagination_token("p3")
                     .build()
             });
         let directory = CognitoDirectory::new(mock_client!(aws_sdk_cognitoidentityprovider, [&rule]), "pool");
-        let page = directory.list_page(Some("p2"), &["email", SUBSCRIPTION_FLAG]).await.unwrap();
+        let page = directory
+            .list_page(Some("p2"), &["email", SUBSCRIPTION_FLAG])
+            .await
+            .unwrap();
         assert_eq!(rule.num_calls(), 1, "asked from the token for only those attributes");
         assert_eq!(page.next.as_deref(), Some("p3"));
-        assert_eq!(page.users[0].attributes.get("email").map(String::as_str), Some("a@b.co"));
+        assert_eq!(
+            page.users[0].attributes.get("email").map(String::as_str),
+            Some("a@b.co")
+        );
         assert!(page.users[0].confirmed, "a federated sign-in is confirmed");
         assert!(!page.users[1].confirmed && !page.users[1].enabled);
     }
 
     #[tokio::test]
     async fn reads_enabled_flag_and_attributes() {
-        let rule = mock!(Client::admin_get_user).match_requests(|r| r.user_pool_id() == Some("pool") && r.username() == Some("a@b.co")).then_output(|| {
-            AdminGetUserOutput::builder()
-                .username("a@b.co")
-                .enabled(false)
-                .user_attributes(AttributeType::builder().name("given_name").value("Ada").build().unwrap())
-                .build()
-                .unwrap()
-        });
+        let rule = mock!(Client::admin_get_user)
+            .match_requests(|r| r.user_pool_id() == Some("pool") && r.username() == Some("a@b.co"))
+            .then_output(|| {
+                AdminGetUserOutput::builder()
+                    .username("a@b.co")
+                    .enabled(false)
+                    .user_attributes(
+                        AttributeType::builder()
+                            .name("given_name")
+                            .value("Ada")
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap()
+            });
         let directory = CognitoDirectory::new(mock_client!(aws_sdk_cognitoidentityprovider, [&rule]), "pool");
         let user = directory.get_user("a@b.co").await.unwrap();
         assert!(!user.enabled);
@@ -263,7 +360,12 @@ mod tests {
             AdminGetUserError::UserNotFoundException(
                 UserNotFoundException::builder()
                     .message("User does not exist.")
-                    .meta(ErrorMetadata::builder().code("UserNotFoundException").message("User does not exist.").build())
+                    .meta(
+                        ErrorMetadata::builder()
+                            .code("UserNotFoundException")
+                            .message("User does not exist.")
+                            .build(),
+                    )
                     .build(),
             )
         });
@@ -274,13 +376,24 @@ mod tests {
             AdminUpdateUserAttributesError::InvalidParameterException(
                 InvalidParameterException::builder()
                     .message("Attribute does not exist in the schema.")
-                    .meta(ErrorMetadata::builder().code("InvalidParameterException").message("Attribute does not exist in the schema.").build())
+                    .meta(
+                        ErrorMetadata::builder()
+                            .code("InvalidParameterException")
+                            .message("Attribute does not exist in the schema.")
+                            .build(),
+                    )
                     .build(),
             )
         });
         let directory = CognitoDirectory::new(mock_client!(aws_sdk_cognitoidentityprovider, [&invalid]), "pool");
-        let err = directory.update_attributes("a@b.co", &[("custom:nope".into(), "x".into())]).await.unwrap_err();
-        assert_eq!(err, DirectoryError::Rejected("Attribute does not exist in the schema.".into()));
+        let err = directory
+            .update_attributes("a@b.co", &[("custom:nope".into(), "x".into())])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            DirectoryError::Rejected("Attribute does not exist in the schema.".into())
+        );
     }
 
     #[tokio::test]
@@ -288,15 +401,31 @@ mod tests {
         use aws_sdk_cognitoidentityprovider::operation::list_users::ListUsersOutput;
         use aws_sdk_cognitoidentityprovider::types::UserType;
         let user = |name: &str| {
-            UserType::builder().username(name).enabled(true).attributes(AttributeType::builder().name("email").value(name).build().unwrap()).build()
+            UserType::builder()
+                .username(name)
+                .enabled(true)
+                .attributes(AttributeType::builder().name("email").value(name).build().unwrap())
+                .build()
         };
         let first = mock!(Client::list_users)
             .match_requests(|r| r.pagination_token().is_none() && r.limit() == Some(60))
-            .then_output(move || ListUsersOutput::builder().users(user("a@b.co")).pagination_token("p2").build());
+            .then_output(move || {
+                ListUsersOutput::builder()
+                    .users(user("a@b.co"))
+                    .pagination_token("p2")
+                    .build()
+            });
         let second = mock!(Client::list_users)
             .match_requests(|r| r.pagination_token() == Some("p2"))
             .then_output(move || ListUsersOutput::builder().users(user("c@d.co")).build());
-        let directory = CognitoDirectory::new(mock_client!(aws_sdk_cognitoidentityprovider, aws_smithy_mocks::RuleMode::MatchAny, [&first, &second]), "pool");
+        let directory = CognitoDirectory::new(
+            mock_client!(
+                aws_sdk_cognitoidentityprovider,
+                aws_smithy_mocks::RuleMode::MatchAny,
+                [&first, &second]
+            ),
+            "pool",
+        );
         let paced = std::sync::atomic::AtomicUsize::new(0);
         let users = directory
             .list_users(|| async {
@@ -304,7 +433,10 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(users.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), vec!["a@b.co", "c@d.co"]);
+        assert_eq!(
+            users.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(),
+            vec!["a@b.co", "c@d.co"]
+        );
         assert_eq!(users[1].attributes["email"], "c@d.co");
         assert_eq!(paced.into_inner(), 2, "one pacing wait per page");
     }

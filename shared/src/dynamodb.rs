@@ -24,7 +24,19 @@ pub fn error_text(error: impl std::error::Error + Send + Sync + 'static) -> Stri
 
 /// One attribute of the item whose `id` is `key`, read consistently (after a refused conditional write, to say why);
 /// `None` when the item or the attribute is missing.
-pub async fn consistent_attribute(client: &aws_sdk_dynamodb::Client, table: &str, key: &str, attribute: &str) -> Result<Option<AttributeValue>, String> {
-    let item = client.get_item().table_name(table).key("id", AttributeValue::S(key.to_owned())).consistent_read(true).send().await.map_err(error_text)?;
+pub async fn consistent_attribute(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    key: &str,
+    attribute: &str,
+) -> Result<Option<AttributeValue>, String> {
+    let item = client
+        .get_item()
+        .table_name(table)
+        .key("id", AttributeValue::S(key.to_owned()))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(error_text)?;
     Ok(item.item().and_then(|i| i.get(attribute)).cloned())
 }

@@ -70,14 +70,38 @@ pub fn unwrap_sqs_body(record: &SqsMessage) -> Result<Published, EnvelopeError> 
             return Err(EnvelopeError::NotANotification(envelope.kind));
         }
         let message = envelope.message.ok_or(EnvelopeError::NoMessage)?;
-        let attributes = envelope.message_attributes.into_iter().filter_map(|(name, attribute)| attribute.value.map(|value| (name, value))).collect();
-        let published_at = envelope.timestamp.and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&Utc));
-        return Ok(Published { message, attributes, sns_message_id: envelope.message_id, published_at });
+        let attributes = envelope
+            .message_attributes
+            .into_iter()
+            .filter_map(|(name, attribute)| attribute.value.map(|value| (name, value)))
+            .collect();
+        let published_at = envelope
+            .timestamp
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        return Ok(Published {
+            message,
+            attributes,
+            sns_message_id: envelope.message_id,
+            published_at,
+        });
     }
-    let attributes =
-        record.message_attributes.iter().filter_map(|(name, attribute)| attribute.string_value.clone().map(|value| (name.clone(), value))).collect();
-    let published_at = record.attributes.get("SentTimestamp").and_then(|ms| ms.parse().ok()).and_then(DateTime::<Utc>::from_timestamp_millis);
-    Ok(Published { message: body.to_owned(), attributes, sns_message_id: None, published_at })
+    let attributes = record
+        .message_attributes
+        .iter()
+        .filter_map(|(name, attribute)| attribute.string_value.clone().map(|value| (name.clone(), value)))
+        .collect();
+    let published_at = record
+        .attributes
+        .get("SentTimestamp")
+        .and_then(|ms| ms.parse().ok())
+        .and_then(DateTime::<Utc>::from_timestamp_millis);
+    Ok(Published {
+        message: body.to_owned(),
+        attributes,
+        sns_message_id: None,
+        published_at,
+    })
 }
 
 /// The database event carried by an SQS record, delivered raw or in an SNS envelope.
@@ -98,7 +122,13 @@ pub fn record_messages(payload: &serde_json::Value) -> Option<Result<Vec<&str>, 
     Some(
         records
             .iter()
-            .map(|record| record.pointer("/Sns/Message").or_else(|| record.get("body")).and_then(serde_json::Value::as_str).ok_or(EnvelopeError::UnknownRecord))
+            .map(|record| {
+                record
+                    .pointer("/Sns/Message")
+                    .or_else(|| record.get("body"))
+                    .and_then(serde_json::Value::as_str)
+                    .ok_or(EnvelopeError::UnknownRecord)
+            })
             .collect(),
     )
 }
@@ -150,18 +180,27 @@ mod tests {
         assert_eq!(published.published_at, None, "no SentTimestamp on this record");
         let mut sent = raw.clone();
         sent.attributes.insert("SentTimestamp".into(), "1763719200000".into());
-        assert_eq!(unwrap_sqs_body(&sent).unwrap().published_at, DateTime::<Utc>::from_timestamp_millis(1_763_719_200_000));
+        assert_eq!(
+            unwrap_sqs_body(&sent).unwrap().published_at,
+            DateTime::<Utc>::from_timestamp_millis(1_763_719_200_000)
+        );
     }
 
     #[test]
     fn both_deliveries_give_the_same_database_event() {
-        assert_eq!(database_event(&record(&sns_body(EVENT))).unwrap(), database_event(&record(EVENT)).unwrap());
+        assert_eq!(
+            database_event(&record(&sns_body(EVENT))).unwrap(),
+            database_event(&record(EVENT)).unwrap()
+        );
     }
 
     #[test]
     fn subscription_confirmation_and_missing_message_are_errors() {
         let confirmation = json!({"Type":"SubscriptionConfirmation","TopicArn":"arn:t","Token":"x"}).to_string();
-        assert_eq!(unwrap_sqs_body(&record(&confirmation)), Err(EnvelopeError::NotANotification("SubscriptionConfirmation".into())));
+        assert_eq!(
+            unwrap_sqs_body(&record(&confirmation)),
+            Err(EnvelopeError::NotANotification("SubscriptionConfirmation".into()))
+        );
         let no_message = json!({"Type":"Notification","TopicArn":"arn:t"}).to_string();
         assert_eq!(unwrap_sqs_body(&record(&no_message)), Err(EnvelopeError::NoMessage));
         let no_body = SqsMessage::default();
@@ -174,13 +213,19 @@ mod tests {
         assert_eq!(record_messages(&sns), Some(Ok(vec!["a", "b"])));
         let sqs = json!({"Records": [{"messageId": "m", "body": "c"}]});
         assert_eq!(record_messages(&sqs), Some(Ok(vec!["c"])));
-        assert_eq!(record_messages(&json!({"Records": [{"Sns": {}}]})), Some(Err(EnvelopeError::UnknownRecord)));
+        assert_eq!(
+            record_messages(&json!({"Records": [{"Sns": {}}]})),
+            Some(Err(EnvelopeError::UnknownRecord))
+        );
         assert_eq!(record_messages(&json!({"source": "aws.autoscaling"})), None);
     }
 
     #[test]
     fn malformed_message_inside_envelope_is_an_event_error() {
         let err = database_event(&record(&sns_body("{not json"))).unwrap_err();
-        assert!(matches!(err, EnvelopeError::Event(DatabaseEventError::Malformed(_))), "{err:?}");
+        assert!(
+            matches!(err, EnvelopeError::Event(DatabaseEventError::Malformed(_))),
+            "{err:?}"
+        );
     }
 }

@@ -15,7 +15,9 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// Installs the JSON subscriber. The level comes from `AWS_LAMBDA_LOG_LEVEL` (set by Lambda's advanced logging
 /// controls) or `RUST_LOG`, default `info`; see [`log_filter`] for what the SDK's own crates may write.
 pub fn init() {
-    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().or_else(|| std::env::var("RUST_LOG").ok());
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .ok()
+        .or_else(|| std::env::var("RUST_LOG").ok());
     let subscriber = tracing_subscriber::fmt()
         // The fmt builder caps at INFO by default, under any filter layered on it: the filter alone decides.
         .with_max_level(tracing::Level::TRACE)
@@ -61,10 +63,17 @@ pub fn log_filter(level: Option<&str>) -> Targets {
         Ok(targets) => targets.with_default(tracing::Level::INFO),
         Err(_) => Targets::new().with_default(tracing::Level::INFO),
     };
-    let named: Vec<(String, LevelFilter)> = targets.iter().map(|(target, level)| (target.to_owned(), level)).collect();
+    let named: Vec<(String, LevelFilter)> = targets
+        .iter()
+        .map(|(target, level)| (target.to_owned(), level))
+        .collect();
     let mut capped = targets;
     for wire in WIRE_TARGETS {
-        let level = named.iter().find(|(target, _)| target == wire).map(|(_, level)| (*level).min(LevelFilter::DEBUG)).unwrap_or(LevelFilter::INFO);
+        let level = named
+            .iter()
+            .find(|(target, _)| target == wire)
+            .map(|(_, level)| (*level).min(LevelFilter::DEBUG))
+            .unwrap_or(LevelFilter::INFO);
         capped = capped.with_target(wire, level);
     }
     // Named wire targets' sub-targets (`aws_smithy_runtime::client`) take their crate's cap: a deeper directive
@@ -129,7 +138,8 @@ pub fn mask_emails(text: &str) -> String {
             end += 1;
         }
         let domain = text[i + 1..end].trim_end_matches('.');
-        let looks_like_address = start < i && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.');
+        let looks_like_address =
+            start < i && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.');
         if looks_like_address {
             out.push_str(&text[copied..start]);
             out.push_str(&text[start..start + 1]);
@@ -156,7 +166,10 @@ mod tests {
         assert_eq!(log_filter(None).default_level(), Some(LevelFilter::INFO));
         assert_eq!(log_filter(Some("DEBUG")).default_level(), Some(LevelFilter::DEBUG));
         assert_eq!(log_filter(Some("FATAL")).default_level(), Some(LevelFilter::ERROR));
-        assert_eq!(log_filter(Some("not a level!")).default_level(), Some(LevelFilter::INFO));
+        assert_eq!(
+            log_filter(Some("not a level!")).default_level(),
+            Some(LevelFilter::INFO)
+        );
         let directives = log_filter(Some("warn,aws_smithy_runtime=debug"));
         assert!(directives.would_enable("aws_smithy_runtime::client", &tracing::Level::DEBUG));
         assert!(!directives.would_enable("shared::batch", &tracing::Level::INFO));
@@ -168,7 +181,9 @@ mod tests {
         assert!(debug.would_enable("cognito_attribute_sync::handler", &tracing::Level::DEBUG));
         assert!(!debug.would_enable("aws_smithy_runtime::client::orchestrator", &tracing::Level::DEBUG));
         assert!(debug.would_enable("aws_smithy_runtime::client::orchestrator", &tracing::Level::INFO));
-        let everything = log_filter(Some("trace,aws_smithy_runtime=trace,aws_smithy_runtime::client=trace,aws_sigv4=trace,hyper=trace"));
+        let everything = log_filter(Some(
+            "trace,aws_smithy_runtime=trace,aws_smithy_runtime::client=trace,aws_sigv4=trace,hyper=trace",
+        ));
         assert!(everything.would_enable("shared::batch", &tracing::Level::TRACE));
         assert!(everything.would_enable("aws_smithy_runtime::client", &tracing::Level::DEBUG));
         assert!(!everything.would_enable("aws_smithy_runtime::client", &tracing::Level::TRACE));
@@ -187,7 +202,15 @@ mod tests {
 
     #[test]
     fn leaves_text_without_addresses_alone() {
-        for text in ["no address here", "a @ b", "user@localhost", "@example.com", "x@.com", "ü@ü", ""] {
+        for text in [
+            "no address here",
+            "a @ b",
+            "user@localhost",
+            "@example.com",
+            "x@.com",
+            "ü@ü",
+            "",
+        ] {
             assert_eq!(mask_emails(text), text);
         }
     }
@@ -195,7 +218,9 @@ mod tests {
     #[test]
     fn writer_masks_what_passes_through() {
         let mut out = Vec::new();
-        MaskingWriter(&mut out).write_all(b"{\"to\":\"alice@example.com\"}\n").unwrap();
+        MaskingWriter(&mut out)
+            .write_all(b"{\"to\":\"alice@example.com\"}\n")
+            .unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "{\"to\":\"a***@example.com\"}\n");
     }
 }

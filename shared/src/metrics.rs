@@ -34,7 +34,11 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(namespace: impl Into<String>, service: impl Into<String>) -> Self {
-        Self { namespace: namespace.into(), service: service.into(), values: Mutex::new(BTreeMap::new()) }
+        Self {
+            namespace: namespace.into(),
+            service: service.into(),
+            values: Mutex::new(BTreeMap::new()),
+        }
     }
 
     /// Namespace from `POWERTOOLS_METRICS_NAMESPACE` (the Powertools convention), default `EventWorkers`.
@@ -58,8 +62,14 @@ impl Metrics {
         if values.is_empty() {
             return None;
         }
-        let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        let definitions: Vec<Value> = values.iter().map(|(name, (unit, _))| json!({"Name": name, "Unit": unit.as_str()})).collect();
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let definitions: Vec<Value> = values
+            .iter()
+            .map(|(name, (unit, _))| json!({"Name": name, "Unit": unit.as_str()}))
+            .collect();
         let mut document = Map::new();
         document.insert(
             "_aws".into(),
@@ -100,7 +110,10 @@ mod tests {
         let directive = &doc["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Namespace"], "EventWorkers");
         assert_eq!(directive["Dimensions"], json!([["service"]]));
-        assert_eq!(directive["Metrics"], json!([{"Name":"Latency","Unit":"Milliseconds"},{"Name":"UsersUpdated","Unit":"Count"}]));
+        assert_eq!(
+            directive["Metrics"],
+            json!([{"Name":"Latency","Unit":"Milliseconds"},{"Name":"UsersUpdated","Unit":"Count"}])
+        );
         assert!(doc["_aws"]["Timestamp"].as_u64().unwrap() > 0);
         assert!(metrics.take_document().is_none(), "flushed metrics are reset");
     }

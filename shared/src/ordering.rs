@@ -47,7 +47,9 @@ pub fn parse_version(value: &serde_json::Value) -> Option<Version> {
                 Some(i) if i > 10 && normalised.len() - i == 3 => format!("{normalised}:00"),
                 _ => normalised,
             };
-            DateTime::parse_from_rfc3339(&normalised).ok().map(|t| version_of(t.with_timezone(&Utc)))
+            DateTime::parse_from_rfc3339(&normalised)
+                .ok()
+                .map(|t| version_of(t.with_timezone(&Utc)))
         }
         _ => None,
     }
@@ -104,8 +106,15 @@ pub trait OrderingGuard: Send + Sync {
 /// A lease owner name unique to this process and claim.
 pub fn new_owner() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("{}-{}-{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// The DynamoDB adapter (`ORDERING_TABLE`).
@@ -124,18 +133,30 @@ mod dynamo {
 
     impl DynamoOrderingGuard {
         pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
-            Self { client, table: table.into() }
+            Self {
+                client,
+                table: table.into(),
+            }
         }
 
         async fn applied_version(&self, key: &str) -> Result<Option<Version>, String> {
             let version = consistent_attribute(&self.client, &self.table, key, "version").await?;
-            Ok(version.as_ref().and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()))
+            Ok(version
+                .as_ref()
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse().ok()))
         }
     }
 
     #[async_trait]
     impl OrderingGuard for DynamoOrderingGuard {
-        async fn claim(&self, key: &str, version: Version, same: SameVersion, until: SystemTime) -> Result<Claim, String> {
+        async fn claim(
+            &self,
+            key: &str,
+            version: Version,
+            same: SameVersion,
+            until: SystemTime,
+        ) -> Result<Claim, String> {
             let owner = new_owner();
             let newer = match same {
                 SameVersion::Apply => "#version <= :version",
@@ -160,13 +181,27 @@ mod dynamo {
                 .await;
             match result {
                 Ok(output) => {
-                    let after_deletion = output.attributes().and_then(|item| item.get("deleted")).and_then(|v| v.as_bool().ok()).copied().unwrap_or(false);
-                    Ok(Claim::Acquired(Lease { key: key.to_owned(), owner, version, after_deletion }))
+                    let after_deletion = output
+                        .attributes()
+                        .and_then(|item| item.get("deleted"))
+                        .and_then(|v| v.as_bool().ok())
+                        .copied()
+                        .unwrap_or(false);
+                    Ok(Claim::Acquired(Lease {
+                        key: key.to_owned(),
+                        owner,
+                        version,
+                        after_deletion,
+                    }))
                 }
-                Err(error) if error.code() == Some("ConditionalCheckFailedException") => match self.applied_version(key).await? {
-                    Some(applied) if applied > version || (applied == version && same == SameVersion::Skip) => Ok(Claim::Stale { applied }),
-                    _ => Ok(Claim::Busy),
-                },
+                Err(error) if error.code() == Some("ConditionalCheckFailedException") => {
+                    match self.applied_version(key).await? {
+                        Some(applied) if applied > version || (applied == version && same == SameVersion::Skip) => {
+                            Ok(Claim::Stale { applied })
+                        }
+                        _ => Ok(Claim::Busy),
+                    }
+                }
                 Err(error) => Err(failed(error)),
             }
         }
@@ -186,7 +221,13 @@ mod dynamo {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| if e.code() == Some("ConditionalCheckFailedException") { "the lease lapsed before the commit".to_owned() } else { failed(e) })
+                .map_err(|e| {
+                    if e.code() == Some("ConditionalCheckFailedException") {
+                        "the lease lapsed before the commit".to_owned()
+                    } else {
+                        failed(e)
+                    }
+                })
         }
 
         async fn release(&self, lease: &Lease) -> Result<(), String> {
@@ -229,7 +270,10 @@ mod tests {
     #[test]
     fn the_key_holds_no_address_and_ignores_case() {
         let key = user_key(" Ada@Example.com");
-        assert!(key.starts_with("user#") && !key.contains("ada") && !key.contains('@'), "{key}");
+        assert!(
+            key.starts_with("user#") && !key.contains("ada") && !key.contains('@'),
+            "{key}"
+        );
         assert_eq!(key, user_key("ada@example.com"));
         assert_ne!(key, user_key("grace@example.com"));
     }
@@ -254,13 +298,20 @@ mod adapter_tests {
         UpdateItemError::ConditionalCheckFailedException(
             ConditionalCheckFailedException::builder()
                 .message("The conditional request failed")
-                .meta(aws_sdk_dynamodb::error::ErrorMetadata::builder().code("ConditionalCheckFailedException").build())
+                .meta(
+                    aws_sdk_dynamodb::error::ErrorMetadata::builder()
+                        .code("ConditionalCheckFailedException")
+                        .build(),
+                )
                 .build(),
         )
     }
 
     fn applied(version: i64) -> GetItemOutput {
-        GetItemOutput::builder().item("id", AttributeValue::S("user#x".into())).item("version", AttributeValue::N(version.to_string())).build()
+        GetItemOutput::builder()
+            .item("id", AttributeValue::S("user#x".into()))
+            .item("version", AttributeValue::N(version.to_string()))
+            .build()
     }
 
     fn until() -> SystemTime {
@@ -281,7 +332,10 @@ mod adapter_tests {
             .then_output(|| UpdateItemOutput::builder().build());
         let guard = DynamoOrderingGuard::new(mock_client!(aws_sdk_dynamodb, [&claim]), "ordering");
         let result = guard.claim("user#x", 20, SameVersion::Apply, until()).await.unwrap();
-        assert!(matches!(result, Claim::Acquired(Lease { version: 20, .. })), "{result:?}");
+        assert!(
+            matches!(result, Claim::Acquired(Lease { version: 20, .. })),
+            "{result:?}"
+        );
     }
 
     #[tokio::test]
@@ -290,13 +344,26 @@ mod adapter_tests {
             .match_requests(|r| r.condition_expression().unwrap().contains("#version < :version"))
             .then_error(conditional_failure);
         let same = mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| applied(20));
-        let guard = DynamoOrderingGuard::new(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&claim, &same]), "ordering");
-        assert_eq!(guard.claim("user#x", 20, SameVersion::Skip, until()).await.unwrap(), Claim::Stale { applied: 20 });
+        let guard = DynamoOrderingGuard::new(
+            mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&claim, &same]),
+            "ordering",
+        );
+        assert_eq!(
+            guard.claim("user#x", 20, SameVersion::Skip, until()).await.unwrap(),
+            Claim::Stale { applied: 20 }
+        );
 
         let refused = mock!(aws_sdk_dynamodb::Client::update_item).then_error(conditional_failure);
         let same = mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| applied(20));
-        let guard = DynamoOrderingGuard::new(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&refused, &same]), "ordering");
-        assert_eq!(guard.claim("user#x", 20, SameVersion::Apply, until()).await.unwrap(), Claim::Busy, "applied again: only a lease refuses it");
+        let guard = DynamoOrderingGuard::new(
+            mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&refused, &same]),
+            "ordering",
+        );
+        assert_eq!(
+            guard.claim("user#x", 20, SameVersion::Apply, until()).await.unwrap(),
+            Claim::Busy,
+            "applied again: only a lease refuses it"
+        );
     }
 
     #[tokio::test]
@@ -304,25 +371,57 @@ mod adapter_tests {
         let after_delete = mock!(aws_sdk_dynamodb::Client::update_item)
             .match_requests(|r| r.return_values() == Some(&aws_sdk_dynamodb::types::ReturnValue::AllOld))
             .then_output(|| {
-                UpdateItemOutput::builder().attributes("deleted", AttributeValue::Bool(true)).attributes("version", AttributeValue::N("10".into())).build()
+                UpdateItemOutput::builder()
+                    .attributes("deleted", AttributeValue::Bool(true))
+                    .attributes("version", AttributeValue::N("10".into()))
+                    .build()
             });
-        let first_ever = mock!(aws_sdk_dynamodb::Client::update_item).then_output(|| UpdateItemOutput::builder().build());
-        let guard = DynamoOrderingGuard::new(mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&after_delete, &first_ever]), "ordering");
-        assert!(matches!(guard.claim("user#x", 20, SameVersion::Apply, until()).await.unwrap(), Claim::Acquired(Lease { after_deletion: true, .. })));
-        assert!(matches!(guard.claim("user#y", 20, SameVersion::Apply, until()).await.unwrap(), Claim::Acquired(Lease { after_deletion: false, .. })));
+        let first_ever =
+            mock!(aws_sdk_dynamodb::Client::update_item).then_output(|| UpdateItemOutput::builder().build());
+        let guard = DynamoOrderingGuard::new(
+            mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&after_delete, &first_ever]),
+            "ordering",
+        );
+        assert!(matches!(
+            guard.claim("user#x", 20, SameVersion::Apply, until()).await.unwrap(),
+            Claim::Acquired(Lease {
+                after_deletion: true,
+                ..
+            })
+        ));
+        assert!(matches!(
+            guard.claim("user#y", 20, SameVersion::Apply, until()).await.unwrap(),
+            Claim::Acquired(Lease {
+                after_deletion: false,
+                ..
+            })
+        ));
     }
 
     #[tokio::test]
     async fn a_refused_claim_is_stale_when_a_newer_version_was_applied_and_busy_otherwise() {
         let refused = mock!(aws_sdk_dynamodb::Client::update_item).then_error(conditional_failure);
         let newer = mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| applied(30));
-        let guard = DynamoOrderingGuard::new(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&refused, &newer]), "ordering");
-        assert_eq!(guard.claim("user#x", 20, SameVersion::Apply, until()).await.unwrap(), Claim::Stale { applied: 30 });
+        let guard = DynamoOrderingGuard::new(
+            mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&refused, &newer]),
+            "ordering",
+        );
+        assert_eq!(
+            guard.claim("user#x", 20, SameVersion::Apply, until()).await.unwrap(),
+            Claim::Stale { applied: 30 }
+        );
 
         let refused = mock!(aws_sdk_dynamodb::Client::update_item).then_error(conditional_failure);
         let older = mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| applied(10));
-        let guard = DynamoOrderingGuard::new(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&refused, &older]), "ordering");
-        assert_eq!(guard.claim("user#x", 20, SameVersion::Apply, until()).await.unwrap(), Claim::Busy, "an older version applied: someone holds the lease");
+        let guard = DynamoOrderingGuard::new(
+            mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&refused, &older]),
+            "ordering",
+        );
+        assert_eq!(
+            guard.claim("user#x", 20, SameVersion::Apply, until()).await.unwrap(),
+            Claim::Busy,
+            "an older version applied: someone holds the lease"
+        );
     }
 
     #[tokio::test]
@@ -337,8 +436,16 @@ mod adapter_tests {
             })
             .then_output(|| UpdateItemOutput::builder().build());
         let lost = mock!(aws_sdk_dynamodb::Client::update_item).then_error(conditional_failure);
-        let lease = Lease { key: "user#x".into(), owner: "me".into(), version: 20, after_deletion: false };
-        let guard = DynamoOrderingGuard::new(mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&commit, &lost]), "ordering");
+        let lease = Lease {
+            key: "user#x".into(),
+            owner: "me".into(),
+            version: 20,
+            after_deletion: false,
+        };
+        let guard = DynamoOrderingGuard::new(
+            mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&commit, &lost]),
+            "ordering",
+        );
         guard.commit(&lease, true).await.unwrap();
         assert!(guard.commit(&lease, true).await.unwrap_err().contains("lapsed"));
     }

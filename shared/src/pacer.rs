@@ -25,7 +25,11 @@ fn kept_lateness(interval: Duration) -> Duration {
 }
 
 fn interval_of(rate_per_second: f64) -> Duration {
-    let rate = if rate_per_second.is_finite() && rate_per_second > 0.0 { rate_per_second } else { 1.0 };
+    let rate = if rate_per_second.is_finite() && rate_per_second > 0.0 {
+        rate_per_second
+    } else {
+        1.0
+    };
     Duration::from_secs_f64(1.0 / rate)
 }
 
@@ -43,7 +47,10 @@ impl Pacer {
 
     /// From the next slot on, spaces slots for `rate_per_second` (a share of an account's rate that changed).
     pub fn set_rate(&self, rate_per_second: f64) {
-        self.interval_nanos.store(interval_of(rate_per_second).as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.interval_nanos.store(
+            interval_of(rate_per_second).as_nanos() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// No slot before `at`: a newcomer waits until the others have seen it and slowed down.
@@ -67,7 +74,11 @@ impl Pacer {
                 if slot <= now {
                     // A wake-up a timer tick late keeps the schedule (or every slot would lose that tick: 10 % of
                     // the rate at 95/s); a longer lull starts it afresh, so idle time never becomes a burst.
-                    let scheduled = if now.saturating_duration_since(*next) <= kept_lateness(self.interval()) { *next } else { now };
+                    let scheduled = if now.saturating_duration_since(*next) <= kept_lateness(self.interval()) {
+                        *next
+                    } else {
+                        now
+                    };
                     *next = scheduled + self.interval();
                     return Ok(());
                 }
@@ -90,8 +101,15 @@ mod tests {
         for _ in 0..3 {
             pacer.acquire(deadline).await.unwrap();
         }
-        assert_eq!(start.elapsed(), Duration::from_millis(1000), "three sends at 2/s take one second");
-        assert!(pacer.acquire(deadline).await.is_err(), "the slot at 1.5 s is past the deadline");
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(1000),
+            "three sends at 2/s take one second"
+        );
+        assert!(
+            pacer.acquire(deadline).await.is_err(),
+            "the slot at 1.5 s is past the deadline"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -108,7 +126,11 @@ mod tests {
             assert_eq!(before, Instant::now(), "slot {slot} was due");
         }
         pacer.acquire(far).await.unwrap();
-        assert_eq!(start.elapsed(), Duration::from_millis(60), "the sixth slot kept its place");
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(60),
+            "the sixth slot kept its place"
+        );
         // Idle for a second: the next two slots are an interval apart, not at once.
         tokio::time::advance(Duration::from_secs(1)).await;
         pacer.acquire(far).await.unwrap();
@@ -128,9 +150,21 @@ mod tests {
             let next = pacer.next_slot.lock().await.saturating_duration_since(Instant::now());
             tokio::time::advance(next + late).await;
         }
-        let most = (0..times.len()).map(|i| times[i..].iter().take_while(|t| **t < times[i] + Duration::from_secs(1)).count()).max().unwrap();
+        let most = (0..times.len())
+            .map(|i| {
+                times[i..]
+                    .iter()
+                    .take_while(|t| **t < times[i] + Duration::from_secs(1))
+                    .count()
+            })
+            .max()
+            .unwrap();
         assert!(most <= 96, "{most} slots in one second at 95/s");
-        assert!(times[399] < Duration::from_millis(399 * 1000 / 95 + 6), "the schedule kept: {:?}", times[399]);
+        assert!(
+            times[399] < Duration::from_millis(399 * 1000 / 95 + 6),
+            "the schedule kept: {:?}",
+            times[399]
+        );
     }
 
     /// A slow pacer keeps its schedule through wake-ups up to a quarter interval late, and still puts at most one
@@ -149,10 +183,22 @@ mod tests {
             let next = pacer.next_slot.lock().await.saturating_duration_since(Instant::now());
             tokio::time::advance(next + late).await;
         }
-        let most = (0..times.len()).map(|i| times[i..].iter().take_while(|t| **t < times[i] + Duration::from_secs(1)).count()).max().unwrap();
+        let most = (0..times.len())
+            .map(|i| {
+                times[i..]
+                    .iter()
+                    .take_while(|t| **t < times[i] + Duration::from_secs(1))
+                    .count()
+            })
+            .max()
+            .unwrap();
         assert!(most <= 12, "{most} slots in one second at 11/s");
         let schedule = Duration::from_secs_f64(199.0 / 11.0);
-        assert!(times[199] < schedule + Duration::from_millis(23), "the schedule kept: {:?} for {schedule:?}", times[199]);
+        assert!(
+            times[199] < schedule + Duration::from_millis(23),
+            "the schedule kept: {:?} for {schedule:?}",
+            times[199]
+        );
 
         // Half an interval late: a lull, not lateness; the schedule starts afresh from the wake-up.
         let at = Instant::now();
@@ -163,7 +209,10 @@ mod tests {
         pacer.acquire(far).await.unwrap();
         // Kept, the next slot would have come 45 ms after the wake-up; the timer rounds to whole milliseconds.
         let gap = woke.elapsed();
-        assert!(gap >= pacer.interval() && gap <= pacer.interval() + Duration::from_millis(2), "the next slot {gap:?} after the late one");
+        assert!(
+            gap >= pacer.interval() && gap <= pacer.interval() + Duration::from_millis(2),
+            "the next slot {gap:?} after the late one"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -177,7 +226,11 @@ mod tests {
         pacer.set_rate(4.0);
         pacer.acquire(far).await.unwrap();
         pacer.acquire(far).await.unwrap();
-        assert_eq!(start.elapsed(), Duration::from_millis(3250), "the slot after the held one was spaced at 1/s, the next at 4/s");
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(3250),
+            "the slot after the held one was spaced at 1/s, the next at 4/s"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -202,6 +255,10 @@ mod tests {
             times.push(waiter.await.unwrap());
         }
         times.sort();
-        assert_eq!(times, [100, 1100, 2100].map(Duration::from_millis), "no waiter kept a slot of the old rate but the next one");
+        assert_eq!(
+            times,
+            [100, 1100, 2100].map(Duration::from_millis),
+            "no waiter kept a slot of the old rate but the next one"
+        );
     }
 }

@@ -35,7 +35,12 @@ pub async fn init<C>(
     let config = read_config(&Env::process()).inspect_err(invalid)?;
     let deadlines = DeadlineRule::from_env(&Env::process(), timeout).inspect_err(invalid)?;
     let sdk = crate::aws::load_sdk_config().await.inspect_err(invalid)?;
-    Ok(Startup { config, sdk, metrics: Arc::new(Metrics::from_env(service)), deadlines })
+    Ok(Startup {
+        config,
+        sdk,
+        metrics: Arc::new(Metrics::from_env(service)),
+        deadlines,
+    })
 }
 
 /// A failed invocation, with the readable `errorType` that Lambda reports to failure destinations and CloudWatch
@@ -49,13 +54,19 @@ pub struct FunctionError {
 
 impl FunctionError {
     pub fn new(kind: &'static str, message: impl std::fmt::Display) -> Self {
-        Self { kind, message: message.to_string() }
+        Self {
+            kind,
+            message: message.to_string(),
+        }
     }
 }
 
 impl From<FunctionError> for Diagnostic {
     fn from(error: FunctionError) -> Diagnostic {
-        Diagnostic { error_type: error.kind.to_owned(), error_message: error.message }
+        Diagnostic {
+            error_type: error.kind.to_owned(),
+            error_message: error.message,
+        }
     }
 }
 

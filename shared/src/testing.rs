@@ -57,7 +57,11 @@ pub fn assert_reads_exactly<C, E: std::fmt::Debug>(
     }
     let mut declared: Vec<String> = declared.iter().map(|v| v.to_string()).collect();
     declared.sort();
-    assert_eq!(source.asked(), declared, "the variables read differ from the declared ones");
+    assert_eq!(
+        source.asked(),
+        declared,
+        "the variables read differ from the declared ones"
+    );
 }
 
 /// The ordering guard in memory, honouring what the DynamoDB adapter honours: a claim is refused for a version older
@@ -86,15 +90,27 @@ impl crate::ordering::OrderingGuard for MemoryOrderingGuard {
         use crate::ordering::{Claim, Lease, SameVersion};
         let mut items = self.items.lock().unwrap();
         let item = items.entry(key.to_owned()).or_default();
-        if let Some(applied) = item.version.filter(|applied| *applied > version || (*applied == version && same == SameVersion::Skip)) {
+        if let Some(applied) = item
+            .version
+            .filter(|applied| *applied > version || (*applied == version && same == SameVersion::Skip))
+        {
             return Ok(Claim::Stale { applied });
         }
-        if item.lease.as_ref().is_some_and(|(_, lapses)| *lapses > std::time::SystemTime::now()) {
+        if item
+            .lease
+            .as_ref()
+            .is_some_and(|(_, lapses)| *lapses > std::time::SystemTime::now())
+        {
             return Ok(Claim::Busy);
         }
         let owner = crate::ordering::new_owner();
         item.lease = Some((owner.clone(), until));
-        Ok(Claim::Acquired(Lease { key: key.to_owned(), owner, version, after_deletion: item.deleted }))
+        Ok(Claim::Acquired(Lease {
+            key: key.to_owned(),
+            owner,
+            version,
+            after_deletion: item.deleted,
+        }))
     }
 
     async fn commit(&self, lease: &crate::ordering::Lease, deleted: bool) -> Result<(), String> {
@@ -103,13 +119,20 @@ impl crate::ordering::OrderingGuard for MemoryOrderingGuard {
         if item.lease.as_ref().map(|(owner, _)| owner) != Some(&lease.owner) {
             return Err("the lease lapsed before the commit".into());
         }
-        *item = GuardItem { version: Some(lease.version), deleted, lease: None };
+        *item = GuardItem {
+            version: Some(lease.version),
+            deleted,
+            lease: None,
+        };
         Ok(())
     }
 
     async fn release(&self, lease: &crate::ordering::Lease) -> Result<(), String> {
         let mut items = self.items.lock().unwrap();
-        if let Some(item) = items.get_mut(&lease.key).filter(|item| item.lease.as_ref().map(|(owner, _)| owner) == Some(&lease.owner)) {
+        if let Some(item) = items
+            .get_mut(&lease.key)
+            .filter(|item| item.lease.as_ref().map(|(owner, _)| owner) == Some(&lease.owner))
+        {
             item.lease = None;
         }
         Ok(())

@@ -75,20 +75,32 @@ impl SigningKey {
 }
 
 /// Checks `token` against `current` and then `previous`; `now` in epoch seconds.
-pub fn verify(token: Option<&str>, current: &SigningKey, previous: Option<&SigningKey>, now: i64) -> Result<Unsubscription, TokenError> {
-    let token = token.map(str::trim).filter(|t| !t.is_empty()).ok_or(TokenError::Missing)?;
+pub fn verify(
+    token: Option<&str>,
+    current: &SigningKey,
+    previous: Option<&SigningKey>,
+    now: i64,
+) -> Result<Unsubscription, TokenError> {
+    let token = token
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(TokenError::Missing)?;
     let (payload, signature) = token.split_once('.').ok_or(TokenError::Malformed)?;
     let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Malformed)?;
     let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| TokenError::Malformed)?;
     let payload = String::from_utf8(payload).map_err(|_| TokenError::Malformed)?;
     // The sub and the tenant are simple tokens (no colon); the time is last.
     let mut fields = payload.splitn(3, ':');
-    let (Some(sub), Some(tenant), Some(issued)) = (fields.next(), fields.next(), fields.next()) else { return Err(TokenError::Malformed) };
+    let (Some(sub), Some(tenant), Some(issued)) = (fields.next(), fields.next(), fields.next()) else {
+        return Err(TokenError::Malformed);
+    };
     let issued_at: i64 = issued.parse().map_err(|_| TokenError::Malformed)?;
     if sub.is_empty() {
         return Err(TokenError::Malformed);
     }
-    let genuine = std::iter::once(current).chain(previous).any(|key| key.mac(sub, tenant, issued_at).verify_slice(&signature).is_ok());
+    let genuine = std::iter::once(current)
+        .chain(previous)
+        .any(|key| key.mac(sub, tenant, issued_at).verify_slice(&signature).is_ok());
     if !genuine {
         return Err(TokenError::Forged);
     }
@@ -96,13 +108,21 @@ pub fn verify(token: Option<&str>, current: &SigningKey, previous: Option<&Signi
     if issued_at > now + 300 || now - issued_at > VALIDITY_SECONDS {
         return Err(TokenError::Expired);
     }
-    Ok(Unsubscription { sub: sub.to_owned(), tenant: tenant.to_owned(), issued_at })
+    Ok(Unsubscription {
+        sub: sub.to_owned(),
+        tenant: tenant.to_owned(),
+        issued_at,
+    })
 }
 
 /// A signing key from the SecureString `name` that the variable `variable` names, read once at init; an unreadable
 /// parameter or a value that is no key is a configuration error naming both.
 #[cfg(feature = "ssm")]
-pub async fn read_signing_key(ssm: &aws_sdk_ssm::Client, variable: &str, name: &str) -> Result<SigningKey, crate::config::ConfigError> {
+pub async fn read_signing_key(
+    ssm: &aws_sdk_ssm::Client,
+    variable: &str,
+    name: &str,
+) -> Result<SigningKey, crate::config::ConfigError> {
     let value = crate::secrets::read_secret_for(ssm, variable, name).await?;
     SigningKey::new(&value).map_err(|reason| crate::config::ConfigError::invalid(variable, name, reason))
 }
@@ -120,25 +140,52 @@ mod tests {
     #[test]
     fn a_signed_token_verifies_and_says_whom_to_unsubscribe() {
         let token = key('a').sign("6b1c0f7e-sub", "acme", NOW);
-        assert!(!token.contains('@') && !token.contains('+') && !token.contains('/'), "base64url, no address: {token}");
+        assert!(
+            !token.contains('@') && !token.contains('+') && !token.contains('/'),
+            "base64url, no address: {token}"
+        );
         let verified = verify(Some(&token), &key('a'), None, NOW + 3600).unwrap();
-        assert_eq!(verified, Unsubscription { sub: "6b1c0f7e-sub".into(), tenant: "acme".into(), issued_at: NOW });
+        assert_eq!(
+            verified,
+            Unsubscription {
+                sub: "6b1c0f7e-sub".into(),
+                tenant: "acme".into(),
+                issued_at: NOW
+            }
+        );
     }
 
     #[test]
     fn forged_edited_truncated_and_missing_tokens_fail() {
         let token = key('a').sign("sub-1", "acme", NOW);
-        assert_eq!(verify(Some(&key('b').sign("sub-1", "acme", NOW)), &key('a'), None, NOW), Err(TokenError::Forged), "another key");
+        assert_eq!(
+            verify(Some(&key('b').sign("sub-1", "acme", NOW)), &key('a'), None, NOW),
+            Err(TokenError::Forged),
+            "another key"
+        );
         let other_user = key('a').sign("sub-2", "acme", NOW);
         let (payload, _) = other_user.split_once('.').unwrap();
         let (_, signature) = token.split_once('.').unwrap();
-        assert_eq!(verify(Some(&format!("{payload}.{signature}")), &key('a'), None, NOW), Err(TokenError::Forged), "another user's payload");
+        assert_eq!(
+            verify(Some(&format!("{payload}.{signature}")), &key('a'), None, NOW),
+            Err(TokenError::Forged),
+            "another user's payload"
+        );
         let mut edited = token.clone().into_bytes();
         let last = edited.len() - 1;
         edited[last] = if edited[last] == b'A' { b'B' } else { b'A' };
-        assert!(verify(Some(std::str::from_utf8(&edited).unwrap()), &key('a'), None, NOW).is_err(), "one character edited");
-        assert!(verify(Some(&token[..token.len() - 5]), &key('a'), None, NOW).is_err(), "truncated");
-        assert_eq!(verify(Some("not-a-token"), &key('a'), None, NOW), Err(TokenError::Malformed));
+        assert!(
+            verify(Some(std::str::from_utf8(&edited).unwrap()), &key('a'), None, NOW).is_err(),
+            "one character edited"
+        );
+        assert!(
+            verify(Some(&token[..token.len() - 5]), &key('a'), None, NOW).is_err(),
+            "truncated"
+        );
+        assert_eq!(
+            verify(Some("not-a-token"), &key('a'), None, NOW),
+            Err(TokenError::Malformed)
+        );
         assert_eq!(verify(None, &key('a'), None, NOW), Err(TokenError::Missing));
         assert_eq!(verify(Some(" "), &key('a'), None, NOW), Err(TokenError::Missing));
     }
@@ -147,15 +194,26 @@ mod tests {
     fn the_previous_key_still_works_after_a_rotation() {
         let old = key('a').sign("sub-1", "acme", NOW);
         assert!(verify(Some(&old), &key('b'), Some(&key('a')), NOW).is_ok());
-        assert_eq!(verify(Some(&old), &key('b'), None, NOW), Err(TokenError::Forged), "without the previous key");
+        assert_eq!(
+            verify(Some(&old), &key('b'), None, NOW),
+            Err(TokenError::Forged),
+            "without the previous key"
+        );
     }
 
     #[test]
     fn links_stay_valid_at_least_sixty_days_but_not_for_ever() {
         let token = key('a').sign("sub-1", "acme", NOW);
         assert!(verify(Some(&token), &key('a'), None, NOW + 60 * 24 * 3600).is_ok());
-        assert_eq!(verify(Some(&token), &key('a'), None, NOW + VALIDITY_SECONDS + 1), Err(TokenError::Expired));
-        assert_eq!(verify(Some(&key('a').sign("sub-1", "acme", NOW + 3600)), &key('a'), None, NOW), Err(TokenError::Expired), "from the future");
+        assert_eq!(
+            verify(Some(&token), &key('a'), None, NOW + VALIDITY_SECONDS + 1),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            verify(Some(&key('a').sign("sub-1", "acme", NOW + 3600)), &key('a'), None, NOW),
+            Err(TokenError::Expired),
+            "from the future"
+        );
     }
 
     #[test]

@@ -7,7 +7,11 @@ use crate::db_event::{json_type, row_string, Row};
 use serde_json::Value;
 
 /// Row column -> Cognito attribute.
-pub const ATTRIBUTE_MAP: [(&str, &str); 3] = [("firstName", "given_name"), ("lastName", "family_name"), ("_tenant", "custom:_tenant")];
+pub const ATTRIBUTE_MAP: [(&str, &str); 3] = [
+    ("firstName", "given_name"),
+    ("lastName", "family_name"),
+    ("_tenant", "custom:_tenant"),
+];
 
 /// Cognito's limit on an attribute value (standard attributes, and custom string attributes at most).
 pub const MAX_VALUE_CHARS: usize = 2048;
@@ -45,12 +49,19 @@ pub fn desired_attributes(row: &Row) -> Result<UserChange, String> {
             Some(Value::String(s)) if s.is_empty() => Desired::Remove,
             Some(Value::String(s)) => Desired::Set(s.clone()),
             Some(Value::Number(n)) => Desired::Set(n.to_string()),
-            Some(other) => return Err(format!("column `{column}` must be a string, a number or null, got {}", json_type(other))),
+            Some(other) => {
+                return Err(format!(
+                    "column `{column}` must be a string, a number or null, got {}",
+                    json_type(other)
+                ))
+            }
         };
         if let Desired::Set(value) = &desired {
             let chars = value.chars().count();
             if chars > MAX_VALUE_CHARS {
-                return Err(format!("column `{column}` is {chars} characters long, over Cognito's limit of {MAX_VALUE_CHARS}"));
+                return Err(format!(
+                    "column `{column}` is {chars} characters long, over Cognito's limit of {MAX_VALUE_CHARS}"
+                ));
             }
         }
         attributes.push((attribute, desired));
@@ -75,8 +86,12 @@ pub fn plan_writes(change: &UserChange, current: &HashMap<String, String>) -> Wr
     let mut plan = WritePlan::default();
     for (attribute, desired) in &change.attributes {
         match desired {
-            Desired::Set(value) if current.get(*attribute) != Some(value) => plan.updates.push((attribute.to_string(), value.clone())),
-            Desired::Remove if current.get(*attribute).is_some_and(|v| !v.is_empty()) => plan.deletions.push(attribute.to_string()),
+            Desired::Set(value) if current.get(*attribute) != Some(value) => {
+                plan.updates.push((attribute.to_string(), value.clone()))
+            }
+            Desired::Remove if current.get(*attribute).is_some_and(|v| !v.is_empty()) => {
+                plan.deletions.push(attribute.to_string())
+            }
             _ => {}
         }
     }
@@ -94,15 +109,34 @@ mod tests {
 
     #[test]
     fn maps_columns_to_attributes_and_leaves_absent_ones_alone() {
-        let change = desired_attributes(&row(json!({"email":"a@b.co","firstName":"Ada","_tenant":"acme","id":7}))).unwrap();
+        let change = desired_attributes(&row(
+            json!({"email":"a@b.co","firstName":"Ada","_tenant":"acme","id":7}),
+        ))
+        .unwrap();
         assert_eq!(change.username, "a@b.co");
-        assert_eq!(change.attributes, vec![("given_name", Desired::Set("Ada".into())), ("custom:_tenant", Desired::Set("acme".into()))]);
+        assert_eq!(
+            change.attributes,
+            vec![
+                ("given_name", Desired::Set("Ada".into())),
+                ("custom:_tenant", Desired::Set("acme".into()))
+            ]
+        );
     }
 
     #[test]
     fn null_or_empty_removes_and_numbers_become_decimal_strings() {
-        let change = desired_attributes(&row(json!({"email":"a@b.co","firstName":null,"lastName":"","_tenant":42}))).unwrap();
-        assert_eq!(change.attributes, vec![("given_name", Desired::Remove), ("family_name", Desired::Remove), ("custom:_tenant", Desired::Set("42".into()))]);
+        let change = desired_attributes(&row(
+            json!({"email":"a@b.co","firstName":null,"lastName":"","_tenant":42}),
+        ))
+        .unwrap();
+        assert_eq!(
+            change.attributes,
+            vec![
+                ("given_name", Desired::Remove),
+                ("family_name", Desired::Remove),
+                ("custom:_tenant", Desired::Set("42".into()))
+            ]
+        );
         let change = desired_attributes(&row(json!({"email":"a@b.co","_tenant":1.5}))).unwrap();
         assert_eq!(change.attributes, vec![("custom:_tenant", Desired::Set("1.5".into()))]);
     }
@@ -113,14 +147,21 @@ mod tests {
         assert!(err.contains("firstName") && err.contains("boolean"), "{err}");
         assert!(desired_attributes(&row(json!({"email":"a@b.co","lastName":["x"]}))).is_err());
         let long = "x".repeat(MAX_VALUE_CHARS + 1);
-        assert!(desired_attributes(&row(json!({"email":"a@b.co","lastName":long}))).unwrap_err().contains("limit"));
+        assert!(desired_attributes(&row(json!({"email":"a@b.co","lastName":long})))
+            .unwrap_err()
+            .contains("limit"));
         let longest = "é".repeat(MAX_VALUE_CHARS);
-        assert!(desired_attributes(&row(json!({"email":"a@b.co","lastName":longest}))).is_ok(), "the limit counts characters");
+        assert!(
+            desired_attributes(&row(json!({"email":"a@b.co","lastName":longest}))).is_ok(),
+            "the limit counts characters"
+        );
     }
 
     #[test]
     fn a_row_needs_an_email() {
-        assert!(desired_attributes(&row(json!({"firstName":"Ada"}))).unwrap_err().contains("email"));
+        assert!(desired_attributes(&row(json!({"firstName":"Ada"})))
+            .unwrap_err()
+            .contains("email"));
         assert!(desired_attributes(&row(json!({"email":"not-an-address"}))).is_err());
         assert!(desired_attributes(&row(json!({"email":5}))).is_err());
     }
@@ -129,7 +170,11 @@ mod tests {
     fn plan_writes_only_what_differs() {
         let change = UserChange {
             username: "a@b.co".into(),
-            attributes: vec![("given_name", Desired::Set("Ada".into())), ("family_name", Desired::Set("Lovelace".into())), ("custom:_tenant", Desired::Remove)],
+            attributes: vec![
+                ("given_name", Desired::Set("Ada".into())),
+                ("family_name", Desired::Set("Lovelace".into())),
+                ("custom:_tenant", Desired::Remove),
+            ],
         };
         let current = HashMap::from([
             ("given_name".to_string(), "Ada".to_string()),
@@ -143,7 +188,13 @@ mod tests {
 
     #[test]
     fn matching_user_needs_no_write() {
-        let change = UserChange { username: "a@b.co".into(), attributes: vec![("given_name", Desired::Set("Ada".into())), ("family_name", Desired::Remove)] };
+        let change = UserChange {
+            username: "a@b.co".into(),
+            attributes: vec![
+                ("given_name", Desired::Set("Ada".into())),
+                ("family_name", Desired::Remove),
+            ],
+        };
         let current = HashMap::from([("given_name".to_string(), "Ada".to_string())]);
         assert!(plan_writes(&change, &current).is_empty());
     }

@@ -1,4 +1,5 @@
-//! The functions run by hand under cargo-lambda's own emulator, as docs/local-aws.md shows ("Running a function by hand"):
+//! The functions run by hand under cargo-lambda's own emulator, as docs/local-aws.md shows ("Running a function by
+//! hand"):
 //! the local stack that `run-local.sh --keep` leaves up, each function's environment in the file cargo lambda watch
 //! reads for it ([`crate::cargo_lambda::ENV_DIR`]), and the template's SQS event sources kept polling and
 //! delivering to cargo lambda watch's invoke endpoint, so what a function hands on (a publish history's fan-out
@@ -21,11 +22,20 @@ pub const WATCH_PORT: u16 = 9000;
 /// The environment of `function` against the local stack: the template's settings, the local AWS through the
 /// recording proxy (which holds it to its policy and AWS's quotas), and the local users table for the
 /// reconciliation.
-pub fn function_env(stack: &LocalStack, proxy_endpoint: &str, database_url: &str, function: &str) -> Vec<(String, String)> {
+pub fn function_env(
+    stack: &LocalStack,
+    proxy_endpoint: &str,
+    database_url: &str,
+    function: &str,
+) -> Vec<(String, String)> {
     let mut env = crate::local_aws_env(proxy_endpoint);
     for (key, value) in &stack.function(function).environment {
         // The template's URL names the real database; locally it is the throwaway one.
-        let value = if key == "DATABASE_URL" { database_url.to_owned() } else { value.clone() };
+        let value = if key == "DATABASE_URL" {
+            database_url.to_owned()
+        } else {
+            value.clone()
+        };
         env.push((key.clone(), value));
     }
     env
@@ -33,7 +43,12 @@ pub fn function_env(stack: &LocalStack, proxy_endpoint: &str, database_url: &str
 
 /// Writes every function's environment file under `base`, each with an access key of its own registered with the
 /// proxy, so the function runs under its template policy when cargo lambda watch starts it.
-pub fn write_env_files(base: &Path, stack: &LocalStack, proxy_endpoint: &str, database_url: &str) -> std::io::Result<Vec<PathBuf>> {
+pub fn write_env_files(
+    base: &Path,
+    stack: &LocalStack,
+    proxy_endpoint: &str,
+    database_url: &str,
+) -> std::io::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for function in &stack.functions {
         let mut env = function_env(stack, proxy_endpoint, database_url, &function.binary);
@@ -53,24 +68,36 @@ pub const STACK_FILE: &str = "target/lambda-env/stack.json";
 pub fn write_stack_file(base: &Path, aws_endpoint: &str, stack: &LocalStack) -> std::io::Result<PathBuf> {
     let path = base.join(STACK_FILE);
     std::fs::create_dir_all(path.parent().expect("a directory"))?;
-    std::fs::write(&path, serde_json::json!({"endpoint": aws_endpoint, "databaseTopicArn": stack.database_topic_arn}).to_string())?;
+    std::fs::write(
+        &path,
+        serde_json::json!({"endpoint": aws_endpoint, "databaseTopicArn": stack.database_topic_arn}).to_string(),
+    )?;
     Ok(path)
 }
 
 /// Publishes a database event to the topic of the stack noted under `base`, with the `event` and `table` attributes
 /// the subscriptions' filter policies read, taken from the message as the application's API sets them.
 pub async fn publish_database_event(base: &Path, message: &str) -> Result<String, String> {
-    let noted = std::fs::read_to_string(base.join(STACK_FILE)).map_err(|e| format!("{STACK_FILE}: {e}; is `run-local.sh --keep` running?"))?;
+    let noted = std::fs::read_to_string(base.join(STACK_FILE))
+        .map_err(|e| format!("{STACK_FILE}: {e}; is `run-local.sh --keep` running?"))?;
     let noted: serde_json::Value = serde_json::from_str(&noted).map_err(|e| format!("{STACK_FILE}: {e}"))?;
     let parsed: serde_json::Value = serde_json::from_str(message).map_err(|e| format!("the event is not JSON: {e}"))?;
-    let field = |name: &str| parsed[name].as_str().map(str::to_owned).ok_or_else(|| format!("the event has no `{name}`"));
+    let field = |name: &str| {
+        parsed[name]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("the event has no `{name}`"))
+    };
     let (event, table) = (field("event")?, field("table")?);
     let sns = aws_sdk_sns::Client::new(&crate::sdk_config(noted["endpoint"].as_str().unwrap_or_default()).await);
     let topic = noted["databaseTopicArn"].as_str().unwrap_or_default();
     let published = crate::stack::publish_to_database_topic(&sns, topic, message.to_owned(), &event, &table)
         .await
         .map_err(|e| aws_sdk_sns::error::DisplayErrorContext(e).to_string())?;
-    Ok(format!("{event} of {table} published as {}", published.message_id().unwrap_or("?")))
+    Ok(format!(
+        "{event} of {table} published as {}",
+        published.message_id().unwrap_or("?")
+    ))
 }
 
 /// The template's SQS event sources, each polling its queue and delivering to cargo lambda watch on `port` (once it
@@ -108,7 +135,10 @@ impl Stand {
         let sdk = crate::sdk_config(&moto.endpoint).await;
         let users_db = UsersDb::start();
         let rows = crate::fixtures::users_table_rows();
-        let borrowed: Vec<crate::users_db::UserRow> = rows.iter().map(|(e, f, l, t)| (e.as_str(), f.as_deref(), l.as_deref(), t.as_deref())).collect();
+        let borrowed: Vec<crate::users_db::UserRow> = rows
+            .iter()
+            .map(|(e, f, l, t)| (e.as_str(), f.as_deref(), l.as_deref(), t.as_deref()))
+            .collect();
         users_db.insert(&borrowed);
         let password_parameter = stack
             .function("cognito-reconcile")
@@ -117,11 +147,28 @@ impl Stand {
             .find(|(k, _)| k == "DATABASE_PASSWORD_PARAMETER")
             .map(|(_, v)| v.clone())
             .unwrap_or_default();
-        crate::fixtures::put_secret(&aws_sdk_ssm::Client::new(&sdk), &password_parameter, crate::users_db::PASSWORD).await;
-        Stand { moto, proxy, stack, users_db, stand_in, sdk }
+        crate::fixtures::put_secret(
+            &aws_sdk_ssm::Client::new(&sdk),
+            &password_parameter,
+            crate::users_db::PASSWORD,
+        )
+        .await;
+        Stand {
+            moto,
+            proxy,
+            stack,
+            users_db,
+            stand_in,
+            sdk,
+        }
     }
 
     pub fn function_env(&self, function: &str) -> Vec<(String, String)> {
-        function_env(&self.stack, &self.proxy.endpoint, &self.users_db.url_without_password(), function)
+        function_env(
+            &self.stack,
+            &self.proxy.endpoint,
+            &self.users_db.url_without_password(),
+            function,
+        )
     }
 }

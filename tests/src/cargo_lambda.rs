@@ -1,4 +1,5 @@
-//! cargo-lambda's own emulator, the one users run the functions under by hand (docs/local-aws.md, "Running a function by
+//! cargo-lambda's own emulator, the one users run the functions under by hand (docs/local-aws.md, "Running a function
+//! by
 //! hand"): `cargo lambda watch` and `cargo lambda invoke`, the pinned cargo-lambda from the project's .venv. It is
 //! not the harness's Runtime API ([`crate::runtime`]): it sends every invocation the constant deadline
 //! `Lambda-Runtime-Deadline-Ms: 600000` (see `shared::deadline`), answers a function error with HTTP 500, and runs
@@ -31,10 +32,15 @@ pub fn write_env_file(base: &Path, function: &str, env: &[(String, String)]) -> 
     let path = base.join(env_file(function));
     std::fs::create_dir_all(path.parent().expect("a directory"))?;
     let mut file = std::fs::File::create(&path)?;
-    writeln!(file, "# {function}'s environment against the local stack, written by tests/run-local.sh --keep.")?;
+    writeln!(
+        file,
+        "# {function}'s environment against the local stack, written by tests/run-local.sh --keep."
+    )?;
     for (key, value) in env {
         if value.contains('\'') || value.contains('\n') {
-            return Err(std::io::Error::other(format!("{key}'s value cannot be written to an env file: {value:?}")));
+            return Err(std::io::Error::other(format!(
+                "{key}'s value cannot be written to an env file: {value:?}"
+            )));
         }
         writeln!(file, "{key}='{value}'")?;
     }
@@ -90,22 +96,40 @@ impl Watch {
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         crate::die_with_parent(&mut command);
-        let mut child = command.spawn().expect("starting cargo lambda watch (tests/setup.sh installs it into .venv)");
-        let output = crate::ServerOutput::watch(child.stdout.take().expect("stdout is piped"), "starting Runtime server", 200);
+        let mut child = command
+            .spawn()
+            .expect("starting cargo lambda watch (tests/setup.sh installs it into .venv)");
+        let output = crate::ServerOutput::watch(
+            child.stdout.take().expect("stdout is piped"),
+            "starting Runtime server",
+            200,
+        );
         output.wait_for("cargo lambda watch", Duration::from_secs(60));
-        Watch { child, port, output, functions: Vec::new() }
+        Watch {
+            child,
+            port,
+            output,
+            functions: Vec::new(),
+        }
     }
 
     /// Starts the built `binary` against this emulator's Runtime API, with `env` (its own access key too, so the
     /// recording proxy holds it to its template policy), within Lambda's 1,024 file descriptors.
     pub fn start_function(&mut self, binary: &Path, env: &[(String, String)]) {
-        let name = binary.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let name = binary
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
         let mut command = Command::new(binary);
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             // What cargo lambda watch gives the functions it starts, the Runtime API under the function's name.
-            .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{}/.rt/{name}", self.port))
+            .env(
+                "AWS_LAMBDA_RUNTIME_API",
+                format!("http://127.0.0.1:{}/.rt/{name}", self.port),
+            )
             .env("AWS_LAMBDA_FUNCTION_NAME", &name)
             .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
@@ -118,10 +142,19 @@ impl Watch {
         }
         crate::die_with_parent(&mut command);
         crate::runtime::limit_file_descriptors(&mut command);
-        let mut child = command.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
         let output = Arc::new(Mutex::new(Vec::new()));
-        for pipe in
-            [child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|p| Box::new(p) as _)].into_iter().flatten()
+        for pipe in [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|p| Box::new(p) as _),
+        ]
+        .into_iter()
+        .flatten()
         {
             let output = output.clone();
             std::thread::spawn(move || {
@@ -136,14 +169,27 @@ impl Watch {
 
     /// The log lines `function` has written so far.
     pub fn output_of(&self, function: &str) -> Vec<String> {
-        self.functions.iter().filter(|f| f.name == function).flat_map(|f| f.output.lock().unwrap().clone()).collect()
+        self.functions
+            .iter()
+            .filter(|f| f.name == function)
+            .flat_map(|f| f.output.lock().unwrap().clone())
+            .collect()
     }
 
     /// `cargo lambda invoke <function> --data-file <data_file>`, as the README runs it; given up after
     /// [`INVOKE_LIMIT`] (a function that fails its init leaves the invocation waiting).
     pub fn invoke(&self, function: &str, data_file: &Path) -> CliInvocation {
         let mut child = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .args(["lambda", "invoke", function, "--invoke-address", "127.0.0.1", "--output-format", "json", "--invoke-port"])
+            .args([
+                "lambda",
+                "invoke",
+                function,
+                "--invoke-address",
+                "127.0.0.1",
+                "--output-format",
+                "json",
+                "--invoke-port",
+            ])
             .arg(self.port.to_string())
             .arg("--data-file")
             .arg(data_file)
@@ -183,7 +229,12 @@ impl Watch {
         if status.is_none() {
             stderr.push_str(&format!("\n(no answer within {INVOKE_LIMIT:?}: given up)"));
         }
-        CliInvocation { success: status.is_some_and(|s| s.success()), answer: serde_json::from_str(&stdout).ok(), stdout, stderr }
+        CliInvocation {
+            success: status.is_some_and(|s| s.success()),
+            answer: serde_json::from_str(&stdout).ok(),
+            stdout,
+            stderr,
+        }
     }
 
     /// What cargo lambda watch said, for a failure's message.
@@ -231,26 +282,40 @@ pub struct WatchInvoker {
 impl WatchInvoker {
     pub fn new(function: &str, port: u16) -> WatchInvoker {
         let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(900)).build();
-        WatchInvoker { function: function.to_owned(), address: std::net::SocketAddr::from(([127, 0, 0, 1], port)), agent }
+        WatchInvoker {
+            function: function.to_owned(),
+            address: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            agent,
+        }
     }
 }
 
 impl crate::event_source::Invoke for WatchInvoker {
     fn invoke(&mut self, event: &Value) -> Invocation {
-        let url = format!("http://{}/2015-03-31/functions/{}/invocations", self.address, self.function);
-        match self.agent.post(&url).set("Content-Type", "application/json").send_string(&event.to_string()) {
+        let url = format!(
+            "http://{}/2015-03-31/functions/{}/invocations",
+            self.address, self.function
+        );
+        match self
+            .agent
+            .post(&url)
+            .set("Content-Type", "application/json")
+            .send_string(&event.to_string())
+        {
             Ok(response) => {
                 let body = response.into_string().unwrap_or_default();
                 match serde_json::from_str(&body) {
                     Ok(answer) => Invocation::Response(answer),
-                    Err(e) => Invocation::Error(serde_json::json!({"errorType": "InvalidResponse", "errorMessage": format!("{e}: {body}")})),
+                    Err(e) => Invocation::Error(
+                        serde_json::json!({"errorType": "InvalidResponse", "errorMessage": format!("{e}: {body}")}),
+                    ),
                 }
             }
             Err(ureq::Error::Status(status, response)) => {
                 let body = response.into_string().unwrap_or_default();
-                Invocation::Error(
-                    serde_json::from_str(&body).unwrap_or_else(|_| serde_json::json!({"errorType": format!("HTTP {status}"), "errorMessage": body})),
-                )
+                Invocation::Error(serde_json::from_str(&body).unwrap_or_else(
+                    |_| serde_json::json!({"errorType": format!("HTTP {status}"), "errorMessage": body}),
+                ))
             }
             Err(e) => Invocation::Error(serde_json::json!({"errorType": "Unreachable", "errorMessage": e.to_string()})),
         }

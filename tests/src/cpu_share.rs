@@ -34,10 +34,19 @@ impl CpuShare {
             // The cpu controller must be enabled for the children of the parent first.
             let parent = Path::new("/sys/fs/cgroup");
             let _ = std::fs::write(parent.join("cgroup.subtree_control"), "+cpu");
-            (parent.join(&name), vec![("cpu.max", format!("{quota_us} {PERIOD_US}"))], None)
+            (
+                parent.join(&name),
+                vec![("cpu.max", format!("{quota_us} {PERIOD_US}"))],
+                None,
+            )
         } else if v1.exists() {
-            let settings = vec![("cpu.cfs_period_us", PERIOD_US.to_string()), ("cpu.cfs_quota_us", quota_us.to_string())];
-            let accounting = Path::new("/sys/fs/cgroup/cpuacct/cpuacct.usage").exists().then(|| Path::new("/sys/fs/cgroup/cpuacct").join(&name));
+            let settings = vec![
+                ("cpu.cfs_period_us", PERIOD_US.to_string()),
+                ("cpu.cfs_quota_us", quota_us.to_string()),
+            ];
+            let accounting = Path::new("/sys/fs/cgroup/cpuacct/cpuacct.usage")
+                .exists()
+                .then(|| Path::new("/sys/fs/cgroup/cpuacct").join(&name));
             (Path::new("/sys/fs/cgroup/cpu").join(&name), settings, accounting)
         } else {
             return Err("no cgroup CPU controller is mounted at /sys/fs/cgroup".into());
@@ -46,15 +55,23 @@ impl CpuShare {
         let mut procs = vec![dir.join("cgroup.procs")];
         let usage = match &accounting_dir {
             Some(accounting) => {
-                std::fs::create_dir_all(accounting).map_err(|e| format!("cannot create the cgroup {}: {e}", accounting.display()))?;
+                std::fs::create_dir_all(accounting)
+                    .map_err(|e| format!("cannot create the cgroup {}: {e}", accounting.display()))?;
                 procs.push(accounting.join("cgroup.procs"));
                 (accounting.join("cpuacct.usage"), 1, None)
             }
             None => (dir.join("cpu.stat"), 1000, Some("usage_usec")),
         };
-        let share = CpuShare { memory_mb, procs, usage, accounting_dir, dir };
+        let share = CpuShare {
+            memory_mb,
+            procs,
+            usage,
+            accounting_dir,
+            dir,
+        };
         for (file, value) in settings {
-            std::fs::write(share.dir.join(file), &value).map_err(|e| format!("cannot set {file} = {value} in {}: {e}", share.dir.display()))?;
+            std::fs::write(share.dir.join(file), &value)
+                .map_err(|e| format!("cannot set {file} = {value} in {}: {e}", share.dir.display()))?;
         }
         Ok(share)
     }
@@ -102,7 +119,10 @@ impl Drop for CpuShare {
 /// first instruction.
 pub fn enter_cgroups_on_exec(command: &mut std::process::Command, procs: &[PathBuf]) {
     use std::os::unix::process::CommandExt;
-    let procs: Vec<std::ffi::CString> = procs.iter().map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("a path without NUL")).collect();
+    let procs: Vec<std::ffi::CString> = procs
+        .iter()
+        .map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("a path without NUL"))
+        .collect();
     // SAFETY: only open, write and close, which are async-signal-safe, on memory allocated before the fork.
     unsafe {
         command.pre_exec(move || {

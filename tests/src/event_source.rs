@@ -48,8 +48,14 @@ pub struct EventSource<F: Invoke = FunctionProcess> {
 
 /// A received message as Lambda hands it to the function.
 pub fn lambda_record(message: &Message, queue_arn: &str) -> Value {
-    let attributes: Map<String, Value> =
-        message.attributes().map(|a| a.iter().map(|(k, v)| (k.as_str().to_owned(), Value::String(v.clone()))).collect()).unwrap_or_default();
+    let attributes: Map<String, Value> = message
+        .attributes()
+        .map(|a| {
+            a.iter()
+                .map(|(k, v)| (k.as_str().to_owned(), Value::String(v.clone())))
+                .collect()
+        })
+        .unwrap_or_default();
     let message_attributes: Map<String, Value> = message
         .message_attributes()
         .map(|a| {
@@ -86,7 +92,10 @@ async fn receive(sqs: &aws_sdk_sqs::Client, queue_url: &str, max: i32, wait_seco
     {
         Ok(output) => output.messages().to_vec(),
         Err(error) => {
-            eprintln!("event source: receiving from {queue_url} failed: {}", aws_sdk_sqs::error::DisplayErrorContext(error));
+            eprintln!(
+                "event source: receiving from {queue_url} failed: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(error)
+            );
             Vec::new()
         }
     }
@@ -94,7 +103,14 @@ async fn receive(sqs: &aws_sdk_sqs::Client, queue_url: &str, max: i32, wait_seco
 
 impl<F: Invoke> EventSource<F> {
     /// Starts polling `queue_url` for `function` until [`EventSource::stop`].
-    pub fn start(sqs: aws_sdk_sqs::Client, queue_url: String, queue_arn: String, batch_size: i32, window: Duration, mut function: F) -> EventSource<F> {
+    pub fn start(
+        sqs: aws_sdk_sqs::Client,
+        queue_url: String,
+        queue_arn: String,
+        batch_size: i32,
+        window: Duration,
+        mut function: F,
+    ) -> EventSource<F> {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Mutex::new(SourceStats::default()));
         let (stop2, stats2) = (stop.clone(), stats.clone());
@@ -119,18 +135,36 @@ impl<F: Invoke> EventSource<F> {
                 let (failed, reason): (Vec<String>, String) = match response {
                     Invocation::Response(value) => (crate::batch_failures(&value), format!("batch response {value}")),
                     // A failed invocation returns the whole batch to the queue, as Lambda does.
-                    Invocation::Error(error) => (batch.iter().filter_map(|m| m.message_id().map(str::to_owned)).collect(), format!("invocation error {error}")),
+                    Invocation::Error(error) => (
+                        batch.iter().filter_map(|m| m.message_id().map(str::to_owned)).collect(),
+                        format!("invocation error {error}"),
+                    ),
                 };
                 let succeeded: Vec<DeleteMessageBatchRequestEntry> = batch
                     .iter()
                     .enumerate()
                     .filter(|(_, m)| !failed.iter().any(|id| Some(id.as_str()) == m.message_id()))
-                    .filter_map(|(i, m)| DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(m.receipt_handle()?).build().ok())
+                    .filter_map(|(i, m)| {
+                        DeleteMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .receipt_handle(m.receipt_handle()?)
+                            .build()
+                            .ok()
+                    })
                     .collect();
                 let deleted = succeeded.len();
                 if !succeeded.is_empty() {
-                    if let Err(error) = sqs.delete_message_batch().queue_url(&queue_url).set_entries(Some(succeeded)).send().await {
-                        eprintln!("event source: deleting from {queue_url} failed: {}", aws_sdk_sqs::error::DisplayErrorContext(error));
+                    if let Err(error) = sqs
+                        .delete_message_batch()
+                        .queue_url(&queue_url)
+                        .set_entries(Some(succeeded))
+                        .send()
+                        .await
+                    {
+                        eprintln!(
+                            "event source: deleting from {queue_url} failed: {}",
+                            aws_sdk_sqs::error::DisplayErrorContext(error)
+                        );
                     }
                 }
                 let mut stats = stats2.lock().unwrap();
@@ -138,13 +172,19 @@ impl<F: Invoke> EventSource<F> {
                 stats.records += batch.len();
                 stats.failures += failed.len();
                 if !failed.is_empty() {
-                    stats.failure_reasons.push(format!("{} of {} records: {reason}", failed.len(), batch.len()));
+                    stats
+                        .failure_reasons
+                        .push(format!("{} of {} records: {reason}", failed.len(), batch.len()));
                 }
                 stats.deleted += deleted;
             }
             function
         });
-        EventSource { stop, stats, task: Some(task) }
+        EventSource {
+            stop,
+            stats,
+            task: Some(task),
+        }
     }
 
     pub fn stats(&self) -> SourceStats {

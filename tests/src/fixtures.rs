@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use aws_sdk_cognitoidentityprovider::types::{AttributeDataType, AttributeType, SchemaAttributeType, StringAttributeConstraintsType};
+use aws_sdk_cognitoidentityprovider::types::{
+    AttributeDataType, AttributeType, SchemaAttributeType, StringAttributeConstraintsType,
+};
 
 /// A sample user of the pool.
 pub struct SampleUser {
@@ -21,8 +23,23 @@ pub struct SampleUser {
     pub email_verified: bool,
 }
 
-const fn user(email: &'static str, given_name: &'static str, family_name: &'static str, tenant: &'static str, subscription: &'static str) -> SampleUser {
-    SampleUser { email, given_name, family_name, tenant, subscription, enabled: true, confirmed: true, email_verified: true }
+const fn user(
+    email: &'static str,
+    given_name: &'static str,
+    family_name: &'static str,
+    tenant: &'static str,
+    subscription: &'static str,
+) -> SampleUser {
+    SampleUser {
+        email,
+        given_name,
+        family_name,
+        tenant,
+        subscription,
+        enabled: true,
+        confirmed: true,
+        email_verified: true,
+    }
 }
 
 /// Two tenants, mixed subscriptions and account states. The sample events in events/ name these users.
@@ -30,9 +47,18 @@ pub const SAMPLE_USERS: &[SampleUser] = &[
     user("ada@example.com", "Ada", "Byron", "acme", "true"),
     user("grace@example.com", "Grace", "Hopper", "acme", "1"),
     user("edsger@example.com", "Edsger", "Dijkstra", "acme", "false"),
-    SampleUser { enabled: false, ..user("barbara@example.com", "Barbara", "Liskov", "acme", "true") },
-    SampleUser { email_verified: false, ..user("donald@example.com", "Donald", "Knuth", "acme", "true") },
-    SampleUser { confirmed: false, ..user("margaret@example.com", "Margaret", "Hamilton", "acme", "true") },
+    SampleUser {
+        enabled: false,
+        ..user("barbara@example.com", "Barbara", "Liskov", "acme", "true")
+    },
+    SampleUser {
+        email_verified: false,
+        ..user("donald@example.com", "Donald", "Knuth", "acme", "true")
+    },
+    SampleUser {
+        confirmed: false,
+        ..user("margaret@example.com", "Margaret", "Hamilton", "acme", "true")
+    },
     user("alan@example.com", "Alan", "Turing", "globex", "true"),
     user("linus@example.com", "Linus", "Torvalds", "globex", "YES"),
     user("katherine@example.com", "", "", "", "false"),
@@ -55,12 +81,21 @@ fn custom_string(name: &str) -> SchemaAttributeType {
         .name(name)
         .attribute_data_type(AttributeDataType::String)
         .mutable(true)
-        .string_attribute_constraints(StringAttributeConstraintsType::builder().min_length("0").max_length("2048").build())
+        .string_attribute_constraints(
+            StringAttributeConstraintsType::builder()
+                .min_length("0")
+                .max_length("2048")
+                .build(),
+        )
         .build()
 }
 
 fn attribute(name: &str, value: &str) -> AttributeType {
-    AttributeType::builder().name(name).value(value).build().expect("name is set")
+    AttributeType::builder()
+        .name(name)
+        .value(value)
+        .build()
+        .expect("name is set")
 }
 
 /// Creates the user pool (email as username) and returns its id.
@@ -85,9 +120,16 @@ pub async fn create_user(cognito: &aws_sdk_cognitoidentityprovider::Client, pool
         .username(user.email)
         .message_action(aws_sdk_cognitoidentityprovider::types::MessageActionType::Suppress)
         .user_attributes(attribute("email", user.email))
-        .user_attributes(attribute("email_verified", if user.email_verified { "true" } else { "false" }))
+        .user_attributes(attribute(
+            "email_verified",
+            if user.email_verified { "true" } else { "false" },
+        ))
         .user_attributes(attribute("custom:subPublishHistory", user.subscription));
-    for (name, value) in [("given_name", user.given_name), ("family_name", user.family_name), ("custom:_tenant", user.tenant)] {
+    for (name, value) in [
+        ("given_name", user.given_name),
+        ("family_name", user.family_name),
+        ("custom:_tenant", user.tenant),
+    ] {
         if !value.is_empty() {
             request = request.user_attributes(attribute(name, value));
         }
@@ -105,7 +147,13 @@ pub async fn create_user(cognito: &aws_sdk_cognitoidentityprovider::Client, pool
             .expect("confirm user");
     }
     if !user.enabled {
-        cognito.admin_disable_user().user_pool_id(pool_id).username(user.email).send().await.expect("disable user");
+        cognito
+            .admin_disable_user()
+            .user_pool_id(pool_id)
+            .username(user.email)
+            .send()
+            .await
+            .expect("disable user");
     }
 }
 
@@ -116,14 +164,35 @@ pub async fn create_sample_users(cognito: &aws_sdk_cognitoidentityprovider::Clie
 }
 
 /// A user's attributes and enabled flag, as Cognito holds them.
-pub async fn user_state(cognito: &aws_sdk_cognitoidentityprovider::Client, pool_id: &str, username: &str) -> (bool, HashMap<String, String>) {
-    let user = cognito.admin_get_user().user_pool_id(pool_id).username(username).send().await.expect("get user");
-    let attributes = user.user_attributes().iter().map(|a| (a.name().to_owned(), a.value().unwrap_or_default().to_owned())).collect();
+pub async fn user_state(
+    cognito: &aws_sdk_cognitoidentityprovider::Client,
+    pool_id: &str,
+    username: &str,
+) -> (bool, HashMap<String, String>) {
+    let user = cognito
+        .admin_get_user()
+        .user_pool_id(pool_id)
+        .username(username)
+        .send()
+        .await
+        .expect("get user");
+    let attributes = user
+        .user_attributes()
+        .iter()
+        .map(|a| (a.name().to_owned(), a.value().unwrap_or_default().to_owned()))
+        .collect();
     (user.enabled(), attributes)
 }
 
 pub async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
-    sqs.create_queue().queue_name(name).send().await.expect("create queue").queue_url().expect("queue url").to_owned()
+    sqs.create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url()
+        .expect("queue url")
+        .to_owned()
 }
 
 /// Every message in a queue, received and left in it (visibility timeout 0).
@@ -151,19 +220,37 @@ pub fn sample_event(path: &str) -> serde_json::Value {
 pub const SENDER_ADDRESS: &str = "Navlab <no-reply@navlab.online>";
 
 pub async fn verify_sender(ses: &aws_sdk_ses::Client) {
-    ses.verify_email_identity().email_address("no-reply@navlab.online").send().await.expect("verify sender");
+    ses.verify_email_identity()
+        .email_address("no-reply@navlab.online")
+        .send()
+        .await
+        .expect("verify sender");
 }
 
 /// The idempotency table as the SAM template declares it: partition key `id`, TTL on `expiration`.
 /// A table keyed by `id` (String), as the template's tables are; `ttl_attribute` names its TTL attribute, if any.
 pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, name: &str, ttl_attribute: Option<&str>) {
-    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification};
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+    };
     dynamodb
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(AttributeDefinition::builder().attribute_name("id").attribute_type(ScalarAttributeType::S).build().unwrap())
-        .key_schema(KeySchemaElement::builder().attribute_name("id").key_type(KeyType::Hash).build().unwrap())
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
         .send()
         .await
         .expect("create table");
@@ -171,7 +258,13 @@ pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, name: &str, ttl_a
         dynamodb
             .update_time_to_live()
             .table_name(name)
-            .time_to_live_specification(TimeToLiveSpecification::builder().attribute_name(attribute).enabled(true).build().unwrap())
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(attribute)
+                    .enabled(true)
+                    .build()
+                    .unwrap(),
+            )
             .send()
             .await
             .expect("enable TTL");
@@ -184,8 +277,18 @@ pub async fn create_idempotency_table(dynamodb: &aws_sdk_dynamodb::Client, name:
 }
 
 /// Every item of a table.
-pub async fn scan_all(dynamodb: &aws_sdk_dynamodb::Client, name: &str) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
-    dynamodb.scan().table_name(name).send().await.expect("scan").items().to_vec()
+pub async fn scan_all(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    name: &str,
+) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    dynamodb
+        .scan()
+        .table_name(name)
+        .send()
+        .await
+        .expect("scan")
+        .items()
+        .to_vec()
 }
 
 /// The worker fleet's group name in the sample events.
@@ -221,12 +324,33 @@ pub async fn create_worker_group(autoscaling: &aws_sdk_autoscaling::Client, name
 
 /// The ids of a group's instances.
 pub async fn group_instances(autoscaling: &aws_sdk_autoscaling::Client, name: &str) -> Vec<String> {
-    let output = autoscaling.describe_auto_scaling_groups().auto_scaling_group_names(name).send().await.expect("describe group");
-    output.auto_scaling_groups().first().map(|g| g.instances().iter().filter_map(|i| i.instance_id().map(str::to_owned)).collect()).unwrap_or_default()
+    let output = autoscaling
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(name)
+        .send()
+        .await
+        .expect("describe group");
+    output
+        .auto_scaling_groups()
+        .first()
+        .map(|g| {
+            g.instances()
+                .iter()
+                .filter_map(|i| i.instance_id().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub async fn put_parameter(ssm: &aws_sdk_ssm::Client, name: &str, value: &str) {
-    ssm.put_parameter().name(name).value(value).r#type(aws_sdk_ssm::types::ParameterType::String).overwrite(true).send().await.expect("put parameter");
+    ssm.put_parameter()
+        .name(name)
+        .value(value)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .expect("put parameter");
 }
 
 /// An SSM `SecureString`, as an operator creates a secret the functions read at init.
@@ -292,7 +416,9 @@ pub fn lifecycle_event_at(path: &str, time: chrono::DateTime<chrono::Utc>) -> se
 
 /// Whether `queue` holds no message, visible or in flight.
 pub async fn queue_is_drained(sqs: &aws_sdk_sqs::Client, queue: &str) -> bool {
-    use aws_sdk_sqs::types::QueueAttributeName::{ApproximateNumberOfMessages, ApproximateNumberOfMessagesDelayed, ApproximateNumberOfMessagesNotVisible};
+    use aws_sdk_sqs::types::QueueAttributeName::{
+        ApproximateNumberOfMessages, ApproximateNumberOfMessagesDelayed, ApproximateNumberOfMessagesNotVisible,
+    };
     let Ok(output) = sqs
         .get_queue_attributes()
         .queue_url(queue)
@@ -305,9 +431,13 @@ pub async fn queue_is_drained(sqs: &aws_sdk_sqs::Client, queue: &str) -> bool {
         return false;
     };
     let attributes = output.attributes().cloned().unwrap_or_default();
-    [ApproximateNumberOfMessages, ApproximateNumberOfMessagesNotVisible, ApproximateNumberOfMessagesDelayed]
-        .iter()
-        .all(|name| attributes.get(name).map(String::as_str) == Some("0"))
+    [
+        ApproximateNumberOfMessages,
+        ApproximateNumberOfMessagesNotVisible,
+        ApproximateNumberOfMessagesDelayed,
+    ]
+    .iter()
+    .all(|name| attributes.get(name).map(String::as_str) == Some("0"))
 }
 
 /// Checks `condition` until it holds or `limit` passes; whether it held.
@@ -344,6 +474,11 @@ pub fn users_table_rows() -> Vec<crate::users_db::OwnedUserRow> {
             };
             (u.email.to_owned(), first, last, tenant)
         })
-        .chain(std::iter::once(("hedy@example.com".to_owned(), Some("Hedy".to_owned()), Some("Lamarr".to_owned()), Some("globex".to_owned()))))
+        .chain(std::iter::once((
+            "hedy@example.com".to_owned(),
+            Some("Hedy".to_owned()),
+            Some("Lamarr".to_owned()),
+            Some("globex".to_owned()),
+        )))
         .collect()
 }

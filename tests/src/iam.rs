@@ -31,7 +31,11 @@ pub struct Request {
 
 impl Request {
     pub fn new(action: &str, resource: impl Into<String>) -> Request {
-        Request { action: action.to_owned(), resource: resource.into(), context: HashMap::new() }
+        Request {
+            action: action.to_owned(),
+            resource: resource.into(),
+            context: HashMap::new(),
+        }
     }
 
     pub fn with(mut self, key: &str, value: impl Into<String>) -> Request {
@@ -77,7 +81,10 @@ pub enum Decision {
 /// IAM's wildcard match: `*` any run of characters, `?` one; actions compare without case.
 pub fn wildcard_match(pattern: &str, text: &str, ignore_case: bool) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = if ignore_case {
-        (pattern.to_lowercase().chars().collect(), text.to_lowercase().chars().collect())
+        (
+            pattern.to_lowercase().chars().collect(),
+            text.to_lowercase().chars().collect(),
+        )
     } else {
         (pattern.chars().collect(), text.chars().collect())
     };
@@ -111,9 +118,16 @@ impl Statement {
 
     fn matches_resource(&self, resource: &str) -> bool {
         if !self.not_resources.is_empty() {
-            return !self.not_resources.iter().flatten().any(|r| wildcard_match(r, resource, false));
+            return !self
+                .not_resources
+                .iter()
+                .flatten()
+                .any(|r| wildcard_match(r, resource, false));
         }
-        self.resources.iter().flatten().any(|r| wildcard_match(r, resource, false))
+        self.resources
+            .iter()
+            .flatten()
+            .any(|r| wildcard_match(r, resource, false))
     }
 
     fn matches_conditions(&self, context: &HashMap<String, String>) -> bool {
@@ -121,7 +135,10 @@ impl Statement {
             let if_exists = condition.operator.ends_with("IfExists");
             let operator = condition.operator.trim_end_matches("IfExists");
             // Condition keys compare without case, as IAM's do.
-            let value = context.iter().find(|(k, _)| k.eq_ignore_ascii_case(&condition.key)).map(|(_, v)| v);
+            let value = context
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(&condition.key))
+                .map(|(_, v)| v);
             let Some(value) = value else { return if_exists };
             condition.values.iter().any(|wanted| match operator {
                 "StringEquals" | "ArnEquals" => wanted == value,
@@ -132,7 +149,9 @@ impl Statement {
     }
 
     fn applies(&self, request: &Request) -> bool {
-        self.matches_action(&request.action) && self.matches_resource(&request.resource) && self.matches_conditions(&request.context)
+        self.matches_action(&request.action)
+            && self.matches_resource(&request.resource)
+            && self.matches_conditions(&request.context)
     }
 
     /// The actions this statement grants by name (for the report of grants no test exercised).
@@ -150,14 +169,23 @@ impl FunctionPolicy {
     /// `revoked` actions are taken out of every Allow (a test's policy with an action removed).
     pub fn evaluate(&self, request: &Request, revoked: &[String]) -> Decision {
         if let Some(deny) = self.statements.iter().find(|s| !s.allow && s.applies(request)) {
-            return Decision::Denied(format!("with an explicit deny in an identity-based policy (Sid {})", deny.sid));
+            return Decision::Denied(format!(
+                "with an explicit deny in an identity-based policy (Sid {})",
+                deny.sid
+            ));
         }
         if revoked.iter().any(|a| a.eq_ignore_ascii_case(&request.action)) {
-            return Decision::Denied(format!("because no identity-based policy allows the {} action", request.action));
+            return Decision::Denied(format!(
+                "because no identity-based policy allows the {} action",
+                request.action
+            ));
         }
         match self.statements.iter().find(|s| s.allow && s.applies(request)) {
             Some(allow) => Decision::Allowed(allow.sid.clone()),
-            None => Decision::Denied(format!("because no identity-based policy allows the {} action", request.action)),
+            None => Decision::Denied(format!(
+                "because no identity-based policy allows the {} action",
+                request.action
+            )),
         }
     }
 }
@@ -194,8 +222,15 @@ impl Resolver<'_> {
                 }
                 "If" => {
                     let branches = tagged.value.as_sequence().ok_or("!If takes a list")?;
-                    let condition = branches.first().and_then(Value::as_str).ok_or("!If names a condition")?;
-                    let branch = if self.condition(condition)? { branches.get(1) } else { branches.get(2) };
+                    let condition = branches
+                        .first()
+                        .and_then(Value::as_str)
+                        .ok_or("!If names a condition")?;
+                    let branch = if self.condition(condition)? {
+                        branches.get(1)
+                    } else {
+                        branches.get(2)
+                    };
                     self.resolve(branch.ok_or("!If takes two branches")?)?
                 }
                 other => return Err(format!("!{other} in a policy is not supported by the harness")),
@@ -217,16 +252,26 @@ impl Resolver<'_> {
     }
 
     fn truth(&self, value: &Value) -> Result<bool, String> {
-        let Value::Tagged(tagged) = value else { return Err(format!("a condition is a function, not {value:?}")) };
+        let Value::Tagged(tagged) = value else {
+            return Err(format!("a condition is a function, not {value:?}"));
+        };
         let arguments = tagged.value.as_sequence();
         match tagged.tag.to_string().trim_start_matches('!') {
             "Equals" => {
                 let items = arguments.filter(|a| a.len() == 2).ok_or("!Equals takes two values")?;
                 Ok(self.scalar(&items[0])? == self.scalar(&items[1])?)
             }
-            "Not" => self.truth(arguments.and_then(|a| a.first()).ok_or("!Not takes one condition")?).map(|t| !t),
-            "And" => arguments.ok_or("!And takes conditions")?.iter().try_fold(true, |all, c| Ok(all && self.truth(c)?)),
-            "Or" => arguments.ok_or("!Or takes conditions")?.iter().try_fold(false, |any, c| Ok(any || self.truth(c)?)),
+            "Not" => self
+                .truth(arguments.and_then(|a| a.first()).ok_or("!Not takes one condition")?)
+                .map(|t| !t),
+            "And" => arguments
+                .ok_or("!And takes conditions")?
+                .iter()
+                .try_fold(true, |all, c| Ok(all && self.truth(c)?)),
+            "Or" => arguments
+                .ok_or("!Or takes conditions")?
+                .iter()
+                .try_fold(false, |any, c| Ok(any || self.truth(c)?)),
             "Condition" => self.condition(tagged.value.as_str().unwrap_or_default()),
             other => Err(format!("!{other} in a condition is not supported by the harness")),
         }
@@ -250,7 +295,10 @@ impl Resolver<'_> {
 /// The ARN of a resource of `kind` whose `!Ref` is `reference` (a queue's URL, a table's or a parameter's name).
 fn arn_of(kind: &str, reference: &str) -> Option<String> {
     match kind {
-        "AWS::SQS::Queue" => reference.rsplit('/').next().map(|name| format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{name}")),
+        "AWS::SQS::Queue" => reference
+            .rsplit('/')
+            .next()
+            .map(|name| format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{name}")),
         "AWS::DynamoDB::Table" => Some(format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{reference}")),
         "AWS::SNS::Topic" => Some(reference.to_owned()),
         _ => None,
@@ -261,22 +309,37 @@ fn arn_of(kind: &str, reference: &str) -> Option<String> {
 pub fn harness_parameters() -> HashMap<String, String> {
     HashMap::from([
         ("Environment".to_owned(), crate::stack::ENVIRONMENT.to_owned()),
-        ("WorkerAutoScalingGroupName".to_owned(), crate::fixtures::WORKER_GROUP.to_owned()),
+        (
+            "WorkerAutoScalingGroupName".to_owned(),
+            crate::fixtures::WORKER_GROUP.to_owned(),
+        ),
     ])
 }
 
 /// The policy of the function whose `CodeUri` ends in `binary`, resolved against its environment `env`. `None` for
 /// a binary the template does not deploy (the benchmark's SDK floor).
-pub fn policy_from_template(template: &Value, binary: &str, env: &[(String, String)]) -> Result<Option<FunctionPolicy>, String> {
-    let resources = template["Resources"].as_mapping().ok_or("the template has no Resources")?;
-    let Some(function) = resources
-        .values()
-        .find(|r| r["Type"] == "AWS::Serverless::Function" && r["Properties"]["CodeUri"].as_str().is_some_and(|uri| uri.rsplit('/').next() == Some(binary)))
-    else {
+pub fn policy_from_template(
+    template: &Value,
+    binary: &str,
+    env: &[(String, String)],
+) -> Result<Option<FunctionPolicy>, String> {
+    let resources = template["Resources"]
+        .as_mapping()
+        .ok_or("the template has no Resources")?;
+    let Some(function) = resources.values().find(|r| {
+        r["Type"] == "AWS::Serverless::Function"
+            && r["Properties"]["CodeUri"]
+                .as_str()
+                .is_some_and(|uri| uri.rsplit('/').next() == Some(binary))
+    }) else {
         return Ok(None);
     };
     let properties = &function["Properties"];
-    let mut resolver = Resolver { template, refs: HashMap::new(), arns: HashMap::new() };
+    let mut resolver = Resolver {
+        template,
+        refs: HashMap::new(),
+        arns: HashMap::new(),
+    };
     for (name, parameter) in template["Parameters"].as_mapping().into_iter().flatten() {
         let default = match &parameter["Default"] {
             Value::Number(n) => Some(n.to_string()),
@@ -293,34 +356,59 @@ pub fn policy_from_template(template: &Value, binary: &str, env: &[(String, Stri
         ("AWS::Partition".to_owned(), "aws".to_owned()),
     ]);
     // What the function was configured with names what its policy names.
-    for (variable, value) in properties["Environment"]["Variables"].as_mapping().into_iter().flatten() {
+    for (variable, value) in properties["Environment"]["Variables"]
+        .as_mapping()
+        .into_iter()
+        .flatten()
+    {
         let Value::Tagged(tagged) = value else { continue };
         if tagged.tag.to_string().trim_start_matches('!') != "Ref" {
             continue;
         }
-        let (Some(variable), Some(target)) = (variable.as_str(), tagged.value.as_str()) else { continue };
-        let Some((_, configured)) = env.iter().rev().find(|(k, _)| k == variable) else { continue };
+        let (Some(variable), Some(target)) = (variable.as_str(), tagged.value.as_str()) else {
+            continue;
+        };
+        let Some((_, configured)) = env.iter().rev().find(|(k, _)| k == variable) else {
+            continue;
+        };
         resolver.refs.insert(target.to_owned(), configured.clone());
-        if let Some(arn) = resources.get(target).and_then(|r| r["Type"].as_str()).and_then(|kind| arn_of(kind, configured)) {
+        if let Some(arn) = resources
+            .get(target)
+            .and_then(|r| r["Type"].as_str())
+            .and_then(|kind| arn_of(kind, configured))
+        {
             resolver.arns.insert(target.to_owned(), arn);
         }
     }
     // Its SQS event sources' queues: given to the function in each record's `eventSourceARN`, not in a variable.
     for (_, event) in properties["Events"].as_mapping().into_iter().flatten() {
-        let (true, Value::Tagged(queue)) = (event["Type"] == "SQS", &event["Properties"]["Queue"]) else { continue };
-        let Some(target) = queue.value.as_str().and_then(|t| t.strip_suffix(".Arn")) else { continue };
+        let (true, Value::Tagged(queue)) = (event["Type"] == "SQS", &event["Properties"]["Queue"]) else {
+            continue;
+        };
+        let Some(target) = queue.value.as_str().and_then(|t| t.strip_suffix(".Arn")) else {
+            continue;
+        };
         if resolver.arns.contains_key(target) {
             continue;
         }
-        let name = resolver.resolve(&resources.get(target).map(|r| r["Properties"]["QueueName"].clone()).unwrap_or_default());
+        let name = resolver.resolve(
+            &resources
+                .get(target)
+                .map(|r| r["Properties"]["QueueName"].clone())
+                .unwrap_or_default(),
+        );
         if let Some(name) = name.ok().into_iter().flatten().flatten().next() {
-            resolver.arns.insert(target.to_owned(), format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"));
+            resolver
+                .arns
+                .insert(target.to_owned(), format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"));
         }
     }
     let mut statements = Vec::new();
     for document in properties["Policies"].as_sequence().into_iter().flatten() {
         let Some(list) = document["Statement"].as_sequence() else {
-            return Err(format!("{binary}: only inline policy documents are supported by the harness, not {document:?}"));
+            return Err(format!(
+                "{binary}: only inline policy documents are supported by the harness, not {document:?}"
+            ));
         };
         for statement in list {
             let sid = statement["Sid"].as_str().unwrap_or("(no Sid)").to_owned();
@@ -332,24 +420,40 @@ pub fn policy_from_template(template: &Value, binary: &str, env: &[(String, Stri
             let mut conditions = Vec::new();
             for (operator, keys) in statement["Condition"].as_mapping().into_iter().flatten() {
                 let operator = operator.as_str().unwrap_or_default().to_owned();
-                if !["StringEquals", "StringLike", "ArnEquals", "ArnLike"].contains(&operator.trim_end_matches("IfExists")) {
-                    return Err(format!("{binary} {sid}: the harness does not evaluate the condition operator {operator}"));
+                if !["StringEquals", "StringLike", "ArnEquals", "ArnLike"]
+                    .contains(&operator.trim_end_matches("IfExists"))
+                {
+                    return Err(format!(
+                        "{binary} {sid}: the harness does not evaluate the condition operator {operator}"
+                    ));
                 }
                 for (key, values) in keys.as_mapping().into_iter().flatten() {
-                    let values = resolver.resolve(values).map_err(|e| format!("{binary} {sid}: {e}"))?.into_iter().flatten().collect();
-                    conditions.push(Condition { operator: operator.clone(), key: key.as_str().unwrap_or_default().to_owned(), values });
+                    let values = resolver
+                        .resolve(values)
+                        .map_err(|e| format!("{binary} {sid}: {e}"))?
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                    conditions.push(Condition {
+                        operator: operator.clone(),
+                        key: key.as_str().unwrap_or_default().to_owned(),
+                        values,
+                    });
                 }
             }
             let resolve = |field: &str| -> Result<Vec<Option<String>>, String> {
                 if statement[field].is_null() {
                     Ok(Vec::new())
                 } else {
-                    resolver.resolve(&statement[field]).map_err(|e| format!("{binary} {sid}: {e}"))
+                    resolver
+                        .resolve(&statement[field])
+                        .map_err(|e| format!("{binary} {sid}: {e}"))
                 }
             };
             let (resources, not_resources) = (resolve("Resource")?, resolve("NotResource")?);
             // An action under a false `!If` is `AWS::NoValue`: no action at all.
-            let actions = |field: &str| -> Result<Vec<String>, String> { Ok(resolve(field)?.into_iter().flatten().collect()) };
+            let actions =
+                |field: &str| -> Result<Vec<String>, String> { Ok(resolve(field)?.into_iter().flatten().collect()) };
             statements.push(Statement {
                 sid: sid.clone(),
                 allow,
@@ -361,7 +465,10 @@ pub fn policy_from_template(template: &Value, binary: &str, env: &[(String, Stri
             });
         }
     }
-    Ok(Some(FunctionPolicy { function: binary.to_owned(), statements }))
+    Ok(Some(FunctionPolicy {
+        function: binary.to_owned(),
+        statements,
+    }))
 }
 
 /// Access key -> the policy of the function process that signs with it, for every proxy in this process.
@@ -378,7 +485,11 @@ pub fn register(binary: &str, env: &[(String, String)]) -> Option<String> {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let template = TEMPLATE.get_or_init(crate::stack::read_template);
     let policy = policy_from_template(template, binary, env).unwrap_or_else(|e| panic!("infra/template.yaml: {e}"))?;
-    let key = format!("{}{}", binary.replace('-', "").to_uppercase(), COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let key = format!(
+        "{}{}",
+        binary.replace('-', "").to_uppercase(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     registry().lock().unwrap().insert(key.clone(), Arc::new(policy));
     Some(key)
 }
@@ -402,7 +513,9 @@ pub fn credential_of(authorization: &str) -> Option<(String, String)> {
 pub type InstanceGroups = HashMap<String, String>;
 
 fn json_field<'a>(body: &'a serde_json::Value, field: &str) -> Result<&'a str, String> {
-    body[field].as_str().ok_or_else(|| format!("the request has no {field}"))
+    body[field]
+        .as_str()
+        .ok_or_else(|| format!("the request has no {field}"))
 }
 
 fn ssm_parameter_arn(name: &str) -> String {
@@ -413,8 +526,18 @@ fn ssm_parameter_arn(name: &str) -> String {
 
 /// The authorizations AWS makes for one call (every one must be allowed), or why the harness cannot tell.
 /// `service` is the SigV4 signing name, `body` the request's (JSON or form-encoded) body.
-pub fn requests_of(service: &str, operation: &str, body: &str, form: &HashMap<String, String>, instances: &InstanceGroups) -> Result<Vec<Request>, String> {
-    let json: serde_json::Value = if form.contains_key("Action") { serde_json::Value::Null } else { serde_json::from_str(body).unwrap_or_default() };
+pub fn requests_of(
+    service: &str,
+    operation: &str,
+    body: &str,
+    form: &HashMap<String, String>,
+    instances: &InstanceGroups,
+) -> Result<Vec<Request>, String> {
+    let json: serde_json::Value = if form.contains_key("Action") {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or_default()
+    };
     let any = |prefix: &str| format!("arn:aws:{prefix}:{REGION}:{ACCOUNT}:*");
     Ok(match (service, operation) {
         ("cognito-idp", _) => {
@@ -492,26 +615,47 @@ pub fn requests_of(service: &str, operation: &str, body: &str, form: &HashMap<St
 
 /// The extra authorization a SecureString's decryption makes: kms:Decrypt of its key, through SSM.
 pub fn decrypt_request() -> Request {
-    Request::new("kms:Decrypt", format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/00000000-0000-4000-8000-00000000a55m"))
-        .with("kms:ViaService", format!("ssm.{REGION}.amazonaws.com"))
+    Request::new(
+        "kms:Decrypt",
+        format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/00000000-0000-4000-8000-00000000a55m"),
+    )
+    .with("kms:ViaService", format!("ssm.{REGION}.amazonaws.com"))
 }
 
 /// AWS's answer to a denied call, in the service's own protocol: a status, a content type, a body and, for the
 /// JSON protocols, the error-type header.
 pub fn access_denied(service: &str, json_protocol: bool, message: &str) -> (u16, &'static str, String, Option<String>) {
     // SQS's JSON protocol spells the code as its query protocol did.
-    let code = if json_protocol && service != "sqs" { "AccessDeniedException" } else { "AccessDenied" };
+    let code = if json_protocol && service != "sqs" {
+        "AccessDeniedException"
+    } else {
+        "AccessDenied"
+    };
     service_error(json_protocol, if json_protocol { 400 } else { 403 }, code, message)
 }
 
 /// An error answer as AWS gives it: (status, content type, body, the `x-amzn-ErrorType` of the JSON protocols).
 /// `code` may carry a JSON namespace (`com.amazonaws.sqs#...`); the query protocol's answer uses the bare name.
-pub fn service_error(json_protocol: bool, status: u16, code: &str, message: &str) -> (u16, &'static str, String, Option<String>) {
+pub fn service_error(
+    json_protocol: bool,
+    status: u16,
+    code: &str,
+    message: &str,
+) -> (u16, &'static str, String, Option<String>) {
     if json_protocol {
         let body = serde_json::json!({ "__type": code, "message": message, "Message": message }).to_string();
-        (status, "application/x-amz-json-1.1", body, Some(code.rsplit('#').next().unwrap_or(code).to_owned()))
+        (
+            status,
+            "application/x-amz-json-1.1",
+            body,
+            Some(code.rsplit('#').next().unwrap_or(code).to_owned()),
+        )
     } else {
-        let escaped = message.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+        let escaped = message
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;");
         let code = code.rsplit('#').next().unwrap_or(code);
         let body = format!(
             "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{escaped}</Message></Error><RequestId>00000000-0000-4000-8000-000000000400</RequestId></ErrorResponse>"
@@ -530,7 +674,10 @@ pub fn denial_message(function: &str, request: &Request, reason: &str) -> String
 
 /// Where each test process writes the grants its calls used, for the report of grants no test exercised.
 pub fn exercised_dir() -> std::path::PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| crate::workspace_root().join("target")).join("iam-exercised")
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("target"))
+        .join("iam-exercised")
 }
 
 /// Records that `function`'s statement `sid` allowed `action` (one line per distinct grant and process).
@@ -545,7 +692,11 @@ pub fn record_exercised(function: &str, sid: &str, action: &str) {
     }
     let dir = exercised_dir();
     let _ = std::fs::create_dir_all(&dir);
-    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{}.tsv", std::process::id()))) {
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{}.tsv", std::process::id())))
+    {
         // One write of the whole line (writeln! may split it into several, which other processes' lines can split).
         let _ = file.write_all(line.as_bytes());
     }
@@ -571,9 +722,13 @@ pub fn grants(template: &Value, template_text: &str) -> Vec<Grant> {
         match value {
             Value::String(s) => out.push(s.clone()),
             Value::Sequence(items) => items.iter().for_each(|item| actions(item, out)),
-            Value::Tagged(tagged) if tagged.tag.to_string().trim_start_matches('!') == "If" => {
-                tagged.value.as_sequence().into_iter().flatten().skip(1).for_each(|branch| actions(branch, out))
-            }
+            Value::Tagged(tagged) if tagged.tag.to_string().trim_start_matches('!') == "If" => tagged
+                .value
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .skip(1)
+                .for_each(|branch| actions(branch, out)),
             _ => {}
         }
     }
@@ -583,8 +738,17 @@ pub fn grants(template: &Value, template_text: &str) -> Vec<Grant> {
         if resource["Type"] != "AWS::Serverless::Function" {
             continue;
         }
-        let Some(function) = resource["Properties"]["CodeUri"].as_str().and_then(|uri| uri.rsplit('/').next()) else { continue };
-        for statement in resource["Properties"]["Policies"].as_sequence().into_iter().flatten().flat_map(|d| d["Statement"].as_sequence().into_iter().flatten())
+        let Some(function) = resource["Properties"]["CodeUri"]
+            .as_str()
+            .and_then(|uri| uri.rsplit('/').next())
+        else {
+            continue;
+        };
+        for statement in resource["Properties"]["Policies"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .flat_map(|d| d["Statement"].as_sequence().into_iter().flatten())
         {
             if statement["Effect"] != "Allow" {
                 continue;
@@ -593,17 +757,32 @@ pub fn grants(template: &Value, template_text: &str) -> Vec<Grant> {
             let mut listed = Vec::new();
             actions(&statement["Action"], &mut listed);
             // The statement's lines: from its Sid to the next statement's.
-            let start = lines.iter().position(|l| l.trim() == format!("- Sid: {sid}")).unwrap_or(lines.len());
-            let end = lines.iter().skip(start + 1).position(|l| l.trim_start().starts_with("- Sid:")).map_or(lines.len(), |n| start + 1 + n);
+            let start = lines
+                .iter()
+                .position(|l| l.trim() == format!("- Sid: {sid}"))
+                .unwrap_or(lines.len());
+            let end = lines
+                .iter()
+                .skip(start + 1)
+                .position(|l| l.trim_start().starts_with("- Sid:"))
+                .map_or(lines.len(), |n| start + 1 + n);
             for action in listed {
                 let at = (start..end).find(|&n| lines[n].contains(action.as_str()));
                 let reason = at.and_then(|n| {
                     [Some(lines[n]), n.checked_sub(1).map(|above| lines[above])]
                         .into_iter()
                         .flatten()
-                        .find_map(|line| line.find(UNEXERCISED).map(|i| line[i + UNEXERCISED.len()..].trim().to_owned()))
+                        .find_map(|line| {
+                            line.find(UNEXERCISED)
+                                .map(|i| line[i + UNEXERCISED.len()..].trim().to_owned())
+                        })
                 });
-                grants.push(Grant { function: function.to_owned(), sid: sid.clone(), action, reason });
+                grants.push(Grant {
+                    function: function.to_owned(),
+                    sid: sid.clone(),
+                    action,
+                    reason,
+                });
             }
         }
     }
@@ -625,11 +804,16 @@ pub fn exercised(dir: &std::path::Path) -> std::collections::HashSet<(String, St
 }
 
 /// The grants no call of the suite was allowed by.
-pub fn unexercised<'a>(grants: &'a [Grant], exercised: &std::collections::HashSet<(String, String, String)>) -> Vec<&'a Grant> {
+pub fn unexercised<'a>(
+    grants: &'a [Grant],
+    exercised: &std::collections::HashSet<(String, String, String)>,
+) -> Vec<&'a Grant> {
     grants
         .iter()
         .filter(|grant| {
-            !exercised.iter().any(|(function, sid, action)| *function == grant.function && *sid == grant.sid && wildcard_match(&grant.action, action, true))
+            !exercised.iter().any(|(function, sid, action)| {
+                *function == grant.function && *sid == grant.sid && wildcard_match(&grant.action, action, true)
+            })
         })
         .collect()
 }
@@ -643,17 +827,33 @@ mod tests {
         let text = "Resources:\n  F:\n    Type: AWS::Serverless::Function\n    Properties:\n      CodeUri: functions/f\n      Policies:\n        - Statement:\n            - Sid: Send\n              Effect: Allow\n              Action:\n                - ses:SendRaw*\n                # unexercised: only with a configuration set\n                - !If [C, ses:GetSendQuota, !Ref AWS::NoValue]\n";
         let template: Value = serde_yaml::from_str(text).unwrap();
         let grants = grants(&template, text);
-        assert_eq!(grants.iter().map(|g| g.action.as_str()).collect::<Vec<_>>(), vec!["ses:SendRaw*", "ses:GetSendQuota"]);
-        assert_eq!((grants[0].reason.as_deref(), grants[1].reason.as_deref()), (None, Some("only with a configuration set")));
+        assert_eq!(
+            grants.iter().map(|g| g.action.as_str()).collect::<Vec<_>>(),
+            vec!["ses:SendRaw*", "ses:GetSendQuota"]
+        );
+        assert_eq!(
+            (grants[0].reason.as_deref(), grants[1].reason.as_deref()),
+            (None, Some("only with a configuration set"))
+        );
         let mut seen = std::collections::HashSet::new();
         assert_eq!(unexercised(&grants, &seen).len(), 2);
         seen.insert(("f".to_owned(), "Send".to_owned(), "ses:SendRawEmail".to_owned()));
-        assert_eq!(unexercised(&grants, &seen).iter().map(|g| g.action.as_str()).collect::<Vec<_>>(), vec!["ses:GetSendQuota"]);
+        assert_eq!(
+            unexercised(&grants, &seen)
+                .iter()
+                .map(|g| g.action.as_str())
+                .collect::<Vec<_>>(),
+            vec!["ses:GetSendQuota"]
+        );
     }
 
     #[test]
     fn wildcards_match_as_iam_does() {
-        assert!(wildcard_match("arn:aws:ec2:*:*:instance/*", "arn:aws:ec2:eu-west-1:1:instance/i-1", false));
+        assert!(wildcard_match(
+            "arn:aws:ec2:*:*:instance/*",
+            "arn:aws:ec2:eu-west-1:1:instance/i-1",
+            false
+        ));
         assert!(wildcard_match("ses:Send*", "SES:SENDRAWEMAIL", true));
         assert!(!wildcard_match("ses:SendEmail", "ses:SendRawEmail", true));
         assert!(wildcard_match("a?c", "abc", false) && !wildcard_match("a?c", "abbc", false));
@@ -667,20 +867,46 @@ mod tests {
     #[test]
     fn the_policy_names_what_the_function_was_configured_with() {
         let template = crate::stack::read_template();
-        let configured =
-            env(&[("USER_POOL_ID", "eu-west-1_abc"), ("DEAD_LETTER_QUEUE_URL", "http://127.0.0.1:1/123456789012/sync-dlq"), ("ORDERING_TABLE", "order")]);
-        let policy = policy_from_template(&template, "cognito-attribute-sync", &configured).unwrap().unwrap();
+        let configured = env(&[
+            ("USER_POOL_ID", "eu-west-1_abc"),
+            ("DEAD_LETTER_QUEUE_URL", "http://127.0.0.1:1/123456789012/sync-dlq"),
+            ("ORDERING_TABLE", "order"),
+        ]);
+        let policy = policy_from_template(&template, "cognito-attribute-sync", &configured)
+            .unwrap()
+            .unwrap();
         let pool = format!("arn:aws:cognito-idp:{REGION}:{ACCOUNT}:userpool/eu-west-1_abc");
-        assert!(matches!(policy.evaluate(&Request::new("cognito-idp:AdminUpdateUserAttributes", &pool), &[]), Decision::Allowed(_)));
+        assert!(matches!(
+            policy.evaluate(&Request::new("cognito-idp:AdminUpdateUserAttributes", &pool), &[]),
+            Decision::Allowed(_)
+        ));
         let other_pool = format!("arn:aws:cognito-idp:{REGION}:{ACCOUNT}:userpool/eu-west-1_other");
-        assert!(matches!(policy.evaluate(&Request::new("cognito-idp:AdminUpdateUserAttributes", other_pool), &[]), Decision::Denied(_)));
-        assert!(matches!(policy.evaluate(&Request::new("cognito-idp:AdminDeleteUser", &pool), &[]), Decision::Denied(_)));
+        assert!(matches!(
+            policy.evaluate(&Request::new("cognito-idp:AdminUpdateUserAttributes", other_pool), &[]),
+            Decision::Denied(_)
+        ));
+        assert!(matches!(
+            policy.evaluate(&Request::new("cognito-idp:AdminDeleteUser", &pool), &[]),
+            Decision::Denied(_)
+        ));
         let dlq = format!("arn:aws:sqs:{REGION}:{ACCOUNT}:sync-dlq");
-        assert!(matches!(policy.evaluate(&Request::new("sqs:SendMessage", &dlq), &[]), Decision::Allowed(_)));
-        assert!(matches!(policy.evaluate(&Request::new("sqs:SendMessage", &dlq), &["sqs:SendMessage".to_owned()]), Decision::Denied(_)));
+        assert!(matches!(
+            policy.evaluate(&Request::new("sqs:SendMessage", &dlq), &[]),
+            Decision::Allowed(_)
+        ));
+        assert!(matches!(
+            policy.evaluate(&Request::new("sqs:SendMessage", &dlq), &["sqs:SendMessage".to_owned()]),
+            Decision::Denied(_)
+        ));
         let table = format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/order");
-        assert!(matches!(policy.evaluate(&Request::new("dynamodb:UpdateItem", &table), &[]), Decision::Allowed(_)));
-        assert!(matches!(policy.evaluate(&Request::new("dynamodb:Scan", &table), &[]), Decision::Denied(_)));
+        assert!(matches!(
+            policy.evaluate(&Request::new("dynamodb:UpdateItem", &table), &[]),
+            Decision::Allowed(_)
+        ));
+        assert!(matches!(
+            policy.evaluate(&Request::new("dynamodb:Scan", &table), &[]),
+            Decision::Denied(_)
+        ));
     }
 
     #[test]
@@ -689,48 +915,105 @@ mod tests {
         let deleting = env(&[("USER_POOL_ID", "eu-west-1_abc"), ("ON_USER_DELETED", "delete")]);
         let pool = format!("arn:aws:cognito-idp:{REGION}:{ACCOUNT}:userpool/eu-west-1_abc");
         let delete = Request::new("cognito-idp:AdminDeleteUser", &pool);
-        let policy = policy_from_template(&template, "cognito-attribute-sync", &deleting).unwrap().unwrap();
+        let policy = policy_from_template(&template, "cognito-attribute-sync", &deleting)
+            .unwrap()
+            .unwrap();
         assert!(matches!(policy.evaluate(&delete, &[]), Decision::Allowed(_)));
         let disabling = env(&[("USER_POOL_ID", "eu-west-1_abc"), ("ON_USER_DELETED", "disable")]);
-        let policy = policy_from_template(&template, "cognito-attribute-sync", &disabling).unwrap().unwrap();
+        let policy = policy_from_template(&template, "cognito-attribute-sync", &disabling)
+            .unwrap()
+            .unwrap();
         assert!(matches!(policy.evaluate(&delete, &[]), Decision::Denied(_)));
     }
 
     #[test]
     fn conditions_are_evaluated_not_ignored() {
         let template = crate::stack::read_template();
-        let policy = policy_from_template(&template, "lifecycle-hook-completer", &[]).unwrap().unwrap();
+        let policy = policy_from_template(&template, "lifecycle-hook-completer", &[])
+            .unwrap()
+            .unwrap();
         let instance = format!("arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-1");
-        let ours = Request::new("ssm:SendCommand", &instance).with("ssm:resourceTag/aws:autoscaling:groupName", "workers");
+        let ours =
+            Request::new("ssm:SendCommand", &instance).with("ssm:resourceTag/aws:autoscaling:groupName", "workers");
         assert!(matches!(policy.evaluate(&ours, &[]), Decision::Allowed(_)));
-        let theirs = Request::new("ssm:SendCommand", &instance).with("ssm:resourceTag/aws:autoscaling:groupName", "databases");
+        let theirs =
+            Request::new("ssm:SendCommand", &instance).with("ssm:resourceTag/aws:autoscaling:groupName", "databases");
         assert!(matches!(policy.evaluate(&theirs, &[]), Decision::Denied(_)));
-        assert!(matches!(policy.evaluate(&Request::new("ssm:SendCommand", &instance), &[]), Decision::Denied(_)), "an untagged instance");
+        assert!(
+            matches!(
+                policy.evaluate(&Request::new("ssm:SendCommand", &instance), &[]),
+                Decision::Denied(_)
+            ),
+            "an untagged instance"
+        );
 
         let unsubscribe = policy_from_template(&template, "unsubscribe", &[]).unwrap().unwrap();
-        assert!(matches!(unsubscribe.evaluate(&decrypt_request(), &[]), Decision::Allowed(_)));
+        assert!(matches!(
+            unsubscribe.evaluate(&decrypt_request(), &[]),
+            Decision::Allowed(_)
+        ));
         let direct = Request::new("kms:Decrypt", decrypt_request().resource);
-        assert!(matches!(unsubscribe.evaluate(&direct, &[]), Decision::Denied(_)), "kms:Decrypt outside SSM");
+        assert!(
+            matches!(unsubscribe.evaluate(&direct, &[]), Decision::Denied(_)),
+            "kms:Decrypt outside SSM"
+        );
     }
 
     #[test]
     fn a_send_authorizes_against_its_identity_and_configuration_set() {
-        let form: HashMap<String, String> =
-            [("Action", "SendRawEmail"), ("Source", "Navlab <no-reply@navlab.online>"), ("ConfigurationSetName", "local-event-workers")]
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .into();
+        let form: HashMap<String, String> = [
+            ("Action", "SendRawEmail"),
+            ("Source", "Navlab <no-reply@navlab.online>"),
+            ("ConfigurationSetName", "local-event-workers"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into();
         let requests = requests_of("email", "SendRawEmail", "", &form, &HashMap::new()).unwrap();
         let resources: Vec<&str> = requests.iter().map(|r| r.resource.as_str()).collect();
         assert_eq!(
             resources,
-            [format!("arn:aws:ses:{REGION}:{ACCOUNT}:identity/navlab.online"), format!("arn:aws:ses:{REGION}:{ACCOUNT}:configuration-set/local-event-workers")]
+            [
+                format!("arn:aws:ses:{REGION}:{ACCOUNT}:identity/navlab.online"),
+                format!("arn:aws:ses:{REGION}:{ACCOUNT}:configuration-set/local-event-workers")
+            ]
         );
         assert!(requests.iter().all(|r| r.action == "ses:SendRawEmail"));
-        let batch = requests_of("sqs", "SendMessageBatch", r#"{"QueueUrl":"http://h/123456789012/q"}"#, &HashMap::new(), &HashMap::new()).unwrap();
-        assert_eq!(batch, vec![Request::new("sqs:SendMessage", format!("arn:aws:sqs:{REGION}:{ACCOUNT}:q"))]);
-        assert!(requests_of("ec2", "RunInstances", "", &HashMap::new(), &HashMap::new()).unwrap_err().contains("does not know"));
-        let writes = requests_of("dynamodb", "BatchWriteItem", r#"{"RequestItems":{"a":[],"b":[]}}"#, &HashMap::new(), &HashMap::new()).unwrap();
-        let table = |t: &str| Request::new("dynamodb:BatchWriteItem", format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{t}"));
-        assert_eq!(writes, vec![table("a"), table("b")], "a batch write authorizes for every table it names");
+        let batch = requests_of(
+            "sqs",
+            "SendMessageBatch",
+            r#"{"QueueUrl":"http://h/123456789012/q"}"#,
+            &HashMap::new(),
+            &HashMap::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            batch,
+            vec![Request::new(
+                "sqs:SendMessage",
+                format!("arn:aws:sqs:{REGION}:{ACCOUNT}:q")
+            )]
+        );
+        assert!(requests_of("ec2", "RunInstances", "", &HashMap::new(), &HashMap::new())
+            .unwrap_err()
+            .contains("does not know"));
+        let writes = requests_of(
+            "dynamodb",
+            "BatchWriteItem",
+            r#"{"RequestItems":{"a":[],"b":[]}}"#,
+            &HashMap::new(),
+            &HashMap::new(),
+        )
+        .unwrap();
+        let table = |t: &str| {
+            Request::new(
+                "dynamodb:BatchWriteItem",
+                format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{t}"),
+            )
+        };
+        assert_eq!(
+            writes,
+            vec![table("a"), table("b")],
+            "a batch write authorizes for every table it names"
+        );
     }
 }

@@ -24,13 +24,19 @@ use std::path::PathBuf;
 
 /// The workspace root (this crate lives in `tests/`).
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// A free TCP port on loopback. The port is released before use, so another process could take it first; the
 /// servers started on it fail loudly if that ever happens.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }
 
 /// SDK configuration for test set-up calls against a local endpoint: dummy credentials, a fixed region.
@@ -105,20 +111,33 @@ impl ServerOutput {
             }
             let _ = ready.send(false);
         });
-        ServerOutput { lines, ready: readiness }
+        ServerOutput {
+            lines,
+            ready: readiness,
+        }
     }
 
     /// Waits for the marker; panics, with what the server said, when it exits first or `limit` passes.
     pub fn wait_for(&self, server: &str, limit: std::time::Duration) {
         match self.ready.recv_timeout(limit) {
             Ok(true) => {}
-            Ok(false) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{server} exited at start:\n{}", self.text()),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{server} was not ready within {limit:?}:\n{}", self.text()),
+            Ok(false) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("{server} exited at start:\n{}", self.text())
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("{server} was not ready within {limit:?}:\n{}", self.text())
+            }
         }
     }
 
     pub fn text(&self) -> String {
-        self.lines.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n")
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -176,7 +195,12 @@ impl TemplateStack {
     }
 
     /// An instance of the template's `binary` (its environment from the template, plus `overrides`), with `timeout`.
-    pub fn instance(&self, binary: &std::path::Path, timeout: std::time::Duration, overrides: &[(&str, &str)]) -> runtime::FunctionProcess {
+    pub fn instance(
+        &self,
+        binary: &std::path::Path,
+        timeout: std::time::Duration,
+        overrides: &[(&str, &str)],
+    ) -> runtime::FunctionProcess {
         let name = binary.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         let mut env = local_aws_env(&self.proxy.endpoint);
         env.extend(self.stack.function(name).environment.iter().cloned());
@@ -210,7 +234,15 @@ impl PoolStack {
         fixtures::create_sample_users(&cognito, &pool_id).await;
         let dlq_url = fixtures::create_queue(&sqs, dead_letter_queue).await;
         let fanout_url = fixtures::create_queue(&sqs, "publish-history-email-fanout").await;
-        PoolStack { aws, cognito, sqs, dynamodb, pool_id, dlq_url, fanout_url }
+        PoolStack {
+            aws,
+            cognito,
+            sqs,
+            dynamodb,
+            pool_id,
+            dlq_url,
+            fanout_url,
+        }
     }
 
     /// Starts `binary` against this stack with `settings`.
@@ -239,12 +271,21 @@ pub fn sqs_event(queue: &str, records: &[(&str, String)]) -> serde_json::Value {
 /// function: the path, the query string and its parameters, a form body.
 pub fn function_url_request(method: &str, url: &str, body: Option<&str>) -> serde_json::Value {
     let without_scheme = url.split_once("://").map(|(_, rest)| rest).unwrap_or(url);
-    let (host, path_and_query) = without_scheme.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((without_scheme, "/".to_owned()));
-    let (path, query) = path_and_query.split_once('?').map(|(p, q)| (p.to_owned(), q.to_owned())).unwrap_or((path_and_query.clone(), String::new()));
+    let (host, path_and_query) = without_scheme
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((without_scheme, "/".to_owned()));
+    let (path, query) = path_and_query
+        .split_once('?')
+        .map(|(p, q)| (p.to_owned(), q.to_owned()))
+        .unwrap_or((path_and_query.clone(), String::new()));
     let parameters: serde_json::Map<String, serde_json::Value> = query
         .split('&')
         .filter(|p| !p.is_empty())
-        .filter_map(|p| p.split_once('=').map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned()))))
+        .filter_map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned())))
+        })
         .collect();
     let mut request = serde_json::json!({
         "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query,
@@ -280,18 +321,35 @@ pub fn batch_failures(response: &serde_json::Value) -> Vec<String> {
 
 /// The message ids of an SQS event, in order.
 pub fn message_ids(event: &serde_json::Value) -> Vec<String> {
-    event["Records"].as_array().map(Vec::as_slice).unwrap_or_default().iter().map(|r| r["messageId"].as_str().unwrap_or_default().to_owned()).collect()
+    event["Records"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|r| r["messageId"].as_str().unwrap_or_default().to_owned())
+        .collect()
 }
 
 /// A dead-lettered message's `SourceMessageId` and `ErrorMessage` attributes.
 pub fn dead_letter_info(message: &aws_sdk_sqs::types::Message) -> (String, String) {
-    let attribute = |name: &str| message.message_attributes().and_then(|a| a.get(name)).and_then(|v| v.string_value()).unwrap_or_default().to_owned();
+    let attribute = |name: &str| {
+        message
+            .message_attributes()
+            .and_then(|a| a.get(name))
+            .and_then(|v| v.string_value())
+            .unwrap_or_default()
+            .to_owned()
+    };
     (attribute("SourceMessageId"), attribute("ErrorMessage"))
 }
 
 /// What a dead-letter queue holds: each message's `SourceMessageId` and `ErrorMessage`, sorted by source.
 pub async fn dead_lettered(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<(String, String)> {
-    let mut dead: Vec<(String, String)> = fixtures::peek_all(sqs, queue_url).await.iter().map(dead_letter_info).collect();
+    let mut dead: Vec<(String, String)> = fixtures::peek_all(sqs, queue_url)
+        .await
+        .iter()
+        .map(dead_letter_info)
+        .collect();
     dead.sort();
     dead
 }
@@ -338,6 +396,11 @@ pub fn no_delay_listener() -> std::net::TcpListener {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    assert_eq!(set, 0, "TCP_NODELAY on a loopback listener: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        set,
+        0,
+        "TCP_NODELAY on a loopback listener: {}",
+        std::io::Error::last_os_error()
+    );
     listener
 }

@@ -1,7 +1,8 @@
 //! What moto lacks for lifecycle hooks, answered by the recording proxy in front of it: `CompleteLifecycleAction`
 //! and `RecordLifecycleActionHeartbeat` (recorded for assertions, with Auto Scaling's "No active Lifecycle Action"
 //! for an action completed or lapsed before), and what moto's SSM cannot do: a failed health check command for
-//! chosen instances (moto's SSM commands always succeed), an instance that never registers, SSM throttling. The instances of the sample events are placed in the harness's worker group, as Auto Scaling
+//! chosen instances (moto's SSM commands always succeed), an instance that never registers, SSM throttling. The
+//! instances of the sample events are placed in the harness's worker group, as Auto Scaling
 //! tags its instances: lifecycle-hook-completer may send commands only to instances of its group.
 
 use std::collections::HashSet;
@@ -61,7 +62,11 @@ fn no_active_action(instance: &str) -> Reply {
 }
 
 fn ssm_error(code: &str, message: &str) -> Reply {
-    Reply { status: 400, content_type: "application/x-amz-json-1.1", body: serde_json::json!({"__type": code, "message": message}).to_string() }
+    Reply {
+        status: 400,
+        content_type: "application/x-amz-json-1.1",
+        body: serde_json::json!({"__type": code, "message": message}).to_string(),
+    }
 }
 
 impl LifecycleStandIn {
@@ -92,7 +97,11 @@ impl LifecycleStandIn {
     /// The action of `token` lapses `timeout` after `started` unless a heartbeat restarts it; after that both calls
     /// answer "No active Lifecycle Action", as Auto Scaling does once it has applied the hook's default result.
     pub fn lapses(&self, token: &str, started: std::time::Instant, timeout: std::time::Duration) {
-        self.state.lock().unwrap().lapses.insert(token.to_owned(), (started + timeout, timeout));
+        self.state
+            .lock()
+            .unwrap()
+            .lapses
+            .insert(token.to_owned(), (started + timeout, timeout));
     }
 
     pub fn completed(&self) -> Vec<CompletedAction> {
@@ -112,16 +121,27 @@ fn answer(state: &Mutex<State>, call: &Call) -> Option<Reply> {
             let token = form.get("LifecycleActionToken").cloned().unwrap_or_default();
             let mut state = state.lock().unwrap();
             // Auto Scaling forgets an action once it is completed or lapsed: both calls then fail the same way.
-            let lapsed = state.lapses.get(&token).is_some_and(|(at, _)| std::time::Instant::now() >= *at);
+            let lapsed = state
+                .lapses
+                .get(&token)
+                .is_some_and(|(at, _)| std::time::Instant::now() >= *at);
             if lapsed || state.completed.iter().any(|c| c.token == token) {
                 return Some(no_active_action(&instance));
             }
-            if let Some((at, timeout)) = state.lapses.get_mut(&token).filter(|_| operation == "RecordLifecycleActionHeartbeat") {
+            if let Some((at, timeout)) = state
+                .lapses
+                .get_mut(&token)
+                .filter(|_| operation == "RecordLifecycleActionHeartbeat")
+            {
                 *at = std::time::Instant::now() + *timeout;
             }
             if operation == "CompleteLifecycleAction" {
                 let result = form.get("LifecycleActionResult").cloned().unwrap_or_default();
-                state.completed.push(CompletedAction { instance_id: instance, token, result });
+                state.completed.push(CompletedAction {
+                    instance_id: instance,
+                    token,
+                    result,
+                });
             } else {
                 state.heartbeats.push(instance);
             }
@@ -134,7 +154,12 @@ fn answer(state: &Mutex<State>, call: &Call) -> Option<Reply> {
         "SendCommand" => {
             let request: serde_json::Value = serde_json::from_str(&call.body).ok()?;
             let instance = request["InstanceIds"][0].as_str()?;
-            state.lock().unwrap().unregistered.contains(instance).then(|| ssm_error("InvalidInstanceId", "Instances not in a valid state for account"))
+            state
+                .lock()
+                .unwrap()
+                .unregistered
+                .contains(instance)
+                .then(|| ssm_error("InvalidInstanceId", "Instances not in a valid state for account"))
         }
         "GetCommandInvocation" => {
             let request: serde_json::Value = serde_json::from_str(&call.body).ok()?;
@@ -147,7 +172,11 @@ fn answer(state: &Mutex<State>, call: &Call) -> Option<Reply> {
                 "Status": "Failed", "StatusDetails": "Failed", "ResponseCode": 7,
                 "StandardOutputContent": "", "StandardErrorContent": "curl: (7) Failed to connect to localhost port 8000 after 0 ms: Connection refused"
             });
-            Some(Reply { status: 200, content_type: "application/x-amz-json-1.1", body: body.to_string() })
+            Some(Reply {
+                status: 200,
+                content_type: "application/x-amz-json-1.1",
+                body: body.to_string(),
+            })
         }
         _ => None,
     }

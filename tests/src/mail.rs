@@ -22,12 +22,16 @@ pub struct SentEmail {
 
 impl SentEmail {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The one-click URL of `List-Unsubscribe` (`<https://...>`).
     pub fn unsubscribe_url(&self) -> Option<String> {
-        self.header("List-Unsubscribe").map(|v| v.trim().trim_start_matches('<').trim_end_matches('>').to_owned())
+        self.header("List-Unsubscribe")
+            .map(|v| v.trim().trim_start_matches('<').trim_end_matches('>').to_owned())
     }
 }
 
@@ -40,7 +44,9 @@ pub fn sent_emails(proxy: &RecordingProxy) -> Vec<SentEmail> {
             let raw = base64::engine::general_purpose::STANDARD
                 .decode(form.get("RawMessage.Data").map(String::as_str).unwrap_or_default())
                 .expect("the raw message is base64");
-            let message = mail_parser::MessageParser::default().parse(&raw).expect("a MIME message");
+            let message = mail_parser::MessageParser::default()
+                .parse(&raw)
+                .expect("a MIME message");
             let mut destinations = Vec::new();
             for n in 1.. {
                 match form.get(&format!("Destinations.member.{n}")) {
@@ -49,7 +55,12 @@ pub fn sent_emails(proxy: &RecordingProxy) -> Vec<SentEmail> {
                 }
             }
             let raw_text = String::from_utf8_lossy(&raw);
-            let header_block = raw_text.split("\r\n\r\n").next().unwrap_or_default().replace("\r\n ", " ").replace("\r\n\t", " ");
+            let header_block = raw_text
+                .split("\r\n\r\n")
+                .next()
+                .unwrap_or_default()
+                .replace("\r\n ", " ")
+                .replace("\r\n\t", " ");
             let headers = message
                 .headers()
                 .iter()
@@ -58,7 +69,11 @@ pub fn sent_emails(proxy: &RecordingProxy) -> Vec<SentEmail> {
                     // The value as sent, unfolded: what a mailbox provider reads.
                     let value = header_block
                         .lines()
-                        .find_map(|line| line.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case(&name)).map(|(_, v)| v.trim().to_owned()))
+                        .find_map(|line| {
+                            line.split_once(':')
+                                .filter(|(n, _)| n.eq_ignore_ascii_case(&name))
+                                .map(|(_, v)| v.trim().to_owned())
+                        })
                         .unwrap_or_default();
                     (name, value)
                 })
@@ -71,7 +86,10 @@ pub fn sent_emails(proxy: &RecordingProxy) -> Vec<SentEmail> {
                     .and_then(|from| from.first())
                     .map(|a| (a.name().map(str::to_owned), a.address().unwrap_or_default().to_owned()))
                     .unwrap_or_default(),
-                to: message.to().map(|to| to.iter().filter_map(|a| a.address().map(str::to_owned)).collect()).unwrap_or_default(),
+                to: message
+                    .to()
+                    .map(|to| to.iter().filter_map(|a| a.address().map(str::to_owned)).collect())
+                    .unwrap_or_default(),
                 subject: message.subject().unwrap_or_default().to_owned(),
                 text: message.body_text(0).map(|t| t.into_owned()).unwrap_or_default(),
                 html: message.body_html(0).map(|t| t.into_owned()).unwrap_or_default(),

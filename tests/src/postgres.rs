@@ -23,16 +23,30 @@ pub struct Postgres {
 /// The directory of `initdb` and `postgres`: Debian keeps them under /usr/lib/postgresql/<version>/bin.
 fn bin_dir() -> PathBuf {
     let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|dirs| dirs.filter_map(Result::ok).map(|d| d.path().join("bin")).filter(|p| p.join("initdb").exists()).collect())
+        .map(|dirs| {
+            dirs.filter_map(Result::ok)
+                .map(|d| d.path().join("bin"))
+                .filter(|p| p.join("initdb").exists())
+                .collect()
+        })
         .unwrap_or_default();
     candidates.sort();
     if let Some(newest) = candidates.pop() {
         return newest;
     }
-    let found = Command::new("sh").args(["-c", "command -v initdb"]).output().ok().filter(|o| o.status.success());
+    let found = Command::new("sh")
+        .args(["-c", "command -v initdb"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
     match found {
-        Some(output) => PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()).parent().map(Path::to_path_buf).unwrap_or_default(),
-        None => panic!("PostgreSQL's initdb not found: run `bash tests/setup.sh` (the README's commands do) to install it"),
+        Some(output) => PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
+        None => {
+            panic!("PostgreSQL's initdb not found: run `bash tests/setup.sh` (the README's commands do) to install it")
+        }
     }
 }
 
@@ -44,7 +58,10 @@ fn server_user() -> Option<(u32, u32)> {
             return None;
         }
         let entry = libc::getpwnam(c"postgres".as_ptr());
-        assert!(!entry.is_null(), "running as root needs a `postgres` user to run the server: run `bash tests/setup.sh`");
+        assert!(
+            !entry.is_null(),
+            "running as root needs a `postgres` user to run the server: run `bash tests/setup.sh`"
+        );
         Some(((*entry).pw_uid, (*entry).pw_gid))
     }
 }
@@ -70,7 +87,11 @@ impl Postgres {
     fn start_with(tls_only: bool) -> Postgres {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let bin = bin_dir();
-        let dir = std::env::temp_dir().join(format!("event-workers-pg-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+        let dir = std::env::temp_dir().join(format!(
+            "event-workers-pg-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
         let data = dir.join("data");
         std::fs::create_dir_all(&dir).expect("create the cluster's directory");
         let password_file = dir.join("password");
@@ -95,20 +116,41 @@ impl Postgres {
         ]))
         .output()
         .expect("run initdb");
-        assert!(output.status.success(), "initdb failed:\n{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "initdb failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
 
         let mut tls = Vec::new();
         if tls_only {
             let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
             let made = Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout"])
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=localhost",
+                    "-keyout",
+                ])
                 .arg(&key)
                 .arg("-out")
                 .arg(&cert)
                 .output()
                 .expect("run openssl (Debian's openssl package; tests/setup.sh installs it where missing)");
-            assert!(made.status.success(), "openssl failed: {}", String::from_utf8_lossy(&made.stderr));
-            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("key permissions");
+            assert!(
+                made.status.success(),
+                "openssl failed: {}",
+                String::from_utf8_lossy(&made.stderr)
+            );
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .expect("key permissions");
             if let Some((uid, gid)) = server_user() {
                 for path in [&cert, &key] {
                     std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("hand the certificate to postgres");
@@ -132,9 +174,24 @@ impl Postgres {
         let mut command = Command::new(bin.join("postgres"));
         command.args(&tls);
         command
-            .args(["-D", &data.to_string_lossy(), "-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c"])
+            .args([
+                "-D",
+                &data.to_string_lossy(),
+                "-p",
+                &port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+            ])
             .arg(format!("unix_socket_directories={}", dir.display()))
-            .args(["-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off"])
+            .args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "synchronous_commit=off",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -142,9 +199,19 @@ impl Postgres {
         crate::die_with_parent(&mut command);
         let mut child = command.spawn().expect("start postgres");
         // The server says so once it accepts connections.
-        let output = crate::ServerOutput::watch(child.stderr.take().expect("stderr is piped"), "ready to accept connections", 200);
+        let output = crate::ServerOutput::watch(
+            child.stderr.take().expect("stderr is piped"),
+            "ready to accept connections",
+            200,
+        );
         output.wait_for("postgres", Duration::from_secs(60));
-        Postgres { child, dir, port, bin, output }
+        Postgres {
+            child,
+            dir,
+            port,
+            bin,
+            output,
+        }
     }
 
     /// The last lines the server logged.
@@ -154,17 +221,40 @@ impl Postgres {
 
     /// A libpq URL to `database` as `user` with `password`.
     pub fn url(&self, user: &str, password: &str, database: &str) -> String {
-        format!("postgres://{user}:{password}@127.0.0.1:{}/{database}?sslmode=disable", self.port)
+        format!(
+            "postgres://{user}:{password}@127.0.0.1:{}/{database}?sslmode=disable",
+            self.port
+        )
     }
 
     /// Runs `sql` as the superuser in `database` with psql; panics with psql's output when it fails.
     pub fn psql(&self, database: &str, sql: &str) -> String {
         let output = Command::new(self.bin.join("psql"))
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", database, "-At", "-c", sql])
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-At",
+                "-c",
+                sql,
+            ])
             .env("PGPASSWORD", SUPERUSER_PASSWORD)
             .output()
             .expect("run psql");
-        assert!(output.status.success(), "psql failed on {sql}:\n{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "psql failed on {sql}:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 }

@@ -63,7 +63,10 @@ fn operation_of(request: &tiny_http::Request, body: &str) -> String {
         let target = target.value.as_str();
         return target.rsplit('.').next().unwrap_or(target).to_owned();
     }
-    body.split('&').find_map(|pair| pair.strip_prefix("Action=")).map(str::to_owned).unwrap_or_else(|| format!("{} {}", request.method(), request.url()))
+    body.split('&')
+        .find_map(|pair| pair.strip_prefix("Action="))
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{} {}", request.method(), request.url()))
 }
 
 impl Call {
@@ -75,7 +78,10 @@ impl Call {
 
 /// The fields of a form-encoded body, decoded, in order.
 pub fn form_fields(body: &str) -> Vec<(String, String)> {
-    body.split('&').filter_map(|pair| pair.split_once('=')).map(|(k, v)| (percent_decode(k), percent_decode(v))).collect()
+    body.split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+        .collect()
 }
 
 fn percent_decode(text: &str) -> String {
@@ -83,7 +89,10 @@ fn percent_decode(text: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
         match (bytes[i], hex) {
             (b'+', _) => out.push(b' '),
             (b'%', Some(byte)) => {
@@ -99,7 +108,8 @@ fn percent_decode(text: &str) -> String {
 
 impl RecordingProxy {
     pub fn start(upstream: &str) -> Self {
-        let server = Arc::new(tiny_http::Server::from_listener(crate::no_delay_listener(), None).expect("proxy listens"));
+        let server =
+            Arc::new(tiny_http::Server::from_listener(crate::no_delay_listener(), None).expect("proxy listens"));
         let port = server.server_addr().to_ip().expect("an IP address").port();
         let calls = Arc::new(Mutex::new(Vec::new()));
         let hooks = Arc::new(Mutex::new(Hooks::default()));
@@ -109,17 +119,36 @@ impl RecordingProxy {
         let thread = std::thread::spawn(move || {
             let agent = ureq::AgentBuilder::new().build();
             for request in server2.incoming_requests() {
-                let (agent, calls, hooks, iam, upstream) = (agent.clone(), calls2.clone(), hooks2.clone(), iam2.clone(), upstream.clone());
+                let (agent, calls, hooks, iam, upstream) = (
+                    agent.clone(),
+                    calls2.clone(),
+                    hooks2.clone(),
+                    iam2.clone(),
+                    upstream.clone(),
+                );
                 std::thread::spawn(move || forward(request, &agent, &calls, &hooks, &iam, &upstream));
             }
         });
-        RecordingProxy { endpoint: format!("http://127.0.0.1:{port}"), calls, hooks, iam, server, thread: Some(thread) }
+        RecordingProxy {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            calls,
+            hooks,
+            iam,
+            server,
+            thread: Some(thread),
+        }
     }
 
     /// Takes `action` (e.g. `ses:SendRawEmail`) out of the policy of every `function` process: what its calls meet
     /// with that line deleted from the template.
     pub fn revoke(&self, function: &str, action: &str) {
-        self.iam.lock().unwrap().revoked.entry(function.to_owned()).or_default().push(action.to_owned());
+        self.iam
+            .lock()
+            .unwrap()
+            .revoked
+            .entry(function.to_owned())
+            .or_default()
+            .push(action.to_owned());
     }
 
     /// Gives `function` its template policy back, whole.
@@ -189,7 +218,11 @@ impl Signer {
         let authorization = request.headers().iter().find(|h| h.field.equiv("Authorization"))?;
         let (key, service) = crate::iam::credential_of(authorization.value.as_str())?;
         let json_protocol = request.headers().iter().any(|h| h.field.equiv("X-Amz-Target"));
-        Some(Signer { policy: crate::iam::policy_for(&key)?, service, json_protocol })
+        Some(Signer {
+            policy: crate::iam::policy_for(&key)?,
+            service,
+            json_protocol,
+        })
     }
 
     /// `Err` with AWS's denial answer when any of `requests` is not allowed; each allowing statement is recorded.
@@ -203,18 +236,32 @@ impl Signer {
         let mut iam = iam.lock().unwrap();
         let revoked = iam.revoked.get(function).cloned().unwrap_or_default();
         let denied = match requests {
-            Err(reason) => Some(format!("User: {function} is not authorized to perform {}: {reason}", call.operation)),
-            Ok(requests) => requests.iter().find_map(|request| match self.policy.evaluate(request, &revoked) {
-                crate::iam::Decision::Allowed(sid) => {
-                    crate::iam::record_exercised(function, &sid, &request.action);
-                    None
-                }
-                crate::iam::Decision::Denied(reason) => Some(crate::iam::denial_message(function, request, &reason)),
-            }),
+            Err(reason) => Some(format!(
+                "User: {function} is not authorized to perform {}: {reason}",
+                call.operation
+            )),
+            Ok(requests) => requests
+                .iter()
+                .find_map(|request| match self.policy.evaluate(request, &revoked) {
+                    crate::iam::Decision::Allowed(sid) => {
+                        crate::iam::record_exercised(function, &sid, &request.action);
+                        None
+                    }
+                    crate::iam::Decision::Denied(reason) => {
+                        Some(crate::iam::denial_message(function, request, &reason))
+                    }
+                }),
         };
         let Some(message) = denied else { return Ok(()) };
-        iam.denials.push(Denial { function: function.clone(), operation: call.operation.clone(), message: message.clone() });
-        Err(error_response(crate::iam::access_denied(&self.service, self.json_protocol, &message), None))
+        iam.denials.push(Denial {
+            function: function.clone(),
+            operation: call.operation.clone(),
+            message: message.clone(),
+        });
+        Err(error_response(
+            crate::iam::access_denied(&self.service, self.json_protocol, &message),
+            None,
+        ))
     }
 
     /// `Err` with AWS's answer when the call is over a service limit or a quota switched on; otherwise the call is
@@ -225,14 +272,19 @@ impl Signer {
         if self.service == "ses" && call.operation == "GetSendQuota" {
             if let Some(body) = iam.quotas.send_quota() {
                 return Admission::Answered(
-                    tiny_http::Response::from_string(body).with_header(tiny_http::Header::from_bytes("Content-Type", "text/xml").unwrap()),
+                    tiny_http::Response::from_string(body)
+                        .with_header(tiny_http::Header::from_bytes("Content-Type", "text/xml").unwrap()),
                 );
             }
         }
-        match iam.quotas.admit(&self.policy.function, &self.service, &call.operation, &call.body) {
+        match iam
+            .quotas
+            .admit(&self.policy.function, &self.service, &call.operation, &call.body)
+        {
             None => Admission::Forward,
             Some(refusal) => {
-                let answer = crate::iam::service_error(self.json_protocol, refusal.status, &refusal.code, &refusal.message);
+                let answer =
+                    crate::iam::service_error(self.json_protocol, refusal.status, &refusal.code, &refusal.message);
                 Admission::Refused(error_response(answer, refusal.query_code.as_deref()))
             }
         }
@@ -251,24 +303,41 @@ fn error_response(
     (status, content_type, body, error_type): (u16, &'static str, String, Option<String>),
     query_code: Option<&str>,
 ) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    let mut response =
-        tiny_http::Response::from_string(body).with_status_code(status).with_header(tiny_http::Header::from_bytes("Content-Type", content_type).unwrap());
+    let mut response = tiny_http::Response::from_string(body)
+        .with_status_code(status)
+        .with_header(tiny_http::Header::from_bytes("Content-Type", content_type).unwrap());
     if let Some(error_type) = error_type {
         let query_code = query_code.unwrap_or(&error_type).to_owned();
         response.add_header(tiny_http::Header::from_bytes("x-amzn-ErrorType", error_type.as_bytes()).unwrap());
-        response.add_header(tiny_http::Header::from_bytes("x-amzn-query-error", format!("{query_code};Sender").as_bytes()).unwrap());
+        response.add_header(
+            tiny_http::Header::from_bytes("x-amzn-query-error", format!("{query_code};Sender").as_bytes()).unwrap(),
+        );
     }
     response
 }
 
-fn forward(mut request: tiny_http::Request, agent: &ureq::Agent, calls: &Mutex<Vec<Call>>, hooks: &Mutex<Hooks>, iam: &Mutex<IamState>, upstream: &str) {
+fn forward(
+    mut request: tiny_http::Request,
+    agent: &ureq::Agent,
+    calls: &Mutex<Vec<Call>>,
+    hooks: &Mutex<Hooks>,
+    iam: &Mutex<IamState>,
+    upstream: &str,
+) {
     let mut body = Vec::new();
     let _ = request.as_reader().read_to_end(&mut body);
     let text = String::from_utf8_lossy(&body).into_owned();
-    let call = Call { operation: operation_of(&request, &text), body: text };
+    let call = Call {
+        operation: operation_of(&request, &text),
+        body: text,
+    };
     let signer = Signer::of(&request);
     if let Some(signer) = &signer {
-        let form = if signer.json_protocol { HashMap::new() } else { call.form() };
+        let form = if signer.json_protocol {
+            HashMap::new()
+        } else {
+            call.form()
+        };
         let instances = iam.lock().unwrap().instance_groups.clone();
         let requests = crate::iam::requests_of(&signer.service, &call.operation, &call.body, &form, &instances);
         // A denied or refused call does nothing at the service: it is among the denials or refusals, not the calls.
@@ -319,13 +388,18 @@ fn forward(mut request: tiny_http::Request, agent: &ureq::Agent, calls: &Mutex<V
     let headers: Vec<tiny_http::Header> = response
         .headers_names()
         .iter()
-        .filter(|name| !["content-length", "transfer-encoding", "connection"].contains(&name.to_ascii_lowercase().as_str()))
+        .filter(|name| {
+            !["content-length", "transfer-encoding", "connection"].contains(&name.to_ascii_lowercase().as_str())
+        })
         .filter_map(|name| tiny_http::Header::from_bytes(name.as_bytes(), response.header(name)?.as_bytes()).ok())
         .collect();
     let mut response_body = Vec::new();
     let _ = response.into_reader().read_to_end(&mut response_body);
     // Decrypting a SecureString is a second authorization, of kms:Decrypt through SSM.
-    if let Some(signer) = signer.as_ref().filter(|s| s.service == "ssm" && call.operation.starts_with("GetParameter")) {
+    if let Some(signer) = signer
+        .as_ref()
+        .filter(|s| s.service == "ssm" && call.operation.starts_with("GetParameter"))
+    {
         let decrypts = serde_json::from_str::<serde_json::Value>(&call.body).is_ok_and(|b| b["WithDecryption"] == true);
         if decrypts && String::from_utf8_lossy(&response_body).contains("\"SecureString\"") {
             if let Err(denied) = signer.authorize(&call, Ok(vec![crate::iam::decrypt_request()]), iam) {
@@ -355,7 +429,11 @@ impl Drop for RecordingProxy {
         if !denials.is_empty() && !std::thread::panicking() {
             panic!(
                 "calls denied by the functions' policies in infra/template.yaml:\n{}",
-                denials.iter().map(|d| format!("  {}: {}", d.operation, d.message)).collect::<Vec<_>>().join("\n")
+                denials
+                    .iter()
+                    .map(|d| format!("  {}: {}", d.operation, d.message))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             );
         }
     }
@@ -365,7 +443,10 @@ impl Drop for RecordingProxy {
 mod tests {
     #[test]
     fn decodes_form_values() {
-        assert_eq!(super::percent_decode("a%40b.co+%3Cscript%3E%zz%"), "a@b.co <script>%zz%");
+        assert_eq!(
+            super::percent_decode("a%40b.co+%3Cscript%3E%zz%"),
+            "a@b.co <script>%zz%"
+        );
         assert_eq!(super::percent_decode("%C3%A9"), "é");
     }
 }

@@ -29,11 +29,21 @@ pub struct Refusal {
 
 impl Refusal {
     fn new(code: &str, message: impl Into<String>) -> Refusal {
-        Refusal { status: 400, code: code.to_owned(), query_code: None, message: message.into() }
+        Refusal {
+            status: 400,
+            code: code.to_owned(),
+            query_code: None,
+            message: message.into(),
+        }
     }
 
     fn sqs(code: &str, query_code: &str, message: impl Into<String>) -> Refusal {
-        Refusal { status: 400, code: format!("com.amazonaws.sqs#{code}"), query_code: Some(query_code.to_owned()), message: message.into() }
+        Refusal {
+            status: 400,
+            code: format!("com.amazonaws.sqs#{code}"),
+            query_code: Some(query_code.to_owned()),
+            message: message.into(),
+        }
     }
 }
 
@@ -70,7 +80,11 @@ impl Quotas {
         Quotas {
             ses_max_send_rate: 14.0,
             ses_max_24_hour_send: 50_000.0,
-            cognito: vec![("UserList", &["ListUsers"], 30), ("UserRead", &["AdminGetUser"], 120), ("UserUpdate", COGNITO_USER_UPDATES, 25)],
+            cognito: vec![
+                ("UserList", &["ListUsers"], 30),
+                ("UserRead", &["AdminGetUser"], 120),
+                ("UserUpdate", COGNITO_USER_UPDATES, 25),
+            ],
             ssm_update_interval: Duration::from_millis(250),
             ses_sandbox_recipients: None,
         }
@@ -99,7 +113,10 @@ pub struct QuotaState {
 
 /// Admits a call if fewer than `rate` were admitted in the last second.
 fn admit(recent: &mut VecDeque<Instant>, rate: usize, now: Instant) -> bool {
-    while recent.front().is_some_and(|at| now.duration_since(*at) >= Duration::from_secs(1)) {
+    while recent
+        .front()
+        .is_some_and(|at| now.duration_since(*at) >= Duration::from_secs(1))
+    {
         recent.pop_front();
     }
     if recent.len() >= rate {
@@ -128,7 +145,9 @@ fn sqs_message_bytes(entry: &Value) -> usize {
 
 /// A DynamoDB attribute value's size: strings and binaries by length, numbers about one byte per two digits.
 fn dynamodb_value_bytes(value: &Value) -> usize {
-    let Some((kind, inner)) = value.as_object().and_then(|o| o.iter().next()) else { return 0 };
+    let Some((kind, inner)) = value.as_object().and_then(|o| o.iter().next()) else {
+        return 0;
+    };
     match kind.as_str() {
         "S" => inner.as_str().map_or(0, str::len),
         "B" => inner.as_str().map_or(0, |b| b.len() * 3 / 4),
@@ -139,17 +158,34 @@ fn dynamodb_value_bytes(value: &Value) -> usize {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|v| if v.is_object() { dynamodb_value_bytes(v) + 1 } else { v.as_str().map_or(0, str::len) })
+                .map(|v| {
+                    if v.is_object() {
+                        dynamodb_value_bytes(v) + 1
+                    } else {
+                        v.as_str().map_or(0, str::len)
+                    }
+                })
                 .sum::<usize>()
         }
-        "M" => 3 + inner.as_object().into_iter().flatten().map(|(k, v)| k.len() + dynamodb_value_bytes(v) + 1).sum::<usize>(),
+        "M" => {
+            3 + inner
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| k.len() + dynamodb_value_bytes(v) + 1)
+                .sum::<usize>()
+        }
         _ => 0,
     }
 }
 
 /// A DynamoDB item's size: each attribute's name and value.
 pub fn dynamodb_item_bytes(item: &Value) -> usize {
-    item.as_object().into_iter().flatten().map(|(name, value)| name.len() + dynamodb_value_bytes(value)).sum()
+    item.as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, value)| name.len() + dynamodb_value_bytes(value))
+        .sum()
 }
 
 /// The services' hard limits on one call; `None` when it is within them.
@@ -182,10 +218,17 @@ pub fn limits(service: &str, operation: &str, body: &str) -> Option<Refusal> {
                 return Some(Refusal::sqs(
                     "TooManyEntriesInBatchRequest",
                     "AWS.SimpleQueueService.TooManyEntriesInBatchRequest",
-                    format!("Maximum number of entries per request are {SQS_MAX_BATCH_ENTRIES}. You have sent {}.", entries.len()),
+                    format!(
+                        "Maximum number of entries per request are {SQS_MAX_BATCH_ENTRIES}. You have sent {}.",
+                        entries.len()
+                    ),
                 ));
             }
-            if let Some(delay) = entries.iter().filter_map(|e| e["DelaySeconds"].as_i64()).find(|d| !(0..=SQS_MAX_DELAY_SECONDS).contains(d)) {
+            if let Some(delay) = entries
+                .iter()
+                .filter_map(|e| e["DelaySeconds"].as_i64())
+                .find(|d| !(0..=SQS_MAX_DELAY_SECONDS).contains(d))
+            {
                 return Some(Refusal::sqs(
                     "InvalidParameterValue",
                     "InvalidParameterValue",
@@ -201,23 +244,45 @@ pub fn limits(service: &str, operation: &str, body: &str) -> Option<Refusal> {
                 )
             })
         }
-        ("dynamodb", "PutItem") => (dynamodb_item_bytes(&request["Item"]) > DYNAMODB_MAX_ITEM_BYTES)
-            .then(|| Refusal::new("com.amazonaws.dynamodb.v20120810#ValidationException", "Item size has exceeded the maximum allowed size")),
+        ("dynamodb", "PutItem") => (dynamodb_item_bytes(&request["Item"]) > DYNAMODB_MAX_ITEM_BYTES).then(|| {
+            Refusal::new(
+                "com.amazonaws.dynamodb.v20120810#ValidationException",
+                "Item size has exceeded the maximum allowed size",
+            )
+        }),
         ("dynamodb", "BatchWriteItem") => {
-            let writes: Vec<&Value> = request["RequestItems"].as_object().into_iter().flatten().flat_map(|(_, w)| w.as_array().into_iter().flatten()).collect();
+            let writes: Vec<&Value> = request["RequestItems"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .flat_map(|(_, w)| w.as_array().into_iter().flatten())
+                .collect();
             if writes.len() > DYNAMODB_MAX_BATCH_WRITES {
-                return Some(Refusal::new("com.amazonaws.dynamodb.v20120810#ValidationException", "Too many items requested for the BatchWriteItem call"));
+                return Some(Refusal::new(
+                    "com.amazonaws.dynamodb.v20120810#ValidationException",
+                    "Too many items requested for the BatchWriteItem call",
+                ));
             }
             writes
                 .iter()
                 .any(|w| dynamodb_item_bytes(&w["PutRequest"]["Item"]) > DYNAMODB_MAX_ITEM_BYTES)
-                .then(|| Refusal::new("com.amazonaws.dynamodb.v20120810#ValidationException", "Item size has exceeded the maximum allowed size"))
+                .then(|| {
+                    Refusal::new(
+                        "com.amazonaws.dynamodb.v20120810#ValidationException",
+                        "Item size has exceeded the maximum allowed size",
+                    )
+                })
         }
         ("dynamodb", "UpdateItem") => {
             // The item after the update is not known here; the key and the values the update writes are a floor.
-            let written = dynamodb_item_bytes(&request["Key"]) + dynamodb_item_bytes(&request["ExpressionAttributeValues"]);
-            (written > DYNAMODB_MAX_ITEM_BYTES)
-                .then(|| Refusal::new("com.amazonaws.dynamodb.v20120810#ValidationException", "Item size to update has exceeded the maximum allowed size"))
+            let written =
+                dynamodb_item_bytes(&request["Key"]) + dynamodb_item_bytes(&request["ExpressionAttributeValues"]);
+            (written > DYNAMODB_MAX_ITEM_BYTES).then(|| {
+                Refusal::new(
+                    "com.amazonaws.dynamodb.v20120810#ValidationException",
+                    "Item size to update has exceeded the maximum allowed size",
+                )
+            })
         }
         ("ssm", "PutParameter") => {
             let value = request["Value"].as_str().map_or(0, str::len);
@@ -235,7 +300,10 @@ pub fn limits(service: &str, operation: &str, body: &str) -> Option<Refusal> {
 
 /// The addresses of an SES send (`Source`, `Destinations.member.N`, `Destination.ToAddresses.member.N`), decoded.
 fn ses_send_addresses(body: &str) -> Vec<(String, String)> {
-    crate::proxy::form_fields(body).into_iter().filter(|(name, _)| name == "Source" || name.starts_with("Destination")).collect()
+    crate::proxy::form_fields(body)
+        .into_iter()
+        .filter(|(name, _)| name == "Source" || name.starts_with("Destination"))
+        .collect()
 }
 
 /// SES takes 7-bit ASCII addresses only: a friendly name must be MIME encoded-word (RFC 2047), a domain Punycode.
@@ -286,7 +354,9 @@ impl QuotaState {
                 if let Some(verified) = &quotas.ses_sandbox_recipients {
                     let unverified: Vec<String> = ses_send_addresses(body)
                         .into_iter()
-                        .filter(|(name, address)| name != "Source" && !verified.iter().any(|v| v.eq_ignore_ascii_case(address)))
+                        .filter(|(name, address)| {
+                            name != "Source" && !verified.iter().any(|v| v.eq_ignore_ascii_case(address))
+                        })
                         .map(|(_, address)| address)
                         .collect();
                     if !unverified.is_empty() {
@@ -299,22 +369,39 @@ impl QuotaState {
                 if self.sent as f64 >= quotas.ses_max_24_hour_send {
                     return Some(Refusal::new("Throttling", "Daily message quota exceeded."));
                 }
-                if !admit(self.recent.entry("SesSend").or_default(), quotas.ses_max_send_rate.floor().max(1.0) as usize, now) {
+                if !admit(
+                    self.recent.entry("SesSend").or_default(),
+                    quotas.ses_max_send_rate.floor().max(1.0) as usize,
+                    now,
+                ) {
                     return Some(Refusal::new("Throttling", "Maximum sending rate exceeded."));
                 }
                 self.sent += 1;
                 None
             }
             "cognito-idp" => {
-                let (category, _, rate) = quotas.cognito.iter().find(|(_, operations, _)| operations.contains(&operation))?;
-                (!admit(self.recent.entry(category).or_default(), *rate, now))
-                    .then(|| Refusal::new("TooManyRequestsException", format!("Rate exceeded for the {category} category")))
+                let (category, _, rate) = quotas
+                    .cognito
+                    .iter()
+                    .find(|(_, operations, _)| operations.contains(&operation))?;
+                (!admit(self.recent.entry(category).or_default(), *rate, now)).then(|| {
+                    Refusal::new(
+                        "TooManyRequestsException",
+                        format!("Rate exceeded for the {category} category"),
+                    )
+                })
             }
             "ssm" if operation == "PutParameter" => {
                 let name = serde_json::from_str::<Value>(body).ok()?["Name"].as_str()?.to_owned();
-                let recent = self.last_parameter_write.get(&name).is_some_and(|at| now.duration_since(*at) < quotas.ssm_update_interval);
+                let recent = self
+                    .last_parameter_write
+                    .get(&name)
+                    .is_some_and(|at| now.duration_since(*at) < quotas.ssm_update_interval);
                 if recent {
-                    return Some(Refusal::new("TooManyUpdates", "There are concurrent updates for a resource that supports one update at a time."));
+                    return Some(Refusal::new(
+                        "TooManyUpdates",
+                        "There are concurrent updates for a resource that supports one update at a time.",
+                    ));
                 }
                 self.last_parameter_write.insert(name, now);
                 None
@@ -334,24 +421,69 @@ mod tests {
         let fits = serde_json::json!({"MessageBody": body, "MessageAttributes": {"E": {"DataType": "String", "StringValue": "short"}}});
         assert_eq!(limits("sqs", "SendMessage", &fits.to_string()), None);
         let over = serde_json::json!({"MessageBody": body, "MessageAttributes": {"ErrorMessage": {"DataType": "String", "StringValue": "a reason"}}});
-        assert!(limits("sqs", "SendMessage", &over.to_string()).unwrap().message.contains("shorter than 262144"));
-        let eleven: Vec<Value> = (0..11).map(|i| serde_json::json!({"Id": i.to_string(), "MessageBody": "b"})).collect();
-        let refused = limits("sqs", "SendMessageBatch", &serde_json::json!({"Entries": eleven}).to_string()).unwrap();
-        assert_eq!(refused.query_code.as_deref(), Some("AWS.SimpleQueueService.TooManyEntriesInBatchRequest"));
+        assert!(limits("sqs", "SendMessage", &over.to_string())
+            .unwrap()
+            .message
+            .contains("shorter than 262144"));
+        let eleven: Vec<Value> = (0..11)
+            .map(|i| serde_json::json!({"Id": i.to_string(), "MessageBody": "b"}))
+            .collect();
+        let refused = limits(
+            "sqs",
+            "SendMessageBatch",
+            &serde_json::json!({"Entries": eleven}).to_string(),
+        )
+        .unwrap();
+        assert_eq!(
+            refused.query_code.as_deref(),
+            Some("AWS.SimpleQueueService.TooManyEntriesInBatchRequest")
+        );
         let late = serde_json::json!({"MessageBody": "b", "DelaySeconds": 901});
-        assert!(limits("sqs", "SendMessage", &late.to_string()).unwrap().message.contains("DelaySeconds"));
+        assert!(limits("sqs", "SendMessage", &late.to_string())
+            .unwrap()
+            .message
+            .contains("DelaySeconds"));
     }
 
     #[test]
     fn ses_refuses_addresses_that_are_not_7_bit_and_the_sandbox_unverified_recipients() {
-        let send = |source: &str, to: &str| format!("Action=SendRawEmail&Source={source}&Destinations.member.1={to}&RawMessage.Data=eA%3D%3D");
-        assert_eq!(limits("ses", "SendRawEmail", &send("no-reply%40navlab.online", "ada%40example.com")), None);
+        let send = |source: &str, to: &str| {
+            format!("Action=SendRawEmail&Source={source}&Destinations.member.1={to}&RawMessage.Data=eA%3D%3D")
+        };
+        assert_eq!(
+            limits(
+                "ses",
+                "SendRawEmail",
+                &send("no-reply%40navlab.online", "ada%40example.com")
+            ),
+            None
+        );
         let named = send("N%C3%A4vlab+%3Cno-reply%40navlab.online%3E", "ada%40example.com");
-        assert_eq!(limits("ses", "SendRawEmail", &named).unwrap().code, "InvalidParameterValue");
+        assert_eq!(
+            limits("ses", "SendRawEmail", &named).unwrap().code,
+            "InvalidParameterValue"
+        );
         let mut state = QuotaState::default();
-        state.enforce(Some(Quotas { ses_sandbox_recipients: Some(vec!["ada@example.com".into()]), ..Quotas::aws() }));
-        assert!(state.admit("f", "ses", "SendRawEmail", &send("no-reply%40navlab.online", "ADA%40example.com")).is_none());
-        let refused = state.admit("f", "ses", "SendRawEmail", &send("no-reply%40navlab.online", "grace%40example.com")).unwrap();
+        state.enforce(Some(Quotas {
+            ses_sandbox_recipients: Some(vec!["ada@example.com".into()]),
+            ..Quotas::aws()
+        }));
+        assert!(state
+            .admit(
+                "f",
+                "ses",
+                "SendRawEmail",
+                &send("no-reply%40navlab.online", "ADA%40example.com")
+            )
+            .is_none());
+        let refused = state
+            .admit(
+                "f",
+                "ses",
+                "SendRawEmail",
+                &send("no-reply%40navlab.online", "grace%40example.com"),
+            )
+            .unwrap();
         assert_eq!(refused.code, "MessageRejected");
         assert!(refused.message.contains("not verified") && refused.message.contains("grace@example.com"));
     }
@@ -360,31 +492,62 @@ mod tests {
     fn rates_refuse_beyond_the_quota_within_a_second_and_only_when_on() {
         let mut state = QuotaState::default();
         let list = r#"{"UserPoolId":"p"}"#;
-        assert!((0..100).all(|_| state.admit("f", "cognito-idp", "ListUsers", list).is_none()), "off unless switched on");
+        assert!(
+            (0..100).all(|_| state.admit("f", "cognito-idp", "ListUsers", list).is_none()),
+            "off unless switched on"
+        );
         state.enforce(Some(Quotas::aws()));
-        let admitted = (0..40).filter(|_| state.admit("f", "cognito-idp", "ListUsers", list).is_none()).count();
+        let admitted = (0..40)
+            .filter(|_| state.admit("f", "cognito-idp", "ListUsers", list).is_none())
+            .count();
         assert_eq!(admitted, 30);
         assert_eq!(state.refusals.last().unwrap().1.code, "TooManyRequestsException");
-        assert!(state.admit("f", "cognito-idp", "AdminGetUser", list).is_none(), "another category");
+        assert!(
+            state.admit("f", "cognito-idp", "AdminGetUser", list).is_none(),
+            "another category"
+        );
 
-        let sends = (0..20).filter(|_| state.admit("f", "ses", "SendRawEmail", "").is_none()).count();
+        let sends = (0..20)
+            .filter(|_| state.admit("f", "ses", "SendRawEmail", "").is_none())
+            .count();
         assert_eq!(sends, 14);
-        assert_eq!(state.refusals.last().unwrap().1.message, "Maximum sending rate exceeded.");
-        assert!(state.send_quota().unwrap().contains("<SentLast24Hours>14</SentLast24Hours>"));
+        assert_eq!(
+            state.refusals.last().unwrap().1.message,
+            "Maximum sending rate exceeded."
+        );
+        assert!(state
+            .send_quota()
+            .unwrap()
+            .contains("<SentLast24Hours>14</SentLast24Hours>"));
 
         let put = r#"{"Name":"/restriction","Value":"{}"}"#;
         assert!(state.admit("f", "ssm", "PutParameter", put).is_none());
-        assert_eq!(state.admit("g", "ssm", "PutParameter", put).unwrap().code, "TooManyUpdates");
+        assert_eq!(
+            state.admit("g", "ssm", "PutParameter", put).unwrap().code,
+            "TooManyUpdates"
+        );
     }
 
     #[test]
     fn the_daily_quota_says_so() {
         let mut state = QuotaState::default();
-        state.enforce(Some(Quotas { ses_max_24_hour_send: 2.0, ..Quotas::aws() }));
-        assert!(state.admit("f", "ses", "SendRawEmail", "").is_none() && state.admit("f", "ses", "SendRawEmail", "").is_none());
-        assert_eq!(state.admit("f", "ses", "SendRawEmail", "").unwrap().message, "Daily message quota exceeded.");
+        state.enforce(Some(Quotas {
+            ses_max_24_hour_send: 2.0,
+            ..Quotas::aws()
+        }));
+        assert!(
+            state.admit("f", "ses", "SendRawEmail", "").is_none()
+                && state.admit("f", "ses", "SendRawEmail", "").is_none()
+        );
+        assert_eq!(
+            state.admit("f", "ses", "SendRawEmail", "").unwrap().message,
+            "Daily message quota exceeded."
+        );
         state.start_new_day();
-        assert!(state.admit("f", "ses", "SendRawEmail", "").is_none(), "a new day, a new quota");
+        assert!(
+            state.admit("f", "ses", "SendRawEmail", "").is_none(),
+            "a new day, a new quota"
+        );
     }
 
     #[test]
@@ -394,10 +557,19 @@ mod tests {
         let big = serde_json::json!({"Item": {"blob": {"S": "x".repeat(DYNAMODB_MAX_ITEM_BYTES)}}});
         assert!(limits("dynamodb", "PutItem", &big.to_string()).is_some());
         let put = |n: usize| serde_json::json!({"PutRequest": {"Item": {"id": {"S": format!("k{n}")}}}});
-        let batch = |n: usize| serde_json::json!({"RequestItems": {"t": (0..n).map(put).collect::<Vec<_>>()}}).to_string();
+        let batch =
+            |n: usize| serde_json::json!({"RequestItems": {"t": (0..n).map(put).collect::<Vec<_>>()}}).to_string();
         assert!(limits("dynamodb", "BatchWriteItem", &batch(DYNAMODB_MAX_BATCH_WRITES)).is_none());
-        assert!(limits("dynamodb", "BatchWriteItem", &batch(DYNAMODB_MAX_BATCH_WRITES + 1)).unwrap().message.contains("Too many items"));
+        assert!(
+            limits("dynamodb", "BatchWriteItem", &batch(DYNAMODB_MAX_BATCH_WRITES + 1))
+                .unwrap()
+                .message
+                .contains("Too many items")
+        );
         let parameter = serde_json::json!({"Name": "p", "Value": "x".repeat(4097)});
-        assert!(limits("ssm", "PutParameter", &parameter.to_string()).unwrap().message.contains("4096"));
+        assert!(limits("ssm", "PutParameter", &parameter.to_string())
+            .unwrap()
+            .message
+            .contains("4096"));
     }
 }

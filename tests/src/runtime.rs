@@ -90,24 +90,47 @@ pub struct FunctionProcess {
 impl FunctionProcess {
     /// Starts `binary` with `env` (plus the variables Lambda always sets) against a new Runtime API endpoint.
     pub fn start(binary: &Path, env: &[(String, String)]) -> FunctionProcess {
-        Self::spawn(Launch { binary: binary.to_owned(), env: env.to_vec(), memory_mb: 128, cpu_share: Vec::new() }, Default::default())
+        Self::spawn(
+            Launch {
+                binary: binary.to_owned(),
+                env: env.to_vec(),
+                memory_mb: 128,
+                cpu_share: Vec::new(),
+            },
+            Default::default(),
+        )
     }
 
     /// As [`FunctionProcess::start`], confined from its first instruction to the CPU share of a memory size, which
     /// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` then says, as on Lambda.
     pub fn start_confined(binary: &Path, env: &[(String, String)], share: &CpuShare) -> FunctionProcess {
-        Self::spawn(Launch { binary: binary.to_owned(), env: env.to_vec(), memory_mb: share.memory_mb, cpu_share: share.procs().to_vec() }, Default::default())
+        Self::spawn(
+            Launch {
+                binary: binary.to_owned(),
+                env: env.to_vec(),
+                memory_mb: share.memory_mb,
+                cpu_share: share.procs().to_vec(),
+            },
+            Default::default(),
+        )
     }
 
     fn spawn(launch: Launch, output: Arc<Mutex<Vec<String>>>) -> FunctionProcess {
         let binary = launch.binary.as_path();
         // Without TCP_NODELAY, the event of a warm invocation (sent on the function's kept-alive connection, its head
         // and body apart) waited for the function's delayed acknowledgement: 40 ms of every warm invocation.
-        let server = Arc::new(tiny_http::Server::from_listener(crate::no_delay_listener(), None).expect("runtime API listens"));
-        let address = format!("127.0.0.1:{}", server.server_addr().to_ip().expect("an IP address").port());
+        let server =
+            Arc::new(tiny_http::Server::from_listener(crate::no_delay_listener(), None).expect("runtime API listens"));
+        let address = format!(
+            "127.0.0.1:{}",
+            server.server_addr().to_ip().expect("an IP address").port()
+        );
         let (invocations, queue) = channel::<Pending>();
         let shared = Arc::new(Shared::default());
-        let name = binary.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = binary
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         {
             let (server, shared, name) = (server.clone(), shared.clone(), name.clone());
             let queue = Arc::new(Mutex::new(queue));
@@ -152,11 +175,16 @@ impl FunctionProcess {
         cgroups.extend(memory.as_ref().map(|m| m.procs()));
         crate::cpu_share::enter_cgroups_on_exec(&mut command, &cgroups);
         let spawned_at = Instant::now();
-        let mut child = command.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
         let (closed, pipes_closed) = channel();
-        for pipe in [child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>), child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>)]
-            .into_iter()
-            .flatten()
+        for pipe in [
+            child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
         {
             let (output, closed) = (output.clone(), closed.clone());
             std::thread::spawn(move || {
@@ -217,8 +245,17 @@ impl FunctionProcess {
         let request_id = format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), self.counter);
         let (sender, receiver) = channel();
         self.shared.results.lock().unwrap().insert(request_id.clone(), sender);
-        let deadline_ms = (SystemTime::now() + self.timeout).duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
-        self.invocations.send(Pending { request_id: request_id.clone(), event: event.clone(), deadline_ms }).expect("runtime API alive");
+        let deadline_ms = (SystemTime::now() + self.timeout)
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        self.invocations
+            .send(Pending {
+                request_id: request_id.clone(),
+                event: event.clone(),
+                deadline_ms,
+            })
+            .expect("runtime API alive");
         self.wait(receiver, &request_id, Instant::now() + self.timeout)
     }
 
@@ -239,14 +276,22 @@ impl FunctionProcess {
                     "Runtime.ExitError",
                     format!(
                         "RequestId: {request_id} Error: Runtime exited with error: {status}{}",
-                        if oom { " (over its memory size: Runtime.OutOfMemory)" } else { "" }
+                        if oom {
+                            " (over its memory size: Runtime.OutOfMemory)"
+                        } else {
+                            ""
+                        }
                     ),
                 );
             }
             if Instant::now() >= deadline {
                 let _ = self.child.kill();
                 let seconds = self.timeout.as_secs_f64();
-                return self.fail(request_id, "Sandbox.Timedout", format!("RequestId: {request_id} Error: Task timed out after {seconds:.2} seconds"));
+                return self.fail(
+                    request_id,
+                    "Sandbox.Timedout",
+                    format!("RequestId: {request_id} Error: Task timed out after {seconds:.2} seconds"),
+                );
             }
         }
     }
@@ -267,14 +312,21 @@ impl FunctionProcess {
     /// Init time: from the process start to its first `/invocation/next` (waits for it, at most 30 s).
     pub fn init_duration(&self) -> Option<Duration> {
         let first_poll = self.shared.first_poll.lock().unwrap();
-        let (first_poll, _) = self.shared.first_poll_seen.wait_timeout_while(first_poll, Duration::from_secs(30), |at| at.is_none()).unwrap();
+        let (first_poll, _) = self
+            .shared
+            .first_poll_seen
+            .wait_timeout_while(first_poll, Duration::from_secs(30), |at| at.is_none())
+            .unwrap();
         first_poll.map(|at| at.duration_since(self.spawned_at))
     }
 
     /// The process's peak resident memory so far (VmHWM), in KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     /// What the function posted to `/runtime/init/error`, if anything.
@@ -287,7 +339,9 @@ impl FunctionProcess {
     pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let until = Instant::now() + limit;
         for _ in 0..2 {
-            self.pipes_closed.recv_timeout(until.saturating_duration_since(Instant::now())).ok()?;
+            self.pipes_closed
+                .recv_timeout(until.saturating_duration_since(Instant::now()))
+                .ok()?;
         }
         self.child.wait().ok()
     }
@@ -333,8 +387,14 @@ fn serve(mut request: tiny_http::Request, shared: &Shared, queue: &Mutex<Receive
         for (key, value) in [
             ("Lambda-Runtime-Aws-Request-Id", pending.request_id.clone()),
             ("Lambda-Runtime-Deadline-Ms", deadline.to_string()),
-            ("Lambda-Runtime-Invoked-Function-Arn", format!("arn:aws:lambda:{}:123456789012:function:{name}", crate::REGION)),
-            ("Lambda-Runtime-Trace-Id", "Root=1-00000000-000000000000000000000000;Sampled=0".to_owned()),
+            (
+                "Lambda-Runtime-Invoked-Function-Arn",
+                format!("arn:aws:lambda:{}:123456789012:function:{name}", crate::REGION),
+            ),
+            (
+                "Lambda-Runtime-Trace-Id",
+                "Root=1-00000000-000000000000000000000000;Sampled=0".to_owned(),
+            ),
         ] {
             response.add_header(tiny_http::Header::from_bytes(key, value.as_bytes()).unwrap());
         }
@@ -345,9 +405,12 @@ fn serve(mut request: tiny_http::Request, shared: &Shared, queue: &Mutex<Receive
     } else if let Some(rest) = path.strip_prefix("/invocation/") {
         let (request_id, kind) = rest.split_once('/').unwrap_or((rest, ""));
         if kind == "response" && body.len() > MAX_RESPONSE_BYTES {
-            let message = format!("Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).");
+            let message =
+                format!("Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).");
             if let Some(sender) = shared.results.lock().unwrap().remove(request_id) {
-                let _ = sender.send(Invocation::Error(serde_json::json!({"errorType": "Function.ResponseSizeTooLarge", "errorMessage": message})));
+                let _ = sender.send(Invocation::Error(
+                    serde_json::json!({"errorType": "Function.ResponseSizeTooLarge", "errorMessage": message}),
+                ));
             }
             let refusal = serde_json::json!({"errorMessage": format!("Exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes)."), "errorType": "RequestEntityTooLarge"});
             let _ = request.respond(json_response(413, &refusal));
@@ -373,7 +436,10 @@ pub fn limit_file_descriptors(command: &mut Command) {
     // SAFETY: setrlimit is async-signal-safe and touches nothing of the parent's state.
     unsafe {
         command.pre_exec(|| {
-            let limit = libc::rlimit { rlim_cur: MAX_FILE_DESCRIPTORS as libc::rlim_t, rlim_max: MAX_FILE_DESCRIPTORS as libc::rlim_t };
+            let limit = libc::rlimit {
+                rlim_cur: MAX_FILE_DESCRIPTORS as libc::rlim_t,
+                rlim_max: MAX_FILE_DESCRIPTORS as libc::rlim_t,
+            };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == -1 {
                 return Err(std::io::Error::last_os_error());
             }

@@ -13,7 +13,8 @@ use serde_json::json;
 use shared::logging::mask_email;
 
 use crate::fixtures::{
-    eligible_subscribers, fresh_lifecycle_event, get_parameter, peek_all, queue_is_drained, sample_event, user_state, wait_until, SAMPLE_USERS,
+    eligible_subscribers, fresh_lifecycle_event, get_parameter, peek_all, queue_is_drained, sample_event, user_state,
+    wait_until, SAMPLE_USERS,
 };
 use crate::lifecycle_stand_in::LifecycleStandIn;
 use crate::moto::Moto;
@@ -55,11 +56,19 @@ pub struct Running {
 
 /// Where the function binaries are: `CARGO_TARGET_DIR` (or target/) /debug.
 pub fn binaries_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate::workspace_root().join("target")).join("debug")
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("target"))
+        .join("debug")
 }
 
 fn who(email: &str) -> String {
-    let tenant = SAMPLE_USERS.iter().find(|u| u.email == email).map(|u| u.tenant).filter(|t| !t.is_empty()).unwrap_or("no tenant");
+    let tenant = SAMPLE_USERS
+        .iter()
+        .find(|u| u.email == email)
+        .map(|u| u.tenant)
+        .filter(|t| !t.is_empty())
+        .unwrap_or("no tenant");
     format!("{} ({tenant})", mask_email(email))
 }
 
@@ -79,14 +88,20 @@ fn print_changes(before: &Snapshot, after: &Snapshot) {
         let (enabled_before, old) = &before[user.email];
         let (enabled_after, new) = &after[user.email];
         for name in ["given_name", "family_name", "custom:_tenant"] {
-            let (o, n) = (old.get(name).map(String::as_str).unwrap_or("-"), new.get(name).map(String::as_str).unwrap_or("-"));
+            let (o, n) = (
+                old.get(name).map(String::as_str).unwrap_or("-"),
+                new.get(name).map(String::as_str).unwrap_or("-"),
+            );
             if o != n {
                 println!("    {:<30} {name}: {o} -> {n}", who(user.email));
                 any = true;
             }
         }
         if enabled_before != enabled_after {
-            println!("    {:<30} enabled: {enabled_before} -> {enabled_after}", who(user.email));
+            println!(
+                "    {:<30} enabled: {enabled_before} -> {enabled_after}",
+                who(user.email)
+            );
             any = true;
         }
     }
@@ -140,7 +155,11 @@ fn database_events() -> Vec<(&'static str, String, &'static str, &'static str)> 
 
 fn binary(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
-    assert!(path.exists(), "{} is not built: run `cargo build --bins` (tests/run-local.sh and tests/test.sh do)", path.display());
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --bins` (tests/run-local.sh and tests/test.sh do)",
+        path.display()
+    );
     path
 }
 
@@ -157,7 +176,11 @@ pub async fn run(binaries: &Path) -> Running {
     let stand_in = LifecycleStandIn::install(&proxy);
     stand_in.make_unhealthy(BROKEN_INSTANCE);
     let stack = provision(&moto.endpoint, APP_BASE_URL, None).await;
-    println!("local stack provisioned from infra/template.yaml: {} queues, {} functions", stack.queues.len(), stack.functions.len());
+    println!(
+        "local stack provisioned from infra/template.yaml: {} queues, {} functions",
+        stack.queues.len(),
+        stack.functions.len()
+    );
     let mut report = Report::default();
     let sdk = sdk_config(&moto.endpoint).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
@@ -181,7 +204,9 @@ pub async fn run(binaries: &Path) -> Running {
     }
 
     // 1. Database events through SNS, the subscriptions' filter policies and the queues.
-    println!("\n== database events -> SNS topic -> filtered SQS queues -> cognito-attribute-sync, publish-history-email");
+    println!(
+        "\n== database events -> SNS topic -> filtered SQS queues -> cognito-attribute-sync, publish-history-email"
+    );
     let before = snapshot(&cognito, &stack.user_pool_id).await;
     for (what, message, event, table) in database_events() {
         stack.publish_database_event(&sns, message, event, table).await;
@@ -202,8 +227,14 @@ pub async fn run(binaries: &Path) -> Running {
     })
     .await;
     // Nothing else is on its way once the queues are empty with nothing in flight.
-    let source_queues: Vec<String> =
-        ["CognitoAttributeSyncQueue", "PublishHistoryEmailQueue", "PublishHistoryEmailFanoutQueue"].iter().map(|q| stack.queue(q).url.clone()).collect();
+    let source_queues: Vec<String> = [
+        "CognitoAttributeSyncQueue",
+        "PublishHistoryEmailQueue",
+        "PublishHistoryEmailFanoutQueue",
+    ]
+    .iter()
+    .map(|q| stack.queue(q).url.clone())
+    .collect();
     let drained = wait_until(Duration::from_secs(30), || async {
         let mut all = true;
         for url in &source_queues {
@@ -216,7 +247,10 @@ pub async fn run(binaries: &Path) -> Running {
     let mut processes = Vec::new();
     for (name, source) in sources {
         let stats = source.stats();
-        println!("  {name}: {} batch(es), {} record(s), {} reported for redelivery", stats.batches, stats.records, stats.failures);
+        println!(
+            "  {name}: {} batch(es), {} record(s), {} reported for redelivery",
+            stats.batches, stats.records, stats.failures
+        );
         report.expect(stats.failures == 0, format!("{name}: no record left for redelivery"));
         processes.push(source.stop().await);
     }
@@ -224,8 +258,14 @@ pub async fn run(binaries: &Path) -> Running {
     println!("  Cognito attributes, before -> after:");
     print_changes(&before, &after);
     let attr = |email: &str, name: &str| after[email].1.get(name).cloned().unwrap_or_default();
-    report.expect(attr("ada@example.com", "family_name") == "Lovelace", "Ada's family_name is Lovelace");
-    report.expect(attr("katherine@example.com", "custom:_tenant") == "globex", "Katherine is in tenant globex");
+    report.expect(
+        attr("ada@example.com", "family_name") == "Lovelace",
+        "Ada's family_name is Lovelace",
+    );
+    report.expect(
+        attr("katherine@example.com", "custom:_tenant") == "globex",
+        "Katherine is in tenant globex",
+    );
     report.expect(!after["alan@example.com"].0, "Alan's deleted account is disabled");
 
     println!("  emails sent:");
@@ -238,24 +278,41 @@ pub async fn run(binaries: &Path) -> Running {
     }
     by_subject.values_mut().for_each(|v| v.sort());
     let got = |subject: &str| by_subject.get(subject).cloned().unwrap_or_default();
-    report.expect(got("New publish history: Winter catalogue <script>alert('x')</script>") == acme, "acme's subscribers got the acme history, once each");
+    report.expect(
+        got("New publish history: Winter catalogue <script>alert('x')</script>") == acme,
+        "acme's subscribers got the acme history, once each",
+    );
     let pricing = got("New publish history: Pricing update");
     report.expect(
         pricing == globex || pricing == globex_without_alan,
         "globex's subscribers got the globex history, once each (Alan too if his deletion came after the listing)",
     );
-    report.expect(by_subject.len() == 2, "no email for the updated history (filtered out by the subscription)");
+    report.expect(
+        by_subject.len() == 2,
+        "no email for the updated history (filtered out by the subscription)",
+    );
 
     // 2. A lifecycle action, delivered as EventBridge does.
     // The template gives an instance 420 s; locally 6 s, checked every second, keep the run short.
-    let fast = [("HEALTHCHECK_DEADLINE_SECONDS", "6"), ("HEALTHCHECK_INTERVAL_SECONDS", "1")];
-    println!("\n== EventBridge launch lifecycle actions -> lifecycle-hook-completer (locally: 6 s deadline, 1 s interval)");
+    let fast = [
+        ("HEALTHCHECK_DEADLINE_SECONDS", "6"),
+        ("HEALTHCHECK_INTERVAL_SECONDS", "1"),
+    ];
+    println!(
+        "\n== EventBridge launch lifecycle actions -> lifecycle-hook-completer (locally: 6 s deadline, 1 s interval)"
+    );
     let mut lifecycle = start_with("lifecycle-hook-completer", &fast);
     let mut verdicts = Vec::new();
-    for (file, why) in
-        [("eventbridge-launch-lifecycle-action.json", "healthy instance"), ("sns-launch-lifecycle-action.json", "instance whose application never answers")]
-    {
-        let outcome = lifecycle.invoke(&fresh_lifecycle_event(&format!("lifecycle-hook-completer/{file}"))).response();
+    for (file, why) in [
+        ("eventbridge-launch-lifecycle-action.json", "healthy instance"),
+        (
+            "sns-launch-lifecycle-action.json",
+            "instance whose application never answers",
+        ),
+    ] {
+        let outcome = lifecycle
+            .invoke(&fresh_lifecycle_event(&format!("lifecycle-hook-completer/{file}")))
+            .response();
         println!(
             "  {why}: {} -> {} after {} check(s) in {:.1} s",
             outcome["instance"].as_str().unwrap_or("?"),
@@ -265,25 +322,55 @@ pub async fn run(binaries: &Path) -> Running {
         );
         verdicts.push(outcome["result"].as_str().unwrap_or_default().to_owned());
     }
-    let completed: Vec<String> = stand_in.completed().iter().map(|c| format!("{} {}", c.instance_id, c.result)).collect();
+    let completed: Vec<String> = stand_in
+        .completed()
+        .iter()
+        .map(|c| format!("{} {}", c.instance_id, c.result))
+        .collect();
     println!("  CompleteLifecycleAction: {}", completed.join(", "));
-    report.expect(verdicts == ["CONTINUE", "ABANDON"], "the healthy instance continued, the broken one abandoned");
+    report.expect(
+        verdicts == ["CONTINUE", "ABANDON"],
+        "the healthy instance continued, the broken one abandoned",
+    );
     processes.push(lifecycle);
 
     // 3. The scale-out alarm, delivered as SNS does, then the group's launch result as EventBridge does.
-    println!("\n== CPU alarm (SNS) and launch result (EventBridge) -> alarm-instance-updater -> {}", stack.restriction_parameter);
+    println!(
+        "\n== CPU alarm (SNS) and launch result (EventBridge) -> alarm-instance-updater -> {}",
+        stack.restriction_parameter
+    );
     let mut updater = start("alarm-instance-updater");
     let mut timeline = Vec::new();
-    for (file, what) in [("sns-alarm-cpu-high.json", "cpu_high ALARM"), ("eventbridge-launch-successful.json", "instance launch successful")] {
-        let summary = updater.invoke(&sample_event(&format!("alarm-instance-updater/{file}"))).response();
+    for (file, what) in [
+        ("sns-alarm-cpu-high.json", "cpu_high ALARM"),
+        ("eventbridge-launch-successful.json", "instance launch successful"),
+    ] {
+        let summary = updater
+            .invoke(&sample_event(&format!("alarm-instance-updater/{file}")))
+            .response();
         let value = get_parameter(&ssm, &stack.restriction_parameter).await;
         let restricted = value["restricted"].as_bool().unwrap_or(false);
-        let state = if restricted { format!("restricted until {}", value["expiresAt"].as_str().unwrap_or("?")) } else { "not restricted".to_owned() };
-        let why = summary["steps"][0]["why"].as_str().unwrap_or("?").chars().take(90).collect::<String>();
-        println!("  {what:<28} -> {state}{}  ({why})", if summary["written"] == true { ", written" } else { "" });
+        let state = if restricted {
+            format!("restricted until {}", value["expiresAt"].as_str().unwrap_or("?"))
+        } else {
+            "not restricted".to_owned()
+        };
+        let why = summary["steps"][0]["why"]
+            .as_str()
+            .unwrap_or("?")
+            .chars()
+            .take(90)
+            .collect::<String>();
+        println!(
+            "  {what:<28} -> {state}{}  ({why})",
+            if summary["written"] == true { ", written" } else { "" }
+        );
         timeline.push(restricted);
     }
-    report.expect(timeline == [true, false], "restricted during the scale-out, lifted once the group settled");
+    report.expect(
+        timeline == [true, false],
+        "restricted during the scale-out, lifted once the group settled",
+    );
     processes.push(updater);
 
     // 4. The reconciliation: Postgres holds the users as they are; Cognito has drifted.
@@ -291,7 +378,10 @@ pub async fn run(binaries: &Path) -> Running {
     let users_db = UsersDb::start();
     // The users as they are: as the events above made them, but Grace married and the event for it was lost.
     let rows = crate::fixtures::users_table_rows();
-    let borrowed: Vec<crate::users_db::UserRow> = rows.iter().map(|(e, f, l, t)| (e.as_str(), f.as_deref(), l.as_deref(), t.as_deref())).collect();
+    let borrowed: Vec<crate::users_db::UserRow> = rows
+        .iter()
+        .map(|(e, f, l, t)| (e.as_str(), f.as_deref(), l.as_deref(), t.as_deref()))
+        .collect();
     users_db.insert(&borrowed);
     // Edsger's tenant was removed in the console by mistake.
     cognito
@@ -302,16 +392,34 @@ pub async fn run(binaries: &Path) -> Running {
         .send()
         .await
         .expect("drift Edsger");
-    println!("  users table: {} rows; drift: Grace's surname is stale, Edsger's tenant is missing, Hedy has no Cognito user", rows.len());
+    println!(
+        "  users table: {} rows; drift: Grace's surname is stale, Edsger's tenant is missing, Hedy has no Cognito user",
+        rows.len()
+    );
     let before = snapshot(&cognito, &stack.user_pool_id).await;
     // As in AWS: the URL has no password; the operator keeps it in an SSM SecureString the function reads at init.
-    let password_parameter =
-        stack.function("cognito-reconcile").environment.iter().find(|(k, _)| k == "DATABASE_PASSWORD_PARAMETER").map(|(_, v)| v.clone()).unwrap_or_default();
+    let password_parameter = stack
+        .function("cognito-reconcile")
+        .environment
+        .iter()
+        .find(|(k, _)| k == "DATABASE_PASSWORD_PARAMETER")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
     crate::fixtures::put_secret(&ssm, &password_parameter, crate::users_db::PASSWORD).await;
     let database_url = users_db.url_without_password();
     let mut reconcile = start_with("cognito-reconcile", &[("DATABASE_URL", database_url.as_str())]);
     let counts = |s: &serde_json::Value| {
-        ["scanned", "inSync", "drifted", "repaired", "missingInPool", "notInDatabase", "failed"].map(|k| format!("{k} {}", s[k])).join(", ")
+        [
+            "scanned",
+            "inSync",
+            "drifted",
+            "repaired",
+            "missingInPool",
+            "notInDatabase",
+            "failed",
+        ]
+        .map(|k| format!("{k} {}", s[k]))
+        .join(", ")
     };
     let dry = reconcile.invoke(&json!({"dryRun": true})).response();
     println!("  dry run: {}", counts(&dry));
@@ -321,10 +429,19 @@ pub async fn run(binaries: &Path) -> Running {
             .into_iter()
             .flatten()
             .map(|d| {
-                format!("{}: {} -> {}", d["attribute"].as_str().unwrap_or("?"), d["cognito"].as_str().unwrap_or("-"), d["database"].as_str().unwrap_or("-"))
+                format!(
+                    "{}: {} -> {}",
+                    d["attribute"].as_str().unwrap_or("?"),
+                    d["cognito"].as_str().unwrap_or("-"),
+                    d["database"].as_str().unwrap_or("-")
+                )
             })
             .collect();
-        println!("    drifted  {}  {}", drift["user"].as_str().unwrap_or("?"), differences.join(", "));
+        println!(
+            "    drifted  {}  {}",
+            drift["user"].as_str().unwrap_or("?"),
+            differences.join(", ")
+        );
     }
     for missing in dry["missingUsers"].as_array().into_iter().flatten() {
         println!("    missing in the pool  {}", missing.as_str().unwrap_or("?"));
@@ -333,19 +450,30 @@ pub async fn run(binaries: &Path) -> Running {
         dry["drifted"] == 2 && dry["missingInPool"] == 1 && dry["repaired"] == 0,
         "the dry run finds Grace and Edsger drifted, Hedy missing, and repairs nothing",
     );
-    report.expect(snapshot(&cognito, &stack.user_pool_id).await == before, "the dry run changed nothing in Cognito");
+    report.expect(
+        snapshot(&cognito, &stack.user_pool_id).await == before,
+        "the dry run changed nothing in Cognito",
+    );
     let repair = reconcile.invoke(&json!({"dryRun": false})).response();
     println!("  repair:  {}", counts(&repair));
     let after = snapshot(&cognito, &stack.user_pool_id).await;
     println!("  Cognito attributes, before -> after:");
     print_changes(&before, &after);
     let attr = |email: &str, name: &str| after[email].1.get(name).cloned().unwrap_or_default();
-    report.expect(repair["repaired"] == 2 && repair["complete"] == true, "the repair run repairs both, in one invocation");
+    report.expect(
+        repair["repaired"] == 2 && repair["complete"] == true,
+        "the repair run repairs both, in one invocation",
+    );
     report.expect(
         attr("grace@example.com", "family_name") == "Murray" && attr("edsger@example.com", "custom:_tenant") == "acme",
         "Grace is Murray and Edsger is back in acme",
     );
-    let hedy = cognito.admin_get_user().user_pool_id(&stack.user_pool_id).username("hedy@example.com").send().await;
+    let hedy = cognito
+        .admin_get_user()
+        .user_pool_id(&stack.user_pool_id)
+        .username("hedy@example.com")
+        .send()
+        .await;
     report.expect(hedy.is_err(), "Hedy is not created (sign-up creates users)");
     processes.push(reconcile);
 
@@ -355,21 +483,40 @@ pub async fn run(binaries: &Path) -> Running {
     let ada_email = emails.iter().find(|e| e.destinations == ["ada@example.com"]);
     report.expect(
         ada_email.is_some_and(|e| {
-            e.header("List-Unsubscribe-Post") == Some("List-Unsubscribe=One-Click") && e.header("List-Id").is_some_and(|id| id.contains("acme"))
+            e.header("List-Unsubscribe-Post") == Some("List-Unsubscribe=One-Click")
+                && e.header("List-Id").is_some_and(|id| id.contains("acme"))
         }),
         "Ada's email carries List-Unsubscribe, List-Unsubscribe-Post and List-Id",
     );
     let link = ada_email.and_then(|e| e.unsubscribe_url()).unwrap_or_default();
-    println!("  List-Unsubscribe of {}: {}...", who("ada@example.com"), link.chars().take(60).collect::<String>());
+    println!(
+        "  List-Unsubscribe of {}: {}...",
+        who("ada@example.com"),
+        link.chars().take(60).collect::<String>()
+    );
     let mut unsubscribe = start("unsubscribe");
-    let page = unsubscribe.invoke(&crate::function_url_request("GET", &link, None)).response();
+    let page = unsubscribe
+        .invoke(&crate::function_url_request("GET", &link, None))
+        .response();
     println!("  GET  (a link scanner)      -> {}", page["statusCode"]);
-    let flag = |snapshot: &Snapshot, email: &str| snapshot[email].1.get("custom:subPublishHistory").cloned().unwrap_or_default();
+    let flag = |snapshot: &Snapshot, email: &str| {
+        snapshot[email]
+            .1
+            .get("custom:subPublishHistory")
+            .cloned()
+            .unwrap_or_default()
+    };
     report.expect(
         page["statusCode"] == 200 && flag(&snapshot(&cognito, &stack.user_pool_id).await, "ada@example.com") == "true",
         "a GET shows the page and changes nothing",
     );
-    let done = unsubscribe.invoke(&crate::function_url_request("POST", &link, Some("List-Unsubscribe=One-Click"))).response();
+    let done = unsubscribe
+        .invoke(&crate::function_url_request(
+            "POST",
+            &link,
+            Some("List-Unsubscribe=One-Click"),
+        ))
+        .response();
     println!("  POST List-Unsubscribe=One-Click -> {}", done["statusCode"]);
     let now = snapshot(&cognito, &stack.user_pool_id).await;
     println!(
@@ -389,10 +536,25 @@ pub async fn run(binaries: &Path) -> Running {
     let mut notifier = start("publish-history-email");
     let message = json!({"event": "records_created", "table": "publish_history", "records": [{"id": "ph-1002", "_tenant": "acme", "title": "Spring roadmap"}]});
     let envelope = shared::testing::sns_envelope(&message.to_string(), "records_created", "publish_history");
-    notifier.invoke(&crate::sqs_event("local-publish-history-email", &[("m-next", envelope)])).response();
-    let next: Vec<String> = crate::mail::sent_emails(&proxy).split_off(before).into_iter().flat_map(|e| e.destinations).collect();
-    println!("  next acme history emailed: {}", next.iter().map(|e| who(e)).collect::<Vec<_>>().join(", "));
-    report.expect(next == ["grace@example.com"], "the next acme publish history emails Grace, not Ada");
+    notifier
+        .invoke(&crate::sqs_event(
+            "local-publish-history-email",
+            &[("m-next", envelope)],
+        ))
+        .response();
+    let next: Vec<String> = crate::mail::sent_emails(&proxy)
+        .split_off(before)
+        .into_iter()
+        .flat_map(|e| e.destinations)
+        .collect();
+    println!(
+        "  next acme history emailed: {}",
+        next.iter().map(|e| who(e)).collect::<Vec<_>>().join(", ")
+    );
+    report.expect(
+        next == ["grace@example.com"],
+        "the next acme publish history emails Grace, not Ada",
+    );
     processes.push(unsubscribe);
     processes.push(notifier);
 
@@ -400,15 +562,33 @@ pub async fn run(binaries: &Path) -> Running {
     // topic (moto sends no feedback, so the scenario publishes what SES would), SNS delivers it to ses-feedback's
     // queue in its envelope, and the next publish history skips her.
     println!("\n== SES feedback: a complaint -> the configuration set's topic -> SQS -> ses-feedback");
-    let feedback = stack.event_source(&sqs, stack.function("ses-feedback").sqs.first().expect("an SQS event source"), start("ses-feedback"));
+    let feedback = stack.event_source(
+        &sqs,
+        stack.function("ses-feedback").sqs.first().expect("an SQS event source"),
+        start("ses-feedback"),
+    );
     let complaint = json!({"eventType": "Complaint",
         "complaint": {"complainedRecipients": [{"emailAddress": "grace@example.com"}], "complaintFeedbackType": "abuse", "timestamp": chrono::Utc::now().to_rfc3339()},
         "mail": {"messageId": "0102019ad1c0-local", "destination": ["grace@example.com"], "tags": {"ses:configuration-set": ["local-event-workers"], "tenant": ["acme"], "row": ["ph-1002"]}}});
-    sns.publish().topic_arn(&stack.topics["SesFeedbackTopic"]).message(complaint.to_string()).send().await.expect("publish to the feedback topic");
-    println!("  published  a complaint (abuse) from {} about acme's row ph-1002", who("grace@example.com"));
-    let unsubscribed =
-        wait_until(Duration::from_secs(30), || async { flag(&snapshot(&cognito, &stack.user_pool_id).await, "grace@example.com") == "false" }).await;
-    println!("  custom:subPublishHistory: {} {}", who("grace@example.com"), flag(&snapshot(&cognito, &stack.user_pool_id).await, "grace@example.com"));
+    sns.publish()
+        .topic_arn(&stack.topics["SesFeedbackTopic"])
+        .message(complaint.to_string())
+        .send()
+        .await
+        .expect("publish to the feedback topic");
+    println!(
+        "  published  a complaint (abuse) from {} about acme's row ph-1002",
+        who("grace@example.com")
+    );
+    let unsubscribed = wait_until(Duration::from_secs(30), || async {
+        flag(&snapshot(&cognito, &stack.user_pool_id).await, "grace@example.com") == "false"
+    })
+    .await;
+    println!(
+        "  custom:subPublishHistory: {} {}",
+        who("grace@example.com"),
+        flag(&snapshot(&cognito, &stack.user_pool_id).await, "grace@example.com")
+    );
     report.expect(unsubscribed, "Grace's spam complaint unsubscribed her");
     let stats = feedback.stats();
     report.expect(stats.failures == 0, "ses-feedback: no record left for redelivery");
@@ -417,18 +597,43 @@ pub async fn run(binaries: &Path) -> Running {
     let mut notifier = start("publish-history-email");
     let message = json!({"event": "records_created", "table": "publish_history", "records": [{"id": "ph-1003", "_tenant": "acme", "title": "Summer plans"}]});
     let envelope = shared::testing::sns_envelope(&message.to_string(), "records_created", "publish_history");
-    let answered = notifier.invoke(&crate::sqs_event("local-publish-history-email", &[("m-after-complaint", envelope)])).response();
-    report.expect(answered["batchItemFailures"] == json!([]), "the row after the complaint was handled, not handed back");
-    let after_complaint: Vec<String> = crate::mail::sent_emails(&proxy).split_off(before).into_iter().flat_map(|e| e.destinations).collect();
-    println!("  next acme history emailed: {}", if after_complaint.is_empty() { "nobody".to_owned() } else { after_complaint.join(", ") });
-    report.expect(after_complaint.is_empty(), "after Ada's unsubscribe and Grace's complaint, acme's next publish history emails neither");
+    let answered = notifier
+        .invoke(&crate::sqs_event(
+            "local-publish-history-email",
+            &[("m-after-complaint", envelope)],
+        ))
+        .response();
+    report.expect(
+        answered["batchItemFailures"] == json!([]),
+        "the row after the complaint was handled, not handed back",
+    );
+    let after_complaint: Vec<String> = crate::mail::sent_emails(&proxy)
+        .split_off(before)
+        .into_iter()
+        .flat_map(|e| e.destinations)
+        .collect();
+    println!(
+        "  next acme history emailed: {}",
+        if after_complaint.is_empty() {
+            "nobody".to_owned()
+        } else {
+            after_complaint.join(", ")
+        }
+    );
+    report.expect(
+        after_complaint.is_empty(),
+        "after Ada's unsubscribe and Grace's complaint, acme's next publish history emails neither",
+    );
     processes.push(notifier);
 
     // 6. What ended in the dead-letter queues.
     println!("\n== dead-letter queues");
     let mut dead_counts = HashMap::new();
-    let mut dlqs: Vec<(&String, &crate::stack::Queue)> =
-        stack.queues.iter().filter(|(id, _)| id.contains("DeadLetter") || id.contains("FailedEvents")).collect();
+    let mut dlqs: Vec<(&String, &crate::stack::Queue)> = stack
+        .queues
+        .iter()
+        .filter(|(id, _)| id.contains("DeadLetter") || id.contains("FailedEvents"))
+        .collect();
     dlqs.sort_by_key(|(id, _)| id.as_str());
     for (logical_id, queue) in dlqs {
         let messages = peek_all(&sqs, &queue.url).await;
@@ -441,18 +646,34 @@ pub async fn run(binaries: &Path) -> Running {
         let records: std::collections::BTreeSet<String> = messages.iter().map(|m| dead_letter_info(m).0).collect();
         dead_counts.insert(logical_id.clone(), records.len());
     }
-    report.expect(dead_counts.get("CognitoAttributeSyncDeadLetterQueue") == Some(&1), "the malformed record is in cognito-attribute-sync's dead-letter queue");
-    report.expect(dead_counts.values().sum::<usize>() == 1, "no other record in any dead-letter queue");
-    let leaked = processes.iter().flat_map(|p| p.output()).filter(|l| SAMPLE_USERS.iter().any(|u| l.contains(u.email))).count();
+    report.expect(
+        dead_counts.get("CognitoAttributeSyncDeadLetterQueue") == Some(&1),
+        "the malformed record is in cognito-attribute-sync's dead-letter queue",
+    );
+    report.expect(
+        dead_counts.values().sum::<usize>() == 1,
+        "no other record in any dead-letter queue",
+    );
+    let leaked = processes
+        .iter()
+        .flat_map(|p| p.output())
+        .filter(|l| SAMPLE_USERS.iter().any(|u| l.contains(u.email)))
+        .count();
     report.expect(leaked == 0, "no email address in full in any function's logs");
     let denials = proxy.take_denials();
-    report.expect(denials.is_empty(), format!("no call denied by a function's policy ({} denied)", denials.len()));
+    report.expect(
+        denials.is_empty(),
+        format!("no call denied by a function's policy ({} denied)", denials.len()),
+    );
     for denial in &denials {
         println!("  denied  {}: {}", denial.operation, denial.message);
     }
     // A throttled call is retried (the SDK's and the functions' own retries); what matters is that nothing was lost.
     for (function, refusal) in proxy.refusals() {
-        println!("  throttled or refused  {function}: {} {}", refusal.code, refusal.message);
+        println!(
+            "  throttled or refused  {function}: {} {}",
+            refusal.code, refusal.message
+        );
     }
 
     println!();
@@ -465,5 +686,11 @@ pub async fn run(binaries: &Path) -> Running {
         }
     }
     drop(processes);
-    Running { moto, proxy, stack, report, users_db }
+    Running {
+        moto,
+        proxy,
+        stack,
+        report,
+        users_db,
+    }
 }

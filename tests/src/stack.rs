@@ -52,11 +52,16 @@ pub struct LocalStack {
 
 impl LocalStack {
     pub fn function(&self, binary: &str) -> &Function {
-        self.functions.iter().find(|f| f.binary == binary).unwrap_or_else(|| panic!("the template deploys no {binary}"))
+        self.functions
+            .iter()
+            .find(|f| f.binary == binary)
+            .unwrap_or_else(|| panic!("the template deploys no {binary}"))
     }
 
     pub fn queue(&self, logical_id: &str) -> &Queue {
-        self.queues.get(logical_id).unwrap_or_else(|| panic!("the template has no queue {logical_id}"))
+        self.queues
+            .get(logical_id)
+            .unwrap_or_else(|| panic!("the template has no queue {logical_id}"))
     }
 
     /// An event source with Lambda's semantics for `source` (one of a function's SQS events), feeding `function`.
@@ -80,13 +85,16 @@ impl LocalStack {
     /// Publishes `message` to the database-event topic with the `event` and `table` attributes the subscriptions'
     /// filter policies read, as the application's API does.
     pub async fn publish_database_event(&self, sns: &aws_sdk_sns::Client, message: String, event: &str, table: &str) {
-        publish_to_database_topic(sns, &self.database_topic_arn, message, event, table).await.expect("publish to the database-event topic");
+        publish_to_database_topic(sns, &self.database_topic_arn, message, event, table)
+            .await
+            .expect("publish to the database-event topic");
     }
 
     /// A publish history of `tenant` created (`id` its title too), published to the database-event topic.
     pub async fn publish_history_created(&self, sns: &aws_sdk_sns::Client, tenant: &str, id: &str) {
         let message = serde_json::json!({"event": "records_created", "table": "publish_history", "records": [{"id": id, "_tenant": tenant, "title": id}]});
-        self.publish_database_event(sns, message.to_string(), "records_created", "publish_history").await;
+        self.publish_database_event(sns, message.to_string(), "records_created", "publish_history")
+            .await;
     }
 }
 
@@ -123,13 +131,20 @@ impl Resolver {
                         match attribute {
                             "Arn" => self.arns.get(resource).cloned(),
                             // A function's URL (SAM names it <Function>Url): locally an address the harness serves.
-                            "FunctionUrl" => Some(format!("https://{}.lambda-url.local/", resource.trim_end_matches("Url").to_lowercase())),
+                            "FunctionUrl" => Some(format!(
+                                "https://{}.lambda-url.local/",
+                                resource.trim_end_matches("Url").to_lowercase()
+                            )),
                             "QueueName" => self.names.get(resource).cloned(),
                             _ => None,
                         }
                     }
                     // Locally every condition is false (not prod, no configuration set, no email, no deletes).
-                    "If" => tagged.value.as_sequence().and_then(|branches| branches.get(2)).and_then(|b| self.resolve(b)),
+                    "If" => tagged
+                        .value
+                        .as_sequence()
+                        .and_then(|branches| branches.get(2))
+                        .and_then(|b| self.resolve(b)),
                     _ => None,
                 }
             }
@@ -162,7 +177,10 @@ fn resources_of<'a>(template: &'a Value, kind: &'a str) -> impl Iterator<Item = 
 }
 
 fn parameter_default(template: &Value, name: &str) -> String {
-    template["Parameters"][name]["Default"].as_str().unwrap_or_default().to_owned()
+    template["Parameters"][name]["Default"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Provisions the stack on the local AWS at `endpoint`. `visibility_timeout` overrides the template's, for tests
@@ -181,18 +199,36 @@ pub async fn provision(endpoint: &str, app_base_url: &str, visibility_timeout: O
     // What the template takes as given.
     let topic = |name: String| {
         let sns = sns.clone();
-        async move { sns.create_topic().name(name).send().await.expect("create topic").topic_arn().unwrap_or_default().to_owned() }
+        async move {
+            sns.create_topic()
+                .name(name)
+                .send()
+                .await
+                .expect("create topic")
+                .topic_arn()
+                .unwrap_or_default()
+                .to_owned()
+        }
     };
     let database_topic_arn = topic(format!("{ENVIRONMENT}-database-events")).await;
     let alarm_topic_arn = topic(format!("{ENVIRONMENT}-alarm-update-instance")).await;
     let user_pool_id = create_user_pool(&cognito, &format!("{ENVIRONMENT}-users")).await;
     create_sample_users(&cognito, &user_pool_id).await;
     let sender_identity = parameter_default(&template, "SenderIdentity");
-    aws_sdk_ses::Client::new(&sdk).verify_domain_identity().domain(&sender_identity).send().await.expect("verify sender identity");
+    aws_sdk_ses::Client::new(&sdk)
+        .verify_domain_identity()
+        .domain(&sender_identity)
+        .send()
+        .await
+        .expect("verify sender identity");
     create_worker_group(&autoscaling, WORKER_GROUP, 2).await;
     create_launch_hook(&autoscaling, WORKER_GROUP).await;
 
-    let mut resolver = Resolver { refs: HashMap::new(), arns: HashMap::new(), names: HashMap::new() };
+    let mut resolver = Resolver {
+        refs: HashMap::new(),
+        arns: HashMap::new(),
+        names: HashMap::new(),
+    };
     for (name, parameter) in template["Parameters"].as_mapping().into_iter().flatten() {
         let name = name.as_str().unwrap_or_default().to_owned();
         let default = match &parameter["Default"] {
@@ -218,7 +254,9 @@ pub async fn provision(endpoint: &str, app_base_url: &str, visibility_timeout: O
     // The template's own topics (the SES feedback topic, the operations topic) and the SES configuration set.
     let mut topics = HashMap::new();
     for (logical_id, properties) in resources_of(&template, "AWS::SNS::Topic") {
-        let name = resolver.resolve(&properties["TopicName"]).unwrap_or_else(|| format!("{ENVIRONMENT}-{logical_id}"));
+        let name = resolver
+            .resolve(&properties["TopicName"])
+            .unwrap_or_else(|| format!("{ENVIRONMENT}-{logical_id}"));
         let arn = topic(name.clone()).await;
         topics.insert(logical_id.clone(), arn.clone());
         resolver.refs.insert(logical_id.clone(), arn.clone());
@@ -227,8 +265,16 @@ pub async fn provision(endpoint: &str, app_base_url: &str, visibility_timeout: O
     }
     for (logical_id, properties) in resources_of(&template, "AWS::SES::ConfigurationSet") {
         let name = resolver.resolve(&properties["Name"]).expect("configuration set name");
-        let set = aws_sdk_ses::types::ConfigurationSet::builder().name(&name).build().expect("a configuration set");
-        aws_sdk_ses::Client::new(&sdk).create_configuration_set().configuration_set(set).send().await.expect("create configuration set");
+        let set = aws_sdk_ses::types::ConfigurationSet::builder()
+            .name(&name)
+            .build()
+            .expect("a configuration set");
+        aws_sdk_ses::Client::new(&sdk)
+            .create_configuration_set()
+            .configuration_set(set)
+            .send()
+            .await
+            .expect("create configuration set");
         resolver.refs.insert(logical_id, name);
     }
 
@@ -237,11 +283,19 @@ pub async fn provision(endpoint: &str, app_base_url: &str, visibility_timeout: O
     for (logical_id, properties) in resources_of(&template, "AWS::SQS::Queue") {
         let name = resolver.resolve(&properties["QueueName"]).expect("queue name");
         let mut request = sqs.create_queue().queue_name(&name);
-        let visibility = visibility_timeout.map(|v| v.to_string()).or_else(|| resolver.resolve(&properties["VisibilityTimeout"]));
+        let visibility = visibility_timeout
+            .map(|v| v.to_string())
+            .or_else(|| resolver.resolve(&properties["VisibilityTimeout"]));
         if let Some(visibility) = visibility {
             request = request.attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, visibility);
         }
-        let url = request.send().await.expect("create queue").queue_url().unwrap_or_default().to_owned();
+        let url = request
+            .send()
+            .await
+            .expect("create queue")
+            .queue_url()
+            .unwrap_or_default()
+            .to_owned();
         let arn = format!("arn:aws:sqs:{region}:{ACCOUNT}:{name}");
         resolver.refs.insert(logical_id.clone(), url.clone());
         resolver.arns.insert(logical_id.clone(), arn.clone());
@@ -259,7 +313,10 @@ pub async fn provision(endpoint: &str, app_base_url: &str, visibility_timeout: O
         });
         sqs.set_queue_attributes()
             .queue_url(&queues[&logical_id].url)
-            .attributes(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy, policy.to_string())
+            .attributes(
+                aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+                policy.to_string(),
+            )
             .send()
             .await
             .expect("set redrive policy");
@@ -272,7 +329,9 @@ pub async fn provision(endpoint: &str, app_base_url: &str, visibility_timeout: O
             continue;
         }
         let topic_arn = resolver.resolve(&properties["TopicArn"]).expect("subscription topic");
-        let endpoint = resolver.resolve(&properties["Endpoint"]).expect("subscription endpoint");
+        let endpoint = resolver
+            .resolve(&properties["Endpoint"])
+            .expect("subscription endpoint");
         let filter: serde_json::Value = serde_json::to_value(&properties["FilterPolicy"]).unwrap_or_default();
         let mut request = sns.subscribe().topic_arn(topic_arn).protocol("sqs").endpoint(endpoint);
         if !filter.is_null() {
@@ -285,14 +344,22 @@ pub async fn provision(endpoint: &str, app_base_url: &str, visibility_timeout: O
             request = request.attributes("RawMessageDelivery", raw.to_string());
         }
         if let Some(dead_letters) = resolver.resolve(&properties["RedrivePolicy"]["deadLetterTargetArn"]) {
-            request = request.attributes("RedrivePolicy", serde_json::json!({"deadLetterTargetArn": dead_letters}).to_string());
+            request = request.attributes(
+                "RedrivePolicy",
+                serde_json::json!({"deadLetterTargetArn": dead_letters}).to_string(),
+            );
         }
         request.send().await.expect("subscribe queue");
     }
 
     for (logical_id, properties) in resources_of(&template, "AWS::DynamoDB::Table") {
         let name = resolver.resolve(&properties["TableName"]).expect("table name");
-        crate::fixtures::create_table(&dynamodb, &name, properties["TimeToLiveSpecification"]["AttributeName"].as_str()).await;
+        crate::fixtures::create_table(
+            &dynamodb,
+            &name,
+            properties["TimeToLiveSpecification"]["AttributeName"].as_str(),
+        )
+        .await;
         resolver.refs.insert(logical_id, name);
     }
 
@@ -311,32 +378,68 @@ pub async fn provision(endpoint: &str, app_base_url: &str, visibility_timeout: O
 
     let mut functions = Vec::new();
     for (logical_id, properties) in resources_of(&template, "AWS::Serverless::Function") {
-        let binary = properties["CodeUri"].as_str().unwrap_or_default().rsplit('/').next().unwrap_or_default().to_owned();
+        let binary = properties["CodeUri"]
+            .as_str()
+            .unwrap_or_default()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         let mut environment = Vec::new();
-        for variables in [&template["Globals"]["Function"]["Environment"]["Variables"], &properties["Environment"]["Variables"]] {
+        for variables in [
+            &template["Globals"]["Function"]["Environment"]["Variables"],
+            &properties["Environment"]["Variables"],
+        ] {
             for (name, value) in variables.as_mapping().into_iter().flatten() {
                 let name = name.as_str().unwrap_or_default().to_owned();
-                let value = resolver.resolve(value).unwrap_or_else(|| panic!("{logical_id}: cannot resolve {name} locally"));
+                let value = resolver
+                    .resolve(value)
+                    .unwrap_or_else(|| panic!("{logical_id}: cannot resolve {name} locally"));
                 environment.push((name, value));
             }
         }
-        let sqs_sources = properties["Events"].as_mapping().into_iter().flatten().map(|(_, e)| e).filter(|e| e["Type"] == "SQS").map(|event| {
-            let p = &event["Properties"];
-            let queue = match &p["Queue"] {
-                Value::Tagged(tagged) => tagged.value.as_str().unwrap_or_default().trim_end_matches(".Arn").to_owned(),
-                other => panic!("{logical_id}: the SQS event's Queue should be !GetAtt <queue>.Arn, not {other:?}"),
-            };
-            SqsSource {
-                queue,
-                batch_size: p["BatchSize"].as_i64().unwrap_or(10) as i32,
-                window_seconds: p["MaximumBatchingWindowInSeconds"].as_u64().unwrap_or(0),
-            }
-        });
+        let sqs_sources = properties["Events"]
+            .as_mapping()
+            .into_iter()
+            .flatten()
+            .map(|(_, e)| e)
+            .filter(|e| e["Type"] == "SQS")
+            .map(|event| {
+                let p = &event["Properties"];
+                let queue = match &p["Queue"] {
+                    Value::Tagged(tagged) => tagged
+                        .value
+                        .as_str()
+                        .unwrap_or_default()
+                        .trim_end_matches(".Arn")
+                        .to_owned(),
+                    other => panic!("{logical_id}: the SQS event's Queue should be !GetAtt <queue>.Arn, not {other:?}"),
+                };
+                SqsSource {
+                    queue,
+                    batch_size: p["BatchSize"].as_i64().unwrap_or(10) as i32,
+                    window_seconds: p["MaximumBatchingWindowInSeconds"].as_u64().unwrap_or(0),
+                }
+            });
         let sqs = sqs_sources.collect();
-        functions.push(Function { logical_id, binary, environment, sqs });
+        functions.push(Function {
+            logical_id,
+            binary,
+            environment,
+            sqs,
+        });
     }
 
-    LocalStack { database_topic_arn, alarm_topic_arn, user_pool_id, queues, functions, topics, restriction_parameter, worker_group: WORKER_GROUP.to_owned() }
+    LocalStack {
+        database_topic_arn,
+        alarm_topic_arn,
+        user_pool_id,
+        queues,
+        functions,
+        topics,
+        restriction_parameter,
+        worker_group: WORKER_GROUP.to_owned(),
+    }
 }
 
 /// Publishes `message` to the database-event topic `topic_arn` with the `event` and `table` attributes the
@@ -347,8 +450,22 @@ pub async fn publish_to_database_topic(
     message: String,
     event: &str,
     table: &str,
-) -> Result<aws_sdk_sns::operation::publish::PublishOutput, aws_sdk_sns::error::SdkError<aws_sdk_sns::operation::publish::PublishError>> {
-    let attribute =
-        |value: &str| aws_sdk_sns::types::MessageAttributeValue::builder().data_type("String").string_value(value).build().expect("data type is set");
-    sns.publish().topic_arn(topic_arn).message(message).message_attributes("event", attribute(event)).message_attributes("table", attribute(table)).send().await
+) -> Result<
+    aws_sdk_sns::operation::publish::PublishOutput,
+    aws_sdk_sns::error::SdkError<aws_sdk_sns::operation::publish::PublishError>,
+> {
+    let attribute = |value: &str| {
+        aws_sdk_sns::types::MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(value)
+            .build()
+            .expect("data type is set")
+    };
+    sns.publish()
+        .topic_arn(topic_arn)
+        .message(message)
+        .message_attributes("event", attribute(event))
+        .message_attributes("table", attribute(table))
+        .send()
+        .await
 }

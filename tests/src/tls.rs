@@ -35,11 +35,25 @@ impl LocalCa {
         std::fs::create_dir_all(&dir).expect("a directory for the throwaway CA");
         let file = |name: &str| dir.join(name);
         let openssl = |args: &[&str]| {
-            let made = Command::new("openssl").args(args).current_dir(&dir).output().expect("run openssl (tests/setup.sh installs it where missing)");
-            assert!(made.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&made.stderr));
+            let made = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("run openssl (tests/setup.sh installs it where missing)");
+            assert!(
+                made.status.success(),
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&made.stderr)
+            );
         };
-        let sans: Vec<String> = std::iter::once("DNS:localhost".to_owned()).chain(hosts.iter().map(|ip| format!("IP:{ip}"))).collect();
-        std::fs::write(file("ca.ext"), "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n").unwrap();
+        let sans: Vec<String> = std::iter::once("DNS:localhost".to_owned())
+            .chain(hosts.iter().map(|ip| format!("IP:{ip}")))
+            .collect();
+        std::fs::write(
+            file("ca.ext"),
+            "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
+        )
+        .unwrap();
         std::fs::write(
             file("leaf.ext"),
             format!(
@@ -49,8 +63,38 @@ impl LocalCa {
         )
         .unwrap();
         let rsa = ["-newkey", "rsa:2048", "-nodes", "-sha256"];
-        openssl(&[&["req", "-x509"], &rsa[..], &["-days", "2", "-keyout", "root.key", "-out", "root.pem", "-subj", "/CN=Local AWS bench root"]].concat());
-        openssl(&[&["req"], &rsa[..], &["-keyout", "int.key", "-out", "int.csr", "-subj", "/CN=Local AWS bench intermediate"]].concat());
+        openssl(
+            &[
+                &["req", "-x509"],
+                &rsa[..],
+                &[
+                    "-days",
+                    "2",
+                    "-keyout",
+                    "root.key",
+                    "-out",
+                    "root.pem",
+                    "-subj",
+                    "/CN=Local AWS bench root",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"],
+                &rsa[..],
+                &[
+                    "-keyout",
+                    "int.key",
+                    "-out",
+                    "int.csr",
+                    "-subj",
+                    "/CN=Local AWS bench intermediate",
+                ],
+            ]
+            .concat(),
+        );
         openssl(&[
             "x509",
             "-req",
@@ -69,7 +113,14 @@ impl LocalCa {
             "-out",
             "int.pem",
         ]);
-        openssl(&[&["req"], &rsa[..], &["-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=localhost"]].concat());
+        openssl(
+            &[
+                &["req"],
+                &rsa[..],
+                &["-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=localhost"],
+            ]
+            .concat(),
+        );
         openssl(&[
             "x509",
             "-req",
@@ -90,15 +141,29 @@ impl LocalCa {
         ]);
         let read = |name: &str| std::fs::read(file(name)).unwrap();
         std::fs::write(file("chain.pem"), [read("leaf.pem"), read("int.pem")].concat()).unwrap();
-        let system = std::fs::read(SYSTEM_BUNDLE).unwrap_or_else(|e| panic!("{SYSTEM_BUNDLE}: {e} (Debian's ca-certificates package)"));
-        std::fs::write(file("trust-bundle.pem"), [system, b"\n".to_vec(), read("root.pem")].concat()).unwrap();
-        LocalCa { root: file("root.pem"), trust_bundle: file("trust-bundle.pem"), chain: file("chain.pem"), key: file("leaf.key"), dir }
+        let system = std::fs::read(SYSTEM_BUNDLE)
+            .unwrap_or_else(|e| panic!("{SYSTEM_BUNDLE}: {e} (Debian's ca-certificates package)"));
+        std::fs::write(
+            file("trust-bundle.pem"),
+            [system, b"\n".to_vec(), read("root.pem")].concat(),
+        )
+        .unwrap();
+        LocalCa {
+            root: file("root.pem"),
+            trust_bundle: file("trust-bundle.pem"),
+            chain: file("chain.pem"),
+            key: file("leaf.key"),
+            dir,
+        }
     }
 
     fn server_config(&self) -> rustls::ServerConfig {
         use rustls_pki_types::pem::PemObject;
         use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-        let chain = CertificateDer::pem_file_iter(&self.chain).expect("the chain").collect::<Result<Vec<_>, _>>().expect("PEM certificates");
+        let chain = CertificateDer::pem_file_iter(&self.chain)
+            .expect("the chain")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("PEM certificates");
         let key = PrivateKeyDer::from_pem_file(&self.key).expect("the leaf's key");
         rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
@@ -125,14 +190,19 @@ pub struct TlsFront {
 
 impl TlsFront {
     pub fn start(ca: &LocalCa, hosts: &[String], upstream: &str) -> TlsFront {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime for the TLS front");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime for the TLS front");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(ca.server_config()));
         let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
         let port = crate::free_port();
         for host in hosts {
             // Bound here, before returning, so a client can connect at once; served on the front's own runtime (a
             // std listener, so this works inside a caller's runtime too).
-            let listener = std::net::TcpListener::bind((host.as_str(), port)).unwrap_or_else(|e| panic!("listen on {host}:{port}: {e}"));
+            let listener = std::net::TcpListener::bind((host.as_str(), port))
+                .unwrap_or_else(|e| panic!("listen on {host}:{port}: {e}"));
             listener.set_nonblocking(true).expect("a non-blocking listener");
             let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
             runtime.spawn(async move {
@@ -141,15 +211,22 @@ impl TlsFront {
                     let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
                     tokio::spawn(async move {
                         let _ = client.set_nodelay(true);
-                        let Ok(mut tls) = acceptor.accept(client).await else { return };
-                        let Ok(mut plain) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                        let Ok(mut tls) = acceptor.accept(client).await else {
+                            return;
+                        };
+                        let Ok(mut plain) = tokio::net::TcpStream::connect(&upstream).await else {
+                            return;
+                        };
                         let _ = plain.set_nodelay(true);
                         let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
                     });
                 }
             });
         }
-        TlsFront { port, runtime: Some(runtime) }
+        TlsFront {
+            port,
+            runtime: Some(runtime),
+        }
     }
 
     /// `https://<host>:<port>`, for `AWS_ENDPOINT_URL_<SERVICE>`.

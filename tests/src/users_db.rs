@@ -17,7 +17,9 @@ pub struct UsersDb {
 }
 
 fn literal(value: Option<&str>) -> String {
-    value.map(|v| format!("'{}'", v.replace('\'', "''"))).unwrap_or_else(|| "NULL".into())
+    value
+        .map(|v| format!("'{}'", v.replace('\'', "''")))
+        .unwrap_or_else(|| "NULL".into())
 }
 
 impl UsersDb {
@@ -52,20 +54,40 @@ impl UsersDb {
 
     /// A URL with the password and `sslmode` as given.
     pub fn url_with_sslmode(&self, sslmode: &str) -> String {
-        format!("postgres://{ROLE}:{PASSWORD}@127.0.0.1:{}/{DATABASE}?sslmode={sslmode}", self.postgres.port)
+        format!(
+            "postgres://{ROLE}:{PASSWORD}@127.0.0.1:{}/{DATABASE}?sslmode={sslmode}",
+            self.postgres.port
+        )
     }
 
     /// The URL as the template gives it: no password (that comes from the SSM parameter).
     pub fn url_without_password(&self) -> String {
-        format!("postgres://{ROLE}@127.0.0.1:{}/{DATABASE}?sslmode=disable", self.postgres.port)
+        format!(
+            "postgres://{ROLE}@127.0.0.1:{}/{DATABASE}?sslmode=disable",
+            self.postgres.port
+        )
     }
 
     pub fn insert(&self, rows: &[UserRow]) {
         let values: Vec<String> = rows
             .iter()
-            .map(|(email, first, last, tenant)| format!("({}, {}, {}, {})", literal(Some(email)), literal(*first), literal(*last), literal(*tenant)))
+            .map(|(email, first, last, tenant)| {
+                format!(
+                    "({}, {}, {}, {})",
+                    literal(Some(email)),
+                    literal(*first),
+                    literal(*last),
+                    literal(*tenant)
+                )
+            })
             .collect();
-        self.postgres.psql(DATABASE, &format!(r#"INSERT INTO users (email, "firstName", "lastName", "_tenant") VALUES {}"#, values.join(", ")));
+        self.postgres.psql(
+            DATABASE,
+            &format!(
+                r#"INSERT INTO users (email, "firstName", "lastName", "_tenant") VALUES {}"#,
+                values.join(", ")
+            ),
+        );
     }
 
     /// Runs `sql` in the application's database as the superuser.

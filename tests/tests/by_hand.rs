@@ -37,8 +37,14 @@ fn cargo_lambda_watch_reads_each_functions_env_file_where_run_local_writes_it() 
     let manifest = std::fs::read_to_string(workspace_root().join("Cargo.toml")).unwrap();
     for function in std::fs::read_dir(workspace_root().join("functions")).unwrap() {
         let function = function.unwrap().file_name().to_string_lossy().into_owned();
-        let section = format!("[workspace.metadata.lambda.bin.{function}.watch]\nenv_file = \"{}\"", env_file(&function));
-        assert!(manifest.contains(&section), "Cargo.toml names {function}'s env file for cargo lambda watch:\n{section}");
+        let section = format!(
+            "[workspace.metadata.lambda.bin.{function}.watch]\nenv_file = \"{}\"",
+            env_file(&function)
+        );
+        assert!(
+            manifest.contains(&section),
+            "Cargo.toml names {function}'s env file for cargo lambda watch:\n{section}"
+        );
     }
 }
 
@@ -53,7 +59,13 @@ fn samples() -> BTreeSet<String> {
         for sample in std::fs::read_dir(&function).unwrap() {
             let sample = sample.unwrap().path();
             if sample.extension().is_some_and(|e| e == "json") {
-                found.insert(sample.strip_prefix(workspace_root().join("events")).unwrap().to_string_lossy().into_owned());
+                found.insert(
+                    sample
+                        .strip_prefix(workspace_root().join("events"))
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
             }
         }
     }
@@ -73,9 +85,16 @@ impl Run {
     /// `cargo lambda invoke` of `events/<sample>`; its answer, after checking the CLI succeeded.
     fn invoke(&mut self, sample: &str) -> Value {
         let function = sample.split('/').next().unwrap();
-        let result: CliInvocation = self.watch.invoke(function, &workspace_root().join("events").join(sample));
+        let result: CliInvocation = self
+            .watch
+            .invoke(function, &workspace_root().join("events").join(sample));
         self.invoked.insert(sample.to_owned());
-        let answer = result.answer.clone().unwrap_or_else(|| panic!("{sample}: no answer ({result:?})\n{}", self.watch.output_of(function).join("\n")));
+        let answer = result.answer.clone().unwrap_or_else(|| {
+            panic!(
+                "{sample}: no answer ({result:?})\n{}",
+                self.watch.output_of(function).join("\n")
+            )
+        });
         assert!(result.success, "{sample}: {answer}");
         let shown: String = answer.to_string().chars().take(160).collect();
         println!("  {sample}: {shown}");
@@ -95,7 +114,12 @@ impl Run {
     }
 
     async fn attribute(&self, email: &str, name: &str) -> String {
-        user_state(&self.cognito, &self.stand.stack.user_pool_id, email).await.1.get(name).cloned().unwrap_or_default()
+        user_state(&self.cognito, &self.stand.stack.user_pool_id, email)
+            .await
+            .1
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
     }
 
     async fn enabled(&self, email: &str) -> bool {
@@ -108,7 +132,11 @@ impl Run {
 
     /// The records in `queue`'s dead-letter queue (`logical_id` in the template), by source message id.
     async fn dead_letters(&self, logical_id: &str) -> BTreeSet<String> {
-        peek_all(&self.sqs, &self.stand.stack.queue(logical_id).url).await.iter().map(|m| dead_letter_info(m).0).collect()
+        peek_all(&self.sqs, &self.stand.stack.queue(logical_id).url)
+            .await
+            .iter()
+            .map(|m| dead_letter_info(m).0)
+            .collect()
     }
 
     fn emails_since(&self, before: usize) -> Vec<(String, String)> {
@@ -128,7 +156,10 @@ impl Run {
 
 fn sample_ids(sample: &str, positions: &[usize]) -> BTreeSet<String> {
     let event = e2e_harness::fixtures::sample_event(sample);
-    positions.iter().map(|&i| event["Records"][i]["messageId"].as_str().unwrap().to_owned()).collect()
+    positions
+        .iter()
+        .map(|&i| event["Records"][i]["messageId"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 fn subject(title: &str) -> String {
@@ -151,7 +182,13 @@ async fn cargo_lambda_watch_builds_a_function_that_reads_its_env_file_and_does_i
     let _one = ONE_AT_A_TIME.lock().await;
     let stand = Stand::start().await;
     let base = std::env::temp_dir().join(format!("by-hand-build-{}", std::process::id()));
-    write_env_files(&base, &stand.stack, &stand.proxy.endpoint, &stand.users_db.url_without_password()).expect("the env files are written");
+    write_env_files(
+        &base,
+        &stand.stack,
+        &stand.proxy.endpoint,
+        &stand.users_db.url_without_password(),
+    )
+    .expect("the env files are written");
     let watch = Watch::start_building_in(&base);
     let sample = workspace_root().join("events/cognito-attribute-sync/sns-envelope-batch.json");
     let result = watch.invoke("cognito-attribute-sync", &sample);
@@ -159,10 +196,23 @@ async fn cargo_lambda_watch_builds_a_function_that_reads_its_env_file_and_does_i
     assert!(result.success, "{result:?}\n{}", watch.text());
     assert_eq!(result.answer.unwrap()["batchItemFailures"], json!([]));
     let cognito = aws_sdk_cognitoidentityprovider::Client::new(&stand.sdk);
-    let ada = user_state(&cognito, &stand.stack.user_pool_id, "ada@example.com").await.1;
-    assert_eq!(ada.get("family_name").map(String::as_str), Some("Lovelace"), "the record applied, with the pool from its env file");
-    assert!(watch.text().contains("already past when it arrived"), "the emulator's deadline warned about:\n{}", watch.text());
-    assert!(stand.proxy.take_denials().is_empty(), "under its own policy, from the access key in its env file");
+    let ada = user_state(&cognito, &stand.stack.user_pool_id, "ada@example.com")
+        .await
+        .1;
+    assert_eq!(
+        ada.get("family_name").map(String::as_str),
+        Some("Lovelace"),
+        "the record applied, with the pool from its env file"
+    );
+    assert!(
+        watch.text().contains("already past when it arrived"),
+        "the emulator's deadline warned about:\n{}",
+        watch.text()
+    );
+    assert!(
+        stand.proxy.take_denials().is_empty(),
+        "under its own policy, from the access key in its env file"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -179,7 +229,14 @@ async fn every_sample_does_its_work_under_cargo_lambda_watch_and_hand_ons_go_thr
     let mut watch = Watch::start_apis_only();
     for function in &stand.stack.functions {
         let env = read_env_file(&base.join(env_file(&function.binary)));
-        assert_eq!(env, stand.function_env(&function.binary).into_iter().filter(|(k, _)| k != "AWS_ACCESS_KEY_ID").collect::<Vec<_>>());
+        assert_eq!(
+            env,
+            stand
+                .function_env(&function.binary)
+                .into_iter()
+                .filter(|(k, _)| k != "AWS_ACCESS_KEY_ID")
+                .collect::<Vec<_>>()
+        );
         watch.start_function(&binaries.join(&function.binary), &env);
     }
     let sqs = aws_sdk_sqs::Client::new(&stand.sdk);
@@ -197,17 +254,37 @@ async fn every_sample_does_its_work_under_cargo_lambda_watch_and_hand_ons_go_thr
 
     println!("alarm-instance-updater: the restriction parameter after each");
     let answer = run.invoke("alarm-instance-updater/direct-alarm-insufficient-data.json");
-    assert_eq!((answer["written"].clone(), run.restriction().await["restricted"].clone()), (json!(false), json!(false)), "INSUFFICIENT_DATA changes nothing");
+    assert_eq!(
+        (answer["written"].clone(), run.restriction().await["restricted"].clone()),
+        (json!(false), json!(false)),
+        "INSUFFICIENT_DATA changes nothing"
+    );
     let answer = run.invoke("alarm-instance-updater/sns-alarm-cpu-high.json");
-    assert_eq!((answer["written"].clone(), run.restriction().await["restricted"].clone()), (json!(true), json!(true)), "cpu_high ALARM restricts");
+    assert_eq!(
+        (answer["written"].clone(), run.restriction().await["restricted"].clone()),
+        (json!(true), json!(true)),
+        "cpu_high ALARM restricts"
+    );
     let restricted = run.restriction().await;
     run.invoke("alarm-instance-updater/sns-alarm-cpu-high-metric-math.json");
-    assert_eq!(run.restriction().await["restricted"], true, "a metric-math cpu_high ALARM keeps it restricted");
+    assert_eq!(
+        run.restriction().await["restricted"],
+        true,
+        "a metric-math cpu_high ALARM keeps it restricted"
+    );
     let restricted_again = run.restriction().await;
     run.invoke("alarm-instance-updater/sns-alarm-disk-full.json");
-    assert_eq!(run.restriction().await, restricted_again, "disk_full is not a scale-out alarm: nothing written");
+    assert_eq!(
+        run.restriction().await,
+        restricted_again,
+        "disk_full is not a scale-out alarm: nothing written"
+    );
     run.invoke("alarm-instance-updater/sns-asg-test-notification.json");
-    assert_eq!(run.restriction().await, restricted_again, "Auto Scaling's test notification changes nothing");
+    assert_eq!(
+        run.restriction().await,
+        restricted_again,
+        "Auto Scaling's test notification changes nothing"
+    );
     assert_eq!(restricted["alarm"], "cpu_high");
     let answer = run.invoke("alarm-instance-updater/sns-ok-cpu-high.json");
     assert_eq!(
@@ -223,13 +300,32 @@ async fn every_sample_does_its_work_under_cargo_lambda_watch_and_hand_ons_go_thr
     );
 
     println!("lifecycle-hook-completer: the verdicts completed with Auto Scaling");
-    let verdicts = |run: &Run| run.stand.stand_in.completed().iter().map(|c| format!("{} {}", c.instance_id, c.result)).collect::<Vec<_>>();
+    let verdicts = |run: &Run| {
+        run.stand
+            .stand_in
+            .completed()
+            .iter()
+            .map(|c| format!("{} {}", c.instance_id, c.result))
+            .collect::<Vec<_>>()
+    };
     run.invoke("lifecycle-hook-completer/eventbridge-launch-lifecycle-action.json");
-    assert_eq!(verdicts(&run), ["i-0a1b2c3d4e5f60718 CONTINUE"], "the healthy instance continues after its check");
+    assert_eq!(
+        verdicts(&run),
+        ["i-0a1b2c3d4e5f60718 CONTINUE"],
+        "the healthy instance continues after its check"
+    );
     run.invoke("lifecycle-hook-completer/sns-launch-lifecycle-action.json");
-    assert_eq!(verdicts(&run)[1..], ["i-0badc0ffee0d15ea5 ABANDON"], "the instance whose application never answers is abandoned");
+    assert_eq!(
+        verdicts(&run)[1..],
+        ["i-0badc0ffee0d15ea5 ABANDON"],
+        "the instance whose application never answers is abandoned"
+    );
     let answer = run.invoke("lifecycle-hook-completer/eventbridge-warm-pool-lifecycle-action.json");
-    assert_eq!(verdicts(&run)[2..], ["i-0f00dfeed0000beef CONTINUE"], "a warm-pool launch continues without a check");
+    assert_eq!(
+        verdicts(&run)[2..],
+        ["i-0f00dfeed0000beef CONTINUE"],
+        "a warm-pool launch continues without a check"
+    );
     assert_eq!(answer["attempts"], 0);
     run.invoke("lifecycle-hook-completer/sns-test-notification.json");
     assert_eq!(verdicts(&run).len(), 3, "the test notification completes nothing");
@@ -237,37 +333,81 @@ async fn every_sample_does_its_work_under_cargo_lambda_watch_and_hand_ons_go_thr
     println!("cognito-attribute-sync: the users in Cognito");
     let answer = run.invoke("cognito-attribute-sync/sns-envelope-batch.json");
     assert_eq!(answer["batchItemFailures"], json!([]));
-    assert_eq!(run.attribute("ada@example.com", "family_name").await, "Lovelace", "Ada's surname applied");
-    assert_eq!(run.attribute("grace@example.com", "family_name").await, "Hopper", "Grace's unchanged row");
+    assert_eq!(
+        run.attribute("ada@example.com", "family_name").await,
+        "Lovelace",
+        "Ada's surname applied"
+    );
+    assert_eq!(
+        run.attribute("grace@example.com", "family_name").await,
+        "Hopper",
+        "Grace's unchanged row"
+    );
     run.invoke("cognito-attribute-sync/raw-delivery.json");
-    assert_eq!(run.attribute("katherine@example.com", "custom:_tenant").await, "globex", "Katherine's new row applied");
+    assert_eq!(
+        run.attribute("katherine@example.com", "custom:_tenant").await,
+        "globex",
+        "Katherine's new row applied"
+    );
     assert_eq!(run.attribute("katherine@example.com", "given_name").await, "Katherine");
     run.invoke("cognito-attribute-sync/user-deleted.json");
-    assert!(!run.enabled("alan@example.com").await, "Alan's deleted row disables his account");
+    assert!(
+        !run.enabled("alan@example.com").await,
+        "Alan's deleted row disables his account"
+    );
     let answer = run.invoke("cognito-attribute-sync/poison-record.json");
-    assert_eq!(answer["batchItemFailures"], json!([]), "the poison records are dead-lettered and acknowledged, not handed back");
-    assert_eq!(run.dead_letters("CognitoAttributeSyncDeadLetterQueue").await, sample_ids("cognito-attribute-sync/poison-record.json", &[1, 2]));
+    assert_eq!(
+        answer["batchItemFailures"],
+        json!([]),
+        "the poison records are dead-lettered and acknowledged, not handed back"
+    );
+    assert_eq!(
+        run.dead_letters("CognitoAttributeSyncDeadLetterQueue").await,
+        sample_ids("cognito-attribute-sync/poison-record.json", &[1, 2])
+    );
 
     println!("cognito-reconcile: the users table against the pool");
     let answer = run.invoke("cognito-reconcile/dry-run.json");
     assert_eq!(
-        (answer["drifted"].clone(), answer["missingInPool"].clone(), answer["repaired"].clone()),
+        (
+            answer["drifted"].clone(),
+            answer["missingInPool"].clone(),
+            answer["repaired"].clone()
+        ),
         (json!(1), json!(1), json!(0)),
         "Grace drifted, Hedy missing"
     );
-    assert_eq!(run.attribute("grace@example.com", "family_name").await, "Hopper", "a dry run writes nothing");
+    assert_eq!(
+        run.attribute("grace@example.com", "family_name").await,
+        "Hopper",
+        "a dry run writes nothing"
+    );
     let answer = run.invoke("cognito-reconcile/repair.json");
-    assert_eq!((answer["repaired"].clone(), answer["complete"].clone()), (json!(1), json!(true)));
-    assert_eq!(run.attribute("grace@example.com", "family_name").await, "Murray", "the repair applies the table's surname");
+    assert_eq!(
+        (answer["repaired"].clone(), answer["complete"].clone()),
+        (json!(1), json!(true))
+    );
+    assert_eq!(
+        run.attribute("grace@example.com", "family_name").await,
+        "Murray",
+        "the repair applies the table's surname"
+    );
     let answer = run.invoke("cognito-reconcile/scheduled-event.json");
     assert_eq!(
-        (answer["drifted"].clone(), answer["dryRun"].clone(), answer["complete"].clone()),
+        (
+            answer["drifted"].clone(),
+            answer["dryRun"].clone(),
+            answer["complete"].clone()
+        ),
         (json!(0), json!(false), json!(true)),
         "nothing left to repair"
     );
     let answer = run.invoke("cognito-reconcile/continuation.json");
     let carried = answer["scanned"].as_u64().unwrap() > 5000 && answer["repaired"].as_u64().unwrap() >= 50;
-    assert!(answer["complete"] == true && carried, "the continuation resumes after its user, its counts carried: {answer}");
+    assert!(
+        answer["complete"] == true && carried,
+        "the continuation resumes after its user, its counts carried: {answer}"
+    );
 
     println!("publish-history-email: the emails sent");
     let acme = eligible_subscribers("acme");
@@ -278,25 +418,43 @@ async fn every_sample_does_its_work_under_cargo_lambda_watch_and_hand_ons_go_thr
     // Alan was disabled above: of globex, Linus only.
     expected.extend(to("Pricing update", &["linus@example.com"]));
     expected.sort();
-    assert_eq!(run.emails_since(before), expected, "each row emailed by its own invocation, nothing left to the fan-out queue");
+    assert_eq!(
+        run.emails_since(before),
+        expected,
+        "each row emailed by its own invocation, nothing left to the fan-out queue"
+    );
     let before = run.emails();
     run.invoke("publish-history-email/raw-delivery.json");
     assert_eq!(run.emails_since(before), to("Spring roadmap", &acme));
     let before = run.emails();
     run.invoke("publish-history-email/fanout-chunk.json");
-    assert_eq!(run.emails_since(before), to("Autumn price list", &["ada@example.com", "grace@example.com"]), "a chunk emails its recipients");
+    assert_eq!(
+        run.emails_since(before),
+        to("Autumn price list", &["ada@example.com", "grace@example.com"]),
+        "a chunk emails its recipients"
+    );
     let before = run.emails();
     let answer = run.invoke("publish-history-email/mixed-batch.json");
     assert_eq!(answer["batchItemFailures"], json!([]));
-    assert_eq!(run.emails_since(before), Vec::<(String, String)>::new(), "ph-1003 was emailed by its chunk: once only");
-    assert_eq!(run.dead_letters("PublishHistoryEmailDeadLetterQueue").await, sample_ids("publish-history-email/mixed-batch.json", &[1, 2]));
+    assert_eq!(
+        run.emails_since(before),
+        Vec::<(String, String)>::new(),
+        "ph-1003 was emailed by its chunk: once only"
+    );
+    assert_eq!(
+        run.dead_letters("PublishHistoryEmailDeadLetterQueue").await,
+        sample_ids("publish-history-email/mixed-batch.json", &[1, 2])
+    );
 
     println!("unsubscribe: the pages");
     let subscribed = run.flags().await;
     for sample in ["unsubscribe/link-scanner-get.json", "unsubscribe/one-click-post.json"] {
         let answer = run.invoke(sample);
         assert_eq!(answer["statusCode"], 400, "{sample}: signed for no user here, refused");
-        assert!(answer["body"].as_str().unwrap().contains("Navlab"), "{sample}: the page names the product");
+        assert!(
+            answer["body"].as_str().unwrap().contains("Navlab"),
+            "{sample}: the page names the product"
+        );
     }
     assert_eq!(run.flags().await, subscribed, "a refused link writes nothing");
     // A real link: Linus's email's List-Unsubscribe, POSTed as his mail client does.
@@ -305,38 +463,65 @@ async fn every_sample_does_its_work_under_cargo_lambda_watch_and_hand_ons_go_thr
         .find(|e| e.destinations == ["linus@example.com"])
         .and_then(|e| e.unsubscribe_url())
         .expect("Linus's email has a List-Unsubscribe link");
-    let answer = run.invoke_event("unsubscribe", &e2e_harness::function_url_request("POST", &link, Some("List-Unsubscribe=One-Click")));
+    let answer = run.invoke_event(
+        "unsubscribe",
+        &e2e_harness::function_url_request("POST", &link, Some("List-Unsubscribe=One-Click")),
+    );
     assert_eq!(answer["statusCode"], 200);
-    assert_eq!(run.attribute("linus@example.com", "custom:subPublishHistory").await, "false", "the one-click POST unsubscribed Linus");
+    assert_eq!(
+        run.attribute("linus@example.com", "custom:subPublishHistory").await,
+        "false",
+        "the one-click POST unsubscribed Linus"
+    );
 
     println!("ses-feedback: who is unsubscribed");
     run.invoke("ses-feedback/complaint-event-publishing.json");
-    assert_eq!(run.attribute("grace@example.com", "custom:subPublishHistory").await, "false", "Grace's spam complaint");
+    assert_eq!(
+        run.attribute("grace@example.com", "custom:subPublishHistory").await,
+        "false",
+        "Grace's spam complaint"
+    );
     run.invoke("ses-feedback/permanent-bounce-identity-notification.json");
-    assert_eq!(run.attribute("ada@example.com", "custom:subPublishHistory").await, "false", "Ada's permanent bounce");
+    assert_eq!(
+        run.attribute("ada@example.com", "custom:subPublishHistory").await,
+        "false",
+        "Ada's permanent bounce"
+    );
     let before = run.proxy_writes();
     let answer = run.invoke("ses-feedback/no-unsubscribe-batch.json");
     assert_eq!(answer["batchItemFailures"], json!([]));
-    assert_eq!(run.proxy_writes(), before, "a transient bounce, a not-spam complaint and a delivery unsubscribe nobody");
+    assert_eq!(
+        run.proxy_writes(),
+        before,
+        "a transient bounce, a not-spam complaint and a delivery unsubscribe nobody"
+    );
 
     assert_eq!(run.invoked, samples(), "every sample in events/ has its check here");
 
     println!("by hand through the queues: a large tenant's publish history and a large users event");
     let before = run.emails();
     // As `publish-event` publishes them, from the stack file run-local.sh --keep writes.
-    let history =
-        json!({"event": "records_created", "table": "publish_history", "records": [{"id": "ph-9001", "_tenant": "initech", "title": "Initech all hands"}]});
-    publish_database_event(&base, &history.to_string()).await.expect("published");
+    let history = json!({"event": "records_created", "table": "publish_history", "records": [{"id": "ph-9001", "_tenant": "initech", "title": "Initech all hands"}]});
+    publish_database_event(&base, &history.to_string())
+        .await
+        .expect("published");
     let rows: Vec<Value> = tenant_users
         .iter()
         .enumerate()
         .map(|(i, email)| json!({"id": 9000 + i, "email": email, "firstName": "Peter", "lastName": "Gibbons", "_tenant": "initech"}))
         .collect();
     let users = json!({"event": "records_created", "table": "users", "records": rows, "occurredAt": chrono::Utc::now().to_rfc3339()});
-    publish_database_event(&base, &users.to_string()).await.expect("published");
+    publish_database_event(&base, &users.to_string())
+        .await
+        .expect("published");
     let everyone: BTreeSet<String> = tenant_users.iter().cloned().collect();
     let emailed = wait_until(Duration::from_secs(120), || async {
-        run.emails_since(before).iter().filter(|(s, _)| *s == subject("Initech all hands")).map(|(_, to)| to.clone()).collect::<BTreeSet<_>>() == everyone
+        run.emails_since(before)
+            .iter()
+            .filter(|(s, _)| *s == subject("Initech all hands"))
+            .map(|(_, to)| to.clone())
+            .collect::<BTreeSet<_>>()
+            == everyone
     })
     .await;
     assert!(
@@ -362,19 +547,41 @@ async fn every_sample_does_its_work_under_cargo_lambda_watch_and_hand_ons_go_thr
     for email in &tenant_users {
         assert_eq!(run.attribute(email, "family_name").await, "Gibbons", "{email}");
     }
-    assert_eq!(run.emails_since(before).len(), tenant_users.len(), "each subscriber emailed once");
-    let sent = |needle: &str| run.stand.proxy.calls().iter().filter(|c| c.operation.starts_with("SendMessage") && c.body.contains(needle)).count();
+    assert_eq!(
+        run.emails_since(before).len(),
+        tenant_users.len(),
+        "each subscriber emailed once"
+    );
+    let sent = |needle: &str| {
+        run.stand
+            .proxy
+            .calls()
+            .iter()
+            .filter(|c| c.operation.starts_with("SendMessage") && c.body.contains(needle))
+            .count()
+    };
     assert!(sent("chunk") >= 1, "the row fanned out to the fan-out queue in chunks");
-    assert!(sent("continues") >= 1, "the users event outlasted its slice and handed its rest on through its queue");
+    assert!(
+        sent("continues") >= 1,
+        "the users event outlasted its slice and handed its rest on through its queue"
+    );
     for source in sources {
         let stats = source.stats();
         let function = source.stop().await.function;
         assert_eq!(stats.failures, 0, "{function}: nothing handed back");
     }
     let denials = run.stand.proxy.take_denials();
-    assert!(denials.is_empty(), "every call within the function's template policy: {denials:#?}");
+    assert!(
+        denials.is_empty(),
+        "every call within the function's template policy: {denials:#?}"
+    );
     let _ = std::fs::remove_dir_all(&base);
-    let warnings = run.watch.output_of("cognito-attribute-sync").iter().filter(|l| l.contains("already past when it arrived")).count();
+    let warnings = run
+        .watch
+        .output_of("cognito-attribute-sync")
+        .iter()
+        .filter(|l| l.contains("already past when it arrived"))
+        .count();
     assert_eq!(warnings, 1, "the emulator's deadline is warned about once per process");
 }
 
@@ -390,7 +597,12 @@ impl Run {
 
     /// Cognito writes so far (all functions): unsubscribes and attribute updates.
     fn proxy_writes(&self) -> usize {
-        self.stand.proxy.calls().iter().filter(|c| c.operation.starts_with("AdminUpdate") || c.operation.starts_with("AdminDisable")).count()
+        self.stand
+            .proxy
+            .calls()
+            .iter()
+            .filter(|c| c.operation.starts_with("AdminUpdate") || c.operation.starts_with("AdminDisable"))
+            .count()
     }
 }
 

@@ -11,7 +11,10 @@ const README_MAX_LINES: usize = 200;
 const TOP_LEVEL: [&str; 7] = ["functions/", "shared/", "tests/", "infra/", "events/", "docs/", ".ci/"];
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root")
+        .to_path_buf()
 }
 
 /// Every Markdown file of the repository, outside build output and installed tools.
@@ -73,7 +76,11 @@ fn anchor(heading: &str) -> String {
 }
 
 fn anchors(text: &str) -> BTreeSet<String> {
-    prose(text).lines().filter(|l| l.starts_with('#')).map(|l| anchor(l.trim_start_matches('#'))).collect()
+    prose(text)
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .map(|l| anchor(l.trim_start_matches('#')))
+        .collect()
 }
 
 /// The targets of `[text](target)` links.
@@ -110,8 +117,14 @@ fn every_link_in_the_docs_leads_to_a_file_and_heading_that_exist() {
             if link.starts_with("http://") || link.starts_with("https://") || link.starts_with("mailto:") {
                 continue;
             }
-            let (path, fragment) = link.split_once('#').map_or((link.as_str(), None), |(p, f)| (p, Some(f)));
-            let target = if path.is_empty() { file.clone() } else { file.parent().unwrap().join(path) };
+            let (path, fragment) = link
+                .split_once('#')
+                .map_or((link.as_str(), None), |(p, f)| (p, Some(f)));
+            let target = if path.is_empty() {
+                file.clone()
+            } else {
+                file.parent().unwrap().join(path)
+            };
             if !target.exists() {
                 broken.push(format!("{}: {link} (no such file)", relative(file)));
                 continue;
@@ -153,28 +166,47 @@ fn every_path_and_source_file_the_docs_name_exists() {
             }
         }
     }
-    assert!(missing.is_empty(), "the docs name what does not exist:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "the docs name what does not exist:\n{}",
+        missing.join("\n")
+    );
 }
 
 #[test]
 fn the_readme_is_a_first_screen_and_its_links() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let lines = readme.lines().count();
-    assert!(lines <= README_MAX_LINES, "README.md has {lines} lines; the rest belongs in docs/ or a function's README");
+    assert!(
+        lines <= README_MAX_LINES,
+        "README.md has {lines} lines; the rest belongs in docs/ or a function's README"
+    );
     for function in std::fs::read_dir(root().join("functions")).unwrap().flatten() {
         let name = function.file_name().to_string_lossy().into_owned();
-        assert!(function.path().join("README.md").exists(), "functions/{name} has no README");
-        assert!(readme.contains(&format!("functions/{name}/README.md")), "README.md does not link functions/{name}/README.md");
+        assert!(
+            function.path().join("README.md").exists(),
+            "functions/{name} has no README"
+        );
+        assert!(
+            readme.contains(&format!("functions/{name}/README.md")),
+            "README.md does not link functions/{name}/README.md"
+        );
     }
     for doc in ["contract", "local-aws", "operating", "performance", "testing"] {
-        assert!(readme.contains(&format!("docs/{doc}.md")), "README.md does not link docs/{doc}.md");
+        assert!(
+            readme.contains(&format!("docs/{doc}.md")),
+            "README.md does not link docs/{doc}.md"
+        );
     }
 }
 
 #[test]
 fn the_link_reader_finds_anchors_links_and_paths() {
     assert_eq!(anchor(" What the local AWS enforces"), "what-the-local-aws-enforces");
-    assert_eq!(anchor("Configuration, logs and AWS clients"), "configuration-logs-and-aws-clients");
+    assert_eq!(
+        anchor("Configuration, logs and AWS clients"),
+        "configuration-logs-and-aws-clients"
+    );
     assert_eq!(links("see [a](docs/x.md#y) and [b](#z)"), ["docs/x.md#y", "#z"]);
     assert_eq!(code_spans("run `cargo test` in `tests/`"), ["cargo test", "tests/"]);
     assert_eq!(prose("a\n```sh\n[x](nowhere)\n```\nb\n"), "a\nb\n");

@@ -22,16 +22,35 @@ async fn reported_failures_come_back_and_the_redrive_policy_moves_them_to_the_de
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let function = stack.function("cognito-attribute-sync");
     let mut env = local_aws_env(&moto.endpoint);
-    env.extend(function.environment.iter().filter(|(k, _)| k != "DEAD_LETTER_QUEUE_URL").cloned());
+    env.extend(
+        function
+            .environment
+            .iter()
+            .filter(|(k, _)| k != "DEAD_LETTER_QUEUE_URL")
+            .cloned(),
+    );
     let process = FunctionProcess::start(&built_binaries().join("cognito-attribute-sync"), &env);
     let queue = stack.queue("CognitoAttributeSyncQueue");
     let dlq = stack.queue("CognitoAttributeSyncDeadLetterQueue");
 
-    let good = r#"{"event":"record_updated","table":"users","record":{"email":"ada@example.com","lastName":"Lovelace"}}"#;
+    let good =
+        r#"{"event":"record_updated","table":"users","record":{"email":"ada@example.com","lastName":"Lovelace"}}"#;
     for body in [good, "{not json"] {
-        sqs.send_message().queue_url(&queue.url).message_body(body).send().await.expect("send");
+        sqs.send_message()
+            .queue_url(&queue.url)
+            .message_body(body)
+            .send()
+            .await
+            .expect("send");
     }
-    let source = EventSource::start(sqs.clone(), queue.url.clone(), queue.arn.clone(), 10, Duration::ZERO, process);
+    let source = EventSource::start(
+        sqs.clone(),
+        queue.url.clone(),
+        queue.arn.clone(),
+        10,
+        Duration::ZERO,
+        process,
+    );
     let started = Instant::now();
     let mut dead = Vec::new();
     while started.elapsed() < Duration::from_secs(60) && dead.is_empty() {
@@ -40,7 +59,11 @@ async fn reported_failures_come_back_and_the_redrive_policy_moves_them_to_the_de
     }
     let stats = source.stats();
     source.stop().await;
-    assert_eq!(dead.len(), 1, "the poison record was not moved to the dead-letter queue");
+    assert_eq!(
+        dead.len(),
+        1,
+        "the poison record was not moved to the dead-letter queue"
+    );
     assert_eq!(dead[0].body(), Some("{not json"));
     assert!(stats.failures >= 5, "reported on each of its 5 receives: {stats:?}");
     assert_eq!(stats.deleted, 1, "only the good record was deleted: {stats:?}");

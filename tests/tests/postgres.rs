@@ -8,5 +8,8 @@ fn a_throwaway_server_answers_and_is_removed_on_drop() {
     assert_eq!(postgres.psql("postgres", "SELECT 40 + 2").trim(), "42");
     let port = postgres.port;
     drop(postgres);
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the server still listens after drop");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the server still listens after drop"
+    );
 }

@@ -8,5 +8,9 @@ use e2e_harness::scenario::run;
 #[ignore = "slow: the whole event flow, every binary; tests/test.sh runs it"]
 async fn the_whole_event_flow_happens_as_expected() {
     let running = run(built_binaries()).await;
-    assert!(running.report.problems.is_empty(), "expectations failed: {:#?}", running.report.problems);
+    assert!(
+        running.report.problems.is_empty(),
+        "expectations failed: {:#?}",
+        running.report.problems
+    );
 }

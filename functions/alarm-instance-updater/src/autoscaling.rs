@@ -17,7 +17,10 @@ impl AutoScalingGroups {
 }
 
 fn is_pending(state: &LifecycleState) -> bool {
-    matches!(state, LifecycleState::Pending | LifecycleState::PendingWait | LifecycleState::PendingProceed)
+    matches!(
+        state,
+        LifecycleState::Pending | LifecycleState::PendingWait | LifecycleState::PendingProceed
+    )
 }
 
 #[async_trait]
@@ -29,7 +32,12 @@ impl GroupStatus for AutoScalingGroups {
             .auto_scaling_group_names(group)
             .send()
             .await
-            .map_err(|e| format!("describing {group}: {}", aws_sdk_autoscaling::error::DisplayErrorContext(e)))?;
+            .map_err(|e| {
+                format!(
+                    "describing {group}: {}",
+                    aws_sdk_autoscaling::error::DisplayErrorContext(e)
+                )
+            })?;
         Ok(output.auto_scaling_groups().first().map(|g| {
             let states: Vec<&LifecycleState> = g.instances().iter().filter_map(|i| i.lifecycle_state()).collect();
             GroupState {
@@ -80,6 +88,13 @@ mod tests {
                 .build()
         });
         let groups = AutoScalingGroups::new(mock_client!(aws_sdk_autoscaling, [&rule]));
-        assert_eq!(groups.describe("workers").await.unwrap(), Some(GroupState { desired: 3, in_service: 1, pending: 2 }));
+        assert_eq!(
+            groups.describe("workers").await.unwrap(),
+            Some(GroupState {
+                desired: 3,
+                in_service: 1,
+                pending: 2
+            })
+        );
     }
 }

@@ -17,20 +17,40 @@ pub struct Config {
 
 impl Config {
     /// The environment variables this function reads; the SAM template test checks its own list against this one.
-    pub const VARIABLES: &'static [&'static str] = &["RESTRICTION_PARAMETER", "AUTOSCALING_GROUP_NAME", "RESTRICT_ON_ALARMS", "RESTRICTION_MAX_SECONDS"];
+    pub const VARIABLES: &'static [&'static str] = &[
+        "RESTRICTION_PARAMETER",
+        "AUTOSCALING_GROUP_NAME",
+        "RESTRICT_ON_ALARMS",
+        "RESTRICTION_MAX_SECONDS",
+    ];
 
     pub fn from_env<S: VarSource>(env: &Env<S>) -> Result<Self, ConfigError> {
         let restriction_parameter = env.required("RESTRICTION_PARAMETER")?;
         if !restriction_parameter.starts_with('/') && restriction_parameter.contains('/') {
-            return Err(ConfigError::invalid("RESTRICTION_PARAMETER", &restriction_parameter, "a hierarchical name must start with /"));
+            return Err(ConfigError::invalid(
+                "RESTRICTION_PARAMETER",
+                &restriction_parameter,
+                "a hierarchical name must start with /",
+            ));
         }
         let restrict_on_alarms = env
             .optional("RESTRICT_ON_ALARMS")
-            .map(|names| names.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned).collect::<Vec<_>>())
+            .map(|names| {
+                names
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
             .filter(|names| !names.is_empty());
         let seconds: u64 = env.parsed_or("RESTRICTION_MAX_SECONDS", 900)?;
         if seconds == 0 {
-            return Err(ConfigError::invalid("RESTRICTION_MAX_SECONDS", "0", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "RESTRICTION_MAX_SECONDS",
+                "0",
+                "must be at least 1",
+            ));
         }
         Ok(Config {
             restriction_parameter,
@@ -41,7 +61,9 @@ impl Config {
     }
 
     pub fn restricts_on(&self, alarm: &str) -> bool {
-        self.restrict_on_alarms.as_ref().is_none_or(|names| names.iter().any(|n| n == alarm))
+        self.restrict_on_alarms
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == alarm))
     }
 }
 
@@ -55,19 +77,42 @@ mod tests {
 
     #[test]
     fn defaults_and_alarm_list() {
-        let c = config(&[("RESTRICTION_PARAMETER", "/bg-removal/restriction"), ("AUTOSCALING_GROUP_NAME", "workers")]).unwrap();
+        let c = config(&[
+            ("RESTRICTION_PARAMETER", "/bg-removal/restriction"),
+            ("AUTOSCALING_GROUP_NAME", "workers"),
+        ])
+        .unwrap();
         assert_eq!(c.restriction_max, Duration::from_secs(900));
         assert!(c.restricts_on("anything"));
-        let c = config(&[("RESTRICTION_PARAMETER", "/p"), ("AUTOSCALING_GROUP_NAME", "g"), ("RESTRICT_ON_ALARMS", " cpu_high , mem_high,")]).unwrap();
-        assert_eq!(c.restrict_on_alarms, Some(vec!["cpu_high".to_string(), "mem_high".to_string()]));
+        let c = config(&[
+            ("RESTRICTION_PARAMETER", "/p"),
+            ("AUTOSCALING_GROUP_NAME", "g"),
+            ("RESTRICT_ON_ALARMS", " cpu_high , mem_high,"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.restrict_on_alarms,
+            Some(vec!["cpu_high".to_string(), "mem_high".to_string()])
+        );
         assert!(c.restricts_on("cpu_high") && !c.restricts_on("disk_full"));
     }
 
     #[test]
     fn errors_name_the_variable() {
-        assert!(config(&[("AUTOSCALING_GROUP_NAME", "g")]).unwrap_err().to_string().contains("RESTRICTION_PARAMETER"));
-        assert!(config(&[("RESTRICTION_PARAMETER", "/p")]).unwrap_err().to_string().contains("AUTOSCALING_GROUP_NAME"));
-        let err = config(&[("RESTRICTION_PARAMETER", "/p"), ("AUTOSCALING_GROUP_NAME", "g"), ("RESTRICTION_MAX_SECONDS", "0")]).unwrap_err();
+        assert!(config(&[("AUTOSCALING_GROUP_NAME", "g")])
+            .unwrap_err()
+            .to_string()
+            .contains("RESTRICTION_PARAMETER"));
+        assert!(config(&[("RESTRICTION_PARAMETER", "/p")])
+            .unwrap_err()
+            .to_string()
+            .contains("AUTOSCALING_GROUP_NAME"));
+        let err = config(&[
+            ("RESTRICTION_PARAMETER", "/p"),
+            ("AUTOSCALING_GROUP_NAME", "g"),
+            ("RESTRICTION_MAX_SECONDS", "0"),
+        ])
+        .unwrap_err();
         assert!(err.to_string().contains("RESTRICTION_MAX_SECONDS"));
         assert!(config(&[("RESTRICTION_PARAMETER", "bg/x"), ("AUTOSCALING_GROUP_NAME", "g")]).is_err());
     }
@@ -76,7 +121,12 @@ mod tests {
     fn reads_exactly_the_declared_variables() {
         shared::testing::assert_reads_exactly(
             Config::VARIABLES,
-            &[("RESTRICTION_PARAMETER", "/p"), ("AUTOSCALING_GROUP_NAME", "g"), ("RESTRICT_ON_ALARMS", "cpu_high"), ("RESTRICTION_MAX_SECONDS", "60")],
+            &[
+                ("RESTRICTION_PARAMETER", "/p"),
+                ("AUTOSCALING_GROUP_NAME", "g"),
+                ("RESTRICT_ON_ALARMS", "cpu_high"),
+                ("RESTRICTION_MAX_SECONDS", "60"),
+            ],
             Config::from_env,
         );
     }

@@ -15,7 +15,9 @@ use shared::startup::FunctionError;
 
 use crate::config::Config;
 use crate::ports::{GroupStatus, RestrictionStore, WriteError};
-use crate::restriction::{intent, is_change, next_value, read_value, record_transition, GroupState, Intent, Restriction};
+use crate::restriction::{
+    intent, is_change, next_value, read_value, record_transition, GroupState, Intent, Restriction,
+};
 use crate::trigger::{parse, Trigger};
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -44,7 +46,12 @@ pub struct Updater<P, G> {
 
 impl<P: RestrictionStore, G: GroupStatus> Updater<P, G> {
     pub fn new(parameter: P, groups: G, config: Config, metrics: Arc<Metrics>) -> Self {
-        Self { parameter, groups, config, metrics }
+        Self {
+            parameter,
+            groups,
+            config,
+            metrics,
+        }
     }
 
     /// An error fails the invocation, so SNS / EventBridge / the alarm's asynchronous invocation retries it and,
@@ -82,12 +89,22 @@ impl<P: RestrictionStore, G: GroupStatus> Updater<P, G> {
                 Ok(Decided::Overtaken { ours, version, .. }) if retry(attempt) => {
                     // Another instance wrote between our read and our write, and ours overwrote it: decide again
                     // from what it wrote, so its change is not lost (a stale lift over a fresh restriction).
-                    tracing::info!(attempt, version, "another writer wrote after our read; deciding again from its version");
+                    tracing::info!(
+                        attempt,
+                        version,
+                        "another writer wrote after our read; deciding again from its version"
+                    );
                     self.metrics.count("WritesOvertaken", 1);
                     let theirs = self.parameter.read_version(version - 1).await.map_err(unavailable)?;
-                    basis = Some(Basis { decide_from: theirs, latest: Some(ours), latest_version: version });
+                    basis = Some(Basis {
+                        decide_from: theirs,
+                        latest: Some(ours),
+                        latest_version: version,
+                    });
                 }
-                Ok(Decided::Overtaken { summary, .. } | Decided::Done(summary)) => return Ok(Summary { before, ..summary }),
+                Ok(Decided::Overtaken { summary, .. } | Decided::Done(summary)) => {
+                    return Ok(Summary { before, ..summary })
+                }
             }
             attempt += 1;
         }
@@ -96,12 +113,25 @@ impl<P: RestrictionStore, G: GroupStatus> Updater<P, G> {
     async fn read_basis(&self) -> Result<Basis, FunctionError> {
         let stored = self.parameter.read().await.map_err(unavailable)?;
         Ok(match stored {
-            Some(stored) => Basis { decide_from: Some(stored.value.clone()), latest: Some(stored.value), latest_version: stored.version },
-            None => Basis { decide_from: None, latest: None, latest_version: 0 },
+            Some(stored) => Basis {
+                decide_from: Some(stored.value.clone()),
+                latest: Some(stored.value),
+                latest_version: stored.version,
+            },
+            None => Basis {
+                decide_from: None,
+                latest: None,
+                latest_version: 0,
+            },
         })
     }
 
-    async fn decide_and_write(&self, triggers: &[Trigger], now: DateTime<Utc>, basis: &Basis) -> Result<Decided, Failure> {
+    async fn decide_and_write(
+        &self,
+        triggers: &[Trigger],
+        now: DateTime<Utc>,
+        basis: &Basis,
+    ) -> Result<Decided, Failure> {
         let (from, warning) = read_value(basis.decide_from.as_deref());
         if let Some(warning) = warning {
             tracing::warn!("{warning}");
@@ -114,12 +144,20 @@ impl<P: RestrictionStore, G: GroupStatus> Updater<P, G> {
             let wanted = intent(state.as_ref(), trigger, now, &self.config);
             // The group is described at most once, and only for a decision that needs it.
             if !matches!(wanted, Intent::Nothing { .. }) && group.is_none() {
-                group = Some(self.groups.describe(&self.config.autoscaling_group_name).await.map_err(unavailable)?);
+                group = Some(
+                    self.groups
+                        .describe(&self.config.autoscaling_group_name)
+                        .await
+                        .map_err(unavailable)?,
+                );
             }
             let (next, why) = next_value(state.as_ref(), &wanted, group.flatten().as_ref(), now, &self.config);
             let next = record_transition(state.as_ref(), next, trigger, &self.config);
             tracing::info!(trigger = %trigger.describe(), why = %why, "decision");
-            steps.push(Step { trigger: trigger.describe(), why });
+            steps.push(Step {
+                trigger: trigger.describe(),
+                why,
+            });
             if let Some(next) = next {
                 if is_change(state.as_ref(), &next) {
                     state = Some(next);
@@ -129,7 +167,12 @@ impl<P: RestrictionStore, G: GroupStatus> Updater<P, G> {
         // Compared with the latest version, which after an overtaken write is our own.
         let written = state != latest && state.as_ref().is_some_and(|next| is_change(latest.as_ref(), next));
         if !written {
-            return Ok(Decided::Done(Summary { after: latest.clone(), before: latest, written, steps }));
+            return Ok(Decided::Done(Summary {
+                after: latest.clone(),
+                before: latest,
+                written,
+                steps,
+            }));
         }
         let value = state.as_ref().expect("a change has a value");
         let json = value.to_json();
@@ -137,11 +180,27 @@ impl<P: RestrictionStore, G: GroupStatus> Updater<P, G> {
             WriteError::Contended(message) => Failure::Contended(message),
             WriteError::Failed(message) => Failure::Other(unavailable(message)),
         })?;
-        self.metrics.count(if value.restricted { "RestrictionsWritten" } else { "RestrictionsLifted" }, 1);
+        self.metrics.count(
+            if value.restricted {
+                "RestrictionsWritten"
+            } else {
+                "RestrictionsLifted"
+            },
+            1,
+        );
         tracing::info!(restricted = value.restricted, expires_at = ?value.expires_at, version, "restriction parameter written");
-        let summary = Summary { before: latest, after: state.clone(), written, steps };
+        let summary = Summary {
+            before: latest,
+            after: state.clone(),
+            written,
+            steps,
+        };
         if version > basis.latest_version + 1 {
-            return Ok(Decided::Overtaken { summary, ours: json, version });
+            return Ok(Decided::Overtaken {
+                summary,
+                ours: json,
+                version,
+            });
         }
         Ok(Decided::Done(summary))
     }
@@ -237,28 +296,49 @@ mod tests {
             restrict_on_alarms: Some(vec!["cpu_high".into()]),
             restriction_max: Duration::from_secs(900),
         };
-        let updater = Updater::new(parameter.clone(), groups.clone(), config, Arc::new(Metrics::new("Test", "alarm-instance-updater")));
+        let updater = Updater::new(
+            parameter.clone(),
+            groups.clone(),
+            config,
+            Arc::new(Metrics::new("Test", "alarm-instance-updater")),
+        );
         (updater, parameter, groups)
     }
 
     fn restricted(parameter: &MemoryParameter) -> bool {
-        read_value(parameter.latest().as_deref()).0.is_some_and(|r| r.restricted)
+        read_value(parameter.latest().as_deref())
+            .0
+            .is_some_and(|r| r.restricted)
     }
 
     #[tokio::test]
     async fn the_alarm_restricts_and_its_ok_lifts_only_once_the_group_has_settled() {
         let (updater, parameter, groups) = updater();
-        *groups.state.lock().unwrap() = Some(GroupState { desired: 3, in_service: 2, pending: 1 });
+        *groups.state.lock().unwrap() = Some(GroupState {
+            desired: 3,
+            in_service: 2,
+            pending: 1,
+        });
         let summary = updater.handle(&event(ALARM), at(2)).await.unwrap();
         assert!(summary.written && restricted(&parameter), "{summary:?}");
 
         let summary = updater.handle(&event(OK), at(9)).await.unwrap();
-        assert!(restricted(&parameter), "lifted while an instance is still launching: {summary:?}");
+        assert!(
+            restricted(&parameter),
+            "lifted while an instance is still launching: {summary:?}"
+        );
         let again = updater.handle(&event(OK), at(10)).await.unwrap();
-        assert!(!again.written && restricted(&parameter), "a repeated OK decides nothing: {again:?}");
+        assert!(
+            !again.written && restricted(&parameter),
+            "a repeated OK decides nothing: {again:?}"
+        );
 
         // The last launch finishes: the group has settled and the alarm is OK.
-        *groups.state.lock().unwrap() = Some(GroupState { desired: 3, in_service: 3, pending: 0 });
+        *groups.state.lock().unwrap() = Some(GroupState {
+            desired: 3,
+            in_service: 3,
+            pending: 0,
+        });
         let summary = updater.handle(&event(LAUNCHED), at(11)).await.unwrap();
         assert!(summary.written && !restricted(&parameter), "{summary:?}");
     }
@@ -274,7 +354,11 @@ mod tests {
     #[tokio::test]
     async fn a_replayed_alarm_writes_nothing_new() {
         let (updater, parameter, groups) = updater();
-        *groups.state.lock().unwrap() = Some(GroupState { desired: 3, in_service: 2, pending: 1 });
+        *groups.state.lock().unwrap() = Some(GroupState {
+            desired: 3,
+            in_service: 2,
+            pending: 1,
+        });
         updater.handle(&event(ALARM), at(2)).await.unwrap();
         let versions = parameter.version_count();
         let summary = updater.handle(&event(ALARM), at(2)).await.unwrap();
@@ -285,7 +369,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_write_refused_while_another_instance_writes_is_decided_again_and_lands() {
         let (updater, parameter, groups) = updater();
-        *groups.state.lock().unwrap() = Some(GroupState { desired: 3, in_service: 2, pending: 1 });
+        *groups.state.lock().unwrap() = Some(GroupState {
+            desired: 3,
+            in_service: 2,
+            pending: 1,
+        });
         *parameter.contended.lock().unwrap() = 2;
         let summary = updater.handle(&event(ALARM), at(2)).await.unwrap();
         assert!(summary.written && restricted(&parameter));
@@ -295,7 +383,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_parameter_refused_every_time_fails_the_invocation_for_lambdas_retry() {
         let (updater, parameter, groups) = updater();
-        *groups.state.lock().unwrap() = Some(GroupState { desired: 3, in_service: 2, pending: 1 });
+        *groups.state.lock().unwrap() = Some(GroupState {
+            desired: 3,
+            in_service: 2,
+            pending: 1,
+        });
         *parameter.contended.lock().unwrap() = u32::MAX;
         let error = updater.handle(&event(ALARM), at(2)).await.unwrap_err();
         assert!(format!("{error:?}").contains("DependencyUnavailable"), "{error:?}");
@@ -307,12 +399,29 @@ mod tests {
     #[tokio::test]
     async fn a_write_landing_on_another_instances_lift_keeps_the_alarms_restriction() {
         let (updater, parameter, groups) = updater();
-        *groups.state.lock().unwrap() = Some(GroupState { desired: 3, in_service: 2, pending: 1 });
+        *groups.state.lock().unwrap() = Some(GroupState {
+            desired: 3,
+            in_service: 2,
+            pending: 1,
+        });
         let lifted = r#"{"restricted":false,"reason":"lifted by another instance"}"#;
         *parameter.written_meanwhile.lock().unwrap() = Some(lifted.into());
         updater.handle(&event(ALARM), at(2)).await.unwrap();
-        assert_eq!(parameter.version_count(), 2, "theirs, then ours: {:?}", parameter.versions.lock().unwrap());
-        assert_eq!(parameter.versions.lock().unwrap()[0], lifted, "the other instance's write came first");
-        assert!(restricted(&parameter), "the alarm's restriction was lost: {:?}", parameter.latest());
+        assert_eq!(
+            parameter.version_count(),
+            2,
+            "theirs, then ours: {:?}",
+            parameter.versions.lock().unwrap()
+        );
+        assert_eq!(
+            parameter.versions.lock().unwrap()[0],
+            lifted,
+            "the other instance's write came first"
+        );
+        assert!(
+            restricted(&parameter),
+            "the alarm's restriction was lost: {:?}",
+            parameter.latest()
+        );
     }
 }

@@ -8,8 +8,14 @@ use shared::startup::Startup;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    let Startup { config, sdk, metrics, .. } =
-        shared::startup::init("alarm-instance-updater", alarm_instance_updater::config::TIMEOUT, Config::from_env).await?;
+    let Startup {
+        config, sdk, metrics, ..
+    } = shared::startup::init(
+        "alarm-instance-updater",
+        alarm_instance_updater::config::TIMEOUT,
+        Config::from_env,
+    )
+    .await?;
     let parameter = SsmParameter::new(aws_sdk_ssm::Client::new(&sdk), config.restriction_parameter.clone());
     let groups = AutoScalingGroups::new(aws_sdk_autoscaling::Client::new(&sdk));
     let updater = Updater::new(parameter, groups, config, metrics.clone());

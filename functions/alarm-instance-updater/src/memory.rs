@@ -33,11 +33,16 @@ impl MemoryParameter {
 impl RestrictionStore for MemoryParameter {
     async fn read(&self) -> Result<Option<Stored>, String> {
         let versions = self.versions.lock().unwrap();
-        Ok(versions.last().map(|value| Stored { value: value.clone(), version: versions.len() as i64 }))
+        Ok(versions.last().map(|value| Stored {
+            value: value.clone(),
+            version: versions.len() as i64,
+        }))
     }
 
     async fn read_version(&self, version: i64) -> Result<Option<String>, String> {
-        Ok(usize::try_from(version - 1).ok().and_then(|i| self.versions.lock().unwrap().get(i).cloned()))
+        Ok(usize::try_from(version - 1)
+            .ok()
+            .and_then(|i| self.versions.lock().unwrap().get(i).cloned()))
     }
 
     async fn write(&self, value: &str) -> Result<i64, WriteError> {

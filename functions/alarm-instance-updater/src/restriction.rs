@@ -49,7 +49,9 @@ mod rfc3339 {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
         let text = String::deserialize(deserializer)?;
-        DateTime::parse_from_rfc3339(&text).map(|t| t.with_timezone(&Utc)).map_err(serde::de::Error::custom)
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -66,7 +68,9 @@ mod rfc3339_option {
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Error> {
         match Option::<String>::deserialize(deserializer)? {
             None => Ok(None),
-            Some(text) => DateTime::parse_from_rfc3339(&text).map(|t| Some(t.with_timezone(&Utc))).map_err(serde::de::Error::custom),
+            Some(text) => DateTime::parse_from_rfc3339(&text)
+                .map(|t| Some(t.with_timezone(&Utc)))
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -109,7 +113,12 @@ impl Restriction {
                 return json;
             }
             let keep = value.reason.chars().count() * 3 / 4;
-            value.reason = value.reason.chars().take(keep.saturating_sub(1)).chain(std::iter::once('…')).collect();
+            value.reason = value
+                .reason
+                .chars()
+                .take(keep.saturating_sub(1))
+                .chain(std::iter::once('…'))
+                .collect();
             if keep <= 1 {
                 value.reason.clear();
             }
@@ -127,7 +136,12 @@ pub fn read_value(raw: Option<&str>) -> (Option<Restriction>, Option<String>) {
         None => (None, None),
         Some(text) => match serde_json::from_str(text) {
             Ok(restriction) => (Some(restriction), None),
-            Err(error) => (None, Some(format!("restriction parameter is unreadable ({error}); treated as unrestricted"))),
+            Err(error) => (
+                None,
+                Some(format!(
+                    "restriction parameter is unreadable ({error}); treated as unrestricted"
+                )),
+            ),
         },
     }
 }
@@ -148,7 +162,10 @@ impl GroupState {
     }
 
     pub fn describe(&self) -> String {
-        format!("{} of {} desired in service, {} pending", self.in_service, self.desired, self.pending)
+        format!(
+            "{} of {} desired in service, {} pending",
+            self.in_service, self.desired, self.pending
+        )
     }
 }
 
@@ -183,12 +200,21 @@ fn stale(current: Option<&Restriction>, trigger: &Trigger, config: &Config) -> O
     let applied = current.alarm_state_changed_at?;
     let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
     match trigger {
-        Trigger::Alarm { name, state: AlarmState::Alarm | AlarmState::Ok, changed_at: Some(at), .. } if config.restricts_on(name) && *at <= applied => {
-            Some(format!("alarm {name} changed at {}, not after the transition applied ({}): a late or repeated notification", stamp(*at), stamp(applied)))
-        }
-        Trigger::Launch { at: Some(at), .. } if current.alarm_in_alarm() && *at < applied => {
-            Some(format!("the launch finished at {}, before the alarm went into ALARM at {}: a new scale-out", stamp(*at), stamp(applied)))
-        }
+        Trigger::Alarm {
+            name,
+            state: AlarmState::Alarm | AlarmState::Ok,
+            changed_at: Some(at),
+            ..
+        } if config.restricts_on(name) && *at <= applied => Some(format!(
+            "alarm {name} changed at {}, not after the transition applied ({}): a late or repeated notification",
+            stamp(*at),
+            stamp(applied)
+        )),
+        Trigger::Launch { at: Some(at), .. } if current.alarm_in_alarm() && *at < applied => Some(format!(
+            "the launch finished at {}, before the alarm went into ALARM at {}: a new scale-out",
+            stamp(*at),
+            stamp(applied)
+        )),
         _ => None,
     }
 }
@@ -201,29 +227,60 @@ pub fn intent(current: Option<&Restriction>, trigger: &Trigger, now: DateTime<Ut
     let late = stale(current, trigger, config);
     let wanted = match trigger {
         _ if late.is_some() => None,
-        Trigger::Alarm { name, state: AlarmState::Alarm, reason, .. } if config.restricts_on(name) => {
-            Some(Intent::Restrict { alarm: name.clone(), reason: format!("alarm {name} in ALARM: {reason}") })
-        }
-        Trigger::Alarm { name, state: AlarmState::Ok, .. } if config.restricts_on(name) && active => {
-            Some(Intent::LiftIfSettled { cause: format!("alarm {name} OK") })
-        }
-        Trigger::Launch { group, successful, .. } if *group == config.autoscaling_group_name && restricted && in_alarm => {
-            Some(Intent::RenewUnlessSettled { cause: format!("instance launch {} in {group}", if *successful { "successful" } else { "unsuccessful" }) })
+        Trigger::Alarm {
+            name,
+            state: AlarmState::Alarm,
+            reason,
+            ..
+        } if config.restricts_on(name) => Some(Intent::Restrict {
+            alarm: name.clone(),
+            reason: format!("alarm {name} in ALARM: {reason}"),
+        }),
+        Trigger::Alarm {
+            name,
+            state: AlarmState::Ok,
+            ..
+        } if config.restricts_on(name) && active => Some(Intent::LiftIfSettled {
+            cause: format!("alarm {name} OK"),
+        }),
+        Trigger::Launch { group, successful, .. }
+            if *group == config.autoscaling_group_name && restricted && in_alarm =>
+        {
+            Some(Intent::RenewUnlessSettled {
+                cause: format!(
+                    "instance launch {} in {group}",
+                    if *successful { "successful" } else { "unsuccessful" }
+                ),
+            })
         }
         Trigger::Launch { group, successful, .. } if *group == config.autoscaling_group_name && active => {
-            Some(Intent::LiftIfSettled { cause: format!("instance launch {} in {group}", if *successful { "successful" } else { "unsuccessful" }) })
+            Some(Intent::LiftIfSettled {
+                cause: format!(
+                    "instance launch {} in {group}",
+                    if *successful { "successful" } else { "unsuccessful" }
+                ),
+            })
         }
         _ => None,
     };
     match wanted {
         Some(intent) => intent,
         None if expired => Intent::LiftExpired,
-        None if late.is_some() => Intent::Nothing { why: format!("{}; ignored", late.unwrap_or_default()) },
+        None if late.is_some() => Intent::Nothing {
+            why: format!("{}; ignored", late.unwrap_or_default()),
+        },
         None => Intent::Nothing {
             why: match trigger {
-                Trigger::Alarm { name, .. } if !config.restricts_on(name) => format!("alarm {name} is not in RESTRICT_ON_ALARMS"),
-                Trigger::Alarm { state: AlarmState::InsufficientData, .. } => "INSUFFICIENT_DATA changes nothing".into(),
-                Trigger::Launch { group, .. } if *group != config.autoscaling_group_name => format!("group {group} is not {}", config.autoscaling_group_name),
+                Trigger::Alarm { name, .. } if !config.restricts_on(name) => {
+                    format!("alarm {name} is not in RESTRICT_ON_ALARMS")
+                }
+                Trigger::Alarm {
+                    state: AlarmState::InsufficientData,
+                    ..
+                } => "INSUFFICIENT_DATA changes nothing".into(),
+                Trigger::Launch { group, .. } if *group != config.autoscaling_group_name => {
+                    format!("group {group} is not {}", config.autoscaling_group_name)
+                }
                 Trigger::Ignored(what) => format!("{what} changes nothing"),
                 _ => "not restricted; nothing to lift".into(),
             },
@@ -259,8 +316,16 @@ pub fn next_value(
         Intent::Restrict { alarm, reason } => match current.filter(|r| r.is_active(now)) {
             Some(active) => {
                 let expires = now + max;
-                let value = Restriction { expires_at: Some(expires), desired_capacity: desired, in_service, ..active.clone() };
-                let why = format!("{reason}; already restricted, expiry pushed to {}", expires.to_rfc3339_opts(SecondsFormat::Secs, true));
+                let value = Restriction {
+                    expires_at: Some(expires),
+                    desired_capacity: desired,
+                    in_service,
+                    ..active.clone()
+                };
+                let why = format!(
+                    "{reason}; already restricted, expiry pushed to {}",
+                    expires.to_rfc3339_opts(SecondsFormat::Secs, true)
+                );
                 (Some(value), why)
             }
             None => {
@@ -276,26 +341,38 @@ pub fn next_value(
                     alarm_state: current.and_then(|r| r.alarm_state.clone()),
                     alarm_state_changed_at: current.and_then(|r| r.alarm_state_changed_at),
                 };
-                (Some(value), format!("{reason}; restricted for {} s", config.restriction_max.as_secs()))
+                (
+                    Some(value),
+                    format!("{reason}; restricted for {} s", config.restriction_max.as_secs()),
+                )
             }
         },
         Intent::LiftIfSettled { cause } => match group {
-            Some(group) if group.settled() => {
-                (Some(lifted(format!("{cause}; group settled ({})", group.describe()))), format!("{cause}; group settled: lifted"))
-            }
-            Some(group) => (None, format!("{cause}; group not settled ({}): still restricted", group.describe())),
+            Some(group) if group.settled() => (
+                Some(lifted(format!("{cause}; group settled ({})", group.describe()))),
+                format!("{cause}; group settled: lifted"),
+            ),
+            Some(group) => (
+                None,
+                format!("{cause}; group not settled ({}): still restricted", group.describe()),
+            ),
             None => (None, format!("{cause}; group {group_name} not found: still restricted")),
         },
         Intent::RenewUnlessSettled { cause } => match (group, current) {
-            (Some(group), _) if group.settled() => {
-                (Some(lifted(format!("{cause}; group settled ({})", group.describe()))), format!("{cause}; group settled: lifted"))
-            }
+            (Some(group), _) if group.settled() => (
+                Some(lifted(format!("{cause}; group settled ({})", group.describe()))),
+                format!("{cause}; group settled: lifted"),
+            ),
             (Some(group), Some(restriction)) => {
                 let expires = now + max;
                 let alarm = restriction.alarm.clone().unwrap_or_default();
                 let renewed = Restriction {
                     restricted: true,
-                    since: if restriction.is_active(now) { restriction.since } else { now },
+                    since: if restriction.is_active(now) {
+                        restriction.since
+                    } else {
+                        now
+                    },
                     expires_at: Some(expires),
                     desired_capacity: desired,
                     in_service,
@@ -312,9 +389,14 @@ pub fn next_value(
             (None, _) => (None, format!("{cause}; group {group_name} not found: left as it is")),
         },
         Intent::LiftExpired => {
-            let expired_at =
-                current.and_then(|r| r.expires_at).map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)).unwrap_or_else(|| "an unknown time".into());
-            (Some(lifted(format!("restriction expired at {expired_at}"))), format!("restriction expired at {expired_at}: lifted"))
+            let expired_at = current
+                .and_then(|r| r.expires_at)
+                .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+                .unwrap_or_else(|| "an unknown time".into());
+            (
+                Some(lifted(format!("restriction expired at {expired_at}"))),
+                format!("restriction expired at {expired_at}: lifted"),
+            )
         }
     }
 }
@@ -322,8 +404,21 @@ pub fn next_value(
 /// The state after `trigger` with the alarm transition it carries recorded, when it is one of a configured alarm and
 /// newer than the one applied: even when nothing else changes (an OK while the group is still launching), a later
 /// ALARM, OK or launch is then ordered against it.
-pub fn record_transition(current: Option<&Restriction>, next: Option<Restriction>, trigger: &Trigger, config: &Config) -> Option<Restriction> {
-    let Trigger::Alarm { name, state, changed_at: Some(at), .. } = trigger else { return next };
+pub fn record_transition(
+    current: Option<&Restriction>,
+    next: Option<Restriction>,
+    trigger: &Trigger,
+    config: &Config,
+) -> Option<Restriction> {
+    let Trigger::Alarm {
+        name,
+        state,
+        changed_at: Some(at),
+        ..
+    } = trigger
+    else {
+        return next;
+    };
     let label = match state {
         AlarmState::Alarm => "ALARM",
         AlarmState::Ok => "OK",
@@ -369,42 +464,91 @@ mod tests {
     }
 
     fn alarm(name: &str, state: AlarmState) -> Trigger {
-        Trigger::Alarm { name: name.into(), state, reason: "Threshold Crossed".into(), changed_at: None }
+        Trigger::Alarm {
+            name: name.into(),
+            state,
+            reason: "Threshold Crossed".into(),
+            changed_at: None,
+        }
     }
 
     /// A transition of cpu_high at `second` seconds past 10:00.
     fn transition(state: AlarmState, second: i64) -> Trigger {
-        Trigger::Alarm { name: "cpu_high".into(), state, reason: "Threshold Crossed".into(), changed_at: Some(at(0) + chrono::Duration::seconds(second)) }
+        Trigger::Alarm {
+            name: "cpu_high".into(),
+            state,
+            reason: "Threshold Crossed".into(),
+            changed_at: Some(at(0) + chrono::Duration::seconds(second)),
+        }
     }
 
     fn launch(second: i64) -> Trigger {
-        Trigger::Launch { group: "workers".into(), instance: None, successful: true, at: Some(at(0) + chrono::Duration::seconds(second)) }
+        Trigger::Launch {
+            group: "workers".into(),
+            instance: None,
+            successful: true,
+            at: Some(at(0) + chrono::Duration::seconds(second)),
+        }
     }
 
     /// One trigger as the handler applies it: decided, its transition recorded, kept only if it is a change.
-    fn apply(current: Option<&Restriction>, trigger: &Trigger, group: &GroupState, now: DateTime<Utc>) -> (Option<Restriction>, String) {
+    fn apply(
+        current: Option<&Restriction>,
+        trigger: &Trigger,
+        group: &GroupState,
+        now: DateTime<Utc>,
+    ) -> (Option<Restriction>, String) {
         let (next, why) = step(current, trigger, group, now);
         let next = record_transition(current, next, trigger, &config()).filter(|next| is_change(current, next));
         (next.or_else(|| current.cloned()), why)
     }
 
-    const SETTLED: GroupState = GroupState { desired: 3, in_service: 3, pending: 0 };
-    const PENDING: GroupState = GroupState { desired: 3, in_service: 2, pending: 1 };
+    const SETTLED: GroupState = GroupState {
+        desired: 3,
+        in_service: 3,
+        pending: 0,
+    };
+    const PENDING: GroupState = GroupState {
+        desired: 3,
+        in_service: 2,
+        pending: 1,
+    };
 
-    fn step(current: Option<&Restriction>, trigger: &Trigger, group: &GroupState, now: DateTime<Utc>) -> (Option<Restriction>, String) {
+    fn step(
+        current: Option<&Restriction>,
+        trigger: &Trigger,
+        group: &GroupState,
+        now: DateTime<Utc>,
+    ) -> (Option<Restriction>, String) {
         let intent = intent(current, trigger, now, &config());
         next_value(current, &intent, Some(group), now, &config())
     }
 
     #[test]
     fn the_longest_alarm_reason_still_fits_a_standard_parameter() {
-        let long = Trigger::Alarm { name: "n".repeat(255), state: AlarmState::Alarm, reason: "\"\u{1}".repeat(512), changed_at: None };
-        let config = Config { restrict_on_alarms: None, ..config() };
-        let (value, _) = next_value(None, &intent(None, &long, at(0), &config), Some(&PENDING), at(0), &config);
+        let long = Trigger::Alarm {
+            name: "n".repeat(255),
+            state: AlarmState::Alarm,
+            reason: "\"\u{1}".repeat(512),
+            changed_at: None,
+        };
+        let config = Config {
+            restrict_on_alarms: None,
+            ..config()
+        };
+        let (value, _) = next_value(
+            None,
+            &intent(None, &long, at(0), &config),
+            Some(&PENDING),
+            at(0),
+            &config,
+        );
         let json = value.expect("restricted").to_json();
         assert!(json.len() <= MAX_PARAMETER_BYTES, "{}", json.len());
         let back: Restriction = serde_json::from_str(&json).unwrap();
-        assert!(back.restricted && back.alarm.as_deref() == Some("n".repeat(255).as_str()) && back.reason.ends_with('…'));
+        assert!(
+            back.restricted && back.alarm.as_deref() == Some("n".repeat(255).as_str()) && back.reason.ends_with('…')
+        );
     }
 
     #[test]
@@ -413,7 +557,10 @@ mod tests {
         let first = first.unwrap();
         assert!(first.restricted && first.is_active(at(1)));
         assert_eq!(first.expires_at, Some(at(15)));
-        assert_eq!((first.alarm.as_deref(), first.desired_capacity, first.in_service), (Some("cpu_high"), 3, 2));
+        assert_eq!(
+            (first.alarm.as_deref(), first.desired_capacity, first.in_service),
+            (Some("cpu_high"), 3, 2)
+        );
         let (second, why) = step(Some(&first), &alarm("cpu_high", AlarmState::Alarm), &PENDING, at(5));
         let second = second.unwrap();
         assert_eq!(second.expires_at, Some(at(20)));
@@ -429,9 +576,28 @@ mod tests {
         let (next, why) = step(Some(&restricted), &alarm("cpu_high", AlarmState::Ok), &PENDING, at(3));
         assert_eq!(next, None);
         assert!(why.contains("not settled") && why.contains("1 pending"), "{why}");
-        let (next, _) = step(Some(&restricted), &alarm("cpu_high", AlarmState::Ok), &GroupState { desired: 3, in_service: 2, pending: 0 }, at(3));
+        let (next, _) = step(
+            Some(&restricted),
+            &alarm("cpu_high", AlarmState::Ok),
+            &GroupState {
+                desired: 3,
+                in_service: 2,
+                pending: 0,
+            },
+            at(3),
+        );
         assert_eq!(next, None, "fewer than desired in service is not settled");
-        let (next, _) = step(Some(&restricted), &Trigger::Launch { group: "workers".into(), instance: None, successful: true, at: None }, &SETTLED, at(4));
+        let (next, _) = step(
+            Some(&restricted),
+            &Trigger::Launch {
+                group: "workers".into(),
+                instance: None,
+                successful: true,
+                at: None,
+            },
+            &SETTLED,
+            at(4),
+        );
         let next = next.unwrap();
         assert!(!next.restricted && next.expires_at.is_none() && next.alarm.is_none());
         assert_eq!(next.in_service, 3);
@@ -441,13 +607,22 @@ mod tests {
     fn expired_restriction_is_lifted_by_any_event() {
         let (restricted, _) = step(None, &alarm("cpu_high", AlarmState::Alarm), &PENDING, at(0));
         let restricted = restricted.unwrap();
-        for trigger in [alarm("cpu_high", AlarmState::InsufficientData), alarm("other", AlarmState::Alarm), Trigger::Ignored("x".into())] {
+        for trigger in [
+            alarm("cpu_high", AlarmState::InsufficientData),
+            alarm("other", AlarmState::Alarm),
+            Trigger::Ignored("x".into()),
+        ] {
             let (next, why) = step(Some(&restricted), &trigger, &PENDING, at(16));
             assert!(!next.unwrap().restricted, "{trigger:?}");
             assert!(why.contains("expired"));
         }
         // A configured ALARM after expiry starts a new restriction instead.
-        let (next, _) = step(Some(&restricted), &alarm("cpu_high", AlarmState::Alarm), &PENDING, at(16));
+        let (next, _) = step(
+            Some(&restricted),
+            &alarm("cpu_high", AlarmState::Alarm),
+            &PENDING,
+            at(16),
+        );
         let next = next.unwrap();
         assert!(next.restricted && next.since == at(16) && next.expires_at == Some(at(31)));
     }
@@ -457,7 +632,15 @@ mod tests {
         for (trigger, expected) in [
             (alarm("disk_full", AlarmState::Alarm), "not in RESTRICT_ON_ALARMS"),
             (alarm("cpu_high", AlarmState::InsufficientData), "INSUFFICIENT_DATA"),
-            (Trigger::Launch { group: "web".into(), instance: None, successful: true, at: None }, "not workers"),
+            (
+                Trigger::Launch {
+                    group: "web".into(),
+                    instance: None,
+                    successful: true,
+                    at: None,
+                },
+                "not workers",
+            ),
         ] {
             let (next, why) = step(None, &trigger, &SETTLED, at(0));
             assert_eq!(next, None);
@@ -481,7 +664,11 @@ mod tests {
             alarm_state: None,
             alarm_state_changed_at: None,
         };
-        let other = Restriction { reason: "later".into(), since: at(5), ..lifted.clone() };
+        let other = Restriction {
+            reason: "later".into(),
+            since: at(5),
+            ..lifted.clone()
+        };
         assert!(!is_change(Some(&lifted), &other));
         assert!(!is_change(None, &other));
     }
@@ -508,7 +695,10 @@ mod tests {
         // Lifted on a launch once settled; a redelivered ALARM after the lift still changes nothing.
         let (lifted, _) = apply(Some(&ok_recorded), &launch(200), &SETTLED, at(4));
         let lifted = lifted.unwrap();
-        assert!(!lifted.restricted && lifted.alarm_state.as_deref() == Some("OK"), "the transition is kept when lifted");
+        assert!(
+            !lifted.restricted && lifted.alarm_state.as_deref() == Some("OK"),
+            "the transition is kept when lifted"
+        );
         let (still, _) = apply(Some(&lifted), &transition(AlarmState::Alarm, 60), &PENDING, at(5));
         assert!(!still.unwrap().restricted);
         // A genuinely new ALARM restricts.
@@ -554,7 +744,10 @@ mod tests {
     fn value_round_trips_and_unreadable_values_fail_open() {
         let (restricted, _) = step(None, &alarm("cpu_high", AlarmState::Alarm), &PENDING, at(0));
         let json = restricted.as_ref().unwrap().to_json();
-        assert!(json.contains(r#""expiresAt":"2026-11-21T10:15:00Z""#) && json.contains(r#""autoScalingGroup":"workers""#), "{json}");
+        assert!(
+            json.contains(r#""expiresAt":"2026-11-21T10:15:00Z""#) && json.contains(r#""autoScalingGroup":"workers""#),
+            "{json}"
+        );
         assert_eq!(read_value(Some(&json)).0, restricted);
         let (value, warning) = read_value(Some("restricted"));
         assert_eq!(value, None);
@@ -562,6 +755,9 @@ mod tests {
         let initial: Restriction = serde_json::from_str(r#"{"restricted":false,"reason":"initial value"}"#).unwrap();
         assert!(!initial.is_active(at(0)));
         let (restricted, _) = step(Some(&initial), &alarm("cpu_high", AlarmState::Alarm), &PENDING, at(0));
-        assert!(restricted.unwrap().restricted, "the template's initial value is a normal starting point");
+        assert!(
+            restricted.unwrap().restricted,
+            "the template's initial value is a normal starting point"
+        );
     }
 }

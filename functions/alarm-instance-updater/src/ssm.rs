@@ -13,7 +13,10 @@ pub struct SsmParameter {
 
 impl SsmParameter {
     pub fn new(client: aws_sdk_ssm::Client, name: impl Into<String>) -> Self {
-        Self { client, name: name.into() }
+        Self {
+            client,
+            name: name.into(),
+        }
     }
 }
 
@@ -21,30 +24,58 @@ impl SsmParameter {
 impl RestrictionStore for SsmParameter {
     async fn read(&self) -> Result<Option<Stored>, String> {
         match self.client.get_parameter().name(&self.name).send().await {
-            Ok(output) => Ok(output.parameter().and_then(|p| Some(Stored { value: p.value()?.to_owned(), version: p.version() }))),
+            Ok(output) => Ok(output.parameter().and_then(|p| {
+                Some(Stored {
+                    value: p.value()?.to_owned(),
+                    version: p.version(),
+                })
+            })),
             Err(error) if error.code() == Some("ParameterNotFound") => Ok(None),
-            Err(error) => Err(format!("reading {}: {}", self.name, aws_sdk_ssm::error::DisplayErrorContext(error))),
+            Err(error) => Err(format!(
+                "reading {}: {}",
+                self.name,
+                aws_sdk_ssm::error::DisplayErrorContext(error)
+            )),
         }
     }
 
     async fn read_version(&self, version: i64) -> Result<Option<String>, String> {
-        match self.client.get_parameter().name(format!("{}:{version}", self.name)).send().await {
+        match self
+            .client
+            .get_parameter()
+            .name(format!("{}:{version}", self.name))
+            .send()
+            .await
+        {
             Ok(output) => Ok(output.parameter().and_then(|p| p.value()).map(str::to_owned)),
             Err(error) if matches!(error.code(), Some("ParameterNotFound" | "ParameterVersionNotFound")) => Ok(None),
-            Err(error) => Err(format!("reading {} version {version}: {}", self.name, aws_sdk_ssm::error::DisplayErrorContext(error))),
+            Err(error) => Err(format!(
+                "reading {} version {version}: {}",
+                self.name,
+                aws_sdk_ssm::error::DisplayErrorContext(error)
+            )),
         }
     }
 
     async fn write(&self, value: &str) -> Result<i64, WriteError> {
-        self.client.put_parameter().name(&self.name).value(value).r#type(ParameterType::String).overwrite(true).send().await.map(|o| o.version()).map_err(|e| {
-            let contended = e.code() == Some("TooManyUpdates");
-            let message = format!("writing {}: {}", self.name, aws_sdk_ssm::error::DisplayErrorContext(e));
-            if contended {
-                WriteError::Contended(message)
-            } else {
-                WriteError::Failed(message)
-            }
-        })
+        self.client
+            .put_parameter()
+            .name(&self.name)
+            .value(value)
+            .r#type(ParameterType::String)
+            .overwrite(true)
+            .send()
+            .await
+            .map(|o| o.version())
+            .map_err(|e| {
+                let contended = e.code() == Some("TooManyUpdates");
+                let message = format!("writing {}: {}", self.name, aws_sdk_ssm::error::DisplayErrorContext(e));
+                if contended {
+                    WriteError::Contended(message)
+                } else {
+                    WriteError::Failed(message)
+                }
+            })
     }
 }
 
@@ -59,7 +90,11 @@ mod tests {
     #[tokio::test]
     async fn missing_parameter_reads_as_none() {
         let rule = mock!(aws_sdk_ssm::Client::get_parameter).then_error(|| {
-            GetParameterError::ParameterNotFound(ParameterNotFound::builder().meta(ErrorMetadata::builder().code("ParameterNotFound").build()).build())
+            GetParameterError::ParameterNotFound(
+                ParameterNotFound::builder()
+                    .meta(ErrorMetadata::builder().code("ParameterNotFound").build())
+                    .build(),
+            )
         });
         let parameter = SsmParameter::new(mock_client!(aws_sdk_ssm, [&rule]), "/bg-removal/restriction");
         assert_eq!(parameter.read().await, Ok(None));

@@ -52,7 +52,10 @@ impl Trigger {
         match self {
             Trigger::Alarm { name, state, .. } => format!("alarm {name} {state:?}"),
             Trigger::Launch { group, successful, .. } => {
-                format!("launch {} in {group}", if *successful { "successful" } else { "unsuccessful" })
+                format!(
+                    "launch {} in {group}",
+                    if *successful { "successful" } else { "unsuccessful" }
+                )
             }
             Trigger::Ignored(what) => format!("ignored: {what}"),
         }
@@ -123,7 +126,10 @@ struct DirectAlarmState {
 /// RFC 3339. Unreadable: `None`, and the trigger is not ordered.
 pub fn parse_time(text: Option<&str>) -> Option<DateTime<Utc>> {
     let text = text?.trim();
-    DateTime::parse_from_rfc3339(text).or_else(|_| DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z")).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(text)
+        .or_else(|_| DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z"))
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 fn malformed(what: &str, error: serde_json::Error) -> TriggerError {
@@ -142,26 +148,44 @@ fn from_sns_message(message: &str) -> Result<Trigger, TriggerError> {
         });
     }
     if value.get("Event").is_some() {
-        let event: GroupNotification = serde_json::from_value(value).map_err(|e| malformed("Auto Scaling notification", e))?;
+        let event: GroupNotification =
+            serde_json::from_value(value).map_err(|e| malformed("Auto Scaling notification", e))?;
         let group = event.auto_scaling_group_name.unwrap_or_default();
         let at = parse_time(event.end_time.as_deref().or(event.time.as_deref()));
         return Ok(match event.event.as_str() {
-            "autoscaling:EC2_INSTANCE_LAUNCH" => Trigger::Launch { group, instance: event.ec2_instance_id, successful: true, at },
-            "autoscaling:EC2_INSTANCE_LAUNCH_ERROR" => Trigger::Launch { group, instance: event.ec2_instance_id, successful: false, at },
+            "autoscaling:EC2_INSTANCE_LAUNCH" => Trigger::Launch {
+                group,
+                instance: event.ec2_instance_id,
+                successful: true,
+                at,
+            },
+            "autoscaling:EC2_INSTANCE_LAUNCH_ERROR" => Trigger::Launch {
+                group,
+                instance: event.ec2_instance_id,
+                successful: false,
+                at,
+            },
             other => Trigger::Ignored(other.to_owned()),
         });
     }
-    Err(TriggerError::Unrecognised("SNS message is neither an alarm nor an Auto Scaling notification".into()))
+    Err(TriggerError::Unrecognised(
+        "SNS message is neither an alarm nor an Auto Scaling notification".into(),
+    ))
 }
 
 /// Every trigger an invocation carries (SNS may deliver several records; the other sources one).
 pub fn parse(payload: &Value) -> Result<Vec<Trigger>, TriggerError> {
     if let Some(messages) = shared::envelope::record_messages(payload) {
-        return messages.map_err(|e| TriggerError::Unrecognised(e.to_string()))?.into_iter().map(from_sns_message).collect();
+        return messages
+            .map_err(|e| TriggerError::Unrecognised(e.to_string()))?
+            .into_iter()
+            .map(from_sns_message)
+            .collect();
     }
     match payload.get("source").and_then(Value::as_str) {
         Some("aws.cloudwatch") => {
-            let alarm: DirectAlarm = serde_json::from_value(payload.clone()).map_err(|e| malformed("CloudWatch alarm payload", e))?;
+            let alarm: DirectAlarm =
+                serde_json::from_value(payload.clone()).map_err(|e| malformed("CloudWatch alarm payload", e))?;
             Ok(vec![Trigger::Alarm {
                 name: alarm.alarm_data.alarm_name,
                 state: AlarmState::parse(&alarm.alarm_data.state.value),
@@ -172,16 +196,37 @@ pub fn parse(payload: &Value) -> Result<Vec<Trigger>, TriggerError> {
         Some("aws.autoscaling") => {
             let detail_type = payload.get("detail-type").and_then(Value::as_str).unwrap_or_default();
             let detail = payload.get("detail").cloned().unwrap_or(Value::Null);
-            let group = detail.get("AutoScalingGroupName").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let group = detail
+                .get("AutoScalingGroupName")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
             let instance = detail.get("EC2InstanceId").and_then(Value::as_str).map(str::to_owned);
-            let at = parse_time(detail.get("EndTime").and_then(Value::as_str).or(payload.get("time").and_then(Value::as_str)));
+            let at = parse_time(
+                detail
+                    .get("EndTime")
+                    .and_then(Value::as_str)
+                    .or(payload.get("time").and_then(Value::as_str)),
+            );
             Ok(vec![match detail_type {
-                "EC2 Instance Launch Successful" => Trigger::Launch { group, instance, successful: true, at },
-                "EC2 Instance Launch Unsuccessful" => Trigger::Launch { group, instance, successful: false, at },
+                "EC2 Instance Launch Successful" => Trigger::Launch {
+                    group,
+                    instance,
+                    successful: true,
+                    at,
+                },
+                "EC2 Instance Launch Unsuccessful" => Trigger::Launch {
+                    group,
+                    instance,
+                    successful: false,
+                    at,
+                },
                 other => Trigger::Ignored(format!("aws.autoscaling {other}")),
             }])
         }
-        _ => Err(TriggerError::Unrecognised("expected SNS records, an aws.cloudwatch alarm or an aws.autoscaling event".into())),
+        _ => Err(TriggerError::Unrecognised(
+            "expected SNS records, an aws.cloudwatch alarm or an aws.autoscaling event".into(),
+        )),
     }
 }
 
@@ -212,7 +257,9 @@ mod tests {
         assert!(
             matches!(&triggers[..], [Trigger::Alarm { name, state: AlarmState::Alarm, reason, changed_at: Some(_) }] if name == "cpu_high" && reason.starts_with("Threshold Crossed"))
         );
-        let Trigger::Alarm { changed_at, .. } = &triggers[0] else { unreachable!() };
+        let Trigger::Alarm { changed_at, .. } = &triggers[0] else {
+            unreachable!()
+        };
         assert_eq!(changed_at.unwrap().to_rfc3339(), "2026-11-21T10:01:30.123+00:00");
     }
 
@@ -228,7 +275,12 @@ mod tests {
         let changed_at = parse_time(Some("2026-11-21T10:01:30.123+0000"));
         assert_eq!(
             parse(&sns(message)).unwrap(),
-            vec![Trigger::Alarm { name: "fleet_cpu".into(), state: AlarmState::Ok, reason: "Threshold Crossed".into(), changed_at }]
+            vec![Trigger::Alarm {
+                name: "fleet_cpu".into(),
+                state: AlarmState::Ok,
+                reason: "Threshold Crossed".into(),
+                changed_at
+            }]
         );
     }
 
@@ -243,7 +295,12 @@ mod tests {
         let changed_at = parse_time(Some("2026-11-21T10:01:30.123+0000"));
         assert_eq!(
             parse(&payload).unwrap(),
-            vec![Trigger::Alarm { name: "cpu_high".into(), state: AlarmState::InsufficientData, reason: "no data".into(), changed_at }]
+            vec![Trigger::Alarm {
+                name: "cpu_high".into(),
+                state: AlarmState::InsufficientData,
+                reason: "no data".into(),
+                changed_at
+            }]
         );
     }
 
@@ -252,14 +309,34 @@ mod tests {
         let ok = json!({"version": "0", "source": "aws.autoscaling", "detail-type": "EC2 Instance Launch Successful", "time": "2026-11-21T10:03:00Z",
                         "detail": {"AutoScalingGroupName": "workers", "EC2InstanceId": "i-0abc", "StatusCode": "InProgress"}});
         let at = parse_time(Some("2026-11-21T10:03:00Z"));
-        assert_eq!(parse(&ok).unwrap(), vec![Trigger::Launch { group: "workers".into(), instance: Some("i-0abc".into()), successful: true, at }]);
+        assert_eq!(
+            parse(&ok).unwrap(),
+            vec![Trigger::Launch {
+                group: "workers".into(),
+                instance: Some("i-0abc".into()),
+                successful: true,
+                at
+            }]
+        );
         let failed = json!({"source": "aws.autoscaling", "detail-type": "EC2 Instance Launch Unsuccessful", "detail": {"AutoScalingGroupName": "workers"}});
-        assert!(matches!(&parse(&failed).unwrap()[..], [Trigger::Launch { successful: false, .. }]));
-        let via_sns =
-            sns(json!({"Service": "AWS Auto Scaling", "Event": "autoscaling:EC2_INSTANCE_LAUNCH", "AutoScalingGroupName": "workers", "EC2InstanceId": "i-1"}));
-        assert!(matches!(&parse(&via_sns).unwrap()[..], [Trigger::Launch { successful: true, .. }]));
-        let test = sns(json!({"Service": "AWS Auto Scaling", "Event": "autoscaling:TEST_NOTIFICATION", "AutoScalingGroupName": "workers"}));
-        assert_eq!(parse(&test).unwrap(), vec![Trigger::Ignored("autoscaling:TEST_NOTIFICATION".into())]);
+        assert!(matches!(
+            &parse(&failed).unwrap()[..],
+            [Trigger::Launch { successful: false, .. }]
+        ));
+        let via_sns = sns(
+            json!({"Service": "AWS Auto Scaling", "Event": "autoscaling:EC2_INSTANCE_LAUNCH", "AutoScalingGroupName": "workers", "EC2InstanceId": "i-1"}),
+        );
+        assert!(matches!(
+            &parse(&via_sns).unwrap()[..],
+            [Trigger::Launch { successful: true, .. }]
+        ));
+        let test = sns(
+            json!({"Service": "AWS Auto Scaling", "Event": "autoscaling:TEST_NOTIFICATION", "AutoScalingGroupName": "workers"}),
+        );
+        assert_eq!(
+            parse(&test).unwrap(),
+            vec![Trigger::Ignored("autoscaling:TEST_NOTIFICATION".into())]
+        );
     }
 
     #[test]
@@ -278,10 +355,19 @@ mod tests {
 
     #[test]
     fn unrecognised_input_is_a_clear_error() {
-        assert!(matches!(parse(&json!({"hello": "world"})), Err(TriggerError::Unrecognised(_))));
-        assert!(matches!(parse(&sns(json!("plain text"))), Err(TriggerError::Unrecognised(_))));
+        assert!(matches!(
+            parse(&json!({"hello": "world"})),
+            Err(TriggerError::Unrecognised(_))
+        ));
+        assert!(matches!(
+            parse(&sns(json!("plain text"))),
+            Err(TriggerError::Unrecognised(_))
+        ));
         let not_json = json!({"Records": [{"Sns": {"Message": "not json"}}]});
         assert!(matches!(parse(&not_json), Err(TriggerError::SnsMessage(_))));
-        assert!(matches!(parse(&sns(json!({"AlarmName": "x"}))), Err(TriggerError::Malformed(_))));
+        assert!(matches!(
+            parse(&sns(json!({"AlarmName": "x"}))),
+            Err(TriggerError::Malformed(_))
+        ));
     }
 }

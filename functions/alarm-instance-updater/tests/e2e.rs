@@ -10,7 +10,8 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use e2e_harness::fixtures::{
-    create_worker_group, get_parameter, group_instances, put_parameter, sample_event, INITIAL_RESTRICTION, RESTRICTION_PARAMETER, WORKER_GROUP,
+    create_worker_group, get_parameter, group_instances, put_parameter, sample_event, INITIAL_RESTRICTION,
+    RESTRICTION_PARAMETER, WORKER_GROUP,
 };
 use e2e_harness::runtime::{FunctionProcess, Invocation};
 use e2e_harness::LocalAws;
@@ -32,15 +33,25 @@ async fn stack(settings: &[(&str, &str)]) -> Stack {
     let autoscaling = aws_sdk_autoscaling::Client::new(&aws.sdk);
     create_worker_group(&autoscaling, WORKER_GROUP, 2).await;
     put_parameter(&ssm, RESTRICTION_PARAMETER, INITIAL_RESTRICTION).await;
-    let mut all = vec![("RESTRICTION_PARAMETER", RESTRICTION_PARAMETER), ("AUTOSCALING_GROUP_NAME", WORKER_GROUP)];
+    let mut all = vec![
+        ("RESTRICTION_PARAMETER", RESTRICTION_PARAMETER),
+        ("AUTOSCALING_GROUP_NAME", WORKER_GROUP),
+    ];
     all.extend_from_slice(settings);
     let function = FunctionProcess::start(Path::new(BINARY), &aws.function_env(&all));
-    Stack { aws, ssm, autoscaling, function }
+    Stack {
+        aws,
+        ssm,
+        autoscaling,
+        function,
+    }
 }
 
 impl Stack {
     fn invoke(&mut self, event: &str) -> Value {
-        self.function.invoke(&sample_event(&format!("alarm-instance-updater/{event}"))).response()
+        self.function
+            .invoke(&sample_event(&format!("alarm-instance-updater/{event}")))
+            .response()
     }
     async fn parameter(&self) -> Value {
         get_parameter(&self.ssm, RESTRICTION_PARAMETER).await
@@ -55,7 +66,10 @@ impl Stack {
 fn desired_capacity_raised(stack: &Stack) {
     stack.aws.proxy.rewrite_with(Some(Box::new(|call, body| {
         if call.operation == "DescribeAutoScalingGroups" {
-            body.replace("<DesiredCapacity>2</DesiredCapacity>", "<DesiredCapacity>3</DesiredCapacity>")
+            body.replace(
+                "<DesiredCapacity>2</DesiredCapacity>",
+                "<DesiredCapacity>3</DesiredCapacity>",
+            )
         } else {
             body
         }
@@ -63,7 +77,9 @@ fn desired_capacity_raised(stack: &Stack) {
 }
 
 fn time(value: &Value) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(value.as_str().unwrap_or_else(|| panic!("not a time: {value}"))).unwrap().with_timezone(&Utc)
+    DateTime::parse_from_rfc3339(value.as_str().unwrap_or_else(|| panic!("not a time: {value}")))
+        .unwrap()
+        .with_timezone(&Utc)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,7 +93,10 @@ async fn restricts_on_alarm_and_lifts_only_once_the_group_has_settled() {
     assert_eq!(first["restricted"], true);
     assert_eq!(first["alarm"], "cpu_high");
     assert_eq!(first["autoScalingGroup"], WORKER_GROUP);
-    assert_eq!((first["desiredCapacity"].as_u64(), first["inService"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(
+        (first["desiredCapacity"].as_u64(), first["inService"].as_u64()),
+        (Some(2), Some(2))
+    );
     let window = time(&first["expiresAt"]) - time(&first["since"]);
     assert_eq!(window.num_seconds(), MAX_SECONDS);
     assert_eq!(stack.writes(), 1);
@@ -86,13 +105,18 @@ async fn restricts_on_alarm_and_lifts_only_once_the_group_has_settled() {
     // than wait, the stored restriction is moved a minute into the past.
     let mut first = first;
     for field in ["since", "expiresAt"] {
-        first[field] = Value::String((time(&first[field]) - chrono::Duration::seconds(60)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        first[field] = Value::String(
+            (time(&first[field]) - chrono::Duration::seconds(60)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
     }
     put_parameter(&stack.ssm, RESTRICTION_PARAMETER, &first.to_string()).await;
     stack.invoke("sns-alarm-cpu-high-metric-math.json");
     let second = stack.parameter().await;
     assert_eq!(stack.writes(), 2);
-    assert!(time(&second["expiresAt"]) > time(&first["expiresAt"]), "expiry not pushed later: {first} -> {second}");
+    assert!(
+        time(&second["expiresAt"]) > time(&first["expiresAt"]),
+        "expiry not pushed later: {first} -> {second}"
+    );
     assert_eq!(second["since"], first["since"], "the same restriction goes on");
 
     // OK while an instance is still pending -> still restricted, nothing written.
@@ -107,7 +131,14 @@ async fn restricts_on_alarm_and_lifts_only_once_the_group_has_settled() {
         match body.find(&marker) {
             Some(at) => {
                 let (head, tail) = body.split_at(at);
-                format!("{head}{}", tail.replacen("<LifecycleState>InService</LifecycleState>", "<LifecycleState>Pending:Wait</LifecycleState>", 1))
+                format!(
+                    "{head}{}",
+                    tail.replacen(
+                        "<LifecycleState>InService</LifecycleState>",
+                        "<LifecycleState>Pending:Wait</LifecycleState>",
+                        1
+                    )
+                )
             }
             None => body,
         }
@@ -115,9 +146,16 @@ async fn restricts_on_alarm_and_lifts_only_once_the_group_has_settled() {
     // The OK is recorded (so a late ALARM or OK is ordered against it), and the feature stays restricted.
     let summary = stack.invoke("sns-ok-cpu-high.json");
     assert_eq!(summary["written"], true, "{summary}");
-    assert!(summary["steps"][0]["why"].as_str().unwrap().contains("1 pending"), "{summary}");
+    assert!(
+        summary["steps"][0]["why"].as_str().unwrap().contains("1 pending"),
+        "{summary}"
+    );
     let recorded = stack.parameter().await;
-    assert_eq!((recorded["restricted"].as_bool(), recorded["alarmState"].as_str()), (Some(true), Some("OK")), "{recorded}");
+    assert_eq!(
+        (recorded["restricted"].as_bool(), recorded["alarmState"].as_str()),
+        (Some(true), Some("OK")),
+        "{recorded}"
+    );
     assert_eq!(recorded["alarmStateChangedAt"], "2026-11-21T10:09:00.000Z");
     let writes = stack.writes();
     stack.aws.proxy.rewrite_with(None);
@@ -127,7 +165,13 @@ async fn restricts_on_alarm_and_lifts_only_once_the_group_has_settled() {
     desired_capacity_raised(&stack);
     let summary = stack.invoke("eventbridge-launch-successful.json");
     assert_eq!(summary["written"], false, "{summary}");
-    assert!(summary["steps"][0]["why"].as_str().unwrap().contains("2 of 3 desired in service"), "{summary}");
+    assert!(
+        summary["steps"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("2 of 3 desired in service"),
+        "{summary}"
+    );
     assert_eq!(stack.writes(), writes, "no write while not settled");
     stack.aws.proxy.rewrite_with(None);
 
@@ -155,10 +199,17 @@ async fn alarms_outside_restrict_on_alarms_are_ignored() {
     let mut stack = stack(&[("RESTRICT_ON_ALARMS", "cpu_high")]).await;
     let summary = stack.invoke("sns-alarm-disk-full.json");
     assert_eq!(summary["written"], false);
-    assert!(summary["steps"][0]["why"].as_str().unwrap().contains("not in RESTRICT_ON_ALARMS"));
+    assert!(summary["steps"][0]["why"]
+        .as_str()
+        .unwrap()
+        .contains("not in RESTRICT_ON_ALARMS"));
     assert_eq!(stack.parameter().await["restricted"], false);
     assert_eq!(stack.writes(), 0);
-    assert_eq!(stack.aws.proxy.calls_of("DescribeAutoScalingGroups").len(), 0, "no group lookup for a decision that needs none");
+    assert_eq!(
+        stack.aws.proxy.calls_of("DescribeAutoScalingGroups").len(),
+        0,
+        "no group lookup for a decision that needs none"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,7 +224,10 @@ async fn an_expired_restriction_is_lifted_by_any_event() {
     assert_eq!(summary["after"]["restricted"], false);
     let lifted = stack.parameter().await;
     assert_eq!(lifted["restricted"], false);
-    assert!(lifted["reason"].as_str().unwrap().contains("expired at 2026-11-21T09:15:00Z"));
+    assert!(lifted["reason"]
+        .as_str()
+        .unwrap()
+        .contains("expired at 2026-11-21T09:15:00Z"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,7 +235,10 @@ async fn unrecognised_input_fails_the_invocation_with_a_clear_error() {
     let mut stack = stack(&[]).await;
     match stack.function.invoke(&serde_json::json!({"hello": "world"})) {
         Invocation::Error(error) => {
-            assert!(error["errorMessage"].as_str().unwrap().contains("unrecognised event"), "{error}");
+            assert!(
+                error["errorMessage"].as_str().unwrap().contains("unrecognised event"),
+                "{error}"
+            );
             // What failure destinations and CloudWatch show: a name, not a Rust type.
             assert_eq!(error["errorType"], "MalformedEvent", "{error}");
         }
@@ -201,13 +258,19 @@ async fn without_ssm_put_parameter_in_its_policy_the_invocation_fails_naming_acc
     match stack.function.invoke(&event) {
         Invocation::Error(error) => {
             let message = error["errorMessage"].as_str().unwrap_or_default();
-            assert!(message.contains("AccessDenied") && message.contains("ssm:PutParameter"), "{error}");
+            assert!(
+                message.contains("AccessDenied") && message.contains("ssm:PutParameter"),
+                "{error}"
+            );
         }
         Invocation::Response(response) => panic!("a restriction that was never written reported as done: {response}"),
     }
     assert_eq!(stack.parameter().await["restricted"], false);
     let denials = stack.aws.proxy.take_denials();
-    assert!(!denials.is_empty() && denials.iter().all(|d| d.operation == "PutParameter"), "{denials:?}");
+    assert!(
+        !denials.is_empty() && denials.iter().all(|d| d.operation == "PutParameter"),
+        "{denials:?}"
+    );
 
     stack.aws.proxy.restore("alarm-instance-updater");
     assert_eq!(stack.function.invoke(&event).response()["written"], true);
@@ -243,13 +306,26 @@ async fn two_instances_writing_the_parameter_at_once_both_succeed_after_too_many
             assert!(matches!(outcome, Invocation::Response(_)), "{outcome:?}");
         }
         assert_eq!(stack.parameter().await["restricted"], true);
-        contended = stack.aws.proxy.refusals().iter().filter(|(_, r)| r.code == "TooManyUpdates").count();
+        contended = stack
+            .aws
+            .proxy
+            .refusals()
+            .iter()
+            .filter(|(_, r)| r.code == "TooManyUpdates")
+            .count();
         if contended > 0 {
             break;
         }
     }
-    assert!(contended > 0, "the two writes never met: the test did not cross the limit");
-    assert!(second.output().iter().chain(stack.function.output().iter()).any(|l| l.contains("deciding again")));
+    assert!(
+        contended > 0,
+        "the two writes never met: the test did not cross the limit"
+    );
+    assert!(second
+        .output()
+        .iter()
+        .chain(stack.function.output().iter())
+        .any(|l| l.contains("deciding again")));
 }
 
 /// An alarm's reason may be 1,023 characters, twice that JSON-escaped: the restriction still fits SSM's 4 KB
@@ -267,8 +343,15 @@ async fn the_longest_alarm_reason_is_written_within_ssms_four_kilobytes() {
     assert_eq!(summary["written"], true, "{summary}");
     let stored = stack.parameter().await;
     assert_eq!(stored["restricted"], true);
-    assert!(stored["reason"].as_str().unwrap().ends_with('!'), "the whole reason is kept: {stored}");
-    assert!(stack.aws.proxy.refusals().is_empty(), "{:?}", stack.aws.proxy.refusals());
+    assert!(
+        stored["reason"].as_str().unwrap().ends_with('!'),
+        "the whole reason is kept: {stored}"
+    );
+    assert!(
+        stack.aws.proxy.refusals().is_empty(),
+        "{:?}",
+        stack.aws.proxy.refusals()
+    );
 }
 
 /// The sample alarm notification of cpu_high in `state`, with its `StateChangeTime` at `changed_at`.
@@ -289,18 +372,43 @@ fn alarm_event(state: &str, changed_at: DateTime<Utc>) -> Value {
 async fn alarm_notifications_apply_in_the_order_of_their_state_change_time() {
     let mut stack = stack(&[("RESTRICT_ON_ALARMS", "cpu_high")]).await;
     let t0 = Utc::now() - chrono::Duration::seconds(60);
-    assert_eq!(stack.function.invoke(&alarm_event("ALARM", t0)).response()["written"], true);
-    let late_ok = stack.function.invoke(&alarm_event("OK", t0 - chrono::Duration::seconds(30))).response();
+    assert_eq!(
+        stack.function.invoke(&alarm_event("ALARM", t0)).response()["written"],
+        true
+    );
+    let late_ok = stack
+        .function
+        .invoke(&alarm_event("OK", t0 - chrono::Duration::seconds(30)))
+        .response();
     assert_eq!(late_ok["written"], false, "{late_ok}");
-    assert!(late_ok["steps"][0]["why"].as_str().unwrap().contains("late or repeated"), "{late_ok}");
+    assert!(
+        late_ok["steps"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("late or repeated"),
+        "{late_ok}"
+    );
     assert_eq!(stack.parameter().await["restricted"], true);
     let writes = stack.writes();
-    assert_eq!(stack.function.invoke(&alarm_event("ALARM", t0)).response()["written"], false, "a redelivered ALARM");
+    assert_eq!(
+        stack.function.invoke(&alarm_event("ALARM", t0)).response()["written"],
+        false,
+        "a redelivered ALARM"
+    );
     assert_eq!(stack.writes(), writes);
-    assert_eq!(stack.function.invoke(&alarm_event("OK", t0 + chrono::Duration::seconds(30))).response()["written"], true);
+    assert_eq!(
+        stack
+            .function
+            .invoke(&alarm_event("OK", t0 + chrono::Duration::seconds(30)))
+            .response()["written"],
+        true
+    );
     assert_eq!(stack.parameter().await["restricted"], false);
     // The old ALARM redelivered after the lift does not restrict again.
-    assert_eq!(stack.function.invoke(&alarm_event("ALARM", t0)).response()["written"], false);
+    assert_eq!(
+        stack.function.invoke(&alarm_event("ALARM", t0)).response()["written"],
+        false
+    );
     assert_eq!(stack.parameter().await["restricted"], false);
 }
 
@@ -331,8 +439,15 @@ async fn a_stale_lift_landing_after_a_fresh_restriction_is_undone() {
     for round in 0..3i64 {
         let t = base + chrono::Duration::seconds(100 * round);
         // Restricted by the ALARM at t; then OK at t+10 (lifts: the group is settled) and ALARM again at t+20.
-        assert_eq!(stack.function.invoke(&alarm_event("ALARM", t)).response()["written"], true, "round {round}");
-        let (ok, alarm) = (alarm_event("OK", t + chrono::Duration::seconds(10)), alarm_event("ALARM", t + chrono::Duration::seconds(20)));
+        assert_eq!(
+            stack.function.invoke(&alarm_event("ALARM", t)).response()["written"],
+            true,
+            "round {round}"
+        );
+        let (ok, alarm) = (
+            alarm_event("OK", t + chrono::Duration::seconds(10)),
+            alarm_event("ALARM", t + chrono::Duration::seconds(20)),
+        );
         let (lift, restrict) = tokio::task::block_in_place(|| {
             std::thread::scope(|scope| {
                 let restrict = scope.spawn(|| second.invoke(&alarm));
@@ -353,8 +468,16 @@ async fn a_stale_lift_landing_after_a_fresh_restriction_is_undone() {
             second.output().join("\n")
         );
     }
-    let overtaken = stack.function.output().iter().filter(|l| l.contains("another writer wrote after our read")).count();
-    assert!(overtaken > 0, "the lift never landed after the restriction: the test did not cross the race");
+    let overtaken = stack
+        .function
+        .output()
+        .iter()
+        .filter(|l| l.contains("another writer wrote after our read"))
+        .count();
+    assert!(
+        overtaken > 0,
+        "the lift never landed after the restriction: the test did not cross the race"
+    );
 }
 
 /// A scale-out longer than RESTRICTION_MAX_SECONDS: the restriction has lapsed while an instance is still pending
@@ -369,10 +492,16 @@ async fn a_launch_during_a_long_scale_out_renews_a_lapsed_restriction() {
     desired_capacity_raised(&stack);
     let summary = stack.invoke("eventbridge-launch-successful.json");
     assert_eq!(summary["written"], true, "{summary}");
-    assert!(summary["steps"][0]["why"].as_str().unwrap().contains("renewed"), "{summary}");
+    assert!(
+        summary["steps"][0]["why"].as_str().unwrap().contains("renewed"),
+        "{summary}"
+    );
     let renewed = stack.parameter().await;
     assert_eq!(renewed["restricted"], true);
-    assert!(time(&renewed["expiresAt"]) > Utc::now() + chrono::Duration::seconds(MAX_SECONDS - 60), "{renewed}");
+    assert!(
+        time(&renewed["expiresAt"]) > Utc::now() + chrono::Duration::seconds(MAX_SECONDS - 60),
+        "{renewed}"
+    );
 
     // Settled: the next launch result lifts it.
     stack.aws.proxy.rewrite_with(None);

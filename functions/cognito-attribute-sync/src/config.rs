@@ -58,7 +58,11 @@ impl Config {
         };
         let user_updates_per_second: f64 = env.parsed_or("USER_UPDATES_PER_SECOND", DEFAULT_USER_UPDATES_PER_SECOND)?;
         if !(user_updates_per_second.is_finite() && user_updates_per_second > 0.0) {
-            return Err(ConfigError::invalid("USER_UPDATES_PER_SECOND", &user_updates_per_second.to_string(), "must be a rate above 0"));
+            return Err(ConfigError::invalid(
+                "USER_UPDATES_PER_SECOND",
+                &user_updates_per_second.to_string(),
+                "must be a rate above 0",
+            ));
         }
         Ok(Config {
             user_pool_id: env.required("USER_POOL_ID")?,
@@ -86,22 +90,43 @@ mod tests {
         assert_eq!(config.delete_skew_tolerance, Duration::from_secs(5));
         assert_eq!(config.user_updates_per_second, DEFAULT_USER_UPDATES_PER_SECOND);
         for bad in ["0", "-3", "fast"] {
-            let err = Config::from_env(&Env::from_pairs(&[("USER_POOL_ID", "p"), ("ORDERING_TABLE", "o"), ("USER_UPDATES_PER_SECOND", bad)])).unwrap_err();
+            let err = Config::from_env(&Env::from_pairs(&[
+                ("USER_POOL_ID", "p"),
+                ("ORDERING_TABLE", "o"),
+                ("USER_UPDATES_PER_SECOND", bad),
+            ]))
+            .unwrap_err();
             assert!(err.to_string().contains("USER_UPDATES_PER_SECOND"), "{bad}: {err}");
         }
         let err = Config::from_env(&Env::from_pairs(&[("ORDERING_TABLE", "ordering")])).unwrap_err();
         assert!(err.to_string().contains("USER_POOL_ID"));
         let err = Config::from_env(&Env::from_pairs(&[("USER_POOL_ID", "p")])).unwrap_err();
         assert!(err.to_string().contains("ORDERING_TABLE"));
-        let err = Config::from_env(&Env::from_pairs(&[("USER_POOL_ID", "p"), ("ORDERING_TABLE", "o"), ("USER_NOT_FOUND_RETRY_SECONDS", "soon")])).unwrap_err();
+        let err = Config::from_env(&Env::from_pairs(&[
+            ("USER_POOL_ID", "p"),
+            ("ORDERING_TABLE", "o"),
+            ("USER_NOT_FOUND_RETRY_SECONDS", "soon"),
+        ]))
+        .unwrap_err();
         assert!(err.to_string().contains("USER_NOT_FOUND_RETRY_SECONDS"));
     }
 
     #[test]
     fn rejects_an_unknown_deletion_policy_by_name() {
-        let env = Env::from_pairs(&[("USER_POOL_ID", "p"), ("ON_USER_DELETED", "purge"), ("ORDERING_TABLE", "o")]);
-        assert!(Config::from_env(&env).unwrap_err().to_string().contains("ON_USER_DELETED"));
-        let env = Env::from_pairs(&[("USER_POOL_ID", "p"), ("ON_USER_DELETED", "Delete"), ("ORDERING_TABLE", "o")]);
+        let env = Env::from_pairs(&[
+            ("USER_POOL_ID", "p"),
+            ("ON_USER_DELETED", "purge"),
+            ("ORDERING_TABLE", "o"),
+        ]);
+        assert!(Config::from_env(&env)
+            .unwrap_err()
+            .to_string()
+            .contains("ON_USER_DELETED"));
+        let env = Env::from_pairs(&[
+            ("USER_POOL_ID", "p"),
+            ("ON_USER_DELETED", "Delete"),
+            ("ORDERING_TABLE", "o"),
+        ]);
         assert_eq!(Config::from_env(&env).unwrap().on_user_deleted, OnUserDeleted::Delete);
     }
 

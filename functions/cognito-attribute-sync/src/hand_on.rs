@@ -19,13 +19,25 @@ pub trait HandOn: Send + Sync {
 
 /// The message that carries `rest` on: the published event `message` (its other fields kept as they are) with only
 /// those rows, versioned as the original's were, and naming the message it continues for the logs.
-pub fn continuation(message: &str, rest: Vec<Row>, event_version: Option<Version>, continues: &str) -> Result<String, String> {
-    let mut event: serde_json::Map<String, Value> = serde_json::from_str(message).map_err(|e| format!("the event cannot be read again: {e}"))?;
+pub fn continuation(
+    message: &str,
+    rest: Vec<Row>,
+    event_version: Option<Version>,
+    continues: &str,
+) -> Result<String, String> {
+    let mut event: serde_json::Map<String, Value> =
+        serde_json::from_str(message).map_err(|e| format!("the event cannot be read again: {e}"))?;
     event.remove("record");
-    event.insert("records".into(), Value::Array(rest.into_iter().map(Value::Object).collect()));
+    event.insert(
+        "records".into(),
+        Value::Array(rest.into_iter().map(Value::Object).collect()),
+    );
     // The original's version, to the microsecond: RFC 3339 with six decimals parses back to the same number.
     if let Some(time) = event_version.and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_micros) {
-        event.insert("occurredAt".into(), Value::String(time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)));
+        event.insert(
+            "occurredAt".into(),
+            Value::String(time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        );
     }
     event.insert("continues".into(), Value::String(continues.to_owned()));
     Ok(Value::Object(event).to_string())
@@ -45,7 +57,12 @@ pub mod fake {
 
     impl RecordingHandOn {
         pub fn bodies(&self) -> Vec<Value> {
-            self.sent.lock().unwrap().iter().map(|(_, body)| serde_json::from_str(body).unwrap()).collect()
+            self.sent
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(_, body)| serde_json::from_str(body).unwrap())
+                .collect()
         }
     }
 
@@ -77,16 +94,32 @@ mod tests {
         let rest = vec![json!({"email": "c@x.co"}).as_object().unwrap().clone()];
         let body = continuation(&message, rest, Some(version), "m-1").unwrap();
         let event = DatabaseEvent::from_json(&body).unwrap();
-        assert_eq!(event.rows, vec![json!({"email": "c@x.co"}).as_object().unwrap().clone()]);
-        assert_eq!((event.event_id.as_deref(), event.tenant.as_deref()), (Some("e-1"), Some("acme")));
-        assert_eq!(parse_version(&json!(event.occurred_at.unwrap())), Some(version), "to the microsecond");
+        assert_eq!(
+            event.rows,
+            vec![json!({"email": "c@x.co"}).as_object().unwrap().clone()]
+        );
+        assert_eq!(
+            (event.event_id.as_deref(), event.tenant.as_deref()),
+            (Some("e-1"), Some("acme"))
+        );
+        assert_eq!(
+            parse_version(&json!(event.occurred_at.unwrap())),
+            Some(version),
+            "to the microsecond"
+        );
         assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["continues"], "m-1");
     }
 
     #[test]
     fn a_single_record_event_continues_as_records() {
         let message = json!({"event": "record_updated", "table": "users", "record": {"email": "a@x.co"}}).to_string();
-        let body = continuation(&message, vec![json!({"email": "a@x.co"}).as_object().unwrap().clone()], None, "m-2").unwrap();
+        let body = continuation(
+            &message,
+            vec![json!({"email": "a@x.co"}).as_object().unwrap().clone()],
+            None,
+            "m-2",
+        )
+        .unwrap();
         let event = DatabaseEvent::from_json(&body).unwrap();
         assert_eq!(event.rows.len(), 1);
         assert_eq!(event.occurred_at, None, "no version given, none made up");

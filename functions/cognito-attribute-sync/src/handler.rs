@@ -19,7 +19,9 @@ use shared::db_event::{DatabaseEvent, EventKind, Row};
 use shared::envelope::unwrap_sqs_body;
 use shared::logging::mask_email;
 use shared::metrics::Metrics;
-use shared::ordering::{parse_version, user_key, version_of, Claim, Lease, OrderingGuard, SameVersion, Version, LEASE_GRACE};
+use shared::ordering::{
+    parse_version, user_key, version_of, Claim, Lease, OrderingGuard, SameVersion, Version, LEASE_GRACE,
+};
 use shared::pacer::Pacer;
 use tokio::time::Instant;
 
@@ -81,7 +83,11 @@ impl Window {
         // Half a second is left to post the answer: past the deadline Lambda throws it away with the whole batch.
         let answer_by = deadline.checked_sub(Duration::from_millis(500)).unwrap_or(deadline);
         let hand_on_by = (now + WORK_SLICE).min(answer_by.checked_sub(HAND_ON_RESERVE).unwrap_or(now));
-        Self { hand_on_by, answer_by, lease_until }
+        Self {
+            hand_on_by,
+            answer_by,
+            lease_until,
+        }
     }
 }
 
@@ -94,7 +100,10 @@ pub struct CognitoPace {
 impl CognitoPace {
     /// `updates_per_second` is this instance's share of `UserUpdate`; reads get the same share of `UserRead`.
     pub fn new(updates_per_second: f64) -> Self {
-        Self { writes: FairPacer::new(updates_per_second), reads: FairPacer::new(updates_per_second * USER_READ_QUOTA / USER_UPDATE_QUOTA) }
+        Self {
+            writes: FairPacer::new(updates_per_second),
+            reads: FairPacer::new(updates_per_second * USER_READ_QUOTA / USER_UPDATE_QUOTA),
+        }
     }
 }
 
@@ -108,7 +117,10 @@ struct FairPacer {
 
 impl FairPacer {
     fn new(rate: f64) -> Self {
-        Self { pacer: Pacer::new(rate), turn: tokio::sync::Mutex::new(()) }
+        Self {
+            pacer: Pacer::new(rate),
+            turn: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// The next slot before `until`, in turn; `Err` when there is none.
@@ -185,9 +197,18 @@ impl<D: UserDirectory, G: OrderingGuard, H: HandOn> AttributeSync<D, G, H> {
     }
 
     /// `deadline` is the invocation's.
-    pub async fn handle_batch(&self, processor: &BatchProcessor, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
+    pub async fn handle_batch(
+        &self,
+        processor: &BatchProcessor,
+        event: SqsEvent,
+        deadline: Instant,
+    ) -> SqsBatchResponse {
         let window = Window::until(deadline);
-        let outcome = processor.process_until(event, Some(window.answer_by), |record| self.handle_record(record, window)).await;
+        let outcome = processor
+            .process_until(event, Some(window.answer_by), |record| {
+                self.handle_record(record, window)
+            })
+            .await;
         outcome.count_into(&self.metrics);
         outcome.response()
     }
@@ -202,17 +223,28 @@ impl<D: UserDirectory, G: OrderingGuard, H: HandOn> AttributeSync<D, G, H> {
         }
         let event_version = match event.occurred_at.as_deref() {
             Some(text) => Some(
-                parse_version(&serde_json::Value::String(text.to_owned())).ok_or_else(|| RecordError::poison("`occurredAt` is not an RFC 3339 timestamp"))?,
+                parse_version(&serde_json::Value::String(text.to_owned()))
+                    .ok_or_else(|| RecordError::poison("`occurredAt` is not an RFC 3339 timestamp"))?,
             ),
             None => published.published_at.map(version_of),
         };
         // Every row is validated before the first write, so a poison record changes nothing.
         let changes: Vec<(Change, Version)> = match event.kind {
-            EventKind::RecordsCreated | EventKind::RecordUpdated => {
-                event.map_rows(|row| Ok((Change::Upsert(desired_attributes(row)?), row_version(row, event_version)?))).map_err(RecordError::Poison)?
-            }
+            EventKind::RecordsCreated | EventKind::RecordUpdated => event
+                .map_rows(|row| {
+                    Ok((
+                        Change::Upsert(desired_attributes(row)?),
+                        row_version(row, event_version)?,
+                    ))
+                })
+                .map_err(RecordError::Poison)?,
             EventKind::RecordsDeleted => event
-                .map_rows(|row| Ok((Change::Delete(username(row)?), deletion_version(row, event_version, self.delete_skew_tolerance)?)))
+                .map_rows(|row| {
+                    Ok((
+                        Change::Delete(username(row)?),
+                        deletion_version(row, event_version, self.delete_skew_tolerance)?,
+                    ))
+                })
                 .map_err(RecordError::Poison)?,
             EventKind::Other(ref name) => {
                 tracing::info!(event = %name, "event not handled by this function; acknowledged");
@@ -238,7 +270,10 @@ impl<D: UserDirectory, G: OrderingGuard, H: HandOn> AttributeSync<D, G, H> {
                 RowOutcome::NotReached => rest.push(row),
                 // A poison row makes the record poison; otherwise the first failure is the record's.
                 RowOutcome::Failed(error) => {
-                    if failure.as_ref().is_none_or(|f| matches!(error, RecordError::Poison(_)) && !matches!(f, RecordError::Poison(_))) {
+                    if failure
+                        .as_ref()
+                        .is_none_or(|f| matches!(error, RecordError::Poison(_)) && !matches!(f, RecordError::Poison(_)))
+                    {
                         failure = Some(error);
                     }
                 }
@@ -255,20 +290,35 @@ impl<D: UserDirectory, G: OrderingGuard, H: HandOn> AttributeSync<D, G, H> {
         self.hand_on(&record, &published.message, rest, event_version).await
     }
 
-    async fn hand_on(&self, record: &SqsMessage, message: &str, rest: Vec<Row>, event_version: Option<Version>) -> Result<(), RecordError> {
+    async fn hand_on(
+        &self,
+        record: &SqsMessage,
+        message: &str,
+        rest: Vec<Row>,
+        event_version: Option<Version>,
+    ) -> Result<(), RecordError> {
         let left = rest.len();
-        let queue = record
-            .event_source_arn
-            .as_deref()
-            .ok_or_else(|| RecordError::transient(format!("{left} rows not reached, and the record names no queue to hand them on to")))?;
+        let queue = record.event_source_arn.as_deref().ok_or_else(|| {
+            RecordError::transient(format!(
+                "{left} rows not reached, and the record names no queue to hand them on to"
+            ))
+        })?;
         let id = record.message_id.as_deref().unwrap_or("unknown");
         let parts = if left >= SPLIT_REST_FROM { 2 } else { 1 };
         // A part sent before another failed is applied twice at most: the guard makes the second time stale.
         for part in rest.chunks(left.div_ceil(parts)) {
             let body = continuation(message, part.to_vec(), event_version, id).map_err(RecordError::poison)?;
-            self.hand_on.hand_on(queue, &body).await.map_err(|e| RecordError::transient(format!("{left} rows not reached and not handed on ({e})")))?;
+            self.hand_on
+                .hand_on(queue, &body)
+                .await
+                .map_err(|e| RecordError::transient(format!("{left} rows not reached and not handed on ({e})")))?;
         }
-        tracing::info!(message_id = id, rows = left, messages = parts, "rows not reached in this invocation handed on as new messages");
+        tracing::info!(
+            message_id = id,
+            rows = left,
+            messages = parts,
+            "rows not reached in this invocation handed on as new messages"
+        );
         self.metrics.count("RowsHandedOn", left);
         Ok(())
     }
@@ -286,9 +336,20 @@ impl<D: UserDirectory, G: OrderingGuard, H: HandOn> AttributeSync<D, G, H> {
         outcome
     }
 
-    async fn claim_and_apply(&self, change: &Change, version: Version, window: Window, user: &str, key: &str) -> RowOutcome {
+    async fn claim_and_apply(
+        &self,
+        change: &Change,
+        version: Version,
+        window: Window,
+        user: &str,
+        key: &str,
+    ) -> RowOutcome {
         // A change without a time cannot be told from another one of the same user: it is applied again.
-        let same = if version == UNKNOWN_VERSION { SameVersion::Apply } else { SameVersion::Skip };
+        let same = if version == UNKNOWN_VERSION {
+            SameVersion::Apply
+        } else {
+            SameVersion::Skip
+        };
         let mut attempt = 0;
         let lease = loop {
             if Instant::now() >= window.hand_on_by {
@@ -324,7 +385,9 @@ impl<D: UserDirectory, G: OrderingGuard, H: HandOn> AttributeSync<D, G, H> {
         };
         // The first read and write of the row are paced before any call: a row that cannot have them in this slice
         // is given back unread, so it is read once, by the invocation that applies it.
-        if self.pace.reads.acquire(window.hand_on_by).await.is_err() || self.pace.writes.acquire(window.hand_on_by).await.is_err() {
+        if self.pace.reads.acquire(window.hand_on_by).await.is_err()
+            || self.pace.writes.acquire(window.hand_on_by).await.is_err()
+        {
             self.release(&lease).await;
             return RowOutcome::NotReached;
         }
@@ -339,13 +402,18 @@ impl<D: UserDirectory, G: OrderingGuard, H: HandOn> AttributeSync<D, G, H> {
     }
 
     /// Commits the version of an applied change, or gives the user back when it was not applied.
-    async fn settle(&self, lease: &Lease, applied: Result<Applied, RecordError>, deleted: bool) -> Result<(), RecordError> {
+    async fn settle(
+        &self,
+        lease: &Lease,
+        applied: Result<Applied, RecordError>,
+        deleted: bool,
+    ) -> Result<(), RecordError> {
         match applied {
-            Ok(Applied::Yes) => self
-                .guard
-                .commit(lease, deleted)
-                .await
-                .map_err(|e| RecordError::transient(format!("the change was applied but its version not recorded ({e}); it is applied again"))),
+            Ok(Applied::Yes) => self.guard.commit(lease, deleted).await.map_err(|e| {
+                RecordError::transient(format!(
+                    "the change was applied but its version not recorded ({e}); it is applied again"
+                ))
+            }),
             Ok(Applied::NotInPool) => {
                 self.release(lease).await;
                 Ok(())
@@ -365,7 +433,12 @@ impl<D: UserDirectory, G: OrderingGuard, H: HandOn> AttributeSync<D, G, H> {
     }
 
     fn user_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.user_locks.lock().unwrap_or_else(|p| p.into_inner()).entry(key.to_owned()).or_default().clone()
+        self.user_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// Drops a user's lock once nobody else waits for it, so the map does not grow across invocations.
@@ -384,7 +457,10 @@ impl<D: UserDirectory, G: OrderingGuard, H: HandOn> AttributeSync<D, G, H> {
         let age = (Utc::now() - changed_at).to_std().unwrap_or_default();
         if version != UNKNOWN_VERSION && age < self.user_not_found_retry {
             self.metrics.count("UsersNotYetInPool", 1);
-            return Err(RecordError::transient(format!("{user} is not in the pool yet ({} s after the change); retried", age.as_secs())));
+            return Err(RecordError::transient(format!(
+                "{user} is not in the pool yet ({} s after the change); retried",
+                age.as_secs()
+            )));
         }
         tracing::warn!(user = %user, "user not in the pool; skipped");
         self.metrics.count("UsersNotFound", 1);
@@ -394,13 +470,23 @@ impl<D: UserDirectory, G: OrderingGuard, H: HandOn> AttributeSync<D, G, H> {
     /// A second write of the same row (the attributes to delete, the user to enable) takes a paced slot too; it
     /// may wait past the slice, not past the answer.
     async fn paced_write(&self, window: Window) -> Result<(), RecordError> {
-        self.pace.writes.acquire(window.answer_by).await.map_err(|()| RecordError::transient("no Cognito write slot left before the answer"))
+        self.pace
+            .writes
+            .acquire(window.answer_by)
+            .await
+            .map_err(|()| RecordError::transient("no Cognito write slot left before the answer"))
     }
 
     /// `after_deletion`: the last change applied was this user's deletion, so this newer change brings the user
     /// back, and with `ON_USER_DELETED=disable` that means enabling it again. The first read and write slots are
     /// taken already.
-    async fn sync_user(&self, change: &UserChange, version: Version, after_deletion: bool, window: Window) -> Result<Applied, RecordError> {
+    async fn sync_user(
+        &self,
+        change: &UserChange,
+        version: Version,
+        after_deletion: bool,
+        window: Window,
+    ) -> Result<Applied, RecordError> {
         let user = mask_email(&change.username);
         let current = match self.directory.get_user(&change.username).await {
             Ok(current) => current,
@@ -430,7 +516,11 @@ impl<D: UserDirectory, G: OrderingGuard, H: HandOn> AttributeSync<D, G, H> {
             if !std::mem::take(&mut slot_taken) {
                 self.paced_write(window).await?;
             }
-            self.write(self.directory.delete_attributes(&change.username, &plan.deletions).await)?;
+            self.write(
+                self.directory
+                    .delete_attributes(&change.username, &plan.deletions)
+                    .await,
+            )?;
         }
         let updated: Vec<&str> = plan.updates.iter().map(|(name, _)| name.as_str()).collect();
         tracing::info!(user = %user, updated = ?updated, deleted = ?plan.deletions, "attributes synced");
@@ -488,7 +578,9 @@ enum Applied {
 
 /// A row's version: its `updatedAt` when present, else the event's (`occurredAt`, else when it was published).
 fn row_version(row: &Row, event_version: Option<Version>) -> Result<Version, String> {
-    Ok(row_timestamp(row, "updatedAt")?.or(event_version).unwrap_or(UNKNOWN_VERSION))
+    Ok(row_timestamp(row, "updatedAt")?
+        .or(event_version)
+        .unwrap_or(UNKNOWN_VERSION))
 }
 
 /// A deletion's version, on the database's clock where the row carries it, as upserts are: its `deletedAt`, else
@@ -502,13 +594,17 @@ fn deletion_version(row: &Row, event_version: Option<Version>, skew_tolerance: D
     if let Some(updated_at) = row_timestamp(row, "updatedAt")? {
         return Ok(updated_at + 1);
     }
-    Ok(event_version.map_or(UNKNOWN_VERSION, |v| v.saturating_add(skew_tolerance.as_micros() as Version)))
+    Ok(event_version.map_or(UNKNOWN_VERSION, |v| {
+        v.saturating_add(skew_tolerance.as_micros() as Version)
+    }))
 }
 
 fn row_timestamp(row: &Row, field: &str) -> Result<Option<Version>, String> {
     match row.get(field) {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(value) => parse_version(value).map(Some).ok_or_else(|| format!("field `{field}` is neither an RFC 3339 timestamp nor epoch milliseconds")),
+        Some(value) => parse_version(value)
+            .map(Some)
+            .ok_or_else(|| format!("field `{field}` is neither an RFC 3339 timestamp nor epoch milliseconds")),
     }
 }
 
@@ -539,7 +635,10 @@ mod tests {
 
     impl FakeDirectory {
         fn with_user(self, username: &str, attributes: &[(&str, &str)]) -> Self {
-            let user = DirectoryUser { enabled: true, attributes: attributes.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+            let user = DirectoryUser {
+                enabled: true,
+                attributes: attributes.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            };
             self.users.lock().unwrap().insert(username.to_string(), user);
             self
         }
@@ -568,12 +667,22 @@ mod tests {
             self.check(username)?;
             Ok(self.user(username).unwrap())
         }
-        async fn update_attributes(&self, username: &str, attributes: &[(String, String)]) -> Result<(), DirectoryError> {
+        async fn update_attributes(
+            &self,
+            username: &str,
+            attributes: &[(String, String)],
+        ) -> Result<(), DirectoryError> {
             self.check(username)?;
-            if let Some(bad) = attributes.iter().find(|(n, _)| Some(n) == self.rejected_attribute.as_ref()) {
+            if let Some(bad) = attributes
+                .iter()
+                .find(|(n, _)| Some(n) == self.rejected_attribute.as_ref())
+            {
                 return Err(DirectoryError::Rejected(format!("{} is not in the schema", bad.0)));
             }
-            self.writes.lock().unwrap().push(format!("update {username} {attributes:?}"));
+            self.writes
+                .lock()
+                .unwrap()
+                .push(format!("update {username} {attributes:?}"));
             let mut users = self.users.lock().unwrap();
             let user = users.get_mut(username).unwrap();
             user.attributes.extend(attributes.iter().cloned());
@@ -581,7 +690,10 @@ mod tests {
         }
         async fn delete_attributes(&self, username: &str, names: &[String]) -> Result<(), DirectoryError> {
             self.check(username)?;
-            self.writes.lock().unwrap().push(format!("delete-attributes {username} {names:?}"));
+            self.writes
+                .lock()
+                .unwrap()
+                .push(format!("delete-attributes {username} {names:?}"));
             let mut users = self.users.lock().unwrap();
             let user = users.get_mut(username).unwrap();
             names.iter().for_each(|n| {
@@ -614,7 +726,15 @@ mod tests {
     fn paced_sync(directory: FakeDirectory, policy: OnUserDeleted, updates_per_second: f64) -> Sync {
         let metrics = Arc::new(Metrics::new("Test", "cognito-attribute-sync"));
         let pace = CognitoPace::new(updates_per_second);
-        AttributeSync::new(directory, Arc::default(), Arc::default(), pace, policy, Duration::from_secs(300), metrics)
+        AttributeSync::new(
+            directory,
+            Arc::default(),
+            Arc::default(),
+            pace,
+            policy,
+            Duration::from_secs(300),
+            metrics,
+        )
     }
 
     fn sync(directory: FakeDirectory, policy: OnUserDeleted) -> Sync {
@@ -637,13 +757,26 @@ mod tests {
 
     #[tokio::test]
     async fn updated_row_writes_only_the_attributes_that_differ() {
-        let directory = FakeDirectory::default().with_user("ada@example.com", &[("given_name", "Ada"), ("family_name", "Byron"), ("custom:_tenant", "acme")]);
+        let directory = FakeDirectory::default().with_user(
+            "ada@example.com",
+            &[
+                ("given_name", "Ada"),
+                ("family_name", "Byron"),
+                ("custom:_tenant", "acme"),
+            ],
+        );
         let sync = sync(directory, OnUserDeleted::Disable);
-        let record = users_event("record_updated", json!([{"email":"ada@example.com","firstName":"Ada","lastName":"Lovelace","_tenant":null}]));
+        let record = users_event(
+            "record_updated",
+            json!([{"email":"ada@example.com","firstName":"Ada","lastName":"Lovelace","_tenant":null}]),
+        );
         sync.handle_record(record, until()).await.unwrap();
         assert_eq!(
             sync.directory.writes(),
-            vec![r#"update ada@example.com [("family_name", "Lovelace")]"#.to_string(), r#"delete-attributes ada@example.com ["custom:_tenant"]"#.to_string(),]
+            vec![
+                r#"update ada@example.com [("family_name", "Lovelace")]"#.to_string(),
+                r#"delete-attributes ada@example.com ["custom:_tenant"]"#.to_string(),
+            ]
         );
         let user = sync.directory.user("ada@example.com").unwrap();
         assert_eq!(user.attributes.get("family_name").map(String::as_str), Some("Lovelace"));
@@ -652,9 +785,13 @@ mod tests {
 
     #[tokio::test]
     async fn unchanged_user_gets_no_write() {
-        let directory = FakeDirectory::default().with_user("ada@example.com", &[("given_name", "Ada"), ("custom:_tenant", "acme")]);
+        let directory =
+            FakeDirectory::default().with_user("ada@example.com", &[("given_name", "Ada"), ("custom:_tenant", "acme")]);
         let sync = sync(directory, OnUserDeleted::Disable);
-        let record = users_event("record_updated", json!([{"email":"ada@example.com","firstName":"Ada","_tenant":"acme","lastName":null}]));
+        let record = users_event(
+            "record_updated",
+            json!([{"email":"ada@example.com","firstName":"Ada","_tenant":"acme","lastName":null}]),
+        );
         sync.handle_record(record, until()).await.unwrap();
         assert!(sync.directory.writes().is_empty());
     }
@@ -662,7 +799,10 @@ mod tests {
     #[tokio::test]
     async fn missing_user_is_skipped_not_retried() {
         let sync = sync(FakeDirectory::default(), OnUserDeleted::Disable);
-        let record = users_event("records_created", json!([{"email":"ghost@example.com","firstName":"G"}]));
+        let record = users_event(
+            "records_created",
+            json!([{"email":"ghost@example.com","firstName":"G"}]),
+        );
         assert_eq!(sync.handle_record(record, until()).await, Ok(()));
         assert!(sync.directory.writes().is_empty());
     }
@@ -671,25 +811,40 @@ mod tests {
     async fn one_invalid_row_makes_the_record_poison_before_any_write() {
         let directory = FakeDirectory::default().with_user("ada@example.com", &[]);
         let sync = sync(directory, OnUserDeleted::Disable);
-        let record = users_event("records_created", json!([{"email":"ada@example.com","firstName":"Ada"},{"email":"b@example.com","lastName":{"x":1}}]));
+        let record = users_event(
+            "records_created",
+            json!([{"email":"ada@example.com","firstName":"Ada"},{"email":"b@example.com","lastName":{"x":1}}]),
+        );
         let err = sync.handle_record(record, until()).await.unwrap_err();
-        assert!(matches!(&err, RecordError::Poison(reason) if reason.contains("row 1") && reason.contains("lastName")), "{err:?}");
+        assert!(
+            matches!(&err, RecordError::Poison(reason) if reason.contains("row 1") && reason.contains("lastName")),
+            "{err:?}"
+        );
         assert!(sync.directory.writes().is_empty());
     }
 
     #[tokio::test]
     async fn unparseable_body_is_poison() {
         let sync = sync(FakeDirectory::default(), OnUserDeleted::Disable);
-        assert!(matches!(sync.handle_record(sqs_record("m", "{not json"), until()).await, Err(RecordError::Poison(_))));
+        assert!(matches!(
+            sync.handle_record(sqs_record("m", "{not json"), until()).await,
+            Err(RecordError::Poison(_))
+        ));
     }
 
     #[tokio::test]
     async fn other_tables_and_events_are_acknowledged_without_calls() {
-        let directory = FakeDirectory { unavailable: vec!["ada@example.com".into()], ..Default::default() };
+        let directory = FakeDirectory {
+            unavailable: vec!["ada@example.com".into()],
+            ..Default::default()
+        };
         let sync = sync(directory, OnUserDeleted::Disable);
-        let other_table = json!({"event":"records_created","table":"publish_history","records":[{"email":"ada@example.com"}]}).to_string();
+        let other_table =
+            json!({"event":"records_created","table":"publish_history","records":[{"email":"ada@example.com"}]})
+                .to_string();
         assert_eq!(sync.handle_record(sqs_record("m", &other_table), until()).await, Ok(()));
-        let other_event = json!({"event":"records_archived","table":"users","records":[{"email":"ada@example.com"}]}).to_string();
+        let other_event =
+            json!({"event":"records_archived","table":"users","records":[{"email":"ada@example.com"}]}).to_string();
         assert_eq!(sync.handle_record(sqs_record("m", &other_event), until()).await, Ok(()));
         let metrics = sync.metrics.take_document().unwrap();
         assert_eq!(metrics["RecordsIgnored"], 2.0);
@@ -708,45 +863,109 @@ mod tests {
 
     #[tokio::test]
     async fn deleted_row_follows_delete_and_ignore_policies() {
-        let sync_delete = sync(FakeDirectory::default().with_user("ada@example.com", &[]), OnUserDeleted::Delete);
-        sync_delete.handle_record(users_event("records_deleted", json!([{"email":"ada@example.com"}])), until()).await.unwrap();
-        assert_eq!(sync_delete.directory.writes(), vec!["delete-user ada@example.com".to_string()]);
+        let sync_delete = sync(
+            FakeDirectory::default().with_user("ada@example.com", &[]),
+            OnUserDeleted::Delete,
+        );
+        sync_delete
+            .handle_record(
+                users_event("records_deleted", json!([{"email":"ada@example.com"}])),
+                until(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            sync_delete.directory.writes(),
+            vec!["delete-user ada@example.com".to_string()]
+        );
         assert!(sync_delete.directory.user("ada@example.com").is_none());
         // Redelivered after the delete: the user is gone, which is not an error.
-        sync_delete.handle_record(users_event("records_deleted", json!([{"email":"ada@example.com"}])), until()).await.unwrap();
+        sync_delete
+            .handle_record(
+                users_event("records_deleted", json!([{"email":"ada@example.com"}])),
+                until(),
+            )
+            .await
+            .unwrap();
 
-        let sync_ignore = sync(FakeDirectory::default().with_user("ada@example.com", &[]), OnUserDeleted::Ignore);
-        sync_ignore.handle_record(users_event("records_deleted", json!([{"email":"ada@example.com"}])), until()).await.unwrap();
+        let sync_ignore = sync(
+            FakeDirectory::default().with_user("ada@example.com", &[]),
+            OnUserDeleted::Ignore,
+        );
+        sync_ignore
+            .handle_record(
+                users_event("records_deleted", json!([{"email":"ada@example.com"}])),
+                until(),
+            )
+            .await
+            .unwrap();
         assert!(sync_ignore.directory.writes().is_empty());
         assert!(sync_ignore.directory.user("ada@example.com").unwrap().enabled);
     }
 
     #[tokio::test]
     async fn unavailable_directory_is_transient_and_rejection_is_poison() {
-        let directory = FakeDirectory { unavailable: vec!["ada@example.com".into()], ..Default::default() };
+        let directory = FakeDirectory {
+            unavailable: vec!["ada@example.com".into()],
+            ..Default::default()
+        };
         let sync1 = sync(directory, OnUserDeleted::Disable);
         let record = users_event("record_updated", json!([{"email":"ada@example.com","firstName":"Ada"}]));
-        assert!(matches!(sync1.handle_record(record.clone(), until()).await, Err(RecordError::Transient(_))));
+        assert!(matches!(
+            sync1.handle_record(record.clone(), until()).await,
+            Err(RecordError::Transient(_))
+        ));
 
-        let directory = FakeDirectory { rejected_attribute: Some("custom:_tenant".into()), ..Default::default() }.with_user("ada@example.com", &[]);
+        let directory = FakeDirectory {
+            rejected_attribute: Some("custom:_tenant".into()),
+            ..Default::default()
+        }
+        .with_user("ada@example.com", &[]);
         let sync2 = sync(directory, OnUserDeleted::Disable);
         let record = users_event("record_updated", json!([{"email":"ada@example.com","_tenant":"acme"}]));
-        assert!(matches!(sync2.handle_record(record, until()).await, Err(RecordError::Poison(reason)) if reason.contains("custom:_tenant")));
+        assert!(
+            matches!(sync2.handle_record(record, until()).await, Err(RecordError::Poison(reason)) if reason.contains("custom:_tenant"))
+        );
     }
 
     #[tokio::test]
     async fn batch_reports_only_the_records_that_can_succeed_later() {
-        let directory = FakeDirectory { unavailable: vec!["busy@example.com".into()], ..Default::default() }.with_user("ada@example.com", &[]);
+        let directory = FakeDirectory {
+            unavailable: vec!["busy@example.com".into()],
+            ..Default::default()
+        }
+        .with_user("ada@example.com", &[]);
         let sync = sync(directory, OnUserDeleted::Disable);
-        let good = json!({"event":"record_updated","table":"users","record":{"email":"ada@example.com","firstName":"Ada"}}).to_string();
-        let busy = json!({"event":"record_updated","table":"users","record":{"email":"busy@example.com","firstName":"B"}}).to_string();
-        let event = sqs_event(vec![sqs_record("good", &good), sqs_record("busy", &busy), sqs_record("poison", "{oops")]);
-        let response = sync.handle_batch(&BatchProcessor::new(CONCURRENCY, None), event, Instant::now() + Duration::from_secs(30)).await;
-        let mut failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+        let good =
+            json!({"event":"record_updated","table":"users","record":{"email":"ada@example.com","firstName":"Ada"}})
+                .to_string();
+        let busy =
+            json!({"event":"record_updated","table":"users","record":{"email":"busy@example.com","firstName":"B"}})
+                .to_string();
+        let event = sqs_event(vec![
+            sqs_record("good", &good),
+            sqs_record("busy", &busy),
+            sqs_record("poison", "{oops"),
+        ]);
+        let response = sync
+            .handle_batch(
+                &BatchProcessor::new(CONCURRENCY, None),
+                event,
+                Instant::now() + Duration::from_secs(30),
+            )
+            .await;
+        let mut failed: Vec<_> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
         failed.sort();
         // Without a dead-letter queue the poison record is reported too, so the queue's redrive policy moves it.
         assert_eq!(failed, vec!["busy", "poison"]);
-        assert_eq!(sync.directory.writes(), vec![r#"update ada@example.com [("given_name", "Ada")]"#.to_string()]);
+        assert_eq!(
+            sync.directory.writes(),
+            vec![r#"update ada@example.com [("given_name", "Ada")]"#.to_string()]
+        );
     }
 
     const QUEUE: &str = "arn:aws:sqs:eu-west-1:123456789012:dev-cognito-attribute-sync";
@@ -757,11 +976,18 @@ mod tests {
         let rows: Vec<_> = (0..count)
             .map(|i| {
                 let email = format!("user{i:04}@example.com");
-                directory.users.lock().unwrap().insert(email.clone(), DirectoryUser { enabled: true, attributes: HashMap::new() });
+                directory.users.lock().unwrap().insert(
+                    email.clone(),
+                    DirectoryUser {
+                        enabled: true,
+                        attributes: HashMap::new(),
+                    },
+                );
                 json!({"email": email, "firstName": format!("First{i}"), "_tenant": "acme"})
             })
             .collect();
-        let message = json!({"event": "records_created", "table": "users", "occurredAt": occurred_at, "records": rows}).to_string();
+        let message = json!({"event": "records_created", "table": "users", "occurredAt": occurred_at, "records": rows})
+            .to_string();
         let mut record = sqs_record("import-1", &sns_envelope(&message, "records_created", "users"));
         record.event_source_arn = Some(QUEUE.into());
         (directory, record)
@@ -775,8 +1001,16 @@ mod tests {
         let (directory, record) = import(300, "2026-11-20T10:00:00.123456Z");
         let sync = paced_sync(directory, OnUserDeleted::Disable, 10.0);
         let started = Instant::now();
-        assert_eq!(sync.handle_record(record, until()).await, Ok(()), "acknowledged, not handed back");
-        assert!(started.elapsed() <= WORK_SLICE + HAND_ON_RESERVE, "answered within the slice: {:?}", started.elapsed());
+        assert_eq!(
+            sync.handle_record(record, until()).await,
+            Ok(()),
+            "acknowledged, not handed back"
+        );
+        assert!(
+            started.elapsed() <= WORK_SLICE + HAND_ON_RESERVE,
+            "answered within the slice: {:?}",
+            started.elapsed()
+        );
         let written = sync.directory.writes().len();
         assert!((90..=110).contains(&written), "10 a second for 10 s: {written}");
         let sent = sync.hand_on.sent.lock().unwrap().clone();
@@ -785,8 +1019,18 @@ mod tests {
         let parts = sync.hand_on.bodies();
         let rest: Vec<&Value> = parts.iter().flat_map(|p| p["records"].as_array().unwrap()).collect();
         assert_eq!(rest.len(), 300 - written, "exactly the rows not applied");
-        assert_eq!(rest[0]["email"], format!("user{written:04}@example.com"), "in their order");
-        assert!((parts[0]["records"].as_array().unwrap().len() as i64 - parts[1]["records"].as_array().unwrap().len() as i64).abs() <= 1, "halves");
+        assert_eq!(
+            rest[0]["email"],
+            format!("user{written:04}@example.com"),
+            "in their order"
+        );
+        assert!(
+            (parts[0]["records"].as_array().unwrap().len() as i64
+                - parts[1]["records"].as_array().unwrap().len() as i64)
+                .abs()
+                <= 1,
+            "halves"
+        );
         for part in &parts {
             assert_eq!(part["occurredAt"], "2026-11-20T10:00:00.123456Z");
             assert_eq!(part["continues"], "import-1");
@@ -803,7 +1047,11 @@ mod tests {
         }
         assert_eq!(sync.directory.writes().len(), 300, "every user written once");
         assert_eq!(sync.directory.reads.load(Ordering::SeqCst), 300, "every user read once");
-        assert!(sync.directory.users.lock().unwrap().values().all(|u| u.attributes.get("custom:_tenant").map(String::as_str) == Some("acme")));
+        assert!(sync.directory.users.lock().unwrap().values().all(|u| u
+            .attributes
+            .get("custom:_tenant")
+            .map(String::as_str)
+            == Some("acme")));
     }
 
     /// The whole import delivered again (a redelivery, or the API sending it twice): every row is stale at the
@@ -813,10 +1061,23 @@ mod tests {
         let (directory, record) = import(40, "2026-11-20T10:00:00Z");
         let sync = paced_sync(directory, OnUserDeleted::Disable, 1_000.0);
         sync.handle_record(record.clone(), until()).await.unwrap();
-        assert_eq!((sync.directory.reads.load(Ordering::SeqCst), sync.directory.writes().len()), (40, 40));
+        assert_eq!(
+            (
+                sync.directory.reads.load(Ordering::SeqCst),
+                sync.directory.writes().len()
+            ),
+            (40, 40)
+        );
         let _ = sync.metrics.take_document();
         sync.handle_record(record, until()).await.unwrap();
-        assert_eq!((sync.directory.reads.load(Ordering::SeqCst), sync.directory.writes().len()), (40, 40), "no read, no write");
+        assert_eq!(
+            (
+                sync.directory.reads.load(Ordering::SeqCst),
+                sync.directory.writes().len()
+            ),
+            (40, 40),
+            "no read, no write"
+        );
         assert_eq!(sync.metrics.take_document().unwrap()["ChangesAlreadyApplied"], 40.0);
         assert!(sync.hand_on.sent.lock().unwrap().is_empty());
     }
@@ -824,9 +1085,13 @@ mod tests {
     /// A change without any time cannot be told from another change of the user: it is applied again.
     #[tokio::test]
     async fn a_change_without_a_time_is_applied_again() {
-        let sync = sync(FakeDirectory::default().with_user("ada@example.com", &[]), OnUserDeleted::Disable);
-        let untimed =
-            || sqs_record("m", &json!({"event": "record_updated", "table": "users", "record": {"email": "ada@example.com", "lastName": "L"}}).to_string());
+        let sync = sync(
+            FakeDirectory::default().with_user("ada@example.com", &[]),
+            OnUserDeleted::Disable,
+        );
+        let untimed = || {
+            sqs_record("m", &json!({"event": "record_updated", "table": "users", "record": {"email": "ada@example.com", "lastName": "L"}}).to_string())
+        };
         sync.handle_record(untimed(), until()).await.unwrap();
         sync.handle_record(untimed(), until()).await.unwrap();
         assert_eq!(sync.directory.reads.load(Ordering::SeqCst), 2);
@@ -849,7 +1114,13 @@ mod tests {
                 started.elapsed()
             })
         };
-        let response = sync.handle_batch(&BatchProcessor::new(CONCURRENCY, None), sqs_event(vec![big, small]), Instant::now() + Duration::from_secs(30)).await;
+        let response = sync
+            .handle_batch(
+                &BatchProcessor::new(CONCURRENCY, None),
+                sqs_event(vec![big, small]),
+                Instant::now() + Duration::from_secs(30),
+            )
+            .await;
         assert!(response.batch_item_failures.is_empty(), "{response:?}");
         let took = watcher.await.unwrap();
         assert!(took < Duration::from_secs(1), "the small change waited {took:?}");
@@ -861,8 +1132,13 @@ mod tests {
     async fn a_rest_that_cannot_be_handed_on_brings_the_record_back() {
         let (directory, record) = import(300, "2026-11-20T10:00:00Z");
         let mut sync = paced_sync(directory, OnUserDeleted::Disable, 10.0);
-        sync.hand_on = Arc::new(RecordingHandOn { refuse: true, ..Default::default() });
-        assert!(matches!(sync.handle_record(record, until()).await, Err(RecordError::Transient(reason)) if reason.contains("not handed on")));
+        sync.hand_on = Arc::new(RecordingHandOn {
+            refuse: true,
+            ..Default::default()
+        });
+        assert!(
+            matches!(sync.handle_record(record, until()).await, Err(RecordError::Transient(reason)) if reason.contains("not handed on"))
+        );
     }
 
     fn change_at(event: &str, email: &str, last_name: &str, occurred_at: &str) -> SqsMessage {
@@ -871,7 +1147,9 @@ mod tests {
     }
 
     fn family_name(sync: &Sync, email: &str) -> Option<String> {
-        sync.directory.user(email).and_then(|u| u.attributes.get("family_name").cloned())
+        sync.directory
+            .user(email)
+            .and_then(|u| u.attributes.get("family_name").cloned())
     }
 
     fn minutes_ago(minutes: i64) -> String {
@@ -880,49 +1158,97 @@ mod tests {
 
     #[tokio::test]
     async fn an_older_change_delivered_after_a_newer_one_is_skipped() {
-        let sync = sync(FakeDirectory::default().with_user("ada@example.com", &[]), OnUserDeleted::Disable);
-        sync.handle_record(change_at("record_updated", "ada@example.com", "Newer", "2026-11-20T10:00:10Z"), until()).await.unwrap();
-        sync.handle_record(change_at("record_updated", "ada@example.com", "Older", "2026-11-20T10:00:00Z"), until()).await.unwrap();
+        let sync = sync(
+            FakeDirectory::default().with_user("ada@example.com", &[]),
+            OnUserDeleted::Disable,
+        );
+        sync.handle_record(
+            change_at("record_updated", "ada@example.com", "Newer", "2026-11-20T10:00:10Z"),
+            until(),
+        )
+        .await
+        .unwrap();
+        sync.handle_record(
+            change_at("record_updated", "ada@example.com", "Older", "2026-11-20T10:00:00Z"),
+            until(),
+        )
+        .await
+        .unwrap();
         assert_eq!(family_name(&sync, "ada@example.com").as_deref(), Some("Newer"));
         assert_eq!(sync.metrics.take_document().unwrap()["ChangesStale"], 1.0);
         // The same change again (a redelivery) is no error and writes nothing new.
-        sync.handle_record(change_at("record_updated", "ada@example.com", "Newer", "2026-11-20T10:00:10Z"), until()).await.unwrap();
+        sync.handle_record(
+            change_at("record_updated", "ada@example.com", "Newer", "2026-11-20T10:00:10Z"),
+            until(),
+        )
+        .await
+        .unwrap();
         assert_eq!(sync.directory.writes().len(), 1);
     }
 
     #[tokio::test]
     async fn newer_and_older_in_one_batch_end_with_the_newer() {
         for _ in 0..20 {
-            let sync = sync(FakeDirectory::default().with_user("ada@example.com", &[]), OnUserDeleted::Disable);
+            let sync = sync(
+                FakeDirectory::default().with_user("ada@example.com", &[]),
+                OnUserDeleted::Disable,
+            );
             let event = sqs_event(vec![
                 change_at("record_updated", "ada@example.com", "Newer", "2026-11-20T10:00:10Z"),
                 change_at("record_updated", "ada@example.com", "Older", "2026-11-20T10:00:00Z"),
             ]);
-            let response = sync.handle_batch(&BatchProcessor::new(CONCURRENCY, None), event, Instant::now() + Duration::from_secs(30)).await;
-            assert!(response.batch_item_failures.is_empty(), "the user's changes wait for each other, not fail");
+            let response = sync
+                .handle_batch(
+                    &BatchProcessor::new(CONCURRENCY, None),
+                    event,
+                    Instant::now() + Duration::from_secs(30),
+                )
+                .await;
+            assert!(
+                response.batch_item_failures.is_empty(),
+                "the user's changes wait for each other, not fail"
+            );
             assert_eq!(family_name(&sync, "ada@example.com").as_deref(), Some("Newer"));
         }
     }
 
     #[tokio::test]
     async fn the_rows_updated_at_orders_before_the_events_time() {
-        let sync = sync(FakeDirectory::default().with_user("ada@example.com", &[]), OnUserDeleted::Disable);
+        let sync = sync(
+            FakeDirectory::default().with_user("ada@example.com", &[]),
+            OnUserDeleted::Disable,
+        );
         let newer_row = json!({"event": "record_updated", "table": "users", "occurredAt": "2026-11-20T10:00:00Z",
                                "record": {"email": "ada@example.com", "lastName": "Newer", "updatedAt": "2026-11-20 10:00:30.5+00"}});
         let older_row = json!({"event": "record_updated", "table": "users", "occurredAt": "2026-11-20T10:01:00Z",
                                "record": {"email": "ada@example.com", "lastName": "Older", "updatedAt": "2026-11-20T10:00:20Z"}});
-        sync.handle_record(sqs_record("a", &newer_row.to_string()), until()).await.unwrap();
-        sync.handle_record(sqs_record("b", &older_row.to_string()), until()).await.unwrap();
+        sync.handle_record(sqs_record("a", &newer_row.to_string()), until())
+            .await
+            .unwrap();
+        sync.handle_record(sqs_record("b", &older_row.to_string()), until())
+            .await
+            .unwrap();
         assert_eq!(family_name(&sync, "ada@example.com").as_deref(), Some("Newer"));
         let bad = json!({"event": "record_updated", "table": "users", "record": {"email": "ada@example.com", "updatedAt": "last tuesday"}});
-        assert!(matches!(sync.handle_record(sqs_record("c", &bad.to_string()), until()).await, Err(RecordError::Poison(r)) if r.contains("updatedAt")));
+        assert!(
+            matches!(sync.handle_record(sqs_record("c", &bad.to_string()), until()).await, Err(RecordError::Poison(r)) if r.contains("updatedAt"))
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_user_held_by_another_writer_is_waited_for_then_handed_on_not_handed_back() {
-        let sync = sync(FakeDirectory::default().with_user("ada@example.com", &[]), OnUserDeleted::Disable);
+        let sync = sync(
+            FakeDirectory::default().with_user("ada@example.com", &[]),
+            OnUserDeleted::Disable,
+        );
         let key = user_key("ada@example.com");
-        sync.guard.items.lock().unwrap().insert(key, shared::testing::GuardItem { lease: Some(("elsewhere".into(), lapses_in_30s())), ..Default::default() });
+        sync.guard.items.lock().unwrap().insert(
+            key,
+            shared::testing::GuardItem {
+                lease: Some(("elsewhere".into(), lapses_in_30s())),
+                ..Default::default()
+            },
+        );
         let mut record = change_at("record_updated", "ada@example.com", "Newer", "2026-11-20T10:00:10Z");
         record.event_source_arn = Some(QUEUE.into());
         let result = sync.handle_record(record, until()).await;
@@ -930,7 +1256,10 @@ mod tests {
         assert!(sync.directory.writes().is_empty());
         let handed_on = sync.hand_on.bodies();
         assert_eq!(handed_on.len(), 1);
-        assert_eq!(handed_on[0]["records"], json!([{"email": "ada@example.com", "lastName": "Newer"}]));
+        assert_eq!(
+            handed_on[0]["records"],
+            json!([{"email": "ada@example.com", "lastName": "Newer"}])
+        );
         assert_eq!(sync.metrics.take_document().unwrap()["ChangesDeferred"], 1.0);
     }
 
@@ -939,11 +1268,24 @@ mod tests {
         let directory = FakeDirectory::default().with_user("ada@example.com", &[("family_name", "Byron")]);
         let sync = sync(directory, OnUserDeleted::Delete);
         let deleted = json!({"event": "records_deleted", "table": "users", "occurredAt": "2026-11-20T10:00:10Z", "record": {"email": "ada@example.com"}});
-        sync.handle_record(sqs_record("d", &deleted.to_string()), until()).await.unwrap();
+        sync.handle_record(sqs_record("d", &deleted.to_string()), until())
+            .await
+            .unwrap();
         assert!(sync.directory.user("ada@example.com").is_none());
         // The sign-up creates the user again; the old create is redelivered from the dead-letter queue.
-        sync.directory.users.lock().unwrap().insert("ada@example.com".into(), DirectoryUser { enabled: true, attributes: HashMap::new() });
-        sync.handle_record(change_at("records_created", "ada@example.com", "Byron", "2026-11-20T10:00:00Z"), until()).await.unwrap();
+        sync.directory.users.lock().unwrap().insert(
+            "ada@example.com".into(),
+            DirectoryUser {
+                enabled: true,
+                attributes: HashMap::new(),
+            },
+        );
+        sync.handle_record(
+            change_at("records_created", "ada@example.com", "Byron", "2026-11-20T10:00:00Z"),
+            until(),
+        )
+        .await
+        .unwrap();
         assert_eq!(family_name(&sync, "ada@example.com"), None);
         assert!(sync.guard.items.lock().unwrap()[&user_key("ada@example.com")].deleted);
     }
@@ -951,10 +1293,24 @@ mod tests {
     #[tokio::test]
     async fn a_user_not_yet_in_the_pool_is_retried_while_the_change_is_young_then_skipped() {
         let sync = sync(FakeDirectory::default(), OnUserDeleted::Disable);
-        let young = sync.handle_record(change_at("records_created", "new@example.com", "New", &minutes_ago(1)), until()).await;
+        let young = sync
+            .handle_record(
+                change_at("records_created", "new@example.com", "New", &minutes_ago(1)),
+                until(),
+            )
+            .await;
         assert!(matches!(young, Err(RecordError::Transient(reason)) if reason.contains("not in the pool yet")));
-        let old = sync.handle_record(change_at("records_created", "new@example.com", "New", &minutes_ago(10)), until()).await;
+        let old = sync
+            .handle_record(
+                change_at("records_created", "new@example.com", "New", &minutes_ago(10)),
+                until(),
+            )
+            .await;
         assert_eq!(old, Ok(()));
-        assert_eq!(sync.guard.items.lock().unwrap()[&user_key("new@example.com")].version, None, "nothing applied, no version");
+        assert_eq!(
+            sync.guard.items.lock().unwrap()[&user_key("new@example.com")].version,
+            None,
+            "nothing applied, no version"
+        );
     }
 }

@@ -27,7 +27,11 @@ fn start(stack: &PoolStack, settings: &[(&str, &str)]) -> FunctionProcess {
 
 /// Calls of `operation` whose request names `username`.
 fn calls_for(proxy: &RecordingProxy, operation: &str, username: &str) -> usize {
-    proxy.calls_of(operation).iter().filter(|c| c.body.contains(username)).count()
+    proxy
+        .calls_of(operation)
+        .iter()
+        .filter(|c| c.body.contains(username))
+        .count()
 }
 
 fn attr<'a>(attributes: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
@@ -38,21 +42,39 @@ fn attr<'a>(attributes: &'a HashMap<String, String>, name: &str) -> Option<&'a s
 async fn sample_events_bring_cognito_in_line_with_the_user_rows() {
     let stack = stack().await;
     let pool = stack.pool_id.clone();
-    let mut function = start(&stack, &[("USER_POOL_ID", &pool), ("DEAD_LETTER_QUEUE_URL", &stack.dlq_url)]);
+    let mut function = start(
+        &stack,
+        &[("USER_POOL_ID", &pool), ("DEAD_LETTER_QUEUE_URL", &stack.dlq_url)],
+    );
 
     // SNS envelopes: Ada's surname changes, Grace's row matches Cognito already, a publish_history row is ignored.
-    let response = function.invoke(&sample_event("cognito-attribute-sync/sns-envelope-batch.json")).response();
+    let response = function
+        .invoke(&sample_event("cognito-attribute-sync/sns-envelope-batch.json"))
+        .response();
     assert_eq!(failures(&response), Vec::<String>::new());
     let (_, ada) = user_state(&stack.cognito, &pool, "ada@example.com").await;
     assert_eq!(attr(&ada, "given_name"), Some("Ada"));
     assert_eq!(attr(&ada, "family_name"), Some("Lovelace"));
     assert_eq!(attr(&ada, "custom:_tenant"), Some("acme"));
-    assert_eq!(calls_for(&stack.aws.proxy, "AdminUpdateUserAttributes", "ada@example.com"), 1);
-    assert_eq!(calls_for(&stack.aws.proxy, "AdminUpdateUserAttributes", "grace@example.com"), 0, "unchanged user got a write");
-    assert_eq!(calls_for(&stack.aws.proxy, "AdminDeleteUserAttributes", "grace@example.com"), 0, "unchanged user got a write");
+    assert_eq!(
+        calls_for(&stack.aws.proxy, "AdminUpdateUserAttributes", "ada@example.com"),
+        1
+    );
+    assert_eq!(
+        calls_for(&stack.aws.proxy, "AdminUpdateUserAttributes", "grace@example.com"),
+        0,
+        "unchanged user got a write"
+    );
+    assert_eq!(
+        calls_for(&stack.aws.proxy, "AdminDeleteUserAttributes", "grace@example.com"),
+        0,
+        "unchanged user got a write"
+    );
 
     // Raw delivery: a new user row gives Katherine her names and tenant.
-    let response = function.invoke(&sample_event("cognito-attribute-sync/raw-delivery.json")).response();
+    let response = function
+        .invoke(&sample_event("cognito-attribute-sync/raw-delivery.json"))
+        .response();
     assert_eq!(failures(&response), Vec::<String>::new());
     let (_, katherine) = user_state(&stack.cognito, &pool, "katherine@example.com").await;
     assert_eq!(attr(&katherine, "given_name"), Some("Katherine"));
@@ -62,7 +84,9 @@ async fn sample_events_bring_cognito_in_line_with_the_user_rows() {
     // A deleted row disables the account (the default ON_USER_DELETED).
     let (enabled_before, _) = user_state(&stack.cognito, &pool, "alan@example.com").await;
     assert!(enabled_before);
-    let response = function.invoke(&sample_event("cognito-attribute-sync/user-deleted.json")).response();
+    let response = function
+        .invoke(&sample_event("cognito-attribute-sync/user-deleted.json"))
+        .response();
     assert_eq!(failures(&response), Vec::<String>::new());
     let (enabled_after, _) = user_state(&stack.cognito, &pool, "alan@example.com").await;
     assert!(!enabled_after, "deleted user still enabled");
@@ -70,8 +94,16 @@ async fn sample_events_bring_cognito_in_line_with_the_user_rows() {
     // Poison records go to the dead-letter queue with their reason; the good record beside them still succeeds.
     let poison_event = sample_event("cognito-attribute-sync/poison-record.json");
     let response = function.invoke(&poison_event).response();
-    assert_eq!(failures(&response), Vec::<String>::new(), "dead-lettered poison is acknowledged");
-    let sources: Vec<String> = dead_lettered(&stack.sqs, &stack.dlq_url).await.into_iter().map(|(source, _)| source).collect();
+    assert_eq!(
+        failures(&response),
+        Vec::<String>::new(),
+        "dead-lettered poison is acknowledged"
+    );
+    let sources: Vec<String> = dead_lettered(&stack.sqs, &stack.dlq_url)
+        .await
+        .into_iter()
+        .map(|(source, _)| source)
+        .collect();
     assert_eq!(sources, ids_at(&poison_event, &[1, 2]));
     let dead = peek_all(&stack.sqs, &stack.dlq_url).await;
     let records = poison_event["Records"].as_array().unwrap();
@@ -79,30 +111,64 @@ async fn sample_events_bring_cognito_in_line_with_the_user_rows() {
         let attributes = message.message_attributes().unwrap();
         let source = attributes["SourceMessageId"].string_value().unwrap();
         let original = records.iter().find(|r| r["messageId"] == source).unwrap();
-        assert_eq!(message.body(), original["body"].as_str(), "dead-lettered body is the original");
+        assert_eq!(
+            message.body(),
+            original["body"].as_str(),
+            "dead-lettered body is the original"
+        );
         let reason = attributes["ErrorMessage"].string_value().unwrap();
         assert!(!reason.is_empty());
-        assert_eq!(attributes["SourceQueueArn"].string_value(), Some("arn:aws:sqs:eu-west-1:123456789012:local-cognito-attribute-sync"));
+        assert_eq!(
+            attributes["SourceQueueArn"].string_value(),
+            Some("arn:aws:sqs:eu-west-1:123456789012:local-cognito-attribute-sync")
+        );
     }
-    assert_eq!(calls_for(&stack.aws.proxy, "AdminUpdateUserAttributes", "grace@example.com"), 0);
+    assert_eq!(
+        calls_for(&stack.aws.proxy, "AdminUpdateUserAttributes", "grace@example.com"),
+        0
+    );
 
     // Logs: JSON lines, each line of an invocation with its request id, no email address in full.
     let output = function.output();
     let invocation_lines: Vec<Value> = output
         .iter()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|line| line.get("message").is_some_and(|m| m == "attributes synced" || m == "batch processed"))
+        .filter(|line| {
+            line.get("message")
+                .is_some_and(|m| m == "attributes synced" || m == "batch processed")
+        })
         .collect();
-    assert!(invocation_lines.len() >= 4, "expected log lines, got:\n{}", output.join("\n"));
+    assert!(
+        invocation_lines.len() >= 4,
+        "expected log lines, got:\n{}",
+        output.join("\n")
+    );
     for line in &invocation_lines {
-        assert!(line["span"]["requestId"].as_str().is_some_and(|id| !id.is_empty()), "no request id: {line}");
+        assert!(
+            line["span"]["requestId"].as_str().is_some_and(|id| !id.is_empty()),
+            "no request id: {line}"
+        );
     }
-    for address in ["ada@example.com", "grace@example.com", "alan@example.com", "katherine@example.com"] {
-        assert!(!output.iter().any(|line| line.contains(address)), "{address} logged in full");
+    for address in [
+        "ada@example.com",
+        "grace@example.com",
+        "alan@example.com",
+        "katherine@example.com",
+    ] {
+        assert!(
+            !output.iter().any(|line| line.contains(address)),
+            "{address} logged in full"
+        );
     }
-    assert!(output.iter().any(|line| line.contains("a***@example.com")), "masked address expected in logs");
+    assert!(
+        output.iter().any(|line| line.contains("a***@example.com")),
+        "masked address expected in logs"
+    );
     // One EMF document per invocation.
-    let emf = output.iter().filter(|line| line.contains("\"CloudWatchMetrics\"")).count();
+    let emf = output
+        .iter()
+        .filter(|line| line.contains("\"CloudWatchMetrics\""))
+        .count();
     assert_eq!(emf, 4);
 }
 
@@ -111,16 +177,36 @@ async fn sample_events_bring_cognito_in_line_with_the_user_rows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_record_of_nearly_256_kib_is_dead_lettered_whole() {
     let stack = stack().await;
-    let mut function = start(&stack, &[("USER_POOL_ID", stack.pool_id.as_str()), ("DEAD_LETTER_QUEUE_URL", &stack.dlq_url)]);
+    let mut function = start(
+        &stack,
+        &[
+            ("USER_POOL_ID", stack.pool_id.as_str()),
+            ("DEAD_LETTER_QUEUE_URL", &stack.dlq_url),
+        ],
+    );
     let mut body = "{\"event\":\"record_updated\",\"table\":\"users\",\"pad\":\"".to_owned();
     body.push_str(&"x".repeat(262_144 - 40 - body.len()));
     let event = e2e_harness::sqs_event("dev-cognito-attribute-sync", &[("m-huge", body.clone())]);
     let response = function.invoke(&event).response();
-    assert_eq!(failures(&response), Vec::<String>::new(), "dead-lettered, not handed back: {:?} {}", stack.aws.proxy.refusals(), function.output().join("\n"));
-    assert!(stack.aws.proxy.refusals().is_empty(), "{:?}", stack.aws.proxy.refusals());
+    assert_eq!(
+        failures(&response),
+        Vec::<String>::new(),
+        "dead-lettered, not handed back: {:?} {}",
+        stack.aws.proxy.refusals(),
+        function.output().join("\n")
+    );
+    assert!(
+        stack.aws.proxy.refusals().is_empty(),
+        "{:?}",
+        stack.aws.proxy.refusals()
+    );
     let kept = peek_all(&stack.sqs, &stack.dlq_url).await;
     assert_eq!(kept.len(), 1);
-    assert_eq!(kept[0].body(), Some(body.as_str()), "the body is kept whole, for the redrive");
+    assert_eq!(
+        kept[0].body(),
+        Some(body.as_str()),
+        "the body is kept whole, for the redrive"
+    );
 }
 
 /// A column set to null removes the attribute (AdminDeleteUserAttributes); a redelivery finds nothing to remove.
@@ -135,8 +221,17 @@ async fn a_surname_set_to_null_is_removed_once() {
     for _ in 0..2 {
         assert_eq!(failures(&function.invoke(&event).response()), Vec::<String>::new());
     }
-    assert_eq!(attr(&user_state(&stack.cognito, &pool, "ada@example.com").await.1, "family_name"), None);
-    assert_eq!(calls_for(&stack.aws.proxy, "AdminDeleteUserAttributes", "ada@example.com"), 1);
+    assert_eq!(
+        attr(
+            &user_state(&stack.cognito, &pool, "ada@example.com").await.1,
+            "family_name"
+        ),
+        None
+    );
+    assert_eq!(
+        calls_for(&stack.aws.proxy, "AdminDeleteUserAttributes", "ada@example.com"),
+        1
+    );
 }
 
 /// The template's policy with `cognito-idp:AdminUpdateUserAttributes` taken out: Ada's change is handed back for
@@ -146,20 +241,51 @@ async fn a_surname_set_to_null_is_removed_once() {
 async fn without_admin_update_user_attributes_in_its_policy_the_change_is_kept_and_the_denial_is_named() {
     let stack = stack().await;
     let pool = stack.pool_id.clone();
-    let mut function = start(&stack, &[("USER_POOL_ID", &pool), ("DEAD_LETTER_QUEUE_URL", &stack.dlq_url)]);
-    stack.aws.proxy.revoke("cognito-attribute-sync", "cognito-idp:AdminUpdateUserAttributes");
+    let mut function = start(
+        &stack,
+        &[("USER_POOL_ID", &pool), ("DEAD_LETTER_QUEUE_URL", &stack.dlq_url)],
+    );
+    stack
+        .aws
+        .proxy
+        .revoke("cognito-attribute-sync", "cognito-idp:AdminUpdateUserAttributes");
     let event = sample_event("cognito-attribute-sync/sns-envelope-batch.json");
-    assert_eq!(failures(&function.invoke(&event).response()), ids_at(&event, &[0]), "Ada's change is handed back");
-    assert!(peek_all(&stack.sqs, &stack.dlq_url).await.is_empty(), "a denial is not poison");
+    assert_eq!(
+        failures(&function.invoke(&event).response()),
+        ids_at(&event, &[0]),
+        "Ada's change is handed back"
+    );
+    assert!(
+        peek_all(&stack.sqs, &stack.dlq_url).await.is_empty(),
+        "a denial is not poison"
+    );
     let output = function.output().join("\n");
-    assert!(output.contains("AccessDenied") && output.contains("cognito-idp:AdminUpdateUserAttributes"), "{output}");
+    assert!(
+        output.contains("AccessDenied") && output.contains("cognito-idp:AdminUpdateUserAttributes"),
+        "{output}"
+    );
     let denials = stack.aws.proxy.take_denials();
-    assert!(!denials.is_empty() && denials.iter().all(|d| d.operation == "AdminUpdateUserAttributes"), "{denials:?}");
-    assert_ne!(attr(&user_state(&stack.cognito, &pool, "ada@example.com").await.1, "family_name"), Some("Lovelace"));
+    assert!(
+        !denials.is_empty() && denials.iter().all(|d| d.operation == "AdminUpdateUserAttributes"),
+        "{denials:?}"
+    );
+    assert_ne!(
+        attr(
+            &user_state(&stack.cognito, &pool, "ada@example.com").await.1,
+            "family_name"
+        ),
+        Some("Lovelace")
+    );
 
     stack.aws.proxy.restore("cognito-attribute-sync");
     assert_eq!(failures(&function.invoke(&event).response()), Vec::<String>::new());
-    assert_eq!(attr(&user_state(&stack.cognito, &pool, "ada@example.com").await.1, "family_name"), Some("Lovelace"));
+    assert_eq!(
+        attr(
+            &user_state(&stack.cognito, &pool, "ada@example.com").await.1,
+            "family_name"
+        ),
+        Some("Lovelace")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,7 +297,11 @@ async fn without_a_dead_letter_queue_poison_and_unreachable_pool_are_reported_fo
     let response = function.invoke(&event).response();
     let mut all = message_ids(&event);
     all.sort();
-    assert_eq!(failures(&response), all, "nothing may be acknowledged that was not handled or kept");
+    assert_eq!(
+        failures(&response),
+        all,
+        "nothing may be acknowledged that was not handled or kept"
+    );
     assert!(peek_all(&stack.sqs, &stack.dlq_url).await.is_empty());
 }
 
@@ -179,8 +309,13 @@ async fn without_a_dead_letter_queue_poison_and_unreachable_pool_are_reported_fo
 async fn missing_configuration_fails_init_and_names_the_variable() {
     let stack = stack().await;
     let mut function = start(&stack, &[("ON_USER_DELETED", "delete")]);
-    let status = function.wait_exit(std::time::Duration::from_secs(20)).expect("the function exits at init");
+    let status = function
+        .wait_exit(std::time::Duration::from_secs(20))
+        .expect("the function exits at init");
     assert!(!status.success());
     let output = function.output().join("\n");
-    assert!(output.contains("USER_POOL_ID"), "init error does not name the variable:\n{output}");
+    assert!(
+        output.contains("USER_POOL_ID"),
+        "init error does not name the variable:\n{output}"
+    );
 }

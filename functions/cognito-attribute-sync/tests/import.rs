@@ -39,7 +39,11 @@ impl Local {
     /// An instance of the function as the template configures it, fed by the template's event source.
     fn instance(&self) -> EventSource {
         let function = self.0.instance(std::path::Path::new(BINARY), TIMEOUT, &[]);
-        self.stack.event_source(&self.sqs, &self.stack.function("cognito-attribute-sync").sqs[0], function)
+        self.stack.event_source(
+            &self.sqs,
+            &self.stack.function("cognito-attribute-sync").sqs[0],
+            function,
+        )
     }
 
     /// The users the import names, in the pool already (as the API creates them) with none of the row's values.
@@ -50,7 +54,13 @@ impl Local {
                 let email: &'static str = Box::leak(email(event, row).into_boxed_str());
                 let (cognito, pool) = (self.cognito.clone(), self.stack.user_pool_id.clone());
                 creating.spawn(async move {
-                    let user = SampleUser { email, given_name: "", family_name: "", tenant: "", ..SAMPLE_USERS[0] };
+                    let user = SampleUser {
+                        email,
+                        given_name: "",
+                        family_name: "",
+                        tenant: "",
+                        ..SAMPLE_USERS[0]
+                    };
                     create_user(&cognito, &pool, &user).await;
                 });
                 if creating.len() >= 8 {
@@ -71,7 +81,9 @@ impl Local {
                 })
                 .collect();
             let message = json!({"event": "records_created", "table": "users", "records": rows});
-            self.stack.publish_database_event(&self.sns, message.to_string(), "records_created", "users").await;
+            self.stack
+                .publish_database_event(&self.sns, message.to_string(), "records_created", "users")
+                .await;
         }
     }
 
@@ -80,7 +92,11 @@ impl Local {
     }
 
     fn throttled(&self) -> usize {
-        self.proxy.refusals().iter().filter(|(_, refusal)| refusal.code == "TooManyRequestsException").count()
+        self.proxy
+            .refusals()
+            .iter()
+            .filter(|(_, refusal)| refusal.code == "TooManyRequestsException")
+            .count()
     }
 
     async fn imported(&self) -> usize {
@@ -88,7 +104,11 @@ impl Local {
         for event in 0..EVENTS {
             for row in 0..ROWS {
                 let (_, attributes) = user_state(&self.cognito, &self.stack.user_pool_id, &email(event, row)).await;
-                let want = [("given_name", format!("First{row}")), ("family_name", format!("Last{event}")), ("custom:_tenant", "initech".to_owned())];
+                let want = [
+                    ("given_name", format!("First{row}")),
+                    ("family_name", format!("Last{event}")),
+                    ("custom:_tenant", "initech".to_owned()),
+                ];
                 right += usize::from(want.iter().all(|(name, value)| attributes.get(*name) == Some(value)));
             }
         }
@@ -96,11 +116,17 @@ impl Local {
     }
 
     async fn family_name(&self, username: &str) -> Option<String> {
-        user_state(&self.cognito, &self.stack.user_pool_id, username).await.1.get("family_name").cloned()
+        user_state(&self.cognito, &self.stack.user_pool_id, username)
+            .await
+            .1
+            .get("family_name")
+            .cloned()
     }
 
     async fn dead_lettered(&self) -> usize {
-        e2e_harness::fixtures::peek_all(&self.sqs, &self.stack.queue("CognitoAttributeSyncDeadLetterQueue").url).await.len()
+        e2e_harness::fixtures::peek_all(&self.sqs, &self.stack.queue("CognitoAttributeSyncDeadLetterQueue").url)
+            .await
+            .len()
     }
 
     async fn drained(&self) -> bool {
@@ -115,7 +141,8 @@ impl Local {
 /// import delivered again then writes nothing and reads nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "slow: work at scale through the queues; tests/test.sh runs it"]
-async fn an_import_larger_than_an_invocation_goes_on_in_the_next_within_the_quota_and_a_change_behind_it_is_not_held_up() {
+async fn an_import_larger_than_an_invocation_goes_on_in_the_next_within_the_quota_and_a_change_behind_it_is_not_held_up(
+) {
     let local = local().await;
     local.pool().await;
     let sources = [local.instance(), local.instance()];
@@ -125,28 +152,61 @@ async fn an_import_larger_than_an_invocation_goes_on_in_the_next_within_the_quot
 
     // Grace is a sample user: her surname changes while the import runs.
     let change = json!({"event": "record_updated", "table": "users", "record": {"email": "grace@example.com", "lastName": "Brewster"}});
-    assert!(wait_until(Duration::from_secs(30), || async { local.calls("AdminUpdateUserAttributes") >= 40 }).await, "the import never started");
-    local.stack.publish_database_event(&local.sns, change.to_string(), "record_updated", "users").await;
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            local.calls("AdminUpdateUserAttributes") >= 40
+        })
+        .await,
+        "the import never started"
+    );
+    local
+        .stack
+        .publish_database_event(&local.sns, change.to_string(), "record_updated", "users")
+        .await;
     let published = Instant::now();
-    assert!(wait_until(Duration::from_secs(30), || async { local.family_name("grace@example.com").await.as_deref() == Some("Brewster") }).await);
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            local.family_name("grace@example.com").await.as_deref() == Some("Brewster")
+        })
+        .await
+    );
     let change_took = published.elapsed();
     let import_so_far = local.calls("AdminUpdateUserAttributes");
-    assert!(change_took < Duration::from_secs(8), "the change waited {change_took:?} behind the import");
+    assert!(
+        change_took < Duration::from_secs(8),
+        "the change waited {change_took:?} behind the import"
+    );
     assert!(import_so_far < users, "the change was applied only after the import");
 
-    assert!(wait_until(Duration::from_secs(120), || async { local.calls("AdminUpdateUserAttributes") > users && local.drained().await }).await);
+    assert!(
+        wait_until(Duration::from_secs(120), || async {
+            local.calls("AdminUpdateUserAttributes") > users && local.drained().await
+        })
+        .await
+    );
     let took = started.elapsed();
     assert_eq!(local.imported().await, users, "every user right");
     assert_eq!(local.dead_lettered().await, 0, "nothing dead-lettered");
     let (reads, writes) = (local.calls("AdminGetUser"), local.calls("AdminUpdateUserAttributes"));
     assert_eq!(writes, users + 1, "one write per user, none twice");
-    assert_eq!(reads, users + 1, "one read per user: no row read again for lack of time");
+    assert_eq!(
+        reads,
+        users + 1,
+        "one read per user: no row read again for lack of time"
+    );
     // Within the quota together: a throttle is the exception (the calls' jitter on the way), and the SDK retries it.
     let throttled = local.throttled();
-    assert!(throttled * 100 <= reads + writes, "{throttled} of {} Cognito calls throttled: over 1 %", reads + writes);
+    assert!(
+        throttled * 100 <= reads + writes,
+        "{throttled} of {} Cognito calls throttled: over 1 %",
+        reads + writes
+    );
     let bound = Duration::from_secs_f64(users as f64 / 25.0);
     assert!(took >= bound, "faster than Cognito's quota allows: {took:?}");
-    assert!(took <= bound * 3, "{took:?} for {users} users; the quota allows {bound:?}");
+    assert!(
+        took <= bound * 3,
+        "{took:?} for {users} users; the quota allows {bound:?}"
+    );
     let mut handed_back = 0;
     let mut invocations = 0;
     for source in &sources {
@@ -159,8 +219,17 @@ async fn an_import_larger_than_an_invocation_goes_on_in_the_next_within_the_quot
     let received = |sources: &[EventSource]| sources.iter().map(|s| s.stats().records).sum::<usize>();
     let before = received(&sources);
     local.publish_import().await;
-    assert!(wait_until(Duration::from_secs(60), || async { received(&sources) >= before + EVENTS && local.drained().await }).await);
-    assert_eq!((local.calls("AdminGetUser"), local.calls("AdminUpdateUserAttributes")), (reads, writes), "the second delivery read or wrote");
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            received(&sources) >= before + EVENTS && local.drained().await
+        })
+        .await
+    );
+    assert_eq!(
+        (local.calls("AdminGetUser"), local.calls("AdminUpdateUserAttributes")),
+        (reads, writes),
+        "the second delivery read or wrote"
+    );
     assert_eq!(local.dead_lettered().await, 0);
     for source in sources {
         source.stop().await;

@@ -19,7 +19,13 @@ async fn stack() -> PoolStack {
 }
 
 fn start(stack: &PoolStack) -> FunctionProcess {
-    stack.start_function(BINARY, &[("USER_POOL_ID", stack.pool_id.as_str()), ("ORDERING_TABLE", ORDERING_TABLE)])
+    stack.start_function(
+        BINARY,
+        &[
+            ("USER_POOL_ID", stack.pool_id.as_str()),
+            ("ORDERING_TABLE", ORDERING_TABLE),
+        ],
+    )
 }
 
 /// A change of Ada's surname at `second` seconds past 10:00, in an SNS envelope, as the queue holds it.
@@ -49,7 +55,11 @@ fn deliver(function: &mut FunctionProcess, changes: &[(String, String)]) {
 }
 
 async fn surname(stack: &PoolStack) -> Option<String> {
-    user_state(&stack.cognito, &stack.pool_id, "ada@example.com").await.1.get("family_name").cloned()
+    user_state(&stack.cognito, &stack.pool_id, "ada@example.com")
+        .await
+        .1
+        .get("family_name")
+        .cloned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +90,13 @@ async fn newer_and_older_in_one_batch_always_end_with_the_newer() {
     let mut function = start(&stack);
     for round in 0..10u32 {
         let (newer, older) = (format!("Newer{round}"), format!("Older{round}"));
-        deliver(&mut function, &[change("record_updated", &newer, 20 * round + 10), change("record_updated", &older, 20 * round)]);
+        deliver(
+            &mut function,
+            &[
+                change("record_updated", &newer, 20 * round + 10),
+                change("record_updated", &older, 20 * round),
+            ],
+        );
         assert_eq!(surname(&stack).await, Some(newer), "round {round}");
     }
 }
@@ -92,8 +108,14 @@ async fn two_instances_racing_on_one_user_end_with_the_newest_change() {
     let (mut first, mut second) = (start(&stack), start(&stack));
     for round in 0..5u32 {
         let base = 100 * round;
-        let first_changes: Vec<_> = [1, 4, 2].iter().map(|s| change("record_updated", &format!("R{round}S{s}"), base + s)).collect();
-        let second_changes: Vec<_> = [3, 5, 0].iter().map(|s| change("record_updated", &format!("R{round}S{s}"), base + s)).collect();
+        let first_changes: Vec<_> = [1, 4, 2]
+            .iter()
+            .map(|s| change("record_updated", &format!("R{round}S{s}"), base + s))
+            .collect();
+        let second_changes: Vec<_> = [3, 5, 0]
+            .iter()
+            .map(|s| change("record_updated", &format!("R{round}S{s}"), base + s))
+            .collect();
         std::thread::scope(|scope| {
             scope.spawn(|| deliver(&mut first, &first_changes));
             scope.spawn(|| deliver(&mut second, &second_changes));
@@ -106,16 +128,39 @@ async fn two_instances_racing_on_one_user_end_with_the_newest_change() {
 #[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_create_replayed_after_the_delete_does_not_bring_the_attributes_back() {
     let stack = stack().await;
-    let mut function =
-        stack.start_function(BINARY, &[("USER_POOL_ID", stack.pool_id.as_str()), ("ORDERING_TABLE", ORDERING_TABLE), ("ON_USER_DELETED", "delete")]);
+    let mut function = stack.start_function(
+        BINARY,
+        &[
+            ("USER_POOL_ID", stack.pool_id.as_str()),
+            ("ORDERING_TABLE", ORDERING_TABLE),
+            ("ON_USER_DELETED", "delete"),
+        ],
+    );
     deliver(&mut function, &[change("records_created", "Lovelace", 0)]);
     deliver(&mut function, &[change("records_deleted", "Lovelace", 10)]);
-    assert!(stack.cognito.admin_get_user().user_pool_id(&stack.pool_id).username("ada@example.com").send().await.is_err(), "deleted");
+    assert!(
+        stack
+            .cognito
+            .admin_get_user()
+            .user_pool_id(&stack.pool_id)
+            .username("ada@example.com")
+            .send()
+            .await
+            .is_err(),
+        "deleted"
+    );
     // She signs up again (no surname yet); the old create comes back from a redrive.
-    let ada = e2e_harness::fixtures::SampleUser { family_name: "", ..e2e_harness::fixtures::SAMPLE_USERS[0] };
+    let ada = e2e_harness::fixtures::SampleUser {
+        family_name: "",
+        ..e2e_harness::fixtures::SAMPLE_USERS[0]
+    };
     e2e_harness::fixtures::create_user(&stack.cognito, &stack.pool_id, &ada).await;
     deliver(&mut function, &[change("records_created", "Lovelace", 0)]);
-    assert_eq!(surname(&stack).await, None, "the replayed create was older than the delete");
+    assert_eq!(
+        surname(&stack).await,
+        None,
+        "the replayed create was older than the delete"
+    );
     // A new change after the delete applies.
     deliver(&mut function, &[change("record_updated", "King", 20)]);
     assert_eq!(surname(&stack).await.as_deref(), Some("King"));
@@ -126,7 +171,10 @@ fn row_change(id: &str, event: &str, occurred_at: &str, record: Value) -> (Strin
     let mut record = record;
     record["email"] = json!("ada@example.com");
     let message = json!({"event": event, "table": "users", "occurredAt": occurred_at, "record": record});
-    (id.to_owned(), shared::testing::sns_envelope(&message.to_string(), event, "users"))
+    (
+        id.to_owned(),
+        shared::testing::sns_envelope(&message.to_string(), event, "users"),
+    )
 }
 
 async fn enabled(stack: &PoolStack) -> bool {
@@ -144,7 +192,10 @@ async fn a_user_created_again_after_the_deletion_is_enabled_and_a_replayed_older
     deliver(&mut function, &[change("records_deleted", "Lovelace", 10)]);
     assert!(!enabled(&stack).await, "the deletion disables");
     deliver(&mut function, &[change("records_created", "Lovelace", 0)]);
-    assert!(!enabled(&stack).await, "a replayed create older than the deletion enabled the user");
+    assert!(
+        !enabled(&stack).await,
+        "a replayed create older than the deletion enabled the user"
+    );
     assert_eq!(stack.aws.proxy.calls_of("AdminEnableUser").len(), 0);
     deliver(&mut function, &[change("records_created", "King", 20)]);
     assert!(enabled(&stack).await, "the row created again did not enable the user");
@@ -163,27 +214,77 @@ async fn a_user_created_again_after_the_deletion_is_enabled_and_a_replayed_older
 async fn a_deletion_on_a_slower_clock_still_wins_and_one_with_the_rows_timestamp_orders_on_the_database_clock() {
     let stack = stack().await;
     let mut function = start(&stack);
-    let update = row_change("u1", "record_updated", "2026-11-20T10:00:10Z", json!({"lastName": "King", "updatedAt": "2026-11-20T10:00:10Z"}));
+    let update = row_change(
+        "u1",
+        "record_updated",
+        "2026-11-20T10:00:10Z",
+        json!({"lastName": "King", "updatedAt": "2026-11-20T10:00:10Z"}),
+    );
     deliver(&mut function, std::slice::from_ref(&update));
-    deliver(&mut function, &[row_change("d1", "records_deleted", "2026-11-20T10:00:07Z", json!({}))]);
-    assert!(!enabled(&stack).await, "a deletion 3 s behind the last update on another clock was taken as stale");
+    deliver(
+        &mut function,
+        &[row_change("d1", "records_deleted", "2026-11-20T10:00:07Z", json!({}))],
+    );
+    assert!(
+        !enabled(&stack).await,
+        "a deletion 3 s behind the last update on another clock was taken as stale"
+    );
 
-    let again = row_change("u2", "records_created", "2026-11-20T10:01:00Z", json!({"lastName": "Byron", "updatedAt": "2026-11-20T10:01:00Z"}));
+    let again = row_change(
+        "u2",
+        "records_created",
+        "2026-11-20T10:01:00Z",
+        json!({"lastName": "Byron", "updatedAt": "2026-11-20T10:01:00Z"}),
+    );
     deliver(&mut function, std::slice::from_ref(&again));
     assert!(enabled(&stack).await);
     // The API's clock an hour behind; the deleted row says when it last changed.
-    deliver(&mut function, &[row_change("d2", "records_deleted", "2026-11-20T09:01:00Z", json!({"updatedAt": "2026-11-20T10:01:00Z"}))]);
-    assert!(!enabled(&stack).await, "a deletion with the row's own timestamp was ordered on the API's clock");
+    deliver(
+        &mut function,
+        &[row_change(
+            "d2",
+            "records_deleted",
+            "2026-11-20T09:01:00Z",
+            json!({"updatedAt": "2026-11-20T10:01:00Z"}),
+        )],
+    );
+    assert!(
+        !enabled(&stack).await,
+        "a deletion with the row's own timestamp was ordered on the API's clock"
+    );
     deliver(&mut function, &[again]);
-    assert!(!enabled(&stack).await, "the replayed update the deletion followed enabled the user again");
+    assert!(
+        !enabled(&stack).await,
+        "the replayed update the deletion followed enabled the user again"
+    );
 
     // Beyond the tolerance the clocks decide; a wider tolerance covers a wider skew.
-    let mut tolerant =
-        stack.start_function(BINARY, &[("USER_POOL_ID", stack.pool_id.as_str()), ("ORDERING_TABLE", ORDERING_TABLE), ("DELETE_SKEW_TOLERANCE_SECONDS", "15")]);
-    deliver(&mut tolerant, &[row_change("u3", "record_updated", "2026-11-20T10:02:00Z", json!({"lastName": "Ada", "updatedAt": "2026-11-20T10:02:00Z"}))]);
+    let mut tolerant = stack.start_function(
+        BINARY,
+        &[
+            ("USER_POOL_ID", stack.pool_id.as_str()),
+            ("ORDERING_TABLE", ORDERING_TABLE),
+            ("DELETE_SKEW_TOLERANCE_SECONDS", "15"),
+        ],
+    );
+    deliver(
+        &mut tolerant,
+        &[row_change(
+            "u3",
+            "record_updated",
+            "2026-11-20T10:02:00Z",
+            json!({"lastName": "Ada", "updatedAt": "2026-11-20T10:02:00Z"}),
+        )],
+    );
     assert!(enabled(&stack).await);
-    deliver(&mut tolerant, &[row_change("d3", "records_deleted", "2026-11-20T10:01:50Z", json!({}))]);
-    assert!(!enabled(&stack).await, "a deletion 10 s behind, under a 15 s tolerance, was taken as stale");
+    deliver(
+        &mut tolerant,
+        &[row_change("d3", "records_deleted", "2026-11-20T10:01:50Z", json!({}))],
+    );
+    assert!(
+        !enabled(&stack).await,
+        "a deletion 10 s behind, under a 15 s tolerance, was taken as stale"
+    );
 }
 
 /// Another writer (a second instance, the reconciliation) holds Ada for 3 s: the change waits within the invocation
@@ -207,23 +308,48 @@ async fn a_user_held_by_another_writer_for_seconds_is_applied_within_the_invocat
             .item("lease_until", AttributeValue::N(until.to_string()))
             .send()
     };
-    let mut function = stack
-        .start_function(BINARY, &[("USER_POOL_ID", stack.pool_id.as_str()), ("ORDERING_TABLE", ORDERING_TABLE), ("DEAD_LETTER_QUEUE_URL", &stack.dlq_url)]);
+    let mut function = stack.start_function(
+        BINARY,
+        &[
+            ("USER_POOL_ID", stack.pool_id.as_str()),
+            ("ORDERING_TABLE", ORDERING_TABLE),
+            ("DEAD_LETTER_QUEUE_URL", &stack.dlq_url),
+        ],
+    );
     hold(3).await.expect("hold the user");
     let started = std::time::Instant::now();
-    let response = function.invoke(&event(&[change("record_updated", "Held", 10)])).response();
+    let response = function
+        .invoke(&event(&[change("record_updated", "Held", 10)]))
+        .response();
     assert_eq!(batch_failures(&response), Vec::<String>::new(), "{response}");
     assert_eq!(surname(&stack).await.as_deref(), Some("Held"));
-    assert!(started.elapsed() >= std::time::Duration::from_secs(2), "applied while the other writer held the user");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "applied while the other writer held the user"
+    );
 
     let source = e2e_harness::fixtures::create_queue(&stack.sqs, QUEUE).await;
     hold(600).await.expect("hold the user");
-    let response = function.invoke(&event(&[change("record_updated", "Later", 20)])).response();
-    assert_eq!(batch_failures(&response), Vec::<String>::new(), "acknowledged: {response}\n{}", function.output().join("\n"));
+    let response = function
+        .invoke(&event(&[change("record_updated", "Later", 20)]))
+        .response();
+    assert_eq!(
+        batch_failures(&response),
+        Vec::<String>::new(),
+        "acknowledged: {response}\n{}",
+        function.output().join("\n")
+    );
     let handed_on = e2e_harness::fixtures::peek_all(&stack.sqs, &source).await;
     assert_eq!(handed_on.len(), 1, "the row goes on as a new message on its own queue");
     let rest: Value = serde_json::from_str(handed_on[0].body().unwrap()).unwrap();
-    assert_eq!((rest["records"][0]["lastName"].as_str(), rest["continues"].as_str()), (Some("Later"), Some("m-Later-20")));
-    assert_eq!(e2e_harness::fixtures::peek_all(&stack.sqs, &stack.dlq_url).await.len(), 0, "contention dead-lettered a change");
+    assert_eq!(
+        (rest["records"][0]["lastName"].as_str(), rest["continues"].as_str()),
+        (Some("Later"), Some("m-Later-20"))
+    );
+    assert_eq!(
+        e2e_harness::fixtures::peek_all(&stack.sqs, &stack.dlq_url).await.len(),
+        0,
+        "contention dead-lettered a change"
+    );
     assert_eq!(surname(&stack).await.as_deref(), Some("Held"));
 }

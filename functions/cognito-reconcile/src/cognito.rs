@@ -17,7 +17,10 @@ pub struct PacedDirectory {
 
 impl PacedDirectory {
     pub fn new(directory: CognitoDirectory) -> Self {
-        Self { directory, list_pacer: Pacer::new(LIST_USERS_PER_SECOND) }
+        Self {
+            directory,
+            list_pacer: Pacer::new(LIST_USERS_PER_SECOND),
+        }
     }
 }
 

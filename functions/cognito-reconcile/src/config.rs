@@ -49,17 +49,30 @@ pub struct Config {
 
 impl Config {
     /// The environment variables this function reads; the SAM template test checks its own list against this one.
-    pub const VARIABLES: &'static [&'static str] =
-        &["USER_POOL_ID", "DATABASE_URL", "DATABASE_PASSWORD_PARAMETER", "USERS_TABLE", "RECONCILE_MAX_WRITES_PER_SECOND", "ORDERING_TABLE"];
+    pub const VARIABLES: &'static [&'static str] = &[
+        "USER_POOL_ID",
+        "DATABASE_URL",
+        "DATABASE_PASSWORD_PARAMETER",
+        "USERS_TABLE",
+        "RECONCILE_MAX_WRITES_PER_SECOND",
+        "ORDERING_TABLE",
+    ];
 
     pub fn from_env<S: VarSource>(env: &Env<S>) -> Result<Self, ConfigError> {
         let url = env.required("DATABASE_URL")?;
-        let database = parse_database_url(&url).map_err(|reason| ConfigError::invalid("DATABASE_URL", &redact_password(&url), reason))?;
+        let database = parse_database_url(&url)
+            .map_err(|reason| ConfigError::invalid("DATABASE_URL", &redact_password(&url), reason))?;
         let table = env.optional("USERS_TABLE").unwrap_or_else(|| "users".into());
-        let users_table = quote_table(&table).ok_or_else(|| ConfigError::invalid("USERS_TABLE", &table, "expected a table name, optionally schema.table"))?;
+        let users_table = quote_table(&table).ok_or_else(|| {
+            ConfigError::invalid("USERS_TABLE", &table, "expected a table name, optionally schema.table")
+        })?;
         let rate: f64 = env.parsed_or("RECONCILE_MAX_WRITES_PER_SECOND", 10.0)?;
         if !(rate > 0.0 && rate <= 25.0) {
-            return Err(ConfigError::invalid("RECONCILE_MAX_WRITES_PER_SECOND", &rate.to_string(), "must be above 0 and at most 25 (Cognito's quota)"));
+            return Err(ConfigError::invalid(
+                "RECONCILE_MAX_WRITES_PER_SECOND",
+                &rate.to_string(),
+                "must be above 0 and at most 25 (Cognito's quota)",
+            ));
         }
         Ok(Config {
             user_pool_id: env.required("USER_POOL_ID")?,
@@ -89,13 +102,23 @@ pub fn parse_database_url(url: &str) -> Result<Database, String> {
         "disable" => Tls::Disable,
         "allow" | "prefer" => Tls::Prefer,
         "require" => Tls::Require,
-        "verify-ca" | "verify-full" => {
-            Tls::Verify { root_certificates: root.ok_or_else(|| format!("sslmode={sslmode} needs sslrootcert=<file of root certificates>"))? }
+        "verify-ca" | "verify-full" => Tls::Verify {
+            root_certificates: root
+                .ok_or_else(|| format!("sslmode={sslmode} needs sslrootcert=<file of root certificates>"))?,
+        },
+        other => {
+            return Err(format!(
+                "unknown sslmode {other:?}: expected disable, allow, prefer, require, verify-ca or verify-full"
+            ))
         }
-        other => return Err(format!("unknown sslmode {other:?}: expected disable, allow, prefer, require, verify-ca or verify-full")),
     };
-    let stripped = if rest.is_empty() { base.to_owned() } else { format!("{base}?{}", rest.join("&")) };
-    let mut connection = tokio_postgres::Config::from_str(&stripped).map_err(|e| format!("not a postgres:// URL: {e}"))?;
+    let stripped = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    let mut connection =
+        tokio_postgres::Config::from_str(&stripped).map_err(|e| format!("not a postgres:// URL: {e}"))?;
     if connection.get_dbname().is_none() {
         return Err("the URL names no database".into());
     }
@@ -131,7 +154,8 @@ pub fn quote_table(name: &str) -> Option<String> {
             && p.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     };
-    (parts.len() <= 2 && parts.iter().all(identifier)).then(|| parts.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join("."))
+    (parts.len() <= 2 && parts.iter().all(identifier))
+        .then(|| parts.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join("."))
 }
 
 #[cfg(test)]
@@ -142,8 +166,14 @@ mod tests {
         Config::from_env(&Env::from_pairs(pairs))
     }
 
-    const BASE: [(&str, &str); 3] =
-        [("USER_POOL_ID", "p"), ("DATABASE_URL", "postgres://reconcile@db.internal:5432/app?sslmode=require"), ("ORDERING_TABLE", "o")];
+    const BASE: [(&str, &str); 3] = [
+        ("USER_POOL_ID", "p"),
+        (
+            "DATABASE_URL",
+            "postgres://reconcile@db.internal:5432/app?sslmode=require",
+        ),
+        ("ORDERING_TABLE", "o"),
+    ];
 
     #[test]
     fn defaults_and_the_url() {
@@ -160,15 +190,29 @@ mod tests {
     #[test]
     fn sslmode_as_libpq_spells_it() {
         assert_eq!(parse_database_url("postgres://u@h/d").unwrap().tls, Tls::Prefer);
-        assert_eq!(parse_database_url("postgres://u@h/d?sslmode=disable").unwrap().tls, Tls::Disable);
         assert_eq!(
-            parse_database_url("postgres://u@h/d?sslmode=verify-full&sslrootcert=/opt/rds.pem&connect_timeout=5").unwrap().tls,
-            Tls::Verify { root_certificates: "/opt/rds.pem".into() }
+            parse_database_url("postgres://u@h/d?sslmode=disable").unwrap().tls,
+            Tls::Disable
         );
-        assert!(parse_database_url("postgres://u@h/d?sslmode=verify-full").unwrap_err().contains("sslrootcert"));
-        assert!(parse_database_url("postgres://u@h/d?sslmode=sometimes").unwrap_err().contains("sslmode"));
         assert_eq!(
-            parse_database_url("postgres://u:secret@h/d").unwrap().connection.get_password(),
+            parse_database_url("postgres://u@h/d?sslmode=verify-full&sslrootcert=/opt/rds.pem&connect_timeout=5")
+                .unwrap()
+                .tls,
+            Tls::Verify {
+                root_certificates: "/opt/rds.pem".into()
+            }
+        );
+        assert!(parse_database_url("postgres://u@h/d?sslmode=verify-full")
+            .unwrap_err()
+            .contains("sslrootcert"));
+        assert!(parse_database_url("postgres://u@h/d?sslmode=sometimes")
+            .unwrap_err()
+            .contains("sslmode"));
+        assert_eq!(
+            parse_database_url("postgres://u:secret@h/d")
+                .unwrap()
+                .connection
+                .get_password(),
             Some(&b"secret"[..]),
             "a password in the URL is accepted for local use"
         );
@@ -176,14 +220,30 @@ mod tests {
 
     #[test]
     fn errors_name_the_variable_and_never_show_the_password() {
-        let err = config(&[("USER_POOL_ID", "p"), ("DATABASE_URL", "mysql://u:hunter2@h/d"), ("ORDERING_TABLE", "o")]).unwrap_err().to_string();
+        let err = config(&[
+            ("USER_POOL_ID", "p"),
+            ("DATABASE_URL", "mysql://u:hunter2@h/d"),
+            ("ORDERING_TABLE", "o"),
+        ])
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("DATABASE_URL") && !err.contains("hunter2"), "{err}");
-        let err = config(&[BASE[0], BASE[1], BASE[2], ("USERS_TABLE", "users; drop table users")]).unwrap_err().to_string();
+        let err = config(&[BASE[0], BASE[1], BASE[2], ("USERS_TABLE", "users; drop table users")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("USERS_TABLE"), "{err}");
-        let err = config(&[BASE[0], BASE[1], BASE[2], ("RECONCILE_MAX_WRITES_PER_SECOND", "100")]).unwrap_err().to_string();
+        let err = config(&[BASE[0], BASE[1], BASE[2], ("RECONCILE_MAX_WRITES_PER_SECOND", "100")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("RECONCILE_MAX_WRITES_PER_SECOND"), "{err}");
-        assert!(config(&[BASE[0], BASE[2]]).unwrap_err().to_string().contains("DATABASE_URL"));
-        assert!(config(&[BASE[0], BASE[1]]).unwrap_err().to_string().contains("ORDERING_TABLE"));
+        assert!(config(&[BASE[0], BASE[2]])
+            .unwrap_err()
+            .to_string()
+            .contains("DATABASE_URL"));
+        assert!(config(&[BASE[0], BASE[1]])
+            .unwrap_err()
+            .to_string()
+            .contains("ORDERING_TABLE"));
     }
 
     #[test]

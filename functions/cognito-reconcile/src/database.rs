@@ -45,10 +45,20 @@ impl ServerCertVerifier for EncryptOnly {
     ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -57,21 +67,33 @@ impl ServerCertVerifier for EncryptOnly {
 }
 
 fn tls_connector(tls: &Tls) -> Result<tokio_postgres_rustls::MakeRustlsConnect, DatabaseError> {
-    let builder =
-        rustls::ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions().map_err(|e| DatabaseError(format!("TLS set-up: {e}")))?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| DatabaseError(format!("TLS set-up: {e}")))?;
     let config = match tls {
         Tls::Verify { root_certificates } => {
             let mut roots = rustls::RootCertStore::empty();
             let certificates = CertificateDer::pem_file_iter(root_certificates)
                 .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| DatabaseError(format!("reading the root certificates {}: {e}", root_certificates.display())))?;
+                .map_err(|e| {
+                    DatabaseError(format!(
+                        "reading the root certificates {}: {e}",
+                        root_certificates.display()
+                    ))
+                })?;
             roots.add_parsable_certificates(certificates);
             if roots.is_empty() {
-                return Err(DatabaseError(format!("no root certificate in {}", root_certificates.display())));
+                return Err(DatabaseError(format!(
+                    "no root certificate in {}",
+                    root_certificates.display()
+                )));
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
-        _ => builder.dangerous().with_custom_certificate_verifier(Arc::new(EncryptOnly(provider()))).with_no_client_auth(),
+        _ => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider())))
+            .with_no_client_auth(),
     };
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
@@ -81,7 +103,11 @@ fn target(database: &Database) -> String {
     let config = &database.connection;
     let host = config.get_hosts().first().map(|h| format!("{h:?}")).unwrap_or_default();
     let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!("{host}:{port}/{} as {}", config.get_dbname().unwrap_or_default(), config.get_user().unwrap_or_default())
+    format!(
+        "{host}:{port}/{} as {}",
+        config.get_dbname().unwrap_or_default(),
+        config.get_user().unwrap_or_default()
+    )
 }
 
 /// What Postgres said, without the driver's wrapping.
@@ -100,10 +126,13 @@ impl PostgresUsers {
             config.password(password);
         }
         config.connect_timeout(std::time::Duration::from_secs(5));
-        let (client, connection) = config
-            .connect(tls_connector(&database.tls)?)
-            .await
-            .map_err(|e| DatabaseError(format!("cannot connect to the database at {}: {}", target(database), cause(&e))))?;
+        let (client, connection) = config.connect(tls_connector(&database.tls)?).await.map_err(|e| {
+            DatabaseError(format!(
+                "cannot connect to the database at {}: {}",
+                target(database),
+                cause(&e)
+            ))
+        })?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::warn!(error = %error, "the database connection ended with an error");
@@ -111,13 +140,26 @@ impl PostgresUsers {
         });
         let columns = Self::columns(&client, table).await?;
         if columns.is_empty() {
-            return Err(DatabaseError(format!("the table {table} does not exist (or this user may not read it)")));
+            return Err(DatabaseError(format!(
+                "the table {table} does not exist (or this user may not read it)"
+            )));
         }
-        let missing: Vec<&str> = REQUIRED_COLUMNS.iter().copied().filter(|c| !columns.iter().any(|have| have == c)).collect();
+        let missing: Vec<&str> = REQUIRED_COLUMNS
+            .iter()
+            .copied()
+            .filter(|c| !columns.iter().any(|have| have == c))
+            .collect();
         if !missing.is_empty() {
-            return Err(DatabaseError(format!("the table {table} lacks the column(s) {}", missing.join(", "))));
+            return Err(DatabaseError(format!(
+                "the table {table} lacks the column(s) {}",
+                missing.join(", ")
+            )));
         }
-        let updated_at = if columns.iter().any(|c| c == "updatedAt") { r#"(extract(epoch from "updatedAt") * 1000000)::bigint"# } else { "NULL::bigint" };
+        let updated_at = if columns.iter().any(|c| c == "updatedAt") {
+            r#"(extract(epoch from "updatedAt") * 1000000)::bigint"#
+        } else {
+            "NULL::bigint"
+        };
         // Byte order of the lower-cased address: the order the pool's users are matched in. An index on
         // (lower(email) COLLATE "C") makes each page an index range scan.
         let columns = format!(r#"email::text, "firstName"::text, "lastName"::text, "_tenant"::text, {updated_at}"#);
@@ -126,7 +168,8 @@ impl PostgresUsers {
                WHERE email IS NOT NULL AND ($1::text IS NULL OR lower(email) COLLATE "C" > $1::text COLLATE "C")
                ORDER BY lower(email) COLLATE "C" LIMIT $2"#
         );
-        let lookup = format!(r#"SELECT {columns} FROM {table} WHERE lower(email) COLLATE "C" = $1::text COLLATE "C" LIMIT 1"#);
+        let lookup =
+            format!(r#"SELECT {columns} FROM {table} WHERE lower(email) COLLATE "C" = $1::text COLLATE "C" LIMIT 1"#);
         Ok(Self { client, select, lookup })
     }
 
@@ -143,16 +186,30 @@ impl PostgresUsers {
 #[async_trait]
 impl UserTable for PostgresUsers {
     async fn page(&self, after: Option<&str>, limit: i64) -> Result<Vec<UserRow>, DatabaseError> {
-        let rows = self.client.query(&self.select, &[&after, &limit]).await.map_err(|e| DatabaseError(format!("reading the users table: {}", cause(&e))))?;
+        let rows = self
+            .client
+            .query(&self.select, &[&after, &limit])
+            .await
+            .map_err(|e| DatabaseError(format!("reading the users table: {}", cause(&e))))?;
         Ok(rows.iter().map(user_row).collect())
     }
 
     async fn row(&self, key: &str) -> Result<Option<UserRow>, DatabaseError> {
-        let rows = self.client.query(&self.lookup, &[&key]).await.map_err(|e| DatabaseError(format!("reading a row of the users table: {}", cause(&e))))?;
+        let rows = self
+            .client
+            .query(&self.lookup, &[&key])
+            .await
+            .map_err(|e| DatabaseError(format!("reading a row of the users table: {}", cause(&e))))?;
         Ok(rows.first().map(user_row))
     }
 }
 
 fn user_row(row: &tokio_postgres::Row) -> UserRow {
-    UserRow { email: row.get(0), first_name: row.get(1), last_name: row.get(2), tenant: row.get(3), updated_at: row.get(4) }
+    UserRow {
+        email: row.get(0),
+        first_name: row.get(1),
+        last_name: row.get(2),
+        tenant: row.get(3),
+        updated_at: row.get(4),
+    }
 }

@@ -49,7 +49,14 @@ enum Handled {
 
 impl<D: PoolDirectory, G: OrderingGuard> Reconciler<D, G> {
     pub fn new(directory: D, guard: G, max_writes_per_second: f64, metrics: Arc<Metrics>) -> Self {
-        Self { directory, guard, write_pacer: Pacer::new(max_writes_per_second), page_size: PAGE_SIZE, metrics, listing: Mutex::new(None) }
+        Self {
+            directory,
+            guard,
+            write_pacer: Pacer::new(max_writes_per_second),
+            page_size: PAGE_SIZE,
+            metrics,
+            listing: Mutex::new(None),
+        }
     }
 
     pub fn with_page_size(mut self, page_size: i64) -> Self {
@@ -57,7 +64,12 @@ impl<D: PoolDirectory, G: OrderingGuard> Reconciler<D, G> {
         self
     }
 
-    pub async fn run<T: UserTable>(&self, request: Request, table: &T, deadline: Instant) -> Result<Summary, FunctionError> {
+    pub async fn run<T: UserTable>(
+        &self,
+        request: Request,
+        table: &T,
+        deadline: Instant,
+    ) -> Result<Summary, FunctionError> {
         let stop_at = deadline.checked_sub(STOP_MARGIN).unwrap_or_else(Instant::now);
         let lease_until = SystemTime::now() + deadline.saturating_duration_since(Instant::now()) + LEASE_GRACE;
         let mut run = match request {
@@ -79,7 +91,10 @@ impl<D: PoolDirectory, G: OrderingGuard> Reconciler<D, G> {
                 break false;
             }
             let read_at = version_of(Utc::now());
-            let rows = table.page(run.after.as_deref(), self.page_size).await.map_err(|e| FunctionError::new("DatabaseError", e))?;
+            let rows = table
+                .page(run.after.as_deref(), self.page_size)
+                .await
+                .map_err(|e| FunctionError::new("DatabaseError", e))?;
             let mut out_of_time = false;
             for row in &rows {
                 if Instant::now() >= stop_at {
@@ -89,8 +104,15 @@ impl<D: PoolDirectory, G: OrderingGuard> Reconciler<D, G> {
                 let key = row.key();
                 let after = run.after.clone().unwrap_or_default();
                 // Pool users between the last row and this one have no row.
-                let unmatched = if key > after { pool.range::<String, _>((Excluded(&after), Excluded(&key))).count() as u64 } else { 0 };
-                if let Handled::OutOfTime = self.reconcile_row(table, row, pool.get(&key), read_at, &mut run, stop_at, lease_until).await {
+                let unmatched = if key > after {
+                    pool.range::<String, _>((Excluded(&after), Excluded(&key))).count() as u64
+                } else {
+                    0
+                };
+                if let Handled::OutOfTime = self
+                    .reconcile_row(table, row, pool.get(&key), read_at, &mut run, stop_at, lease_until)
+                    .await
+                {
                     out_of_time = true;
                     break;
                 }
@@ -128,8 +150,17 @@ impl<D: PoolDirectory, G: OrderingGuard> Reconciler<D, G> {
                 return Ok(pool.clone());
             }
         }
-        let users = self.directory.list_users().await.map_err(|e| FunctionError::new("DependencyUnavailable", format!("listing the user pool: {e}")))?;
-        let pool: Arc<Pool> = Arc::new(users.into_iter().map(|user| (user_key(user.attributes.get("email").unwrap_or(&user.username)), user)).collect());
+        let users = self
+            .directory
+            .list_users()
+            .await
+            .map_err(|e| FunctionError::new("DependencyUnavailable", format!("listing the user pool: {e}")))?;
+        let pool: Arc<Pool> = Arc::new(
+            users
+                .into_iter()
+                .map(|user| (user_key(user.attributes.get("email").unwrap_or(&user.username)), user))
+                .collect(),
+        );
         tracing::info!(users = pool.len(), "listed the user pool");
         *self.listing.lock().unwrap_or_else(|p| p.into_inner()) = Some((run.to_owned(), pool.clone()));
         Ok(pool)
@@ -175,15 +206,22 @@ impl<D: PoolDirectory, G: OrderingGuard> Reconciler<D, G> {
             run.counts.scanned += 1;
             run.counts.drifted += 1;
             if run.drifted_users.len() < LISTED_AT_MOST {
-                run.drifted_users.push(Drift { user: masked, differences: differences(&change, &user.attributes) });
+                run.drifted_users.push(Drift {
+                    user: masked,
+                    differences: differences(&change, &user.attributes),
+                });
             }
             return Handled::Done;
         }
         // The row was read at `read_at` (or says when it changed): a change the event path applied after that is newer.
         let version = row.updated_at.unwrap_or(read_at);
-        let mut outcome = self.repair(&user.username, &row.email, &change, version, stop_at, lease_until).await;
+        let mut outcome = self
+            .repair(&user.username, &row.email, &change, version, stop_at, lease_until)
+            .await;
         if let Repair::Stale { applied } = outcome {
-            outcome = self.recheck(table, &user.username, &row.key(), applied, stop_at, lease_until).await;
+            outcome = self
+                .recheck(table, &user.username, &row.key(), applied, stop_at, lease_until)
+                .await;
         }
         match outcome {
             Repair::OutOfTime => return Handled::OutOfTime,
@@ -202,12 +240,24 @@ impl<D: PoolDirectory, G: OrderingGuard> Reconciler<D, G> {
     /// differs, paced, and commits.
     /// `username` is the pool's name of the user (with an email alias, not the address); the guard knows users by
     /// their address, as the event path does.
-    async fn repair(&self, username: &str, email: &str, change: &UserChange, version: Version, stop_at: Instant, lease_until: SystemTime) -> Repair {
+    async fn repair(
+        &self,
+        username: &str,
+        email: &str,
+        change: &UserChange,
+        version: Version,
+        stop_at: Instant,
+        lease_until: SystemTime,
+    ) -> Repair {
         let key = shared::ordering::user_key(email);
         let masked = mask_email(username);
         let mut attempt = 0;
         let lease = loop {
-            match self.guard.claim(&key, version, shared::ordering::SameVersion::Apply, lease_until).await {
+            match self
+                .guard
+                .claim(&key, version, shared::ordering::SameVersion::Apply, lease_until)
+                .await
+            {
                 Ok(Claim::Acquired(lease)) => break lease,
                 Ok(Claim::Stale { applied }) => return Repair::Stale { applied },
                 Ok(Claim::Busy) | Err(_) if attempt < RETRIES => {
@@ -246,12 +296,22 @@ impl<D: PoolDirectory, G: OrderingGuard> Reconciler<D, G> {
             return Repair::InLine;
         }
         if !updates.is_empty() {
-            if let Some(outcome) = self.call(&masked, stop_at, || self.directory.update_attributes(username, &updates)).await {
+            if let Some(outcome) = self
+                .call(&masked, stop_at, || {
+                    self.directory.update_attributes(username, &updates)
+                })
+                .await
+            {
                 return outcome;
             }
         }
         if !deletions.is_empty() {
-            if let Some(outcome) = self.call(&masked, stop_at, || self.directory.delete_attributes(username, &deletions)).await {
+            if let Some(outcome) = self
+                .call(&masked, stop_at, || {
+                    self.directory.delete_attributes(username, &deletions)
+                })
+                .await
+            {
                 return outcome;
             }
         }
@@ -292,7 +352,15 @@ impl<D: PoolDirectory, G: OrderingGuard> Reconciler<D, G> {
     /// A newer version was applied than the row's: on a timestamp alone, that may be another clock's. The row as it
     /// is now, all committed changes in it, says what the user must be: already that (`InLine`), or written now
     /// under the version applied (an equal version may apply), so the table's values are not left behind.
-    async fn recheck<T: UserTable>(&self, table: &T, username: &str, key: &str, applied: Version, stop_at: Instant, lease_until: SystemTime) -> Repair {
+    async fn recheck<T: UserTable>(
+        &self,
+        table: &T,
+        username: &str,
+        key: &str,
+        applied: Version,
+        stop_at: Instant,
+        lease_until: SystemTime,
+    ) -> Repair {
         let masked = mask_email(username);
         let row = match table.row(key).await {
             Ok(Some(row)) => row,
@@ -310,7 +378,9 @@ impl<D: PoolDirectory, G: OrderingGuard> Reconciler<D, G> {
             Err(_) => return Repair::Failed,
         };
         let version = row.updated_at.unwrap_or(applied).max(applied);
-        let outcome = self.repair(username, &row.email, &change, version, stop_at, lease_until).await;
+        let outcome = self
+            .repair(username, &row.email, &change, version, stop_at, lease_until)
+            .await;
         if let Repair::Stale { applied } = outcome {
             tracing::warn!(user = %masked, applied, "still differs from its row after a newer change; left for the next run");
         }
@@ -331,9 +401,16 @@ impl<D: PoolDirectory, G: OrderingGuard> Reconciler<D, G> {
         let delta = |a: u64, b: u64| a.saturating_sub(b) as usize;
         self.metrics.count("UsersScanned", delta(after.scanned, before.scanned));
         self.metrics.count("UsersDrifted", delta(after.drifted, before.drifted));
-        self.metrics.count("UsersRepaired", delta(after.repaired, before.repaired));
-        self.metrics.count("UsersMissingInPool", delta(after.missing_in_pool, before.missing_in_pool));
-        self.metrics.count("PoolUsersNotInDatabase", delta(after.not_in_database, before.not_in_database));
+        self.metrics
+            .count("UsersRepaired", delta(after.repaired, before.repaired));
+        self.metrics.count(
+            "UsersMissingInPool",
+            delta(after.missing_in_pool, before.missing_in_pool),
+        );
+        self.metrics.count(
+            "PoolUsersNotInDatabase",
+            delta(after.not_in_database, before.not_in_database),
+        );
     }
 }
 
@@ -353,14 +430,26 @@ enum Repair {
 /// What differs between Cognito and the row, attribute by attribute.
 fn differences(change: &UserChange, current: &std::collections::HashMap<String, String>) -> Vec<Difference> {
     let plan = plan_writes(change, current);
-    let changed = plan.updates.iter().map(|(name, _)| name.clone()).chain(plan.deletions.iter().cloned());
+    let changed = plan
+        .updates
+        .iter()
+        .map(|(name, _)| name.clone())
+        .chain(plan.deletions.iter().cloned());
     changed
         .map(|attribute| {
-            let database = change.attributes.iter().find(|(name, _)| *name == attribute).and_then(|(_, desired)| match desired {
-                Desired::Set(value) => Some(value.clone()),
-                Desired::Remove => None,
-            });
-            Difference { cognito: current.get(&attribute).cloned(), database, attribute }
+            let database = change
+                .attributes
+                .iter()
+                .find(|(name, _)| *name == attribute)
+                .and_then(|(_, desired)| match desired {
+                    Desired::Set(value) => Some(value.clone()),
+                    Desired::Remove => None,
+                });
+            Difference {
+                cognito: current.get(&attribute).cloned(),
+                database,
+                attribute,
+            }
         })
         .collect()
 }
@@ -374,21 +463,48 @@ mod tests {
     type TestReconciler = Reconciler<Arc<MemoryPool>, Arc<MemoryOrderingGuard>>;
 
     fn row(email: &str, first: &str, last: &str) -> UserRow {
-        UserRow { email: email.into(), first_name: Some(first.into()), last_name: Some(last.into()), tenant: Some("acme".into()), updated_at: None }
+        UserRow {
+            email: email.into(),
+            first_name: Some(first.into()),
+            last_name: Some(last.into()),
+            tenant: Some("acme".into()),
+            updated_at: None,
+        }
     }
 
     /// `users` rows, of which the pool has the first `in_line` as the table says and the rest with an old surname;
     /// plus a row whose user is not in the pool.
-    fn stand(users: usize, in_line: usize, writes_per_second: f64) -> (TestReconciler, MemoryTable, Arc<MemoryPool>, Arc<MemoryOrderingGuard>) {
-        let (table, pool, guard) = (MemoryTable::default(), Arc::new(MemoryPool::default()), Arc::new(MemoryOrderingGuard::default()));
+    fn stand(
+        users: usize,
+        in_line: usize,
+        writes_per_second: f64,
+    ) -> (TestReconciler, MemoryTable, Arc<MemoryPool>, Arc<MemoryOrderingGuard>) {
+        let (table, pool, guard) = (
+            MemoryTable::default(),
+            Arc::new(MemoryPool::default()),
+            Arc::new(MemoryOrderingGuard::default()),
+        );
         for i in 0..users {
             let email = format!("user{i:03}@example.com");
             table.insert(row(&email, "Ada", "Lovelace"));
             let surname = if i < in_line { "Lovelace" } else { "Byron" };
-            pool.insert(&email, &[("given_name", "Ada"), ("family_name", surname), ("custom:_tenant", "acme")]);
+            pool.insert(
+                &email,
+                &[
+                    ("given_name", "Ada"),
+                    ("family_name", surname),
+                    ("custom:_tenant", "acme"),
+                ],
+            );
         }
         table.insert(row("zz-not-in-pool@example.com", "Zed", "Zero"));
-        let reconciler = Reconciler::new(pool.clone(), guard.clone(), writes_per_second, Arc::new(Metrics::new("Test", "cognito-reconcile"))).with_page_size(7);
+        let reconciler = Reconciler::new(
+            pool.clone(),
+            guard.clone(),
+            writes_per_second,
+            Arc::new(Metrics::new("Test", "cognito-reconcile")),
+        )
+        .with_page_size(7);
         (reconciler, table, pool, guard)
     }
 
@@ -399,30 +515,55 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_dry_run_reports_drift_and_the_missing_and_writes_nothing() {
         let (reconciler, table, pool, _) = stand(20, 15, 10.0);
-        let summary = reconciler.run(Request::Start { dry_run: true }, &table, far()).await.unwrap();
+        let summary = reconciler
+            .run(Request::Start { dry_run: true }, &table, far())
+            .await
+            .unwrap();
         assert!(summary.complete && summary.continuation.is_none());
-        assert_eq!((summary.counts.scanned, summary.counts.in_sync, summary.counts.drifted), (21, 15, 5));
+        assert_eq!(
+            (summary.counts.scanned, summary.counts.in_sync, summary.counts.drifted),
+            (21, 15, 5)
+        );
         assert_eq!((summary.counts.missing_in_pool, summary.counts.repaired), (1, 0));
         assert_eq!(summary.drifted_users.len(), 5);
         let differences = &summary.drifted_users[0].differences;
         assert_eq!(differences.len(), 1, "only the surname differs: {differences:?}");
-        assert_eq!((differences[0].cognito.as_deref(), differences[0].database.as_deref()), (Some("Byron"), Some("Lovelace")));
-        assert!(!summary.drifted_users[0].user.contains("user0"), "masked: {}", summary.drifted_users[0].user);
+        assert_eq!(
+            (differences[0].cognito.as_deref(), differences[0].database.as_deref()),
+            (Some("Byron"), Some("Lovelace"))
+        );
+        assert!(
+            !summary.drifted_users[0].user.contains("user0"),
+            "masked: {}",
+            summary.drifted_users[0].user
+        );
         assert!(pool.writes().is_empty(), "a dry run wrote: {:?}", pool.writes());
-        assert!(*table.pages_read.lock().unwrap() >= 3, "read page by page, 7 rows a page");
+        assert!(
+            *table.pages_read.lock().unwrap() >= 3,
+            "read page by page, 7 rows a page"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_repair_writes_exactly_the_drifted_users_once_and_a_second_run_writes_nothing() {
         let (reconciler, table, pool, _) = stand(20, 15, 10.0);
-        let summary = reconciler.run(Request::Start { dry_run: false }, &table, far()).await.unwrap();
-        assert_eq!((summary.counts.drifted, summary.counts.repaired, summary.counts.failed), (5, 5, 0));
+        let summary = reconciler
+            .run(Request::Start { dry_run: false }, &table, far())
+            .await
+            .unwrap();
+        assert_eq!(
+            (summary.counts.drifted, summary.counts.repaired, summary.counts.failed),
+            (5, 5, 0)
+        );
         let mut written = pool.writes();
         written.sort();
         let expected: Vec<String> = (15..20).map(|i| format!("update user{i:03}@example.com")).collect();
         assert_eq!(written, expected);
         assert_eq!(pool.attributes("user019@example.com")["family_name"], "Lovelace");
-        let again = reconciler.run(Request::Start { dry_run: false }, &table, far()).await.unwrap();
+        let again = reconciler
+            .run(Request::Start { dry_run: false }, &table, far())
+            .await
+            .unwrap();
         assert_eq!((again.counts.in_sync, again.counts.drifted), (20, 0));
         assert_eq!(pool.writes().len(), 5, "nothing written the second time");
     }
@@ -446,7 +587,14 @@ mod tests {
             assert!(invocations < 20, "the run never finished");
         };
         assert!(invocations >= 3, "one invocation did it all: {invocations}");
-        assert_eq!((summary.counts.scanned, summary.counts.repaired, summary.counts.missing_in_pool), (21, 20, 1));
+        assert_eq!(
+            (
+                summary.counts.scanned,
+                summary.counts.repaired,
+                summary.counts.missing_in_pool
+            ),
+            (21, 20, 1)
+        );
         let written = pool.writes();
         let mut unique = written.clone();
         unique.sort();
@@ -460,10 +608,26 @@ mod tests {
     async fn a_user_a_newer_change_brought_in_line_meanwhile_is_left_as_it_is() {
         let (reconciler, table, pool, guard) = stand(1, 0, 10.0);
         let newer = version_of(Utc::now()) + 60_000_000;
-        guard.items.lock().unwrap().insert(user_key("user000@example.com"), GuardItem { version: Some(newer), ..Default::default() });
+        guard.items.lock().unwrap().insert(
+            user_key("user000@example.com"),
+            GuardItem {
+                version: Some(newer),
+                ..Default::default()
+            },
+        );
         // Meanwhile the event path wrote what the row now says.
-        pool.insert("user000@example.com", &[("given_name", "Ada"), ("family_name", "Lovelace"), ("custom:_tenant", "acme")]);
-        table.insert(UserRow { updated_at: Some(newer), ..row("user000@example.com", "Ada", "Lovelace") });
+        pool.insert(
+            "user000@example.com",
+            &[
+                ("given_name", "Ada"),
+                ("family_name", "Lovelace"),
+                ("custom:_tenant", "acme"),
+            ],
+        );
+        table.insert(UserRow {
+            updated_at: Some(newer),
+            ..row("user000@example.com", "Ada", "Lovelace")
+        });
         // The run's listing is older: it saw the old surname.
         let listed = Arc::new(Pool::from([(
             user_key("user000@example.com"),
@@ -471,10 +635,15 @@ mod tests {
                 username: "user000@example.com".into(),
                 enabled: true,
                 confirmed: true,
-                attributes: [("email", "user000@example.com"), ("family_name", "Byron"), ("given_name", "Ada"), ("custom:_tenant", "acme")]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect(),
+                attributes: [
+                    ("email", "user000@example.com"),
+                    ("family_name", "Byron"),
+                    ("given_name", "Ada"),
+                    ("custom:_tenant", "acme"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
             },
         )]));
         *reconciler.listing.lock().unwrap() = Some(("run-1".into(), listed));
@@ -487,7 +656,14 @@ mod tests {
             missing_users: Vec::new(),
         };
         let summary = reconciler.run(Request::Continue(start), &table, far()).await.unwrap();
-        assert_eq!((summary.counts.drifted, summary.counts.superseded, summary.counts.repaired), (1, 1, 0));
+        assert_eq!(
+            (
+                summary.counts.drifted,
+                summary.counts.superseded,
+                summary.counts.repaired
+            ),
+            (1, 1, 0)
+        );
         assert!(pool.writes().is_empty(), "{:?}", pool.writes());
     }
 }

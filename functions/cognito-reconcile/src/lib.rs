@@ -2,7 +2,8 @@
 //! from the users table in Postgres, the source of truth, through the same mapping and ordering guard as
 //! cognito-attribute-sync.
 //!
-//! `handler` runs one invocation of a run over the ports of [`ports`]; [`database`] is the Postgres adapter, [`cognito`]
+//! `handler` runs one invocation of a run over the ports of [`ports`]; [`database`] is the Postgres adapter,
+//! [`cognito`]
 //! the Cognito and SSM ones; [`run`] is the request, the continuation and the summary.
 
 pub mod cognito;

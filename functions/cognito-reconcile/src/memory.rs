@@ -28,7 +28,12 @@ impl UserTable for MemoryTable {
         *self.pages_read.lock().unwrap() += 1;
         let rows = self.rows.lock().unwrap();
         let after = after.unwrap_or_default();
-        Ok(rows.iter().filter(|(key, _)| key.as_str() > after).take(limit.max(0) as usize).map(|(_, row)| row.clone()).collect())
+        Ok(rows
+            .iter()
+            .filter(|(key, _)| key.as_str() > after)
+            .take(limit.max(0) as usize)
+            .map(|(_, row)| row.clone())
+            .collect())
     }
 
     async fn row(&self, key: &str) -> Result<Option<UserRow>, DatabaseError> {
@@ -77,7 +82,10 @@ impl PoolDirectory for MemoryPool {
     async fn get_user(&self, username: &str) -> Result<DirectoryUser, DirectoryError> {
         let users = self.users.lock().unwrap();
         let attributes = users.get(username).cloned().ok_or(DirectoryError::UserNotFound)?;
-        Ok(DirectoryUser { enabled: true, attributes })
+        Ok(DirectoryUser {
+            enabled: true,
+            attributes,
+        })
     }
 
     async fn update_attributes(&self, username: &str, attributes: &[(String, String)]) -> Result<(), DirectoryError> {

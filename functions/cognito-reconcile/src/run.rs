@@ -71,15 +71,20 @@ pub enum Request {
 /// continuation.
 pub fn parse_request(payload: &Value) -> Result<Request, String> {
     if payload.get("runStartedAt").is_some() {
-        let continuation = serde_json::from_value(payload.clone()).map_err(|e| format!("not a continuation of a run: {e}"))?;
+        let continuation =
+            serde_json::from_value(payload.clone()).map_err(|e| format!("not a continuation of a run: {e}"))?;
         return Ok(Request::Continue(continuation));
     }
-    if payload.get("source").and_then(Value::as_str) == Some("aws.events") && payload.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event") {
+    if payload.get("source").and_then(Value::as_str) == Some("aws.events")
+        && payload.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event")
+    {
         return Ok(Request::Start { dry_run: false });
     }
     match payload.get("dryRun") {
         Some(Value::Bool(dry_run)) => Ok(Request::Start { dry_run: *dry_run }),
-        _ => Err(r#"expected {"dryRun": true} or {"dryRun": false}, a scheduled event, or a run's continuation"#.into()),
+        _ => {
+            Err(r#"expected {"dryRun": true} or {"dryRun": false}, a scheduled event, or a run's continuation"#.into())
+        }
     }
 }
 
@@ -107,10 +112,20 @@ mod tests {
 
     #[test]
     fn requests() {
-        assert_eq!(parse_request(&json!({"dryRun": true})), Ok(Request::Start { dry_run: true }));
-        assert_eq!(parse_request(&json!({"dryRun": false})), Ok(Request::Start { dry_run: false }));
+        assert_eq!(
+            parse_request(&json!({"dryRun": true})),
+            Ok(Request::Start { dry_run: true })
+        );
+        assert_eq!(
+            parse_request(&json!({"dryRun": false})),
+            Ok(Request::Start { dry_run: false })
+        );
         let scheduled = json!({"version": "0", "source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
-        assert_eq!(parse_request(&scheduled), Ok(Request::Start { dry_run: false }), "a schedule repairs");
+        assert_eq!(
+            parse_request(&scheduled),
+            Ok(Request::Start { dry_run: false }),
+            "a schedule repairs"
+        );
         assert!(parse_request(&json!({})).unwrap_err().contains("dryRun"));
         assert!(parse_request(&json!({"dryRun": "yes"})).is_err());
     }
@@ -121,7 +136,11 @@ mod tests {
             dry_run: true,
             run_started_at: "2026-11-23T10:00:00Z".into(),
             after: Some("m@example.com".into()),
-            counts: Counts { scanned: 7, drifted: 2, ..Default::default() },
+            counts: Counts {
+                scanned: 7,
+                drifted: 2,
+                ..Default::default()
+            },
             drifted_users: vec![],
             missing_users: vec!["a***@example.com".into()],
         };
@@ -136,6 +155,9 @@ mod tests {
         let answered = serde_json::to_value(&summary).unwrap();
         assert_eq!(answered["scanned"], 7);
         assert_eq!(answered["complete"], false);
-        assert_eq!(parse_request(&answered["continuation"]), Ok(Request::Continue(continuation)));
+        assert_eq!(
+            parse_request(&answered["continuation"]),
+            Ok(Request::Continue(continuation))
+        );
     }
 }

@@ -22,7 +22,12 @@ const ROWS: &[UserRow] = &[
     ("barbara@example.com", Some("Barbara"), Some("Liskov"), Some("acme")),
     ("margaret@example.com", Some("Margaret"), Some("Hamilton"), Some("acme")),
     ("alan@example.com", Some("Alan"), Some("Turing"), Some("globex")),
-    ("katherine@example.com", Some("Katherine"), Some("Johnson"), Some("globex")),
+    (
+        "katherine@example.com",
+        Some("Katherine"),
+        Some("Johnson"),
+        Some("globex"),
+    ),
     ("hedy@example.com", Some("Hedy"), Some("Lamarr"), Some("globex")),
 ];
 
@@ -62,7 +67,12 @@ impl Stack {
                 let body: Value = serde_json::from_str(&call.body).unwrap();
                 // The pool has email as an alias: the function writes by username (the user's sub).
                 let username = body["Username"].as_str().unwrap();
-                let email = self.attributes(username).await.get("email").cloned().unwrap_or_else(|| username.to_owned());
+                let email = self
+                    .attributes(username)
+                    .await
+                    .get("email")
+                    .cloned()
+                    .unwrap_or_else(|| username.to_owned());
                 *writes.entry(email).or_default() += 1;
             }
         }
@@ -75,23 +85,48 @@ impl Stack {
 }
 
 fn counts(summary: &Value) -> [u64; 8] {
-    ["scanned", "inSync", "drifted", "repaired", "missingInPool", "notInDatabase", "failed", "superseded"]
-        .map(|k| summary[k].as_u64().unwrap_or_else(|| panic!("{k} in {summary}")))
+    [
+        "scanned",
+        "inSync",
+        "drifted",
+        "repaired",
+        "missingInPool",
+        "notInDatabase",
+        "failed",
+        "superseded",
+    ]
+    .map(|k| summary[k].as_u64().unwrap_or_else(|| panic!("{k} in {summary}")))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_reports_drift_and_missing_users_and_writes_nothing() {
     let stack = stack().await;
     let summary = stack.start(&[]).invoke(&json!({"dryRun": true})).response();
-    assert_eq!((summary["dryRun"].as_bool(), summary["complete"].as_bool()), (Some(true), Some(true)), "{summary}");
+    assert_eq!(
+        (summary["dryRun"].as_bool(), summary["complete"].as_bool()),
+        (Some(true), Some(true)),
+        "{summary}"
+    );
     // 9 rows: 5 in sync, Ada and Katherine drifted, Donald's too long, Hedy missing; Linus has no row.
     assert_eq!(counts(&summary), [9, 5, 2, 0, 1, 1, 1, 0], "{summary}");
-    let drifted: Vec<&str> = summary["driftedUsers"].as_array().unwrap().iter().map(|d| d["user"].as_str().unwrap()).collect();
+    let drifted: Vec<&str> = summary["driftedUsers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["user"].as_str().unwrap())
+        .collect();
     assert_eq!(drifted, vec!["a***@example.com", "k***@example.com"]);
     let ada = &summary["driftedUsers"][0]["differences"];
-    assert_eq!(ada, &json!([{"attribute": "family_name", "cognito": "Byron", "database": "Lovelace"}]));
+    assert_eq!(
+        ada,
+        &json!([{"attribute": "family_name", "cognito": "Byron", "database": "Lovelace"}])
+    );
     assert_eq!(summary["missingUsers"], json!(["h***@example.com"]));
-    assert!(stack.writes().await.is_empty(), "a dry run wrote: {:?}", stack.writes().await);
+    assert!(
+        stack.writes().await.is_empty(),
+        "a dry run wrote: {:?}",
+        stack.writes().await
+    );
     assert!(!summary.to_string().contains("ada@example.com"), "addresses are masked");
 }
 
@@ -103,17 +138,43 @@ async fn a_repair_run_brings_exactly_the_drifted_users_in_line() {
     let summary = function.invoke(&json!({"dryRun": false})).response();
     assert_eq!(counts(&summary), [9, 5, 2, 2, 1, 1, 1, 0], "{summary}");
     let ada = stack.attributes("ada@example.com").await;
-    assert_eq!((ada["given_name"].as_str(), ada["family_name"].as_str(), ada["custom:_tenant"].as_str()), ("Ada", "Lovelace", "acme"));
+    assert_eq!(
+        (
+            ada["given_name"].as_str(),
+            ada["family_name"].as_str(),
+            ada["custom:_tenant"].as_str()
+        ),
+        ("Ada", "Lovelace", "acme")
+    );
     let katherine = stack.attributes("katherine@example.com").await;
-    assert_eq!((katherine["given_name"].as_str(), katherine["family_name"].as_str(), katherine["custom:_tenant"].as_str()), ("Katherine", "Johnson", "globex"));
+    assert_eq!(
+        (
+            katherine["given_name"].as_str(),
+            katherine["family_name"].as_str(),
+            katherine["custom:_tenant"].as_str()
+        ),
+        ("Katherine", "Johnson", "globex")
+    );
     let writes = stack.writes().await;
     assert_eq!(writes.len(), 2, "only the drifted users were written: {writes:?}");
     assert_eq!((writes["ada@example.com"], writes["katherine@example.com"]), (1, 1));
     assert!(
-        stack.pool.cognito.admin_get_user().user_pool_id(&stack.pool.pool_id).username("hedy@example.com").send().await.is_err(),
+        stack
+            .pool
+            .cognito
+            .admin_get_user()
+            .user_pool_id(&stack.pool.pool_id)
+            .username("hedy@example.com")
+            .send()
+            .await
+            .is_err(),
         "missing users are never created"
     );
-    assert_eq!(stack.attributes("linus@example.com").await["family_name"], "Torvalds", "pool users with no row are never touched");
+    assert_eq!(
+        stack.attributes("linus@example.com").await["family_name"],
+        "Torvalds",
+        "pool users with no row are never touched"
+    );
 
     // Nothing is left to repair.
     let again = function.invoke(&json!({"dryRun": true})).response();
@@ -125,12 +186,26 @@ async fn a_repair_run_brings_exactly_the_drifted_users_in_line() {
 async fn a_run_cut_by_its_deadline_continues_where_it_stopped_and_rewrites_nobody() {
     let stack = stack().await;
     // Twelve more drifted users, at one write a second: more than one 12 s invocation (5 s of it kept back) can do.
-    let extra: Vec<(String, String)> = (0..12).map(|i| (format!("user{i:02}@example.com"), format!("New{i}"))).collect();
+    let extra: Vec<(String, String)> = (0..12)
+        .map(|i| (format!("user{i:02}@example.com"), format!("New{i}")))
+        .collect();
     for (email, _) in &extra {
         let email: &'static str = Box::leak(email.clone().into_boxed_str());
-        create_user(&stack.pool.cognito, &stack.pool.pool_id, &SampleUser { email, family_name: "Old", ..SAMPLE_USERS[0] }).await;
+        create_user(
+            &stack.pool.cognito,
+            &stack.pool.pool_id,
+            &SampleUser {
+                email,
+                family_name: "Old",
+                ..SAMPLE_USERS[0]
+            },
+        )
+        .await;
     }
-    let rows: Vec<UserRow> = extra.iter().map(|(email, name)| (email.as_str(), Some("Ada"), Some(name.as_str()), Some("acme"))).collect();
+    let rows: Vec<UserRow> = extra
+        .iter()
+        .map(|(email, name)| (email.as_str(), Some("Ada"), Some(name.as_str()), Some("acme")))
+        .collect();
     stack.db.insert(&rows);
     let mut function = stack.start(&[("RECONCILE_MAX_WRITES_PER_SECOND", "1")]);
     function.timeout = Duration::from_secs(12);
@@ -144,7 +219,10 @@ async fn a_run_cut_by_its_deadline_continues_where_it_stopped_and_rewrites_nobod
         summary = function.invoke(&summary["continuation"]).response();
         invocations += 1;
     }
-    assert!(counts(&first)[3] >= 3, "the first invocation repaired some users before it stopped: {first}");
+    assert!(
+        counts(&first)[3] >= 3,
+        "the first invocation repaired some users before it stopped: {first}"
+    );
     assert_eq!(counts(&summary), [21, 5, 14, 14, 1, 1, 1, 0], "{summary}");
     let writes = stack.writes().await;
     assert!(writes.values().all(|n| *n == 1), "a user was written twice: {writes:?}");
@@ -161,25 +239,52 @@ async fn a_run_cut_by_its_deadline_continues_where_it_stopped_and_rewrites_nobod
 #[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_newer_timestamp_alone_does_not_leave_cognito_behind_its_row() {
     let stack = stack().await;
-    stack.db.sql("UPDATE users SET \"updatedAt\" = now() - interval '1 minute' WHERE email = 'ada@example.com'");
+    stack
+        .db
+        .sql("UPDATE users SET \"updatedAt\" = now() - interval '1 minute' WHERE email = 'ada@example.com'");
     let mut sync = FunctionProcess::start(
         &built_binaries().join("cognito-attribute-sync"),
-        &stack.pool.aws.function_env(&[("USER_POOL_ID", stack.pool.pool_id.as_str()), ("ORDERING_TABLE", ORDERING_TABLE)]),
+        &stack.pool.aws.function_env(&[
+            ("USER_POOL_ID", stack.pool.pool_id.as_str()),
+            ("ORDERING_TABLE", ORDERING_TABLE),
+        ]),
     );
     let message = json!({"event": "record_updated", "table": "users", "occurredAt": chrono::Utc::now().to_rfc3339(), "record": {"email": "ada@example.com", "lastName": "King"}});
-    let response = sync.invoke(&sqs_event("dev-cognito-attribute-sync", &[("m-1", message.to_string())])).response();
+    let response = sync
+        .invoke(&sqs_event(
+            "dev-cognito-attribute-sync",
+            &[("m-1", message.to_string())],
+        ))
+        .response();
     assert_eq!(response["batchItemFailures"], json!([]));
     assert_eq!(stack.attributes("ada@example.com").await["family_name"], "King");
 
     let summary = stack.start(&[]).invoke(&json!({"dryRun": false})).response();
     // Repaired: Ada and the sample table's one drifted user.
-    assert_eq!((summary["superseded"].as_u64(), summary["repaired"].as_u64()), (Some(0), Some(2)), "{summary}");
-    assert_eq!(stack.attributes("ada@example.com").await["family_name"], "Lovelace", "counted as superseded on a timestamp alone");
+    assert_eq!(
+        (summary["superseded"].as_u64(), summary["repaired"].as_u64()),
+        (Some(0), Some(2)),
+        "{summary}"
+    );
+    assert_eq!(
+        stack.attributes("ada@example.com").await["family_name"],
+        "Lovelace",
+        "counted as superseded on a timestamp alone"
+    );
     // Under the same version: a replay of the event path's change is not newer than the repair.
-    let response = sync.invoke(&sqs_event("dev-cognito-attribute-sync", &[("m-1", message.to_string())])).response();
+    let response = sync
+        .invoke(&sqs_event(
+            "dev-cognito-attribute-sync",
+            &[("m-1", message.to_string())],
+        ))
+        .response();
     assert_eq!(response["batchItemFailures"], json!([]));
     let again = stack.start(&[]).invoke(&json!({"dryRun": false})).response();
-    assert_eq!(stack.attributes("ada@example.com").await["family_name"], "Lovelace", "{again}");
+    assert_eq!(
+        stack.attributes("ada@example.com").await["family_name"],
+        "Lovelace",
+        "{again}"
+    );
 }
 
 fn error_of(invocation: Invocation) -> Value {
@@ -193,18 +298,44 @@ fn error_of(invocation: Invocation) -> Value {
 #[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_wrong_password_or_a_missing_table_is_a_clear_error_and_writes_nothing() {
     let stack = stack().await;
-    let wrong = stack.db.url().replace(e2e_harness::users_db::PASSWORD, "wrong-password");
-    let error = error_of(stack.start(&[("DATABASE_URL", &wrong)]).invoke(&json!({"dryRun": false})));
+    let wrong = stack
+        .db
+        .url()
+        .replace(e2e_harness::users_db::PASSWORD, "wrong-password");
+    let error = error_of(
+        stack
+            .start(&[("DATABASE_URL", &wrong)])
+            .invoke(&json!({"dryRun": false})),
+    );
     assert_eq!(error["errorType"], "DatabaseError", "{error}");
     let message = error["errorMessage"].as_str().unwrap();
-    assert!(message.contains("password authentication failed") && !message.contains("wrong-password"), "{message}");
+    assert!(
+        message.contains("password authentication failed") && !message.contains("wrong-password"),
+        "{message}"
+    );
 
-    let error = error_of(stack.start(&[("USERS_TABLE", "people")]).invoke(&json!({"dryRun": false})));
-    assert!(error["errorMessage"].as_str().unwrap().contains("\"people\" does not exist"), "{error}");
+    let error = error_of(
+        stack
+            .start(&[("USERS_TABLE", "people")])
+            .invoke(&json!({"dryRun": false})),
+    );
+    assert!(
+        error["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("\"people\" does not exist"),
+        "{error}"
+    );
 
     stack.db.sql("ALTER TABLE users RENAME COLUMN \"_tenant\" TO tenant");
     let error = error_of(stack.start(&[]).invoke(&json!({"dryRun": false})));
-    assert!(error["errorMessage"].as_str().unwrap().contains("lacks the column(s) _tenant"), "{error}");
+    assert!(
+        error["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("lacks the column(s) _tenant"),
+        "{error}"
+    );
 
     let error = error_of(stack.start(&[]).invoke(&json!({"repair": "please"})));
     assert_eq!(error["errorType"], "MalformedEvent", "{error}");
@@ -216,10 +347,15 @@ async fn a_wrong_password_or_a_missing_table_is_a_clear_error_and_writes_nothing
 #[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn a_surname_the_row_no_longer_has_is_removed() {
     let stack = stack().await;
-    stack.db.sql("UPDATE users SET \"lastName\" = NULL WHERE email = 'grace@example.com'");
+    stack
+        .db
+        .sql("UPDATE users SET \"lastName\" = NULL WHERE email = 'grace@example.com'");
     let summary = stack.start(&[]).invoke(&json!({"dryRun": false})).response();
     assert_eq!(summary["failed"], 1, "only Donald's, as before: {summary}");
-    assert!(!stack.attributes("grace@example.com").await.contains_key("family_name"), "{summary}");
+    assert!(
+        !stack.attributes("grace@example.com").await.contains_key("family_name"),
+        "{summary}"
+    );
     assert_eq!(stack.pool.aws.proxy.calls_of("AdminDeleteUserAttributes").len(), 1);
 }
 
@@ -228,13 +364,23 @@ async fn a_surname_the_row_no_longer_has_is_removed() {
 #[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn without_list_users_in_its_policy_the_run_fails_naming_access_denied() {
     let stack = stack().await;
-    stack.pool.aws.proxy.revoke("cognito-reconcile", "cognito-idp:ListUsers");
+    stack
+        .pool
+        .aws
+        .proxy
+        .revoke("cognito-reconcile", "cognito-idp:ListUsers");
     let error = error_of(stack.start(&[]).invoke(&json!({"dryRun": false})));
     let message = error["errorMessage"].as_str().unwrap();
-    assert!(message.contains("AccessDenied") && message.contains("cognito-idp:ListUsers"), "{error}");
+    assert!(
+        message.contains("AccessDenied") && message.contains("cognito-idp:ListUsers"),
+        "{error}"
+    );
     assert!(stack.writes().await.is_empty());
     let denials = stack.pool.aws.proxy.take_denials();
-    assert!(!denials.is_empty() && denials.iter().all(|d| d.operation == "ListUsers"), "{denials:?}");
+    assert!(
+        !denials.is_empty() && denials.iter().all(|d| d.operation == "ListUsers"),
+        "{denials:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,11 +394,25 @@ async fn a_tls_connection_works_through_the_sdks_crypto_provider() {
     db.insert(ROWS);
     let stack = Stack { pool, db };
     let required = stack.db.url_with_sslmode("require");
-    let summary = stack.start(&[("DATABASE_URL", &required)]).invoke(&json!({"dryRun": true})).response();
-    assert_eq!((summary["complete"].as_bool(), summary["scanned"].as_u64()), (Some(true), Some(8)), "{summary}");
+    let summary = stack
+        .start(&[("DATABASE_URL", &required)])
+        .invoke(&json!({"dryRun": true}))
+        .response();
+    assert_eq!(
+        (summary["complete"].as_bool(), summary["scanned"].as_u64()),
+        (Some(true), Some(8)),
+        "{summary}"
+    );
     let plain = stack.db.url_with_sslmode("disable");
-    let error = error_of(stack.start(&[("DATABASE_URL", &plain)]).invoke(&json!({"dryRun": true})));
-    assert_eq!(error["errorType"], "DatabaseError", "without TLS the server refuses: {error}");
+    let error = error_of(
+        stack
+            .start(&[("DATABASE_URL", &plain)])
+            .invoke(&json!({"dryRun": true})),
+    );
+    assert_eq!(
+        error["errorType"], "DatabaseError",
+        "without TLS the server refuses: {error}"
+    );
 }
 
 /// Cognito's user updates are 25 a second for the whole account: a repair run at its configured 25 a second and
@@ -262,19 +422,42 @@ async fn a_tls_connection_works_through_the_sdks_crypto_provider() {
 #[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn writes_of_two_functions_beyond_cognitos_25_a_second_are_retried_and_all_land() {
     let stack = stack().await;
-    stack.pool.aws.proxy.enforce_quotas(Some(e2e_harness::quotas::Quotas::aws()));
-    let drifted: Vec<(String, String)> = (0..40).map(|i| (format!("drift{i:02}@example.com"), format!("Row{i}"))).collect();
-    let changed: Vec<(String, String)> = (0..30).map(|i| (format!("event{i:02}@example.com"), format!("Event{i}"))).collect();
+    stack
+        .pool
+        .aws
+        .proxy
+        .enforce_quotas(Some(e2e_harness::quotas::Quotas::aws()));
+    let drifted: Vec<(String, String)> = (0..40)
+        .map(|i| (format!("drift{i:02}@example.com"), format!("Row{i}")))
+        .collect();
+    let changed: Vec<(String, String)> = (0..30)
+        .map(|i| (format!("event{i:02}@example.com"), format!("Event{i}")))
+        .collect();
     for (email, _) in drifted.iter().chain(&changed) {
         let email: &'static str = Box::leak(email.clone().into_boxed_str());
-        create_user(&stack.pool.cognito, &stack.pool.pool_id, &SampleUser { email, family_name: "Old", ..SAMPLE_USERS[0] }).await;
+        create_user(
+            &stack.pool.cognito,
+            &stack.pool.pool_id,
+            &SampleUser {
+                email,
+                family_name: "Old",
+                ..SAMPLE_USERS[0]
+            },
+        )
+        .await;
     }
-    let rows: Vec<UserRow> = drifted.iter().map(|(email, name)| (email.as_str(), Some("Ada"), Some(name.as_str()), Some("acme"))).collect();
+    let rows: Vec<UserRow> = drifted
+        .iter()
+        .map(|(email, name)| (email.as_str(), Some("Ada"), Some(name.as_str()), Some("acme")))
+        .collect();
     stack.db.insert(&rows);
     let mut reconcile = stack.start(&[]);
     let mut sync = FunctionProcess::start(
         &built_binaries().join("cognito-attribute-sync"),
-        &stack.pool.aws.function_env(&[("USER_POOL_ID", stack.pool.pool_id.as_str()), ("ORDERING_TABLE", ORDERING_TABLE)]),
+        &stack.pool.aws.function_env(&[
+            ("USER_POOL_ID", stack.pool.pool_id.as_str()),
+            ("ORDERING_TABLE", ORDERING_TABLE),
+        ]),
     );
     let batches: Vec<Value> = changed
         .chunks(10)
@@ -304,9 +487,22 @@ async fn writes_of_two_functions_beyond_cognitos_25_a_second_are_retried_and_all
             run.join().unwrap()
         })
     });
-    let throttled = stack.pool.aws.proxy.refusals().iter().filter(|(_, r)| r.code == "TooManyRequestsException").count();
-    assert!(throttled > 0, "the two functions never went over 25 a second together: the test proves nothing");
-    assert_eq!(summary["failed"], 1, "only Donald's surname, too long for Cognito: {summary}");
+    let throttled = stack
+        .pool
+        .aws
+        .proxy
+        .refusals()
+        .iter()
+        .filter(|(_, r)| r.code == "TooManyRequestsException")
+        .count();
+    assert!(
+        throttled > 0,
+        "the two functions never went over 25 a second together: the test proves nothing"
+    );
+    assert_eq!(
+        summary["failed"], 1,
+        "only Donald's surname, too long for Cognito: {summary}"
+    );
     for (email, name) in drifted.iter().chain(&changed) {
         assert_eq!(&stack.attributes(email).await["family_name"], name, "{email}");
     }

@@ -21,13 +21,21 @@ impl AutoScalingLifecycle {
 
 /// Auto Scaling answers a completion or heartbeat for an action that is no longer pending with a ValidationError
 /// "No active Lifecycle Action found with instance ID ...".
-fn completion<E, R>(result: Result<R, aws_sdk_autoscaling::error::SdkError<E, aws_sdk_autoscaling::config::http::HttpResponse>>) -> Result<Completion, String>
+fn completion<E, R>(
+    result: Result<R, aws_sdk_autoscaling::error::SdkError<E, aws_sdk_autoscaling::config::http::HttpResponse>>,
+) -> Result<Completion, String>
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     match result {
         Ok(_) => Ok(Completion::Completed),
-        Err(error) if error.message().is_some_and(|m| m.contains("No active Lifecycle Action")) => Ok(Completion::NoActiveAction),
+        Err(error)
+            if error
+                .message()
+                .is_some_and(|m| m.contains("No active Lifecycle Action")) =>
+        {
+            Ok(Completion::NoActiveAction)
+        }
         Err(error) => Err(aws_sdk_autoscaling::error::DisplayErrorContext(error).to_string()),
     }
 }
@@ -82,7 +90,9 @@ impl LifecycleActions for AutoScalingLifecycle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_autoscaling::operation::complete_lifecycle_action::{CompleteLifecycleActionError, CompleteLifecycleActionOutput};
+    use aws_sdk_autoscaling::operation::complete_lifecycle_action::{
+        CompleteLifecycleActionError, CompleteLifecycleActionOutput,
+    };
     use aws_sdk_autoscaling::operation::describe_lifecycle_hooks::DescribeLifecycleHooksOutput;
     use aws_sdk_autoscaling::operation::record_lifecycle_action_heartbeat::RecordLifecycleActionHeartbeatOutput;
     use aws_sdk_autoscaling::types::LifecycleHook;
@@ -113,7 +123,10 @@ mod tests {
             })
             .then_output(|| CompleteLifecycleActionOutput::builder().build());
         let lifecycle = AutoScalingLifecycle::new(mock_client!(aws_sdk_autoscaling, [&complete]));
-        assert_eq!(lifecycle.complete(&action(), LifecycleResult::Abandon).await, Ok(Completion::Completed));
+        assert_eq!(
+            lifecycle.complete(&action(), LifecycleResult::Abandon).await,
+            Ok(Completion::Completed)
+        );
 
         let gone = mock!(aws_sdk_autoscaling::Client::complete_lifecycle_action).then_error(|| {
             CompleteLifecycleActionError::generic(
@@ -124,7 +137,10 @@ mod tests {
             )
         });
         let lifecycle = AutoScalingLifecycle::new(mock_client!(aws_sdk_autoscaling, [&gone]));
-        assert_eq!(lifecycle.complete(&action(), LifecycleResult::Continue).await, Ok(Completion::NoActiveAction));
+        assert_eq!(
+            lifecycle.complete(&action(), LifecycleResult::Continue).await,
+            Ok(Completion::NoActiveAction)
+        );
     }
 
     #[tokio::test]
@@ -133,14 +149,29 @@ mod tests {
             .match_requests(|r| r.lifecycle_action_token() == Some("token-1") && r.instance_id() == Some("i-1"))
             .then_output(|| RecordLifecycleActionHeartbeatOutput::builder().build());
         let hooks = mock!(aws_sdk_autoscaling::Client::describe_lifecycle_hooks)
-            .match_requests(|r| r.auto_scaling_group_name() == Some("workers") && r.lifecycle_hook_names() == ["workers-launching"])
+            .match_requests(|r| {
+                r.auto_scaling_group_name() == Some("workers") && r.lifecycle_hook_names() == ["workers-launching"]
+            })
             .then_output(|| {
                 DescribeLifecycleHooksOutput::builder()
-                    .lifecycle_hooks(LifecycleHook::builder().lifecycle_hook_name("workers-launching").heartbeat_timeout(450).default_result("ABANDON").build())
+                    .lifecycle_hooks(
+                        LifecycleHook::builder()
+                            .lifecycle_hook_name("workers-launching")
+                            .heartbeat_timeout(450)
+                            .default_result("ABANDON")
+                            .build(),
+                    )
                     .build()
             });
-        let lifecycle = AutoScalingLifecycle::new(mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, [&heartbeat, &hooks]));
-        let hook = Hook { heartbeat_timeout: Some(Duration::from_secs(450)), default_result: Some(LifecycleResult::Abandon) };
+        let lifecycle = AutoScalingLifecycle::new(mock_client!(
+            aws_sdk_autoscaling,
+            RuleMode::MatchAny,
+            [&heartbeat, &hooks]
+        ));
+        let hook = Hook {
+            heartbeat_timeout: Some(Duration::from_secs(450)),
+            default_result: Some(LifecycleResult::Abandon),
+        };
         assert_eq!(lifecycle.hook("workers", "workers-launching").await, Ok(Some(hook)));
         assert_eq!(lifecycle.record_heartbeat(&action()).await, Ok(Completion::Completed));
     }

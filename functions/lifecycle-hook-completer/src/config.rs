@@ -49,29 +49,45 @@ pub struct Config {
 
 impl Config {
     /// The environment variables this function reads; the SAM template test checks its own list against this one.
-    pub const VARIABLES: &'static [&'static str] =
-        &["HEALTHCHECK_URL", "HEALTHCHECK_DEADLINE_SECONDS", "HEALTHCHECK_INTERVAL_SECONDS", "ON_UNHEALTHY", "ON_NOT_REGISTERED"];
+    pub const VARIABLES: &'static [&'static str] = &[
+        "HEALTHCHECK_URL",
+        "HEALTHCHECK_DEADLINE_SECONDS",
+        "HEALTHCHECK_INTERVAL_SECONDS",
+        "ON_UNHEALTHY",
+        "ON_NOT_REGISTERED",
+    ];
 
     pub fn from_env<S: VarSource>(env: &Env<S>) -> Result<Self, ConfigError> {
-        let healthcheck_url = env.optional_url("HEALTHCHECK_URL")?.unwrap_or_else(|| "http://localhost:8000/healthcheck".into());
+        let healthcheck_url = env
+            .optional_url("HEALTHCHECK_URL")?
+            .unwrap_or_else(|| "http://localhost:8000/healthcheck".into());
         // The URL goes into a shell command on the instance, single-quoted.
         if healthcheck_url.contains(['\'', '\n', '\r']) {
-            return Err(ConfigError::invalid("HEALTHCHECK_URL", &healthcheck_url, "must not contain quotes or line breaks"));
+            return Err(ConfigError::invalid(
+                "HEALTHCHECK_URL",
+                &healthcheck_url,
+                "must not contain quotes or line breaks",
+            ));
         }
         let deadline: u64 = env.parsed_or("HEALTHCHECK_DEADLINE_SECONDS", 420)?;
         let interval: u64 = env.parsed_or("HEALTHCHECK_INTERVAL_SECONDS", 10)?;
         if interval == 0 {
-            return Err(ConfigError::invalid("HEALTHCHECK_INTERVAL_SECONDS", "0", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "HEALTHCHECK_INTERVAL_SECONDS",
+                "0",
+                "must be at least 1",
+            ));
         }
         let on_unhealthy = match env.choice_or("ON_UNHEALTHY", &["ABANDON", "CONTINUE"], "ABANDON")? {
             "CONTINUE" => LifecycleResult::Continue,
             _ => LifecycleResult::Abandon,
         };
-        let on_not_registered = match env.choice_or("ON_NOT_REGISTERED", &["DEFAULT", "ABANDON", "CONTINUE"], "DEFAULT")? {
-            "CONTINUE" => OnNotRegistered::Fixed(LifecycleResult::Continue),
-            "ABANDON" => OnNotRegistered::Fixed(LifecycleResult::Abandon),
-            _ => OnNotRegistered::HookDefault,
-        };
+        let on_not_registered =
+            match env.choice_or("ON_NOT_REGISTERED", &["DEFAULT", "ABANDON", "CONTINUE"], "DEFAULT")? {
+                "CONTINUE" => OnNotRegistered::Fixed(LifecycleResult::Continue),
+                "ABANDON" => OnNotRegistered::Fixed(LifecycleResult::Abandon),
+                _ => OnNotRegistered::HookDefault,
+            };
         Ok(Config {
             healthcheck_url,
             healthcheck_deadline: Duration::from_secs(deadline),
@@ -94,11 +110,20 @@ mod tests {
     fn defaults() {
         let c = config(&[]).unwrap();
         assert_eq!(c.healthcheck_url, "http://localhost:8000/healthcheck");
-        assert_eq!((c.healthcheck_deadline.as_secs(), c.healthcheck_interval.as_secs()), (420, 10));
+        assert_eq!(
+            (c.healthcheck_deadline.as_secs(), c.healthcheck_interval.as_secs()),
+            (420, 10)
+        );
         assert_eq!(c.on_unhealthy, LifecycleResult::Abandon);
-        assert_eq!(config(&[("ON_UNHEALTHY", "continue")]).unwrap().on_unhealthy, LifecycleResult::Continue);
+        assert_eq!(
+            config(&[("ON_UNHEALTHY", "continue")]).unwrap().on_unhealthy,
+            LifecycleResult::Continue
+        );
         assert_eq!(c.on_not_registered, OnNotRegistered::HookDefault);
-        assert_eq!(config(&[("ON_NOT_REGISTERED", "CONTINUE")]).unwrap().on_not_registered, OnNotRegistered::Fixed(LifecycleResult::Continue));
+        assert_eq!(
+            config(&[("ON_NOT_REGISTERED", "CONTINUE")]).unwrap().on_not_registered,
+            OnNotRegistered::Fixed(LifecycleResult::Continue)
+        );
     }
 
     #[test]

@@ -36,7 +36,10 @@ impl LifecycleAction {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
-    Action { action: LifecycleAction, time: DateTime<Utc> },
+    Action {
+        action: LifecycleAction,
+        time: DateTime<Utc>,
+    },
     TestNotification,
 }
 
@@ -49,7 +52,11 @@ pub enum EventError {
 }
 
 fn parse_time(value: Option<&Value>, received: DateTime<Utc>) -> DateTime<Utc> {
-    value.and_then(Value::as_str).and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc)).unwrap_or(received)
+    value
+        .and_then(Value::as_str)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or(received)
 }
 
 /// A lifecycle hook notification body (SNS message or SQS body): the detail fields at top level, plus `Time`.
@@ -66,15 +73,24 @@ fn from_notification(text: &str, received: DateTime<Utc>) -> Result<Delivery, Ev
 /// Every delivery in an invocation. `received` stands in for a missing or unreadable event time.
 pub fn parse(payload: &Value, received: DateTime<Utc>) -> Result<Vec<Delivery>, EventError> {
     if payload.get("source").and_then(Value::as_str) == Some("aws.autoscaling") {
-        let detail = payload.get("detail").cloned().ok_or_else(|| EventError::Malformed("no detail".into()))?;
+        let detail = payload
+            .get("detail")
+            .cloned()
+            .ok_or_else(|| EventError::Malformed("no detail".into()))?;
         let time = parse_time(payload.get("time"), received);
         let action = serde_json::from_value(detail).map_err(|e| EventError::Malformed(e.to_string()))?;
         return Ok(vec![Delivery::Action { action, time }]);
     }
     if let Some(messages) = shared::envelope::record_messages(payload) {
-        return messages.map_err(|e| EventError::Unrecognised(e.to_string()))?.into_iter().map(|text| from_notification(text, received)).collect();
+        return messages
+            .map_err(|e| EventError::Unrecognised(e.to_string()))?
+            .into_iter()
+            .map(|text| from_notification(text, received))
+            .collect();
     }
-    Err(EventError::Unrecognised("expected an aws.autoscaling EventBridge event, SNS records or SQS records".into()))
+    Err(EventError::Unrecognised(
+        "expected an aws.autoscaling EventBridge event, SNS records or SQS records".into(),
+    ))
 }
 
 #[cfg(test)]
@@ -96,7 +112,9 @@ mod tests {
     }
 
     fn received() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z").unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     #[test]
@@ -104,7 +122,9 @@ mod tests {
         let event = json!({"version": "0", "detail-type": "EC2 Instance-launch Lifecycle Action", "source": "aws.autoscaling",
                            "time": "2026-11-21T09:58:00Z", "detail": detail()});
         let deliveries = parse(&event, received()).unwrap();
-        let Delivery::Action { action, time } = &deliveries[0] else { panic!("{deliveries:?}") };
+        let Delivery::Action { action, time } = &deliveries[0] else {
+            panic!("{deliveries:?}")
+        };
         assert_eq!(action.ec2_instance_id, "i-1234567890abcdef0");
         assert_eq!(action.lifecycle_transition, LAUNCHING);
         assert!(!action.is_warm_pool());
@@ -121,7 +141,9 @@ mod tests {
         let sqs = json!({"Records": [{"eventSource": "aws:sqs", "body": body.to_string()}]});
         for payload in [sns, sqs] {
             let deliveries = parse(&payload, received()).unwrap();
-            let Delivery::Action { action, time } = &deliveries[0] else { panic!() };
+            let Delivery::Action { action, time } = &deliveries[0] else {
+                panic!()
+            };
             assert!(action.is_warm_pool());
             assert_eq!(time.timestamp_millis() % 1000, 123);
         }
@@ -132,9 +154,20 @@ mod tests {
     #[test]
     fn missing_time_falls_back_and_bad_input_is_an_error() {
         let event = json!({"source": "aws.autoscaling", "detail": detail()});
-        let Delivery::Action { time, .. } = &parse(&event, received()).unwrap()[0] else { panic!() };
+        let Delivery::Action { time, .. } = &parse(&event, received()).unwrap()[0] else {
+            panic!()
+        };
         assert_eq!(*time, received());
-        assert!(matches!(parse(&json!({"source": "aws.autoscaling", "detail": {"EC2InstanceId": "i-1"}}), received()), Err(EventError::Malformed(_))));
-        assert!(matches!(parse(&json!({"x": 1}), received()), Err(EventError::Unrecognised(_))));
+        assert!(matches!(
+            parse(
+                &json!({"source": "aws.autoscaling", "detail": {"EC2InstanceId": "i-1"}}),
+                received()
+            ),
+            Err(EventError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse(&json!({"x": 1}), received()),
+            Err(EventError::Unrecognised(_))
+        ));
     }
 }

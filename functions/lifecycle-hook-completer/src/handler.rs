@@ -84,13 +84,23 @@ fn to_instant(at: DateTime<Utc>, now: DateTime<Utc>) -> Instant {
 
 impl<P: HealthProbe, L: LifecycleActions> Completer<P, L> {
     pub fn new(probe: P, lifecycle: L, config: Config, metrics: Arc<Metrics>) -> Self {
-        Self { probe, lifecycle, config, metrics }
+        Self {
+            probe,
+            lifecycle,
+            config,
+            metrics,
+        }
     }
 
     /// `now` is the wall clock at the start; `act_by` the invocation's deadline less a margin.
     /// An error fails the invocation, so EventBridge / SNS retry it and the failure destination keeps it: a
     /// completion that could not be sent, or a health check that could not be run (that says nothing of the instance).
-    pub async fn handle(&self, payload: &Value, now: DateTime<Utc>, act_by: Instant) -> Result<Vec<Outcome>, FunctionError> {
+    pub async fn handle(
+        &self,
+        payload: &Value,
+        now: DateTime<Utc>,
+        act_by: Instant,
+    ) -> Result<Vec<Outcome>, FunctionError> {
         let deliveries = parse(payload, now).map_err(|e| FunctionError::new("MalformedEvent", e))?;
         let mut outcomes = Vec::new();
         for delivery in deliveries {
@@ -117,7 +127,13 @@ impl<P: HealthProbe, L: LifecycleActions> Completer<P, L> {
         Ok(outcomes)
     }
 
-    async fn handle_action(&self, action: &LifecycleAction, event_time: DateTime<Utc>, now: DateTime<Utc>, act_by: Instant) -> Result<Outcome, FunctionError> {
+    async fn handle_action(
+        &self,
+        action: &LifecycleAction,
+        event_time: DateTime<Utc>,
+        now: DateTime<Utc>,
+        act_by: Instant,
+    ) -> Result<Outcome, FunctionError> {
         let started = Instant::now();
         let mut outcome = Outcome {
             instance: Some(action.ec2_instance_id.clone()),
@@ -135,9 +151,13 @@ impl<P: HealthProbe, L: LifecycleActions> Completer<P, L> {
             return Ok(outcome);
         }
         let verdict = if action.is_warm_pool() {
-            Verdict::Complete(LifecycleResult::Continue, "launching into the warm pool: no application to check".to_owned())
+            Verdict::Complete(
+                LifecycleResult::Continue,
+                "launching into the warm pool: no application to check".to_owned(),
+            )
         } else {
-            self.check_until_verdict(action, event_time, now, act_by, &mut outcome).await?
+            self.check_until_verdict(action, event_time, now, act_by, &mut outcome)
+                .await?
         };
         let (verdict, reason) = match verdict {
             Verdict::Complete(verdict, reason) => (verdict, reason),
@@ -148,16 +168,32 @@ impl<P: HealthProbe, L: LifecycleActions> Completer<P, L> {
             }
         };
         outcome.result = verdict.as_str().into();
-        outcome.completed = match self.lifecycle.complete(action, verdict).await.map_err(lifecycle_failed)? {
+        outcome.completed = match self
+            .lifecycle
+            .complete(action, verdict)
+            .await
+            .map_err(lifecycle_failed)?
+        {
             Completion::Completed => true,
             Completion::NoActiveAction => {
                 tracing::info!(instance = %action.ec2_instance_id, "no active lifecycle action: already completed, timed out, or a redelivered event");
                 false
             }
         };
-        outcome.reason = if outcome.completed { reason } else { format!("{reason}; no active lifecycle action any more") };
+        outcome.reason = if outcome.completed {
+            reason
+        } else {
+            format!("{reason}; no active lifecycle action any more")
+        };
         outcome.elapsed_seconds = started.elapsed().as_secs_f64();
-        self.metrics.count(if verdict == LifecycleResult::Continue { "InstancesContinued" } else { "InstancesAbandoned" }, 1);
+        self.metrics.count(
+            if verdict == LifecycleResult::Continue {
+                "InstancesContinued"
+            } else {
+                "InstancesAbandoned"
+            },
+            1,
+        );
         Ok(outcome)
     }
 
@@ -172,7 +208,11 @@ impl<P: HealthProbe, L: LifecycleActions> Completer<P, L> {
         let deadline_at = event_time + chrono::Duration::from_std(self.config.healthcheck_deadline).unwrap_or_default();
         let health_deadline = to_instant(deadline_at, now);
         let stop_at = health_deadline.min(act_by);
-        let hook = match self.lifecycle.hook(&action.auto_scaling_group_name, &action.lifecycle_hook_name).await {
+        let hook = match self
+            .lifecycle
+            .hook(&action.auto_scaling_group_name, &action.lifecycle_hook_name)
+            .await
+        {
             Ok(hook) => hook,
             Err(error) => {
                 tracing::warn!(error = %error, "could not read the lifecycle hook; no heartbeats, and its default result unknown");
@@ -181,7 +221,12 @@ impl<P: HealthProbe, L: LifecycleActions> Completer<P, L> {
         };
         let heartbeat_timeout = hook.and_then(|h| h.heartbeat_timeout);
         // When the hook lapses (and Auto Scaling applies its default result) unless a heartbeat is recorded.
-        let mut lapses_at = heartbeat_timeout.map(|timeout| to_instant(event_time + chrono::Duration::from_std(timeout).unwrap_or_default(), now));
+        let mut lapses_at = heartbeat_timeout.map(|timeout| {
+            to_instant(
+                event_time + chrono::Duration::from_std(timeout).unwrap_or_default(),
+                now,
+            )
+        });
         let interval = self.config.healthcheck_interval;
         // The last thing a check said about the instance; a check cut short by the deadline says nothing.
         let mut last = String::new();
@@ -192,12 +237,24 @@ impl<P: HealthProbe, L: LifecycleActions> Completer<P, L> {
             // A check waits for its command's result as long as SSM runs the command, within the invocation.
             let result_by = (Instant::now() + RESULT_WAIT).min(act_by);
             // The verdict may follow this check: the action must still be there to complete when it answers.
-            if let Some(gone) = self.keep_alive(action, &mut lapses_at, heartbeat_timeout, result_by, outcome).await? {
+            if let Some(gone) = self
+                .keep_alive(action, &mut lapses_at, heartbeat_timeout, result_by, outcome)
+                .await?
+            {
                 return Ok(gone);
             }
-            let health = self.probe.check(&action.ec2_instance_id, result_by).await.map_err(|e| FunctionError::new("HealthCheckFailed", e))?;
+            let health = self
+                .probe
+                .check(&action.ec2_instance_id, result_by)
+                .await
+                .map_err(|e| FunctionError::new("HealthCheckFailed", e))?;
             match health {
-                Health::Healthy => return Ok(Verdict::Complete(LifecycleResult::Continue, format!("healthy after {} check(s)", outcome.attempts))),
+                Health::Healthy => {
+                    return Ok(Verdict::Complete(
+                        LifecycleResult::Continue,
+                        format!("healthy after {} check(s)", outcome.attempts),
+                    ))
+                }
                 Health::NotYet(why) => {
                     last = why;
                     evidence = true;
@@ -219,16 +276,31 @@ impl<P: HealthProbe, L: LifecycleActions> Completer<P, L> {
                 if !evidence {
                     // No check said anything about the instance: no verdict. The retry (or the hook's own timeout
                     // and default result) decides.
-                    return Err(FunctionError::new("HealthCheckInconclusive", format!("no health check of {} gave a result: {last}", action.ec2_instance_id)));
+                    return Err(FunctionError::new(
+                        "HealthCheckInconclusive",
+                        format!("no health check of {} gave a result: {last}", action.ec2_instance_id),
+                    ));
                 }
                 let reason = if stop_at == health_deadline {
-                    format!("not healthy by the deadline ({} s after the event): {last}", self.config.healthcheck_deadline.as_secs())
+                    format!(
+                        "not healthy by the deadline ({} s after the event): {last}",
+                        self.config.healthcheck_deadline.as_secs()
+                    )
                 } else {
                     format!("the invocation ends before the deadline; acting now: {last}")
                 };
                 return Ok(Verdict::Complete(self.config.on_unhealthy, reason));
             }
-            if let Some(gone) = self.keep_alive(action, &mut lapses_at, heartbeat_timeout, Instant::now() + interval, outcome).await? {
+            if let Some(gone) = self
+                .keep_alive(
+                    action,
+                    &mut lapses_at,
+                    heartbeat_timeout,
+                    Instant::now() + interval,
+                    outcome,
+                )
+                .await?
+            {
                 return Ok(gone);
             }
             tokio::time::sleep(interval).await;
@@ -245,33 +317,53 @@ impl<P: HealthProbe, L: LifecycleActions> Completer<P, L> {
         by: Instant,
         outcome: &mut Outcome,
     ) -> Result<Option<Verdict>, FunctionError> {
-        let (Some(lapse), Some(timeout)) = (*lapses_at, timeout) else { return Ok(None) };
+        let (Some(lapse), Some(timeout)) = (*lapses_at, timeout) else {
+            return Ok(None);
+        };
         if by + HEARTBEAT_MARGIN < lapse {
             return Ok(None);
         }
-        match self.lifecycle.record_heartbeat(action).await.map_err(lifecycle_failed)? {
+        match self
+            .lifecycle
+            .record_heartbeat(action)
+            .await
+            .map_err(lifecycle_failed)?
+        {
             Completion::Completed => {
                 outcome.heartbeats += 1;
                 *lapses_at = Some(Instant::now() + timeout);
                 Ok(None)
             }
-            Completion::NoActiveAction => Ok(Some(Verdict::Gone("the lifecycle action is no longer active (completed elsewhere or timed out)".into()))),
+            Completion::NoActiveAction => Ok(Some(Verdict::Gone(
+                "the lifecycle action is no longer active (completed elsewhere or timed out)".into(),
+            ))),
         }
     }
 
     /// No check ever reached the instance: the SSM agent, the instance profile or the VPC endpoint is broken, which
     /// says nothing of the application and, when it is fleet-wide, would abandon every new instance. Completed with
     /// `ON_NOT_REGISTERED` (the hook's own default result unless set), counted, and alarmed on.
-    fn never_registered(&self, action: &LifecycleAction, hook_default: Option<LifecycleResult>) -> Result<Verdict, FunctionError> {
+    fn never_registered(
+        &self,
+        action: &LifecycleAction,
+        hook_default: Option<LifecycleResult>,
+    ) -> Result<Verdict, FunctionError> {
         self.metrics.count("InstancesNotRegistered", 1);
         let (result, source) = match self.config.on_not_registered {
             OnNotRegistered::Fixed(result) => (Some(result), "ON_NOT_REGISTERED"),
             OnNotRegistered::HookDefault => (hook_default, "the hook's DefaultResult"),
         };
-        let why = format!("{} never registered with SSM within {} s: inconclusive", action.ec2_instance_id, self.config.healthcheck_deadline.as_secs());
+        let why = format!(
+            "{} never registered with SSM within {} s: inconclusive",
+            action.ec2_instance_id,
+            self.config.healthcheck_deadline.as_secs()
+        );
         tracing::warn!(instance = %action.ec2_instance_id, "{why}; check the SSM agent, the instance profile and the SSM VPC endpoints");
         match result {
-            Some(result) => Ok(Verdict::Complete(result, format!("{why}; completed with {} ({source})", result.as_str()))),
+            Some(result) => Ok(Verdict::Complete(
+                result,
+                format!("{why}; completed with {} ({source})", result.as_str()),
+            )),
             None => Err(FunctionError::new(
                 "HealthCheckInconclusive",
                 format!("{why}; the hook's default result could not be read, so the hook's own timeout decides"),
@@ -308,7 +400,13 @@ mod tests {
     impl FakeProbe {
         fn new(script: Vec<Health>) -> Self {
             let last = script.last().cloned().unwrap_or(Health::Healthy);
-            Self { script: Mutex::new(script.into()), last: Mutex::new(last), checks: Mutex::new(Vec::new()), result_after: Duration::ZERO, failure: None }
+            Self {
+                script: Mutex::new(script.into()),
+                last: Mutex::new(last),
+                checks: Mutex::new(Vec::new()),
+                result_after: Duration::ZERO,
+                failure: None,
+            }
         }
     }
 
@@ -324,7 +422,12 @@ mod tests {
                 return Ok(Health::NoResultInTime("command gave no result in time".into()));
             }
             tokio::time::sleep(self.result_after).await;
-            Ok(self.script.lock().unwrap().pop_front().unwrap_or_else(|| self.last.lock().unwrap().clone()))
+            Ok(self
+                .script
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or_else(|| self.last.lock().unwrap().clone()))
         }
     }
 
@@ -355,7 +458,10 @@ mod tests {
     #[async_trait]
     impl LifecycleActions for FakeLifecycle {
         async fn hook(&self, _: &str, _: &str) -> Result<Option<Hook>, String> {
-            Ok(Some(Hook { heartbeat_timeout: self.heartbeat_timeout, default_result: self.default_result }))
+            Ok(Some(Hook {
+                heartbeat_timeout: self.heartbeat_timeout,
+                default_result: self.default_result,
+            }))
         }
         async fn record_heartbeat(&self, _: &LifecycleAction) -> Result<Completion, String> {
             if !*self.active.lock().unwrap() || Instant::now() >= *self.lapses_at.lock().unwrap() {
@@ -387,7 +493,12 @@ mod tests {
     }
 
     fn completer(probe: Vec<Health>, lifecycle: FakeLifecycle, config: Config) -> Completer<FakeProbe, FakeLifecycle> {
-        Completer::new(FakeProbe::new(probe), lifecycle, config, Arc::new(Metrics::new("Test", "lifecycle-hook-completer")))
+        Completer::new(
+            FakeProbe::new(probe),
+            lifecycle,
+            config,
+            Arc::new(Metrics::new("Test", "lifecycle-hook-completer")),
+        )
     }
 
     fn event(now: DateTime<Utc>, destination: &str) -> Value {
@@ -402,39 +513,71 @@ mod tests {
     }
 
     async fn run(c: &Completer<FakeProbe, FakeLifecycle>, payload: &Value, now: DateTime<Utc>) -> Outcome {
-        c.handle(payload, now, Instant::now() + Duration::from_secs(890)).await.unwrap().remove(0)
+        c.handle(payload, now, Instant::now() + Duration::from_secs(890))
+            .await
+            .unwrap()
+            .remove(0)
     }
 
     #[tokio::test(start_paused = true)]
     async fn healthy_on_the_first_check_continues() {
         let now = Utc::now();
-        let c = completer(vec![Health::Healthy], FakeLifecycle::new(450), config(420, LifecycleResult::Abandon));
+        let c = completer(
+            vec![Health::Healthy],
+            FakeLifecycle::new(450),
+            config(420, LifecycleResult::Abandon),
+        );
         let outcome = run(&c, &event(now, "AutoScalingGroup"), now).await;
-        assert_eq!((outcome.result.as_str(), outcome.completed, outcome.attempts), ("CONTINUE", true, 1));
-        assert_eq!(*c.lifecycle.completions.lock().unwrap(), vec![LifecycleResult::Continue]);
+        assert_eq!(
+            (outcome.result.as_str(), outcome.completed, outcome.attempts),
+            ("CONTINUE", true, 1)
+        );
+        assert_eq!(
+            *c.lifecycle.completions.lock().unwrap(),
+            vec![LifecycleResult::Continue]
+        );
         assert_eq!(outcome.instance.as_deref(), Some("i-1"));
     }
 
     #[tokio::test(start_paused = true)]
     async fn healthy_after_not_registered_and_failed_checks() {
         let now = Utc::now();
-        let script = vec![Health::NotRegistered, not_yet("health check command Failed: connection refused"), Health::Healthy];
+        let script = vec![
+            Health::NotRegistered,
+            not_yet("health check command Failed: connection refused"),
+            Health::Healthy,
+        ];
         let c = completer(script, FakeLifecycle::new(450), config(420, LifecycleResult::Abandon));
         let started = Instant::now();
         let outcome = run(&c, &event(now, "AutoScalingGroup"), now).await;
         assert_eq!((outcome.result.as_str(), outcome.attempts), ("CONTINUE", 3));
-        assert_eq!(started.elapsed(), Duration::from_secs(20), "two intervals between three checks");
-        assert!(c.lifecycle.heartbeats.lock().unwrap().is_empty(), "the deadline is within the hook's timeout");
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(20),
+            "two intervals between three checks"
+        );
+        assert!(
+            c.lifecycle.heartbeats.lock().unwrap().is_empty(),
+            "the deadline is within the hook's timeout"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn never_healthy_is_abandoned_at_the_deadline() {
         let now = Utc::now();
-        let c = completer(vec![not_yet("connection refused")], FakeLifecycle::new(450), config(60, LifecycleResult::Abandon));
+        let c = completer(
+            vec![not_yet("connection refused")],
+            FakeLifecycle::new(450),
+            config(60, LifecycleResult::Abandon),
+        );
         let started = Instant::now();
         let outcome = run(&c, &event(now, "AutoScalingGroup"), now).await;
         assert_eq!((outcome.result.as_str(), outcome.completed), ("ABANDON", true));
-        assert!(outcome.reason.contains("not healthy by the deadline") && outcome.reason.contains("connection refused"), "{}", outcome.reason);
+        assert!(
+            outcome.reason.contains("not healthy by the deadline") && outcome.reason.contains("connection refused"),
+            "{}",
+            outcome.reason
+        );
         assert!(started.elapsed() <= Duration::from_secs(60) && started.elapsed() >= Duration::from_secs(50));
         assert_eq!(outcome.attempts, 6);
     }
@@ -442,16 +585,27 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn on_unhealthy_continue_lets_the_instance_in_at_the_deadline() {
         let now = Utc::now();
-        let c = completer(vec![not_yet("timed out")], FakeLifecycle::new(450), config(30, LifecycleResult::Continue));
+        let c = completer(
+            vec![not_yet("timed out")],
+            FakeLifecycle::new(450),
+            config(30, LifecycleResult::Continue),
+        );
         let outcome = run(&c, &event(now, "AutoScalingGroup"), now).await;
         assert_eq!(outcome.result, "CONTINUE");
-        assert_eq!(*c.lifecycle.completions.lock().unwrap(), vec![LifecycleResult::Continue]);
+        assert_eq!(
+            *c.lifecycle.completions.lock().unwrap(),
+            vec![LifecycleResult::Continue]
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn warm_pool_destination_continues_without_a_check() {
         let now = Utc::now();
-        let c = completer(vec![not_yet("never asked")], FakeLifecycle::new(450), config(420, LifecycleResult::Abandon));
+        let c = completer(
+            vec![not_yet("never asked")],
+            FakeLifecycle::new(450),
+            config(420, LifecycleResult::Abandon),
+        );
         let outcome = run(&c, &event(now, "WarmPool"), now).await;
         assert_eq!((outcome.result.as_str(), outcome.attempts), ("CONTINUE", 0));
         assert!(c.probe.checks.lock().unwrap().is_empty());
@@ -460,7 +614,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn test_notification_and_other_transitions_complete_nothing() {
         let now = Utc::now();
-        let c = completer(vec![Health::Healthy], FakeLifecycle::new(450), config(420, LifecycleResult::Abandon));
+        let c = completer(
+            vec![Health::Healthy],
+            FakeLifecycle::new(450),
+            config(420, LifecycleResult::Abandon),
+        );
         let test = json!({"Records": [{"Sns": {"Message": json!({"Service": "AWS Auto Scaling", "Event": "autoscaling:TEST_NOTIFICATION"}).to_string()}}]});
         let outcome = run(&c, &test, now).await;
         assert_eq!((outcome.result.as_str(), outcome.completed), ("NONE", false));
@@ -475,7 +633,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_redelivered_event_after_completion_is_not_an_error() {
         let now = Utc::now();
-        let c = completer(vec![Health::Healthy], FakeLifecycle::new(450), config(420, LifecycleResult::Abandon));
+        let c = completer(
+            vec![Health::Healthy],
+            FakeLifecycle::new(450),
+            config(420, LifecycleResult::Abandon),
+        );
         let first = run(&c, &event(now, "AutoScalingGroup"), now).await;
         let again = run(&c, &event(now, "AutoScalingGroup"), now).await;
         assert!(first.completed);
@@ -499,7 +661,10 @@ mod tests {
         // Never more than the hook's timeout without a heartbeat.
         let mut last = started;
         for beat in heartbeats.iter().chain(std::iter::once(&Instant::now())) {
-            assert!(beat.duration_since(last) < Duration::from_secs(60), "the hook would have lapsed");
+            assert!(
+                beat.duration_since(last) < Duration::from_secs(60),
+                "the hook would have lapsed"
+            );
             last = *beat;
         }
         assert_eq!(outcome.heartbeats as usize, heartbeats.len());
@@ -508,22 +673,41 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn acts_before_the_invocation_deadline_when_it_comes_first() {
         let now = Utc::now();
-        let c = completer(vec![not_yet("connection refused")], FakeLifecycle::new(450), config(420, LifecycleResult::Abandon));
+        let c = completer(
+            vec![not_yet("connection refused")],
+            FakeLifecycle::new(450),
+            config(420, LifecycleResult::Abandon),
+        );
         let act_by = Instant::now() + Duration::from_secs(45);
-        let outcome = c.handle(&event(now, "AutoScalingGroup"), now, act_by).await.unwrap().remove(0);
+        let outcome = c
+            .handle(&event(now, "AutoScalingGroup"), now, act_by)
+            .await
+            .unwrap()
+            .remove(0);
         assert_eq!((outcome.result.as_str(), outcome.completed), ("ABANDON", true));
-        assert!(outcome.reason.contains("invocation ends before the deadline"), "{}", outcome.reason);
+        assert!(
+            outcome.reason.contains("invocation ends before the deadline"),
+            "{}",
+            outcome.reason
+        );
         assert!(Instant::now() <= act_by);
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_verdict_gives_the_last_real_failure_not_a_check_cut_short() {
         let now = Utc::now();
-        let script = vec![not_yet("curl: (7) Connection refused"), Health::NoResultInTime("command c-1 gave no result in time".into())];
+        let script = vec![
+            not_yet("curl: (7) Connection refused"),
+            Health::NoResultInTime("command c-1 gave no result in time".into()),
+        ];
         let c = completer(script, FakeLifecycle::new(450), config(15, LifecycleResult::Abandon));
         let outcome = run(&c, &event(now, "AutoScalingGroup"), now).await;
         assert_eq!(outcome.result, "ABANDON");
-        assert!(outcome.reason.contains("Connection refused") && !outcome.reason.contains("no result in time"), "{}", outcome.reason);
+        assert!(
+            outcome.reason.contains("Connection refused") && !outcome.reason.contains("no result in time"),
+            "{}",
+            outcome.reason
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -532,17 +716,44 @@ mod tests {
         // The command takes 3 s to answer; the event arrives 600 s after it happened, past the 420 s deadline.
         let mut probe = FakeProbe::new(vec![Health::Healthy]);
         probe.result_after = Duration::from_secs(3);
-        let c = Completer::new(probe, FakeLifecycle::new(450), config(420, LifecycleResult::Abandon), Arc::new(Metrics::new("Test", "l")));
-        let outcome = run(&c, &event(now - chrono::Duration::seconds(600), "AutoScalingGroup"), now).await;
-        assert_eq!((outcome.result.as_str(), outcome.attempts), ("CONTINUE", 1), "{}", outcome.reason);
-        assert_eq!(*c.lifecycle.completions.lock().unwrap(), vec![LifecycleResult::Continue]);
+        let c = Completer::new(
+            probe,
+            FakeLifecycle::new(450),
+            config(420, LifecycleResult::Abandon),
+            Arc::new(Metrics::new("Test", "l")),
+        );
+        let outcome = run(
+            &c,
+            &event(now - chrono::Duration::seconds(600), "AutoScalingGroup"),
+            now,
+        )
+        .await;
+        assert_eq!(
+            (outcome.result.as_str(), outcome.attempts),
+            ("CONTINUE", 1),
+            "{}",
+            outcome.reason
+        );
+        assert_eq!(
+            *c.lifecycle.completions.lock().unwrap(),
+            vec![LifecycleResult::Continue]
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_late_event_for_an_unhealthy_instance_is_abandoned_after_one_check() {
         let now = Utc::now();
-        let c = completer(vec![not_yet("curl: (7) Connection refused")], FakeLifecycle::new(450), config(420, LifecycleResult::Abandon));
-        let outcome = run(&c, &event(now - chrono::Duration::seconds(600), "AutoScalingGroup"), now).await;
+        let c = completer(
+            vec![not_yet("curl: (7) Connection refused")],
+            FakeLifecycle::new(450),
+            config(420, LifecycleResult::Abandon),
+        );
+        let outcome = run(
+            &c,
+            &event(now - chrono::Duration::seconds(600), "AutoScalingGroup"),
+            now,
+        )
+        .await;
         assert_eq!((outcome.result.as_str(), outcome.attempts), ("ABANDON", 1));
         assert!(outcome.reason.contains("Connection refused"), "{}", outcome.reason);
     }
@@ -552,11 +763,26 @@ mod tests {
         let now = Utc::now();
         let mut probe = FakeProbe::new(vec![Health::Healthy]);
         probe.failure = Some("SendCommand failed: AccessDeniedException".into());
-        let c = Completer::new(probe, FakeLifecycle::new(450), config(420, LifecycleResult::Abandon), Arc::new(Metrics::new("Test", "l")));
-        let error = c.handle(&event(now, "AutoScalingGroup"), now, Instant::now() + Duration::from_secs(890)).await.unwrap_err();
+        let c = Completer::new(
+            probe,
+            FakeLifecycle::new(450),
+            config(420, LifecycleResult::Abandon),
+            Arc::new(Metrics::new("Test", "l")),
+        );
+        let error = c
+            .handle(
+                &event(now, "AutoScalingGroup"),
+                now,
+                Instant::now() + Duration::from_secs(890),
+            )
+            .await
+            .unwrap_err();
         assert_eq!(error.kind, "HealthCheckFailed");
         assert!(error.message.contains("AccessDenied"));
-        assert!(c.lifecycle.completions.lock().unwrap().is_empty(), "no verdict without evidence");
+        assert!(
+            c.lifecycle.completions.lock().unwrap().is_empty(),
+            "no verdict without evidence"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -564,8 +790,20 @@ mod tests {
         let now = Utc::now();
         let mut probe = FakeProbe::new(vec![Health::Healthy]);
         probe.result_after = Duration::from_secs(120);
-        let c = Completer::new(probe, FakeLifecycle::new(450), config(60, LifecycleResult::Abandon), Arc::new(Metrics::new("Test", "l")));
-        let error = c.handle(&event(now, "AutoScalingGroup"), now, Instant::now() + Duration::from_secs(890)).await.unwrap_err();
+        let c = Completer::new(
+            probe,
+            FakeLifecycle::new(450),
+            config(60, LifecycleResult::Abandon),
+            Arc::new(Metrics::new("Test", "l")),
+        );
+        let error = c
+            .handle(
+                &event(now, "AutoScalingGroup"),
+                now,
+                Instant::now() + Duration::from_secs(890),
+            )
+            .await
+            .unwrap_err();
         assert_eq!(error.kind, "HealthCheckInconclusive");
         assert!(c.lifecycle.completions.lock().unwrap().is_empty());
     }
@@ -579,9 +817,19 @@ mod tests {
         let mut probe = FakeProbe::new(vec![not_yet("curl: (7) Connection refused")]);
         // Checks of 31.9 s, 10 s apart: the eleventh starts at 419 s and answers at 450.8 s, past the hook's timeout.
         probe.result_after = Duration::from_millis(31_900);
-        let c = Completer::new(probe, FakeLifecycle::new(450), config(420, LifecycleResult::Abandon), Arc::new(Metrics::new("Test", "l")));
+        let c = Completer::new(
+            probe,
+            FakeLifecycle::new(450),
+            config(420, LifecycleResult::Abandon),
+            Arc::new(Metrics::new("Test", "l")),
+        );
         let outcome = run(&c, &event(now, "AutoScalingGroup"), now).await;
-        assert_eq!((outcome.result.as_str(), outcome.completed), ("ABANDON", true), "{}", outcome.reason);
+        assert_eq!(
+            (outcome.result.as_str(), outcome.completed),
+            ("ABANDON", true),
+            "{}",
+            outcome.reason
+        );
         assert!(outcome.heartbeats >= 1);
         assert_eq!(*c.lifecycle.completions.lock().unwrap(), vec![LifecycleResult::Abandon]);
     }
@@ -594,10 +842,23 @@ mod tests {
         let now = Utc::now();
         let mut lifecycle = FakeLifecycle::new(450);
         lifecycle.default_result = Some(LifecycleResult::Continue);
-        let c = completer(vec![Health::NotRegistered], lifecycle, config(60, LifecycleResult::Abandon));
+        let c = completer(
+            vec![Health::NotRegistered],
+            lifecycle,
+            config(60, LifecycleResult::Abandon),
+        );
         let outcome = run(&c, &event(now, "AutoScalingGroup"), now).await;
-        assert_eq!((outcome.result.as_str(), outcome.completed), ("CONTINUE", true), "{}", outcome.reason);
-        assert!(outcome.reason.contains("never registered") && outcome.reason.contains("DefaultResult"), "{}", outcome.reason);
+        assert_eq!(
+            (outcome.result.as_str(), outcome.completed),
+            ("CONTINUE", true),
+            "{}",
+            outcome.reason
+        );
+        assert!(
+            outcome.reason.contains("never registered") && outcome.reason.contains("DefaultResult"),
+            "{}",
+            outcome.reason
+        );
 
         let mut config = config(60, LifecycleResult::Continue);
         config.on_not_registered = OnNotRegistered::Fixed(LifecycleResult::Abandon);
@@ -605,20 +866,33 @@ mod tests {
         assert_eq!(run(&c, &event(now, "AutoScalingGroup"), now).await.result, "ABANDON");
 
         // Registered later and then failing: that is evidence, and ON_UNHEALTHY decides.
-        let c = completer(vec![Health::NotRegistered, not_yet("connection refused")], FakeLifecycle::new(450), config_with_default(60));
+        let c = completer(
+            vec![Health::NotRegistered, not_yet("connection refused")],
+            FakeLifecycle::new(450),
+            config_with_default(60),
+        );
         assert_eq!(run(&c, &event(now, "AutoScalingGroup"), now).await.result, "ABANDON");
     }
 
     fn config_with_default(deadline: u64) -> Config {
-        Config { on_not_registered: OnNotRegistered::Fixed(LifecycleResult::Continue), ..config(deadline, LifecycleResult::Abandon) }
+        Config {
+            on_not_registered: OnNotRegistered::Fixed(LifecycleResult::Continue),
+            ..config(deadline, LifecycleResult::Abandon)
+        }
     }
 
     #[test]
     fn a_timeout_shorter_than_the_deadline_plus_its_margins_is_reported() {
         let config = config(420, LifecycleResult::Abandon);
         assert!(timeout_warning(Duration::from_secs(480), &config).is_none());
-        assert!(timeout_warning(Duration::from_millis(479_800), &config).is_none(), "the first invocation starts a moment after its timeout began");
+        assert!(
+            timeout_warning(Duration::from_millis(479_800), &config).is_none(),
+            "the first invocation starts a moment after its timeout began"
+        );
         let warning = timeout_warning(Duration::from_secs(300), &config).unwrap();
-        assert!(warning.contains("300 s") && warning.contains("HEALTHCHECK_DEADLINE_SECONDS"), "{warning}");
+        assert!(
+            warning.contains("300 s") && warning.contains("HEALTHCHECK_DEADLINE_SECONDS"),
+            "{warning}"
+        );
     }
 }

@@ -15,9 +15,22 @@ const COMMAND_POLL_INTERVAL: Duration = Duration::from_secs(4);
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    let Startup { config, sdk, metrics, deadlines } =
-        shared::startup::init("lifecycle-hook-completer", lifecycle_hook_completer::config::TIMEOUT, Config::from_env).await?;
-    let probe = SsmHealthProbe::new(aws_sdk_ssm::Client::new(&sdk), &config.healthcheck_url, COMMAND_POLL_INTERVAL);
+    let Startup {
+        config,
+        sdk,
+        metrics,
+        deadlines,
+    } = shared::startup::init(
+        "lifecycle-hook-completer",
+        lifecycle_hook_completer::config::TIMEOUT,
+        Config::from_env,
+    )
+    .await?;
+    let probe = SsmHealthProbe::new(
+        aws_sdk_ssm::Client::new(&sdk),
+        &config.healthcheck_url,
+        COMMAND_POLL_INTERVAL,
+    );
     let lifecycle = AutoScalingLifecycle::new(aws_sdk_autoscaling::Client::new(&sdk));
     let completer = Completer::new(probe, lifecycle, config.clone(), metrics.clone());
     // The function's timeout is known only from the first invocation's deadline.
@@ -27,13 +40,17 @@ async fn main() -> Result<(), Error> {
         let (completer, config, timeout_checked) = (&completer, &config, &timeout_checked);
         async move {
             if !timeout_checked.swap(true, Ordering::Relaxed) {
-                let remaining = deadlines.work_deadline(event.context.deadline, Duration::ZERO).saturating_duration_since(tokio::time::Instant::now());
+                let remaining = deadlines
+                    .work_deadline(event.context.deadline, Duration::ZERO)
+                    .saturating_duration_since(tokio::time::Instant::now());
                 if let Some(warning) = timeout_warning(remaining, config) {
                     tracing::warn!("{warning}");
                 }
             }
             let act_by = deadlines.work_deadline(event.context.deadline, DEADLINE_MARGIN);
-            Ok(summary(completer.handle(&event.payload, chrono::Utc::now(), act_by).await?))
+            Ok(summary(
+                completer.handle(&event.payload, chrono::Utc::now(), act_by).await?,
+            ))
         }
     })
     .await

@@ -28,12 +28,19 @@ pub struct SsmHealthProbe {
 
 /// SSM's answer to a call over its rate (after the SDK's own retries).
 fn throttled(code: Option<&str>) -> bool {
-    matches!(code, Some("ThrottlingException" | "Throttling" | "TooManyRequestsException" | "RequestLimitExceeded"))
+    matches!(
+        code,
+        Some("ThrottlingException" | "Throttling" | "TooManyRequestsException" | "RequestLimitExceeded")
+    )
 }
 
 impl SsmHealthProbe {
     pub fn new(client: aws_sdk_ssm::Client, url: &str, poll_interval: Duration) -> Self {
-        Self { client, command: healthcheck_command(url), poll_interval }
+        Self {
+            client,
+            command: healthcheck_command(url),
+            poll_interval,
+        }
     }
 
     /// Sleeps `pause` unless that passes `deadline`; false when it would.
@@ -71,11 +78,23 @@ impl HealthProbe for SsmHealthProbe {
                 // Throttled past the SDK's retries: no result yet, which says nothing of the instance.
                 Err(error) if throttled(error.code()) => {
                     throttles += 1;
-                    if !Self::pause(shared::backoff::jittered(Duration::from_secs(2), throttles, Duration::from_secs(10)), deadline).await {
-                        return Ok(Health::NoResultInTime(format!("SSM throttled SendCommand {throttles} time(s); no result in time")));
+                    if !Self::pause(
+                        shared::backoff::jittered(Duration::from_secs(2), throttles, Duration::from_secs(10)),
+                        deadline,
+                    )
+                    .await
+                    {
+                        return Ok(Health::NoResultInTime(format!(
+                            "SSM throttled SendCommand {throttles} time(s); no result in time"
+                        )));
                     }
                 }
-                Err(error) => return Err(format!("SendCommand failed: {}", aws_sdk_ssm::error::DisplayErrorContext(error))),
+                Err(error) => {
+                    return Err(format!(
+                        "SendCommand failed: {}",
+                        aws_sdk_ssm::error::DisplayErrorContext(error)
+                    ))
+                }
             }
         };
         let mut throttles = 0;
@@ -86,9 +105,17 @@ impl HealthProbe for SsmHealthProbe {
                 shared::backoff::jittered(self.poll_interval, 1, self.poll_interval)
             };
             if !Self::pause(wait, deadline).await {
-                return Ok(Health::NoResultInTime(format!("command {command_id} gave no result in time")));
+                return Ok(Health::NoResultInTime(format!(
+                    "command {command_id} gave no result in time"
+                )));
             }
-            let invocation = self.client.get_command_invocation().command_id(&command_id).instance_id(instance_id).send().await;
+            let invocation = self
+                .client
+                .get_command_invocation()
+                .command_id(&command_id)
+                .instance_id(instance_id)
+                .send()
+                .await;
             let output = match invocation {
                 Ok(output) => output,
                 // Right after SendCommand the invocation may not exist yet.
@@ -97,16 +124,33 @@ impl HealthProbe for SsmHealthProbe {
                     throttles += 1;
                     continue;
                 }
-                Err(error) => return Err(format!("GetCommandInvocation failed: {}", aws_sdk_ssm::error::DisplayErrorContext(error))),
+                Err(error) => {
+                    return Err(format!(
+                        "GetCommandInvocation failed: {}",
+                        aws_sdk_ssm::error::DisplayErrorContext(error)
+                    ))
+                }
             };
             throttles = 0;
             match output.status() {
                 Some(CommandInvocationStatus::Success) => return Ok(Health::Healthy),
-                Some(CommandInvocationStatus::Pending | CommandInvocationStatus::InProgress | CommandInvocationStatus::Delayed) | None => continue,
+                Some(
+                    CommandInvocationStatus::Pending
+                    | CommandInvocationStatus::InProgress
+                    | CommandInvocationStatus::Delayed,
+                )
+                | None => continue,
                 Some(status) => {
-                    let detail = output.standard_error_content().filter(|e| !e.trim().is_empty()).or(output.standard_output_content()).unwrap_or_default();
+                    let detail = output
+                        .standard_error_content()
+                        .filter(|e| !e.trim().is_empty())
+                        .or(output.standard_output_content())
+                        .unwrap_or_default();
                     let excerpt: String = detail.trim().chars().take(OUTPUT_EXCERPT_CHARS).collect();
-                    return Ok(Health::NotYet(format!("health check command {}: {excerpt}", status.as_str())));
+                    return Ok(Health::NotYet(format!(
+                        "health check command {}: {excerpt}",
+                        status.as_str()
+                    )));
                 }
             }
         }
@@ -125,15 +169,24 @@ mod tests {
     use aws_smithy_mocks::{mock, mock_client, RuleMode};
 
     fn sent() -> SendCommandOutput {
-        SendCommandOutput::builder().command(Command::builder().command_id("cmd-1").build()).build()
+        SendCommandOutput::builder()
+            .command(Command::builder().command_id("cmd-1").build())
+            .build()
     }
 
     fn invocation(status: CommandInvocationStatus, stderr: &str) -> GetCommandInvocationOutput {
-        GetCommandInvocationOutput::builder().status(status).standard_error_content(stderr).build()
+        GetCommandInvocationOutput::builder()
+            .status(status)
+            .standard_error_content(stderr)
+            .build()
     }
 
     fn probe(rules: &[&aws_smithy_mocks::Rule]) -> SsmHealthProbe {
-        SsmHealthProbe::new(mock_client!(aws_sdk_ssm, RuleMode::MatchAny, rules), "http://localhost:8000/healthcheck", Duration::from_millis(10))
+        SsmHealthProbe::new(
+            mock_client!(aws_sdk_ssm, RuleMode::MatchAny, rules),
+            "http://localhost:8000/healthcheck",
+            Duration::from_millis(10),
+        )
     }
 
     #[tokio::test]
@@ -150,13 +203,17 @@ mod tests {
             .sequence()
             .error(|| {
                 GetCommandInvocationError::InvocationDoesNotExist(
-                    InvocationDoesNotExist::builder().meta(SsmErrorMetadata::builder().code("InvocationDoesNotExist").build()).build(),
+                    InvocationDoesNotExist::builder()
+                        .meta(SsmErrorMetadata::builder().code("InvocationDoesNotExist").build())
+                        .build(),
                 )
             })
             .output(|| invocation(CommandInvocationStatus::InProgress, ""))
             .output(|| invocation(CommandInvocationStatus::Success, ""))
             .build();
-        let health = probe(&[&send, &get]).check("i-1", Instant::now() + Duration::from_secs(5)).await;
+        let health = probe(&[&send, &get])
+            .check("i-1", Instant::now() + Duration::from_secs(5))
+            .await;
         assert_eq!(health, Ok(Health::Healthy));
         assert_eq!(get.num_calls(), 3);
     }
@@ -164,64 +221,113 @@ mod tests {
     #[tokio::test]
     async fn failed_command_and_unregistered_instance_are_not_healthy_yet() {
         let send = mock!(aws_sdk_ssm::Client::send_command).then_output(sent);
-        let get = mock!(aws_sdk_ssm::Client::get_command_invocation)
-            .then_output(|| invocation(CommandInvocationStatus::Failed, "curl: (7) Failed to connect to localhost port 8000"));
-        let health = probe(&[&send, &get]).check("i-1", Instant::now() + Duration::from_secs(5)).await;
-        assert!(matches!(&health, Ok(Health::NotYet(why)) if why.contains("Failed") && why.contains("port 8000")), "{health:?}");
+        let get = mock!(aws_sdk_ssm::Client::get_command_invocation).then_output(|| {
+            invocation(
+                CommandInvocationStatus::Failed,
+                "curl: (7) Failed to connect to localhost port 8000",
+            )
+        });
+        let health = probe(&[&send, &get])
+            .check("i-1", Instant::now() + Duration::from_secs(5))
+            .await;
+        assert!(
+            matches!(&health, Ok(Health::NotYet(why)) if why.contains("Failed") && why.contains("port 8000")),
+            "{health:?}"
+        );
 
         let unregistered = mock!(aws_sdk_ssm::Client::send_command).then_error(|| {
-            SendCommandError::InvalidInstanceId(InvalidInstanceId::builder().meta(SsmErrorMetadata::builder().code("InvalidInstanceId").build()).build())
+            SendCommandError::InvalidInstanceId(
+                InvalidInstanceId::builder()
+                    .meta(SsmErrorMetadata::builder().code("InvalidInstanceId").build())
+                    .build(),
+            )
         });
-        let health = probe(&[&unregistered]).check("i-1", Instant::now() + Duration::from_secs(5)).await;
+        let health = probe(&[&unregistered])
+            .check("i-1", Instant::now() + Duration::from_secs(5))
+            .await;
         assert_eq!(health, Ok(Health::NotRegistered));
     }
 
     /// The throttles reach the probe, as they do once the SDK's own retries are spent.
     fn probe_past_sdk_retries(rules: &[&aws_smithy_mocks::Rule]) -> SsmHealthProbe {
-        let client = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, rules, |c| c.retry_config(aws_sdk_ssm::config::retry::RetryConfig::disabled()));
+        let client = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, rules, |c| c
+            .retry_config(aws_sdk_ssm::config::retry::RetryConfig::disabled()));
         SsmHealthProbe::new(client, "http://localhost:8000/healthcheck", Duration::from_millis(10))
     }
 
     fn throttling() -> SsmErrorMetadata {
-        SsmErrorMetadata::builder().code("ThrottlingException").message("Rate exceeded").build()
+        SsmErrorMetadata::builder()
+            .code("ThrottlingException")
+            .message("Rate exceeded")
+            .build()
     }
 
     /// Throttling past the SDK's retries means "no result yet": backed off and tried again within the deadline,
     /// and at the deadline no result, never a failed check.
     #[tokio::test]
     async fn ssm_throttling_is_backed_off_and_is_no_result_yet() {
-        let send = mock!(aws_sdk_ssm::Client::send_command).sequence().error(|| SendCommandError::generic(throttling())).output(sent).build();
+        let send = mock!(aws_sdk_ssm::Client::send_command)
+            .sequence()
+            .error(|| SendCommandError::generic(throttling()))
+            .output(sent)
+            .build();
         let get = mock!(aws_sdk_ssm::Client::get_command_invocation)
             .sequence()
             .error(|| GetCommandInvocationError::generic(throttling()))
             .output(|| invocation(CommandInvocationStatus::Success, ""))
             .build();
         let started = Instant::now();
-        let health = probe_past_sdk_retries(&[&send, &get]).check("i-1", Instant::now() + Duration::from_secs(10)).await;
+        let health = probe_past_sdk_retries(&[&send, &get])
+            .check("i-1", Instant::now() + Duration::from_secs(10))
+            .await;
         assert_eq!(health, Ok(Health::Healthy));
         assert_eq!((send.num_calls(), get.num_calls()), (2, 2));
-        assert!(started.elapsed() >= Duration::from_secs(2), "two jittered back-offs of at least a second each: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= Duration::from_secs(2),
+            "two jittered back-offs of at least a second each: {:?}",
+            started.elapsed()
+        );
 
         let always = mock!(aws_sdk_ssm::Client::send_command).then_error(|| SendCommandError::generic(throttling()));
-        let health = probe_past_sdk_retries(&[&always]).check("i-1", Instant::now() + Duration::from_secs(3)).await;
-        assert!(matches!(&health, Ok(Health::NoResultInTime(why)) if why.contains("throttled")), "{health:?}");
+        let health = probe_past_sdk_retries(&[&always])
+            .check("i-1", Instant::now() + Duration::from_secs(3))
+            .await;
+        assert!(
+            matches!(&health, Ok(Health::NoResultInTime(why)) if why.contains("throttled")),
+            "{health:?}"
+        );
     }
 
     #[tokio::test]
     async fn a_command_still_running_at_the_deadline_is_not_healthy() {
         let send = mock!(aws_sdk_ssm::Client::send_command).then_output(sent);
-        let get =
-            mock!(aws_sdk_ssm::Client::get_command_invocation).sequence().output(|| invocation(CommandInvocationStatus::InProgress, "")).repeatedly().build();
-        let health = probe(&[&send, &get]).check("i-1", Instant::now() + Duration::from_millis(50)).await;
+        let get = mock!(aws_sdk_ssm::Client::get_command_invocation)
+            .sequence()
+            .output(|| invocation(CommandInvocationStatus::InProgress, ""))
+            .repeatedly()
+            .build();
+        let health = probe(&[&send, &get])
+            .check("i-1", Instant::now() + Duration::from_millis(50))
+            .await;
         assert!(matches!(health, Ok(Health::NoResultInTime(why)) if why.contains("no result in time")));
     }
 
     #[tokio::test]
     async fn access_denied_says_nothing_about_the_instance() {
         let denied = mock!(aws_sdk_ssm::Client::send_command).then_error(|| {
-            SendCommandError::generic(SsmErrorMetadata::builder().code("AccessDeniedException").message("not authorized to perform: ssm:SendCommand").build())
+            SendCommandError::generic(
+                SsmErrorMetadata::builder()
+                    .code("AccessDeniedException")
+                    .message("not authorized to perform: ssm:SendCommand")
+                    .build(),
+            )
         });
-        let health = probe(&[&denied]).check("i-1", Instant::now() + Duration::from_secs(5)).await;
-        assert!(matches!(&health, Err(why) if why.contains("AccessDenied")), "{health:?}");
+        let health = probe(&[&denied])
+            .check("i-1", Instant::now() + Duration::from_secs(5))
+            .await;
+        assert!(
+            matches!(&health, Err(why) if why.contains("AccessDenied")),
+            "{health:?}"
+        );
     }
 }

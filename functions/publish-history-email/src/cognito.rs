@@ -6,12 +6,21 @@ use shared::directory::{is_subscribed, CognitoDirectory, SUBSCRIPTION_FLAG};
 use crate::ports::{PoolUser, UserPage, UserSource};
 
 /// The attributes the function reads; `UserStatus` and `Enabled` come with every user.
-const ATTRIBUTES: [&str; 6] = ["sub", "email", "email_verified", "given_name", "custom:_tenant", SUBSCRIPTION_FLAG];
+const ATTRIBUTES: [&str; 6] = [
+    "sub",
+    "email",
+    "email_verified",
+    "given_name",
+    "custom:_tenant",
+    SUBSCRIPTION_FLAG,
+];
 
 #[async_trait]
 impl UserSource for CognitoDirectory {
     async fn list_page(&self, from: Option<&str>) -> Result<UserPage, String> {
-        let page = CognitoDirectory::list_page(self, from, &ATTRIBUTES).await.map_err(|e| format!("listing the user pool failed: {e}"))?;
+        let page = CognitoDirectory::list_page(self, from, &ATTRIBUTES)
+            .await
+            .map_err(|e| format!("listing the user pool failed: {e}"))?;
         let users = page
             .users
             .into_iter()
@@ -23,7 +32,10 @@ impl UserSource for CognitoDirectory {
                 subscribed: is_subscribed(&user.attributes),
                 enabled: user.enabled,
                 confirmed: user.confirmed,
-                email_verified: user.attributes.get("email_verified").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+                email_verified: user
+                    .attributes
+                    .get("email_verified")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true")),
             })
             .collect();
         Ok(UserPage { users, next: page.next })

@@ -63,20 +63,32 @@ impl Config {
     pub fn from_env<S: VarSource>(env: &Env<S>) -> Result<Self, ConfigError> {
         let sender_address = env.required("SENDER_ADDRESS")?;
         if !self::sender_address(&sender_address).is_some_and(|a| a.contains('@')) {
-            return Err(ConfigError::invalid("SENDER_ADDRESS", &sender_address, "expected name@domain or Display Name <name@domain>"));
+            return Err(ConfigError::invalid(
+                "SENDER_ADDRESS",
+                &sender_address,
+                "expected name@domain or Display Name <name@domain>",
+            ));
         }
         Ok(Config {
             user_pool_id: env.required("USER_POOL_ID")?,
             sender_address,
-            app_base_url: env.optional_url("APP_BASE_URL")?.map(|u| u.trim_end_matches('/').to_owned()),
-            publish_history_table: env.optional("PUBLISH_HISTORY_TABLE").unwrap_or_else(|| "publish_history".into()),
+            app_base_url: env
+                .optional_url("APP_BASE_URL")?
+                .map(|u| u.trim_end_matches('/').to_owned()),
+            publish_history_table: env
+                .optional("PUBLISH_HISTORY_TABLE")
+                .unwrap_or_else(|| "publish_history".into()),
             subscriber_cache_ttl: Duration::from_secs(env.parsed_or("SUBSCRIBER_CACHE_TTL_SECONDS", 300u64)?),
             ses_configuration_set: env.optional("SES_CONFIGURATION_SET"),
             dead_letter_queue_url: env.optional_url("DEAD_LETTER_QUEUE_URL")?,
             idempotency_table: env.optional("IDEMPOTENCY_TABLE"),
             idempotency_ttl: idempotency_ttl(env)?,
             unsubscribe: unsubscribe(env)?,
-            fanout_queue_url: env.optional_url("FANOUT_QUEUE_URL")?.ok_or_else(|| ConfigError::Missing { name: "FANOUT_QUEUE_URL".into() })?,
+            fanout_queue_url: env
+                .optional_url("FANOUT_QUEUE_URL")?
+                .ok_or_else(|| ConfigError::Missing {
+                    name: "FANOUT_QUEUE_URL".into(),
+                })?,
             maximum_concurrency: bounded(env, "MAXIMUM_CONCURRENCY", 2, 1, 1000)? as usize,
             list_users_rate: {
                 let rate: f64 = env.parsed_or("LIST_USERS_RATE", 10.0)?;
@@ -102,12 +114,20 @@ fn unsubscribe<S: VarSource>(env: &Env<S>) -> Result<Option<UnsubscribeSettings>
         (Some(url), Some(key_parameter)) => {
             // Mailbox providers fetch one-click links over HTTPS only (RFC 8058).
             if !url.starts_with("https://") {
-                return Err(ConfigError::invalid("UNSUBSCRIBE_URL", &url, "expected an https:// URL"));
+                return Err(ConfigError::invalid(
+                    "UNSUBSCRIBE_URL",
+                    &url,
+                    "expected an https:// URL",
+                ));
             }
             Ok(Some(UnsubscribeSettings { url, key_parameter }))
         }
-        (Some(_), None) => Err(ConfigError::Missing { name: "UNSUBSCRIBE_KEY_PARAMETER".into() }),
-        (None, Some(_)) => Err(ConfigError::Missing { name: "UNSUBSCRIBE_URL".into() }),
+        (Some(_), None) => Err(ConfigError::Missing {
+            name: "UNSUBSCRIBE_KEY_PARAMETER".into(),
+        }),
+        (None, Some(_)) => Err(ConfigError::Missing {
+            name: "UNSUBSCRIBE_URL".into(),
+        }),
     }
 }
 
@@ -115,7 +135,11 @@ fn unsubscribe<S: VarSource>(env: &Env<S>) -> Result<Option<UnsubscribeSettings>
 fn bounded<S: VarSource>(env: &Env<S>, name: &str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
     let value: u64 = env.parsed_or(name, default)?;
     if !(min..=max).contains(&value) {
-        return Err(ConfigError::invalid(name, &value.to_string(), format!("must be between {min} and {max}")));
+        return Err(ConfigError::invalid(
+            name,
+            &value.to_string(),
+            format!("must be between {min} and {max}"),
+        ));
     }
     Ok(value)
 }
@@ -159,12 +183,25 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let c = config(&[("USER_POOL_ID", "p"), ("SENDER_ADDRESS", "Navlab <no-reply@navlab.online>")]).unwrap();
+        let c = config(&[
+            ("USER_POOL_ID", "p"),
+            ("SENDER_ADDRESS", "Navlab <no-reply@navlab.online>"),
+        ])
+        .unwrap();
         assert_eq!(c.publish_history_table, "publish_history");
         assert_eq!(c.subscriber_cache_ttl, Duration::from_secs(300));
-        assert_eq!((c.app_base_url, c.ses_configuration_set, c.idempotency_table), (None, None, None));
-        assert!(c.idempotency_ttl >= Duration::from_secs(14 * 24 * 3600), "the default outlives a 14-day dead-letter queue");
-        assert_eq!((c.maximum_concurrency, c.list_users_rate, c.daily_quota_retry), (2, 10.0, Duration::from_secs(900)));
+        assert_eq!(
+            (c.app_base_url, c.ses_configuration_set, c.idempotency_table),
+            (None, None, None)
+        );
+        assert!(
+            c.idempotency_ttl >= Duration::from_secs(14 * 24 * 3600),
+            "the default outlives a 14-day dead-letter queue"
+        );
+        assert_eq!(
+            (c.maximum_concurrency, c.list_users_rate, c.daily_quota_retry),
+            (2, 10.0, Duration::from_secs(900))
+        );
     }
 
     #[test]
@@ -172,7 +209,12 @@ mod tests {
         let base = [("USER_POOL_ID", "p"), ("SENDER_ADDRESS", "a@b.co")];
         let err = Config::from_env(&Env::from_pairs(&base)).unwrap_err();
         assert!(err.to_string().contains("FANOUT_QUEUE_URL"), "{err}");
-        for (name, value) in [("MAXIMUM_CONCURRENCY", "0"), ("LIST_USERS_RATE", "31"), ("LIST_USERS_RATE", "0"), ("DAILY_QUOTA_RETRY_SECONDS", "901")] {
+        for (name, value) in [
+            ("MAXIMUM_CONCURRENCY", "0"),
+            ("LIST_USERS_RATE", "31"),
+            ("LIST_USERS_RATE", "0"),
+            ("DAILY_QUOTA_RETRY_SECONDS", "901"),
+        ] {
             let err = config(&[base[0], base[1], (name, value)]).unwrap_err();
             assert!(err.to_string().contains(name), "{err}");
         }
@@ -180,14 +222,38 @@ mod tests {
 
     #[test]
     fn errors_name_the_variable() {
-        assert!(config(&[("SENDER_ADDRESS", "a@b.co")]).unwrap_err().to_string().contains("USER_POOL_ID"));
-        assert!(config(&[("USER_POOL_ID", "p")]).unwrap_err().to_string().contains("SENDER_ADDRESS"));
-        assert!(config(&[("USER_POOL_ID", "p"), ("SENDER_ADDRESS", "nobody")]).unwrap_err().to_string().contains("SENDER_ADDRESS"));
-        let err = config(&[("USER_POOL_ID", "p"), ("SENDER_ADDRESS", "a@b.co"), ("SUBSCRIBER_CACHE_TTL_SECONDS", "-1")]).unwrap_err();
+        assert!(config(&[("SENDER_ADDRESS", "a@b.co")])
+            .unwrap_err()
+            .to_string()
+            .contains("USER_POOL_ID"));
+        assert!(config(&[("USER_POOL_ID", "p")])
+            .unwrap_err()
+            .to_string()
+            .contains("SENDER_ADDRESS"));
+        assert!(config(&[("USER_POOL_ID", "p"), ("SENDER_ADDRESS", "nobody")])
+            .unwrap_err()
+            .to_string()
+            .contains("SENDER_ADDRESS"));
+        let err = config(&[
+            ("USER_POOL_ID", "p"),
+            ("SENDER_ADDRESS", "a@b.co"),
+            ("SUBSCRIBER_CACHE_TTL_SECONDS", "-1"),
+        ])
+        .unwrap_err();
         assert!(err.to_string().contains("SUBSCRIBER_CACHE_TTL_SECONDS"));
-        let err = config(&[("USER_POOL_ID", "p"), ("SENDER_ADDRESS", "a@b.co"), ("APP_BASE_URL", "app.example.com")]).unwrap_err();
+        let err = config(&[
+            ("USER_POOL_ID", "p"),
+            ("SENDER_ADDRESS", "a@b.co"),
+            ("APP_BASE_URL", "app.example.com"),
+        ])
+        .unwrap_err();
         assert!(err.to_string().contains("APP_BASE_URL"));
-        let err = config(&[("USER_POOL_ID", "p"), ("SENDER_ADDRESS", "a@b.co"), ("IDEMPOTENCY_TTL_SECONDS", "60")]).unwrap_err();
+        let err = config(&[
+            ("USER_POOL_ID", "p"),
+            ("SENDER_ADDRESS", "a@b.co"),
+            ("IDEMPOTENCY_TTL_SECONDS", "60"),
+        ])
+        .unwrap_err();
         assert!(err.to_string().contains("IDEMPOTENCY_TTL_SECONDS"));
     }
 
@@ -195,28 +261,59 @@ mod tests {
     fn unsubscribe_needs_both_variables_and_https() {
         let base = [("USER_POOL_ID", "p"), ("SENDER_ADDRESS", "a@b.co")];
         assert_eq!(config(&base).unwrap().unsubscribe, None);
-        let both = config(&[base[0], base[1], ("UNSUBSCRIBE_URL", "https://u.example.com/u"), ("UNSUBSCRIBE_KEY_PARAMETER", "/k")]).unwrap();
-        assert_eq!(both.unsubscribe, Some(UnsubscribeSettings { url: "https://u.example.com/u".into(), key_parameter: "/k".into() }));
+        let both = config(&[
+            base[0],
+            base[1],
+            ("UNSUBSCRIBE_URL", "https://u.example.com/u"),
+            ("UNSUBSCRIBE_KEY_PARAMETER", "/k"),
+        ])
+        .unwrap();
+        assert_eq!(
+            both.unsubscribe,
+            Some(UnsubscribeSettings {
+                url: "https://u.example.com/u".into(),
+                key_parameter: "/k".into()
+            })
+        );
         let err = config(&[base[0], base[1], ("UNSUBSCRIBE_URL", "https://u.example.com/u")]).unwrap_err();
         assert!(err.to_string().contains("UNSUBSCRIBE_KEY_PARAMETER"), "{err}");
         let err = config(&[base[0], base[1], ("UNSUBSCRIBE_KEY_PARAMETER", "/k")]).unwrap_err();
         assert!(err.to_string().contains("UNSUBSCRIBE_URL"), "{err}");
-        let err = config(&[base[0], base[1], ("UNSUBSCRIBE_URL", "http://u.example.com/u"), ("UNSUBSCRIBE_KEY_PARAMETER", "/k")]).unwrap_err();
-        assert!(err.to_string().contains("UNSUBSCRIBE_URL") && err.to_string().contains("https"), "{err}");
+        let err = config(&[
+            base[0],
+            base[1],
+            ("UNSUBSCRIBE_URL", "http://u.example.com/u"),
+            ("UNSUBSCRIBE_KEY_PARAMETER", "/k"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("UNSUBSCRIBE_URL") && err.to_string().contains("https"),
+            "{err}"
+        );
     }
 
     #[test]
     fn sender_address_is_the_bare_trimmed_address() {
-        assert_eq!(sender_address("Navlab < no-reply@navlab.online >"), Some("no-reply@navlab.online"));
-        assert_eq!(sender_address(" no-reply@navlab.online "), Some("no-reply@navlab.online"));
+        assert_eq!(
+            sender_address("Navlab < no-reply@navlab.online >"),
+            Some("no-reply@navlab.online")
+        );
+        assert_eq!(
+            sender_address(" no-reply@navlab.online "),
+            Some("no-reply@navlab.online")
+        );
         assert_eq!(sender_address("Navlab <no-reply@navlab.online"), None);
     }
 
     #[test]
     fn zero_ttl_and_trailing_slash() {
-        let c =
-            config(&[("USER_POOL_ID", "p"), ("SENDER_ADDRESS", "a@b.co"), ("SUBSCRIBER_CACHE_TTL_SECONDS", "0"), ("APP_BASE_URL", "https://app.example.com/")])
-                .unwrap();
+        let c = config(&[
+            ("USER_POOL_ID", "p"),
+            ("SENDER_ADDRESS", "a@b.co"),
+            ("SUBSCRIBER_CACHE_TTL_SECONDS", "0"),
+            ("APP_BASE_URL", "https://app.example.com/"),
+        ])
+        .unwrap();
         assert_eq!(c.subscriber_cache_ttl, Duration::ZERO);
         assert_eq!(c.app_base_url.as_deref(), Some("https://app.example.com"));
     }

@@ -35,7 +35,11 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         // The only retries: the SES client makes one attempt per call, so every attempt takes a paced slot.
-        Self { max_attempts: 5, first_backoff: Duration::from_millis(250), max_backoff: Duration::from_secs(4) }
+        Self {
+            max_attempts: 5,
+            first_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(4),
+        }
     }
 }
 
@@ -53,7 +57,10 @@ impl UnsubscribeLinks {
     pub fn for_recipient(&self, sub: &str, tenant: &str) -> ListUnsubscribe {
         let token = self.key.sign(sub, tenant, chrono::Utc::now().timestamp());
         let separator = if self.base_url.contains('?') { '&' } else { '?' };
-        ListUnsubscribe { url: format!("{}{separator}token={token}", self.base_url), list_id: crate::mime::list_id(tenant, &self.sender) }
+        ListUnsubscribe {
+            url: format!("{}{separator}token={token}", self.base_url),
+            list_id: crate::mime::list_id(tenant, &self.sender),
+        }
     }
 }
 
@@ -108,7 +115,13 @@ pub struct Delivery<M, I, R> {
 }
 
 impl<M: Mailer, I: IdempotencyStore, R: SenderRegistry> Delivery<M, I, R> {
-    pub fn new(mailer: M, store: I, budget: SendBudget<R>, templates: EmailTemplates, metrics: std::sync::Arc<Metrics>) -> Self {
+    pub fn new(
+        mailer: M,
+        store: I,
+        budget: SendBudget<R>,
+        templates: EmailTemplates,
+        metrics: std::sync::Arc<Metrics>,
+    ) -> Self {
         Self {
             mailer,
             once: OnceOnly::new(store),
@@ -138,9 +151,15 @@ impl<M: Mailer, I: IdempotencyStore, R: SenderRegistry> Delivery<M, I, R> {
     /// Emails `history` to `recipients` until `until` (no send starts after it), [`SEND_CONCURRENCY`] at a time.
     pub async fn deliver(&self, history: &PublishHistory, recipients: Vec<Recipient>, until: Instant) -> Outcome {
         let stop = Mutex::new(None);
-        let results: Vec<One> =
-            futures::stream::iter(recipients).map(|recipient| self.one(history, recipient, until, &stop)).buffer_unordered(SEND_CONCURRENCY).collect().await;
-        let mut outcome = Outcome { stop: stop.into_inner().unwrap_or_else(|e| e.into_inner()), ..Outcome::default() };
+        let results: Vec<One> = futures::stream::iter(recipients)
+            .map(|recipient| self.one(history, recipient, until, &stop))
+            .buffer_unordered(SEND_CONCURRENCY)
+            .collect()
+            .await;
+        let mut outcome = Outcome {
+            stop: stop.into_inner().unwrap_or_else(|e| e.into_inner()),
+            ..Outcome::default()
+        };
         for result in results {
             match result {
                 One::Sent => outcome.sent += 1,
@@ -156,17 +175,26 @@ impl<M: Mailer, I: IdempotencyStore, R: SenderRegistry> Delivery<M, I, R> {
         self.metrics.count("EmailsSent", outcome.sent);
         self.metrics.count("EmailsAlreadySent", outcome.already_sent);
         self.metrics.count("EmailsRejected", outcome.rejected);
-        self.metrics.count("EmailsPending", outcome.left.len() + outcome.held.len());
+        self.metrics
+            .count("EmailsPending", outcome.left.len() + outcome.held.len());
         outcome
     }
 
-    async fn one(&self, history: &PublishHistory, recipient: Recipient, until: Instant, stop: &Mutex<Option<Stop>>) -> One {
+    async fn one(
+        &self,
+        history: &PublishHistory,
+        recipient: Recipient,
+        until: Instant,
+        stop: &Mutex<Option<Stop>>,
+    ) -> One {
         let stopped = || stop.lock().unwrap_or_else(|e| e.into_inner()).is_some();
         if stopped() || Instant::now() >= until {
             return One::Left(recipient, false);
         }
         // The claim only once a send slot is free: claims in flight never outnumber the sends.
-        let Ok(_slot) = self.send_slots.acquire().await else { return One::Left(recipient, false) };
+        let Ok(_slot) = self.send_slots.acquire().await else {
+            return One::Left(recipient, false);
+        };
         if stopped() || Instant::now() >= until {
             return One::Left(recipient, false);
         }
@@ -177,7 +205,12 @@ impl<M: Mailer, I: IdempotencyStore, R: SenderRegistry> Delivery<M, I, R> {
         // A claim still unanswered when no send could start any more is given up: the recipient is looked at again
         // later, and the record answers in time instead of being handed back whole.
         let claim_by = until + ANSWER_SLACK - AFTER_SEND - SHORTEST_CALL;
-        let guarded = self.once.run(&key, in_progress_until, claim_by, || self.send(history, &recipient, until)).await;
+        let guarded = self
+            .once
+            .run(&key, in_progress_until, claim_by, || {
+                self.send(history, &recipient, until)
+            })
+            .await;
         match guarded {
             Guarded::AlreadyCompleted => One::AlreadySent,
             Guarded::InProgress => {
@@ -192,19 +225,31 @@ impl<M: Mailer, I: IdempotencyStore, R: SenderRegistry> Delivery<M, I, R> {
                 tracing::error!(to = %to, row = %history.id, error = %error, "idempotency store unavailable");
                 One::Left(recipient, true)
             }
-            Guarded::Ran { outcome: Ok(message_id), .. } => {
+            Guarded::Ran {
+                outcome: Ok(message_id),
+                ..
+            } => {
                 tracing::info!(to = %to, row = %history.id, message_id = %message_id, "email sent");
                 One::Sent
             }
-            Guarded::Ran { outcome: Err(SendError::Rejected(reason)), .. } => {
+            Guarded::Ran {
+                outcome: Err(SendError::Rejected(reason)),
+                ..
+            } => {
                 tracing::warn!(to = %to, row = %history.id, reason = %reason, "recipient rejected permanently; not retried");
                 One::Rejected
             }
-            Guarded::Ran { outcome: Err(SendError::Retryable(reason)), .. } => {
+            Guarded::Ran {
+                outcome: Err(SendError::Retryable(reason)),
+                ..
+            } => {
                 tracing::error!(to = %to, row = %history.id, reason = %reason, "email not sent; handed on");
                 One::Left(recipient, true)
             }
-            Guarded::Ran { outcome: Err(error @ (SendError::QuotaSpent(_) | SendError::Refused(_))), .. } => {
+            Guarded::Ran {
+                outcome: Err(error @ (SendError::QuotaSpent(_) | SendError::Refused(_))),
+                ..
+            } => {
                 let mut stop = stop.lock().unwrap_or_else(|e| e.into_inner());
                 if stop.is_none() {
                     tracing::error!(row = %history.id, reason = %error, "sending stopped for every recipient");
@@ -215,13 +260,21 @@ impl<M: Mailer, I: IdempotencyStore, R: SenderRegistry> Delivery<M, I, R> {
                 }
                 One::Left(recipient, false)
             }
-            Guarded::Ran { outcome: Err(SendError::NoTime), .. } => One::Left(recipient, false),
+            Guarded::Ran {
+                outcome: Err(SendError::NoTime),
+                ..
+            } => One::Left(recipient, false),
         }
     }
 
     /// Renders and sends one email, paced and retried until `until`.
     async fn send(&self, history: &PublishHistory, recipient: &Recipient, until: Instant) -> Result<String, SendError> {
-        let list_unsubscribe = self.unsubscribe.as_ref().and_then(|links| recipient.sub.as_deref().map(|sub| links.for_recipient(sub, &history.tenant)));
+        let list_unsubscribe = self.unsubscribe.as_ref().and_then(|links| {
+            recipient
+                .sub
+                .as_deref()
+                .map(|sub| links.for_recipient(sub, &history.tenant))
+        });
         let unsubscribe_url = list_unsubscribe.as_ref().map(|l| l.url.as_str());
         let rendered = self
             .templates
@@ -248,7 +301,9 @@ impl<M: Mailer, I: IdempotencyStore, R: SenderRegistry> Delivery<M, I, R> {
             }
             match self.mailer.send(&email, left.min(SEND_TIMEOUT)).await {
                 Ok(id) => return Ok(id),
-                Err(SendError::Retryable(reason)) if attempt < self.retry.max_attempts && Instant::now() + backoff < until => {
+                Err(SendError::Retryable(reason))
+                    if attempt < self.retry.max_attempts && Instant::now() + backoff < until =>
+                {
                     tracing::warn!(attempt, error = %reason, backoff_ms = backoff.as_millis() as u64, "send failed; retrying");
                     self.metrics.count("SendRetries", 1);
                     tokio::time::sleep(backoff).await;

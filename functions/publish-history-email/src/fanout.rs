@@ -58,13 +58,18 @@ impl Task {
 
 /// A recipient's share of a chunk message, in bytes (its JSON, with room for quoting).
 fn recipient_bytes(recipient: &Recipient) -> usize {
-    24 + recipient.email.len() + recipient.sub.as_deref().map_or(0, str::len) + recipient.given_name.as_deref().map_or(0, |n| n.len() * 2)
+    24 + recipient.email.len()
+        + recipient.sub.as_deref().map_or(0, str::len)
+        + recipient.given_name.as_deref().map_or(0, |n| n.len() * 2)
 }
 
 /// Splits recipients into chunks of at most [`CHUNK_RECIPIENTS`] and [`CHUNK_BYTES`], and into at least `parts`
 /// (the instances that can take them at once) while each keeps [`MIN_CHUNK_RECIPIENTS`].
 pub fn split(recipients: Vec<Recipient>, parts: usize) -> Vec<Vec<Recipient>> {
-    let per_chunk = recipients.len().div_ceil(parts.max(1)).clamp(MIN_CHUNK_RECIPIENTS, CHUNK_RECIPIENTS);
+    let per_chunk = recipients
+        .len()
+        .div_ceil(parts.max(1))
+        .clamp(MIN_CHUNK_RECIPIENTS, CHUNK_RECIPIENTS);
     let mut chunks = Vec::new();
     let (mut chunk, mut bytes) = (Vec::new(), 0);
     for recipient in recipients {
@@ -96,28 +101,53 @@ impl<Q: FanoutQueue> Fanout<Q> {
 
     /// Queues `recipients` of `history` as chunk messages, at least one for each instance, visible after `delay`;
     /// returns how many.
-    pub async fn chunks(&self, history: &PublishHistory, recipients: Vec<Recipient>, delay: Duration, stalls: u32) -> Result<usize, String> {
-        self.queue_chunks(history, split(recipients, self.parts), delay, stalls).await
+    pub async fn chunks(
+        &self,
+        history: &PublishHistory,
+        recipients: Vec<Recipient>,
+        delay: Duration,
+        stalls: u32,
+    ) -> Result<usize, String> {
+        self.queue_chunks(history, split(recipients, self.parts), delay, stalls)
+            .await
     }
 
     /// Queues a full chunk a listing found as one message (split only past [`CHUNK_BYTES`]): the listing's next
     /// chunks are for the other instances. Split for each of them, every chunk would be half as long, and each
     /// chunk's invocation costs its poll and its tail; returns how many.
     pub async fn full_chunk(&self, history: &PublishHistory, recipients: Vec<Recipient>) -> Result<usize, String> {
-        self.queue_chunks(history, split(recipients, 1), Duration::ZERO, 0).await
+        self.queue_chunks(history, split(recipients, 1), Duration::ZERO, 0)
+            .await
     }
 
-    async fn queue_chunks(&self, history: &PublishHistory, chunks: Vec<Vec<Recipient>>, delay: Duration, stalls: u32) -> Result<usize, String> {
+    async fn queue_chunks(
+        &self,
+        history: &PublishHistory,
+        chunks: Vec<Vec<Recipient>>,
+        delay: Duration,
+        stalls: u32,
+    ) -> Result<usize, String> {
         let count = chunks.len();
         for recipients in chunks {
-            self.hand_on(&Task::Chunk { history: history.clone(), recipients, stalls }, delay).await?;
+            self.hand_on(
+                &Task::Chunk {
+                    history: history.clone(),
+                    recipients,
+                    stalls,
+                },
+                delay,
+            )
+            .await?;
         }
         Ok(count)
     }
 
     pub async fn hand_on(&self, task: &Task, delay: Duration) -> Result<(), String> {
         let body = serde_json::to_string(task).map_err(|e| e.to_string())?;
-        self.queue.hand_on(body, delay.min(MAX_DELAY)).await.map_err(|e| format!("handing work on to the fan-out queue failed: {e}"))
+        self.queue
+            .hand_on(body, delay.min(MAX_DELAY))
+            .await
+            .map_err(|e| format!("handing work on to the fan-out queue failed: {e}"))
     }
 }
 
@@ -173,7 +203,11 @@ pub async fn list_for<S: UserSource, Q: FanoutQueue>(
             }
         };
         listed.pages += 1;
-        for (tenant, recipient) in page.users.into_iter().filter_map(crate::ports::PoolUser::into_recipient) {
+        for (tenant, recipient) in page
+            .users
+            .into_iter()
+            .filter_map(crate::ports::PoolUser::into_recipient)
+        {
             index.add(&tenant, &recipient);
             for &row in rows_of.get(tenant.as_str()).into_iter().flatten() {
                 let (history, found) = &mut listed.found[row];
@@ -197,44 +231,94 @@ mod tests {
     use super::*;
 
     fn recipient(i: usize) -> Recipient {
-        Recipient { sub: Some(format!("sub-{i}")), email: format!("user{i}@example.com"), given_name: Some("Ada".into()) }
+        Recipient {
+            sub: Some(format!("sub-{i}")),
+            email: format!("user{i}@example.com"),
+            given_name: Some("Ada".into()),
+        }
     }
 
     fn history() -> PublishHistory {
-        PublishHistory { id: "ph-1".into(), tenant: "acme".into(), title: "T".into(), published_by: None, created_at: None }
+        PublishHistory {
+            id: "ph-1".into(),
+            tenant: "acme".into(),
+            title: "T".into(),
+            published_by: None,
+            created_at: None,
+        }
     }
 
     #[test]
     fn chunks_are_bounded_by_count_and_by_bytes_and_keep_every_recipient_once() {
-        let sizes = |recipients: usize, parts: usize| split((0..recipients).map(recipient).collect(), parts).iter().map(Vec::len).collect::<Vec<_>>();
+        let sizes = |recipients: usize, parts: usize| {
+            split((0..recipients).map(recipient).collect(), parts)
+                .iter()
+                .map(Vec::len)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(sizes(1_201, 2), vec![500, 500, 201]);
-        assert_eq!(sizes(400, 2), vec![200, 200], "one chunk for each instance that can take one");
+        assert_eq!(
+            sizes(400, 2),
+            vec![200, 200],
+            "one chunk for each instance that can take one"
+        );
         assert_eq!(sizes(60, 4), vec![25, 25, 10], "but none smaller than worth it");
         assert_eq!(sizes(10, 2), vec![10]);
-        let long_name = Recipient { given_name: Some("n".repeat(2048)), ..recipient(0) };
+        let long_name = Recipient {
+            given_name: Some("n".repeat(2048)),
+            ..recipient(0)
+        };
         let chunks = split(vec![long_name; 200], 1);
-        assert!(chunks.len() > 1 && chunks.iter().all(|c| c.iter().map(recipient_bytes).sum::<usize>() <= CHUNK_BYTES));
+        assert!(
+            chunks.len() > 1
+                && chunks
+                    .iter()
+                    .all(|c| c.iter().map(recipient_bytes).sum::<usize>() <= CHUNK_BYTES)
+        );
         assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 200);
         assert!(split(Vec::new(), 2).is_empty());
     }
 
     #[test]
     fn a_full_chunk_message_fits_sqs() {
-        let worst = Recipient { sub: Some("s".repeat(36)), email: format!("{}@example.com", "a".repeat(240)), given_name: Some("\u{e9}".repeat(1024)) };
+        let worst = Recipient {
+            sub: Some("s".repeat(36)),
+            email: format!("{}@example.com", "a".repeat(240)),
+            given_name: Some("\u{e9}".repeat(1024)),
+        };
         for chunk in split(vec![worst; 600], 1) {
-            let body = serde_json::to_string(&Task::Chunk { history: history(), recipients: chunk, stalls: 0 }).unwrap();
+            let body = serde_json::to_string(&Task::Chunk {
+                history: history(),
+                recipients: chunk,
+                stalls: 0,
+            })
+            .unwrap();
             assert!(body.len() < 256 * 1024 - 8 * 1024, "{} bytes", body.len());
         }
     }
 
     #[test]
     fn tasks_round_trip_and_other_bodies_are_not_tasks() {
-        let task = Task::Chunk { history: history(), recipients: vec![recipient(1)], stalls: 2 };
+        let task = Task::Chunk {
+            history: history(),
+            recipients: vec![recipient(1)],
+            stalls: 2,
+        };
         let body = serde_json::to_string(&task).unwrap();
-        assert!(body.contains(r#""fanout":"chunk""#) && body.contains(r#""e":"user1@example.com""#), "{body}");
+        assert!(
+            body.contains(r#""fanout":"chunk""#) && body.contains(r#""e":"user1@example.com""#),
+            "{body}"
+        );
         assert_eq!(Task::parse(&body), Some(Ok(task)));
-        let listing = Task::Listing { histories: vec![history()], from: Some("token".into()), stalls: 0 };
-        assert_eq!(Task::parse(&serde_json::to_string(&listing).unwrap()), Some(Ok(listing)));
+        let listing = Task::Listing {
+            histories: vec![history()],
+            from: Some("token".into()),
+            stalls: 0,
+        };
+        assert_eq!(
+            Task::parse(&serde_json::to_string(&listing).unwrap()),
+            Some(Ok(listing))
+        );
         assert_eq!(Task::parse(r#"{"Type":"Notification","Message":"{}"}"#), None);
         assert_eq!(Task::parse("not json"), None);
         assert!(matches!(Task::parse(r#"{"fanout":"chunk"}"#), Some(Err(_))));

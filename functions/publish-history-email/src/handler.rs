@@ -82,7 +82,13 @@ pub struct NotifierSettings {
 }
 
 impl<U: UserSource, M: Mailer, I: IdempotencyStore, Q: FanoutQueue, R: SenderRegistry> Notifier<U, M, I, Q, R> {
-    pub fn new(users: U, delivery: Delivery<M, I, R>, fanout: Q, settings: NotifierSettings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        users: U,
+        delivery: Delivery<M, I, R>,
+        fanout: Q,
+        settings: NotifierSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             users,
             list_pacer: Pacer::new(settings.list_users_rate),
@@ -96,11 +102,22 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore, Q: FanoutQueue, R: SenderReg
     }
 
     /// Handles a batch; nothing is started after `deadline` (the invocation's deadline less a safety margin).
-    pub async fn handle_batch(&self, processor: &BatchProcessor, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
-        let context = BatchContext { rows: self.rows_of(&event), plan: OnceCell::new(), deadline };
+    pub async fn handle_batch(
+        &self,
+        processor: &BatchProcessor,
+        event: SqsEvent,
+        deadline: Instant,
+    ) -> SqsBatchResponse {
+        let context = BatchContext {
+            rows: self.rows_of(&event),
+            plan: OnceCell::new(),
+            deadline,
+        };
         // Sends started before `deadline` get until just before Lambda's own deadline to finish.
         let answer_by = deadline + ANSWER_SLACK;
-        let outcome = processor.process_until(event, Some(answer_by), |record| self.handle_record(record, &context)).await;
+        let outcome = processor
+            .process_until(event, Some(answer_by), |record| self.handle_record(record, &context))
+            .await;
         // Within the second kept for answering: past it, the entry lapses by itself.
         let _ = tokio::time::timeout(Duration::from_millis(300), self.delivery.leave()).await;
         outcome.count_into(&self.metrics);
@@ -114,7 +131,9 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore, Q: FanoutQueue, R: SenderReg
             if record.body.as_deref().and_then(Task::parse).is_some() {
                 continue;
             }
-            let Ok(histories) = self.histories(record, false) else { continue };
+            let Ok(histories) = self.histories(record, false) else {
+                continue;
+            };
             for history in histories.into_iter().flatten() {
                 if !rows.iter().any(|r| r.tenant == history.tenant && r.id == history.id) {
                     rows.push(history);
@@ -133,17 +152,28 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore, Q: FanoutQueue, R: SenderReg
             }
             return Ok(None);
         }
-        event.map_rows(|row| PublishHistory::from_row(row, event.tenant.as_deref())).map(Some).map_err(RecordError::Poison)
+        event
+            .map_rows(|row| PublishHistory::from_row(row, event.tenant.as_deref()))
+            .map(Some)
+            .map_err(RecordError::Poison)
     }
 
     async fn handle_record(&self, record: SqsMessage, context: &BatchContext) -> Result<(), RecordError> {
         match record.body.as_deref().and_then(Task::parse) {
             Some(Err(error)) => Err(RecordError::Poison(error)),
-            Some(Ok(Task::Chunk { history, recipients, stalls })) => {
+            Some(Ok(Task::Chunk {
+                history,
+                recipients,
+                stalls,
+            })) => {
                 let outcome = self.delivery.deliver(&history, recipients, context.deadline).await;
                 self.settle(&history, outcome, stalls).await
             }
-            Some(Ok(Task::Listing { histories, from, stalls })) => self.continue_listing(histories, from, stalls, context.deadline).await,
+            Some(Ok(Task::Listing {
+                histories,
+                from,
+                stalls,
+            })) => self.continue_listing(histories, from, stalls, context.deadline).await,
             None => self.handle_row_record(&record, context).await,
         }
     }
@@ -153,7 +183,12 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore, Q: FanoutQueue, R: SenderReg
             self.metrics.count("RecordsIgnored", 1);
             return Ok(());
         };
-        let plan = context.plan.get_or_init(|| self.plan_batch(&context.rows, context.deadline)).await.clone().map_err(RecordError::transient)?;
+        let plan = context
+            .plan
+            .get_or_init(|| self.plan_batch(&context.rows, context.deadline))
+            .await
+            .clone()
+            .map_err(RecordError::transient)?;
         let mut failure = None;
         for history in &histories {
             let recipients = match plan.as_ref() {
@@ -178,7 +213,11 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore, Q: FanoutQueue, R: SenderReg
 
     async fn fan_out(&self, history: &PublishHistory, recipients: Vec<Recipient>) -> Result<(), RecordError> {
         let count = recipients.len();
-        let chunks = self.fanout.chunks(history, recipients, Duration::ZERO, 0).await.map_err(RecordError::transient)?;
+        let chunks = self
+            .fanout
+            .chunks(history, recipients, Duration::ZERO, 0)
+            .await
+            .map_err(RecordError::transient)?;
         self.metrics.count("ChunksHandedOn", chunks);
         tracing::info!(row = %history.id, tenant = %history.tenant, recipients = count, chunks, "publish history fanned out");
         Ok(())
@@ -193,7 +232,16 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore, Q: FanoutQueue, R: SenderReg
         let started = Instant::now();
         let mut index = IndexBuilder::new(CACHE_MAX_RECIPIENTS);
         let until = deadline.min(started + ROW_LISTING_TIME);
-        let listed = list_for(&self.users, &self.list_pacer, &self.fanout, rows, None, until, &mut index).await?;
+        let listed = list_for(
+            &self.users,
+            &self.list_pacer,
+            &self.fanout,
+            rows,
+            None,
+            until,
+            &mut index,
+        )
+        .await?;
         if listed.finished {
             tracing::info!(pages = listed.pages, rows = rows.len(), "listed the user pool");
             if let Some(index) = index.finish() {
@@ -204,15 +252,37 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore, Q: FanoutQueue, R: SenderReg
                 }
             }
         }
-        let direct = self.hand_on_listing(listed, rows.to_vec(), 0).await.map_err(|e| e.to_string())?;
-        Ok(Arc::new(BatchPlan::Listed(direct.into_iter().map(|(h, r)| ((h.tenant.clone(), h.id.clone()), r)).collect())))
+        let direct = self
+            .hand_on_listing(listed, rows.to_vec(), 0)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Arc::new(BatchPlan::Listed(
+            direct
+                .into_iter()
+                .map(|(h, r)| ((h.tenant.clone(), h.id.clone()), r))
+                .collect(),
+        )))
     }
 
     /// A listing task from the fan-out queue: go on from `from`, then email or hand on what it found.
-    async fn continue_listing(&self, histories: Vec<PublishHistory>, from: Option<String>, stalls: u32, deadline: Instant) -> Result<(), RecordError> {
-        let listed = list_for(&self.users, &self.list_pacer, &self.fanout, &histories, from, deadline, &mut IndexBuilder::none())
-            .await
-            .map_err(RecordError::transient)?;
+    async fn continue_listing(
+        &self,
+        histories: Vec<PublishHistory>,
+        from: Option<String>,
+        stalls: u32,
+        deadline: Instant,
+    ) -> Result<(), RecordError> {
+        let listed = list_for(
+            &self.users,
+            &self.list_pacer,
+            &self.fanout,
+            &histories,
+            from,
+            deadline,
+            &mut IndexBuilder::none(),
+        )
+        .await
+        .map_err(RecordError::transient)?;
         for (history, recipients) in self.hand_on_listing(listed, histories, stalls).await? {
             let outcome = self.delivery.deliver(&history, recipients, deadline).await;
             self.settle(&history, outcome, 0).await?;
@@ -245,11 +315,27 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore, Q: FanoutQueue, R: SenderReg
             if let Some(error) = &listed.error {
                 tracing::warn!(error = %error, pages = listed.pages, "listing the user pool failed; handed on from where it stopped");
                 if stalls > MAX_STALLS {
-                    return Err(RecordError::transient(format!("listing the user pool failed {stalls} times in a row: {error}")));
+                    return Err(RecordError::transient(format!(
+                        "listing the user pool failed {stalls} times in a row: {error}"
+                    )));
                 }
             }
-            tracing::info!(pages = listed.pages, rows = histories.len(), "the listing goes on in another invocation");
-            self.fanout.hand_on(&Task::Listing { histories, from: listed.next, stalls }, delay).await.map_err(RecordError::transient)?;
+            tracing::info!(
+                pages = listed.pages,
+                rows = histories.len(),
+                "the listing goes on in another invocation"
+            );
+            self.fanout
+                .hand_on(
+                    &Task::Listing {
+                        histories,
+                        from: listed.next,
+                        stalls,
+                    },
+                    delay,
+                )
+                .await
+                .map_err(RecordError::transient)?;
             self.metrics.count("ListingsHandedOn", 1);
         }
         Ok(direct)
@@ -278,13 +364,24 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore, Q: FanoutQueue, R: SenderReg
                 _ => (Duration::ZERO, 0),
             };
             if stalls > MAX_STALLS {
-                return Err(RecordError::transient(format!("{} recipient(s) not sent after {MAX_STALLS} hand-ons without progress", outcome.left.len())));
+                return Err(RecordError::transient(format!(
+                    "{} recipient(s) not sent after {MAX_STALLS} hand-ons without progress",
+                    outcome.left.len()
+                )));
             }
-            let chunks = self.fanout.chunks(history, outcome.left, delay, stalls).await.map_err(RecordError::transient)?;
+            let chunks = self
+                .fanout
+                .chunks(history, outcome.left, delay, stalls)
+                .await
+                .map_err(RecordError::transient)?;
             self.metrics.count("ChunksHandedOn", chunks);
         }
         if !outcome.held.is_empty() {
-            let chunks = self.fanout.chunks(history, outcome.held, HELD_DELAY, 0).await.map_err(RecordError::transient)?;
+            let chunks = self
+                .fanout
+                .chunks(history, outcome.held, HELD_DELAY, 0)
+                .await
+                .map_err(RecordError::transient)?;
             self.metrics.count("ChunksHandedOn", chunks);
         }
         Ok(())
@@ -320,7 +417,10 @@ mod tests {
             self.pages.fetch_add(1, Ordering::SeqCst);
             let start: usize = from.map(|t| t.parse().unwrap()).unwrap_or(0);
             let end = (start + self.page_size).min(self.users.len());
-            Ok(UserPage { users: self.users[start..end].to_vec(), next: (end < self.users.len()).then(|| end.to_string()) })
+            Ok(UserPage {
+                users: self.users[start..end].to_vec(),
+                next: (end < self.users.len()).then(|| end.to_string()),
+            })
         }
     }
 
@@ -399,7 +499,8 @@ mod tests {
         }
     }
 
-    type TestNotifier = Notifier<Arc<FakeUsers>, Arc<FakeMailer>, Arc<MemoryStore>, Arc<FakeQueue>, Box<dyn SenderRegistry>>;
+    type TestNotifier =
+        Notifier<Arc<FakeUsers>, Arc<FakeMailer>, Arc<MemoryStore>, Arc<FakeQueue>, Box<dyn SenderRegistry>>;
 
     struct Fixture {
         users: Arc<FakeUsers>,
@@ -415,7 +516,10 @@ mod tests {
             pool_user("ada@example.com", "acme", true),
             pool_user("grace@example.com", "acme", true),
             pool_user("edsger@example.com", "acme", false),
-            PoolUser { enabled: false, ..pool_user("disabled@example.com", "acme", true) },
+            PoolUser {
+                enabled: false,
+                ..pool_user("disabled@example.com", "acme", true)
+            },
             pool_user("alan@example.com", "globex", true),
         ]
     }
@@ -425,14 +529,32 @@ mod tests {
     }
 
     /// `fanout_parts`: the instances that take chunks at once.
-    fn fixture_of(users: Vec<PoolUser>, ttl: Duration, links: Option<UnsubscribeLinks>, fanout_parts: usize) -> Fixture {
-        let users = Arc::new(FakeUsers { users, page_size: 60, pages: AtomicUsize::new(0) });
+    fn fixture_of(
+        users: Vec<PoolUser>,
+        ttl: Duration,
+        links: Option<UnsubscribeLinks>,
+        fanout_parts: usize,
+    ) -> Fixture {
+        let users = Arc::new(FakeUsers {
+            users,
+            page_size: 60,
+            pages: AtomicUsize::new(0),
+        });
         let mailer = Arc::new(FakeMailer::default());
-        let store = Arc::new(MemoryStore { ttl: DEFAULT_RECORD_TTL, ..Default::default() });
+        let store = Arc::new(MemoryStore {
+            ttl: DEFAULT_RECORD_TTL,
+            ..Default::default()
+        });
         let queue = Arc::new(FakeQueue::default());
         let metrics = Arc::new(Metrics::new("Test", "publish-history-email"));
-        let delivery = Delivery::new(mailer.clone(), store.clone(), SendBudget::new(None, 1), EmailTemplates::new(None).unwrap(), metrics.clone())
-            .with_retry_policy(RetryPolicy::default());
+        let delivery = Delivery::new(
+            mailer.clone(),
+            store.clone(),
+            SendBudget::new(None, 1),
+            EmailTemplates::new(None).unwrap(),
+            metrics.clone(),
+        )
+        .with_retry_policy(RetryPolicy::default());
         let delivery = match links {
             Some(links) => delivery.with_unsubscribe(links),
             None => delivery,
@@ -445,7 +567,14 @@ mod tests {
             fanout_parts,
         };
         let notifier = Notifier::new(users.clone(), delivery, queue.clone(), settings, metrics.clone());
-        Fixture { users, mailer, store, queue, metrics, notifier }
+        Fixture {
+            users,
+            mailer,
+            store,
+            queue,
+            metrics,
+            notifier,
+        }
     }
 
     fn fixture(ttl: Duration) -> Fixture {
@@ -453,22 +582,33 @@ mod tests {
     }
 
     fn created(id: &str, tenant: &str) -> String {
-        let message =
-            json!({"event": "records_created", "table": "publish_history", "records": [{"id": id, "_tenant": tenant, "title": format!("History {id}")}]});
+        let message = json!({"event": "records_created", "table": "publish_history", "records": [{"id": id, "_tenant": tenant, "title": format!("History {id}")}]});
         sns_envelope(&message.to_string(), "records_created", "publish_history")
     }
 
     async fn run_for(fixture: &Fixture, records: Vec<(String, String)>, time: Duration) -> Vec<String> {
         let event = sqs_event(records.iter().map(|(id, body)| sqs_record(id, body)).collect());
         let deadline = Instant::now() + time;
-        let response = fixture.notifier.handle_batch(&BatchProcessor::new(RECORD_CONCURRENCY, None), event, deadline).await;
-        let mut failed: Vec<String> = response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
+        let response = fixture
+            .notifier
+            .handle_batch(&BatchProcessor::new(RECORD_CONCURRENCY, None), event, deadline)
+            .await;
+        let mut failed: Vec<String> = response
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect();
         failed.sort();
         failed
     }
 
     async fn run(fixture: &Fixture, records: Vec<(&str, String)>) -> Vec<String> {
-        run_for(fixture, records.into_iter().map(|(id, body)| (id.to_owned(), body)).collect(), Duration::from_secs(60)).await
+        run_for(
+            fixture,
+            records.into_iter().map(|(id, body)| (id.to_owned(), body)).collect(),
+            Duration::from_secs(60),
+        )
+        .await
     }
 
     /// Runs every handed-on task, one batch per round, as the fan-out queue's event source would (delays waited out);
@@ -481,8 +621,15 @@ mod tests {
             }
             let longest = tasks.iter().map(|(_, delay)| *delay).max().unwrap_or_default();
             tokio::time::advance(longest).await;
-            let records = tasks.iter().enumerate().map(|(i, (task, _))| (format!("t{round}-{i}"), serde_json::to_string(task).unwrap())).collect();
-            assert!(run_for(fixture, records, Duration::from_secs(60)).await.is_empty(), "a task failed");
+            let records = tasks
+                .iter()
+                .enumerate()
+                .map(|(i, (task, _))| (format!("t{round}-{i}"), serde_json::to_string(task).unwrap()))
+                .collect();
+            assert!(
+                run_for(fixture, records, Duration::from_secs(60)).await.is_empty(),
+                "a task failed"
+            );
         }
         panic!("the tasks never ran out");
     }
@@ -494,13 +641,20 @@ mod tests {
         assert_eq!(f.mailer.sent_to(), vec!["ada@example.com", "grace@example.com"]);
         let sent = f.mailer.sent.lock().unwrap();
         assert!(sent.iter().all(|e| e.subject == "New publish history: History ph-1"));
-        assert!(f.queue.take().is_empty(), "a small row is emailed by its own invocation");
+        assert!(
+            f.queue.take().is_empty(),
+            "a small row is emailed by its own invocation"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn throttled_send_is_retried_then_succeeds() {
         let f = fixture(Duration::from_secs(300));
-        f.mailer.fail("ada@example.com", 2, SendError::Retryable("Throttling: Maximum sending rate exceeded.".into()));
+        f.mailer.fail(
+            "ada@example.com",
+            2,
+            SendError::Retryable("Throttling: Maximum sending rate exceeded.".into()),
+        );
         assert!(run(&f, vec![("m1", created("ph-1", "acme"))]).await.is_empty());
         assert_eq!(f.mailer.attempts("ada@example.com"), 3);
         assert_eq!(f.mailer.sent_to(), vec!["ada@example.com", "grace@example.com"]);
@@ -509,16 +663,36 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn exhausted_retries_hand_the_rest_on_and_the_chunk_sends_only_to_it() {
         let f = fixture(Duration::from_secs(300));
-        f.mailer.fail("grace@example.com", 5, SendError::Retryable("Throttling".into()));
-        assert!(run(&f, vec![("m1", created("ph-1", "acme"))]).await.is_empty(), "handed on, not failed");
-        assert_eq!(f.mailer.attempts("grace@example.com"), RetryPolicy::default().max_attempts as usize);
+        f.mailer
+            .fail("grace@example.com", 5, SendError::Retryable("Throttling".into()));
+        assert!(
+            run(&f, vec![("m1", created("ph-1", "acme"))]).await.is_empty(),
+            "handed on, not failed"
+        );
+        assert_eq!(
+            f.mailer.attempts("grace@example.com"),
+            RetryPolicy::default().max_attempts as usize
+        );
         assert_eq!(f.mailer.sent_to(), vec!["ada@example.com"]);
         let handed = f.queue.take();
-        let [(Task::Chunk { recipients, stalls, .. }, delay)] = handed.as_slice() else { panic!("{handed:?}") };
-        assert_eq!((recipients.iter().map(|r| r.email.as_str()).collect::<Vec<_>>(), *stalls, *delay), (vec!["grace@example.com"], 0, Duration::ZERO));
+        let [(Task::Chunk { recipients, stalls, .. }, delay)] = handed.as_slice() else {
+            panic!("{handed:?}")
+        };
+        assert_eq!(
+            (
+                recipients.iter().map(|r| r.email.as_str()).collect::<Vec<_>>(),
+                *stalls,
+                *delay
+            ),
+            (vec!["grace@example.com"], 0, Duration::ZERO)
+        );
         f.queue.handed.lock().unwrap().extend(handed);
         drain(&f).await;
-        assert_eq!(f.mailer.sent_to(), vec!["ada@example.com", "grace@example.com"], "Ada must not get a second email");
+        assert_eq!(
+            f.mailer.sent_to(),
+            vec!["ada@example.com", "grace@example.com"],
+            "Ada must not get a second email"
+        );
         // The row delivered again sends nothing at all.
         assert!(run(&f, vec![("m1", created("ph-1", "acme"))]).await.is_empty());
         assert_eq!(f.mailer.sent.lock().unwrap().len(), 2);
@@ -527,13 +701,23 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn sends_that_keep_failing_are_handed_on_with_a_delay_until_the_stall_limit_fails_the_message() {
         let f = fixture(Duration::from_secs(300));
-        f.mailer.fail("ada@example.com", usize::MAX, SendError::Retryable("ServiceUnavailable".into()));
-        f.mailer.fail("grace@example.com", usize::MAX, SendError::Retryable("ServiceUnavailable".into()));
+        f.mailer.fail(
+            "ada@example.com",
+            usize::MAX,
+            SendError::Retryable("ServiceUnavailable".into()),
+        );
+        f.mailer.fail(
+            "grace@example.com",
+            usize::MAX,
+            SendError::Retryable("ServiceUnavailable".into()),
+        );
         assert!(run(&f, vec![("m1", created("ph-1", "acme"))]).await.is_empty());
         let mut stalls_seen = Vec::new();
         loop {
             let handed = f.queue.take();
-            let [(task @ Task::Chunk { stalls, .. }, delay)] = handed.as_slice() else { panic!("{handed:?}") };
+            let [(task @ Task::Chunk { stalls, .. }, delay)] = handed.as_slice() else {
+                panic!("{handed:?}")
+            };
             assert_eq!(*delay, RETRY_DELAY);
             stalls_seen.push(*stalls);
             let failed = run(&f, vec![("c", serde_json::to_string(task).unwrap())]).await;
@@ -541,14 +725,25 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(stalls_seen, (1..=MAX_STALLS).collect::<Vec<_>>(), "each hand-on without progress counts");
-        assert!(f.queue.take().is_empty(), "the failed chunk is the queue's to redeliver, then dead-letter");
+        assert_eq!(
+            stalls_seen,
+            (1..=MAX_STALLS).collect::<Vec<_>>(),
+            "each hand-on without progress counts"
+        );
+        assert!(
+            f.queue.take().is_empty(),
+            "the failed chunk is the queue's to redeliver, then dead-letter"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn rejected_recipient_is_counted_and_does_not_block_the_others() {
         let f = fixture(Duration::from_secs(300));
-        f.mailer.fail("ada@example.com", usize::MAX, SendError::Rejected("Address blacklisted.".into()));
+        f.mailer.fail(
+            "ada@example.com",
+            usize::MAX,
+            SendError::Rejected("Address blacklisted.".into()),
+        );
         assert!(run(&f, vec![("m1", created("ph-1", "acme"))]).await.is_empty());
         assert_eq!(f.mailer.attempts("ada@example.com"), 1, "a rejection is not retried");
         assert_eq!(f.mailer.sent_to(), vec!["grace@example.com"]);
@@ -560,15 +755,33 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn subscriber_list_is_cached_for_the_ttl_and_listed_once_per_batch() {
         let f = fixture(Duration::from_secs(300));
-        let batch = || vec![("m1", created("ph-1", "acme")), ("m2", created("ph-2", "acme")), ("m3", created("ph-3", "globex"))];
+        let batch = || {
+            vec![
+                ("m1", created("ph-1", "acme")),
+                ("m2", created("ph-2", "acme")),
+                ("m3", created("ph-3", "globex")),
+            ]
+        };
         assert!(run(&f, batch()).await.is_empty());
-        assert_eq!(f.users.pages.load(Ordering::SeqCst), 1, "one listing for a batch of three rows and two tenants");
+        assert_eq!(
+            f.users.pages.load(Ordering::SeqCst),
+            1,
+            "one listing for a batch of three rows and two tenants"
+        );
         tokio::time::advance(Duration::from_secs(200)).await;
         run(&f, vec![("m4", created("ph-4", "acme"))]).await;
-        assert_eq!(f.users.pages.load(Ordering::SeqCst), 1, "a second batch within the TTL lists no users");
+        assert_eq!(
+            f.users.pages.load(Ordering::SeqCst),
+            1,
+            "a second batch within the TTL lists no users"
+        );
         tokio::time::advance(Duration::from_secs(200)).await;
         run(&f, vec![("m5", created("ph-5", "acme"))]).await;
-        assert_eq!(f.users.pages.load(Ordering::SeqCst), 2, "after the TTL the pool is listed again");
+        assert_eq!(
+            f.users.pages.load(Ordering::SeqCst),
+            2,
+            "after the TTL the pool is listed again"
+        );
         assert_eq!(f.mailer.sent.lock().unwrap().len(), 2 * 4 + 1);
     }
 
@@ -576,23 +789,39 @@ mod tests {
     async fn a_send_claimed_elsewhere_is_looked_at_again_after_a_delay() {
         let f = fixture(Duration::from_secs(300));
         let key = notification_key("acme", "ph-1", "ada@example.com");
-        f.store.records.lock().unwrap().insert(key, (STATUS_IN_PROGRESS, SystemTime::now() + Duration::from_secs(20)));
+        f.store
+            .records
+            .lock()
+            .unwrap()
+            .insert(key, (STATUS_IN_PROGRESS, SystemTime::now() + Duration::from_secs(20)));
         assert!(run(&f, vec![("m1", created("ph-1", "acme"))]).await.is_empty());
         assert_eq!(f.mailer.sent_to(), vec!["grace@example.com"]);
         let handed = f.queue.take();
-        assert!(matches!(handed.as_slice(), [(Task::Chunk { .. }, delay)] if *delay == HELD_DELAY), "{handed:?}");
+        assert!(
+            matches!(handed.as_slice(), [(Task::Chunk { .. }, delay)] if *delay == HELD_DELAY),
+            "{handed:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn with_no_time_left_nothing_is_sent_or_claimed_and_everything_is_handed_on() {
         let f = fixture(Duration::from_secs(300));
         let event = sqs_event(vec![sqs_record("m1", &created("ph-1", "acme"))]);
-        let response = f.notifier.handle_batch(&BatchProcessor::new(1, None), event, Instant::now()).await;
-        assert!(response.batch_item_failures.is_empty(), "handed on, so the row uses up no receive");
+        let response = f
+            .notifier
+            .handle_batch(&BatchProcessor::new(1, None), event, Instant::now())
+            .await;
+        assert!(
+            response.batch_item_failures.is_empty(),
+            "handed on, so the row uses up no receive"
+        );
         assert!(f.mailer.sent_to().is_empty());
         assert!(f.store.records.lock().unwrap().is_empty(), "no claim taken");
         let handed = f.queue.take();
-        assert!(matches!(handed.as_slice(), [(Task::Listing { from: None, .. }, _)]), "{handed:?}");
+        assert!(
+            matches!(handed.as_slice(), [(Task::Listing { from: None, .. }, _)]),
+            "{handed:?}"
+        );
         f.queue.handed.lock().unwrap().extend(handed);
         drain(&f).await;
         assert_eq!(f.mailer.sent_to(), vec!["ada@example.com", "grace@example.com"]);
@@ -601,20 +830,39 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn invalid_rows_are_poison_and_other_events_are_ignored() {
         let f = fixture(Duration::from_secs(300));
-        let no_id = json!({"event": "records_created", "table": "publish_history", "records": [{"_tenant": "acme"}]}).to_string();
-        let updated = json!({"event": "record_updated", "table": "publish_history", "record": {"id": "ph-1", "_tenant": "acme"}}).to_string();
+        let no_id = json!({"event": "records_created", "table": "publish_history", "records": [{"_tenant": "acme"}]})
+            .to_string();
+        let updated =
+            json!({"event": "record_updated", "table": "publish_history", "record": {"id": "ph-1", "_tenant": "acme"}})
+                .to_string();
         let users = json!({"event": "records_created", "table": "users", "record": {"id": 1}}).to_string();
         let bad_task = json!({"fanout": "chunk", "recipients": "nobody"}).to_string();
         assert_eq!(
-            run(&f, vec![("bad", no_id), ("upd", updated), ("usr", users), ("junk", "{".into()), ("task", bad_task)]).await,
+            run(
+                &f,
+                vec![
+                    ("bad", no_id),
+                    ("upd", updated),
+                    ("usr", users),
+                    ("junk", "{".into()),
+                    ("task", bad_task)
+                ]
+            )
+            .await,
             vec!["bad", "junk", "task"]
         );
         assert!(f.mailer.sent_to().is_empty());
-        assert_eq!(f.users.pages.load(Ordering::SeqCst), 0, "nothing to send, nothing listed");
+        assert_eq!(
+            f.users.pages.load(Ordering::SeqCst),
+            0,
+            "nothing to send, nothing listed"
+        );
     }
 
     fn many(tenant: &str, count: usize) -> Vec<PoolUser> {
-        (0..count).map(|i| pool_user(&format!("{tenant}{i:05}@example.com"), tenant, true)).collect()
+        (0..count)
+            .map(|i| pool_user(&format!("{tenant}{i:05}@example.com"), tenant, true))
+            .collect()
     }
 
     #[tokio::test(start_paused = true)]
@@ -623,9 +871,21 @@ mod tests {
         users.extend(sample_users());
         let f = fixture_of(users, Duration::from_secs(300), None, 2);
         assert!(run(&f, vec![("m1", created("ph-1", "initech"))]).await.is_empty());
-        assert!(f.mailer.sent_to().is_empty(), "the row's own invocation sends none of a large row");
+        assert!(
+            f.mailer.sent_to().is_empty(),
+            "the row's own invocation sends none of a large row"
+        );
         let handed = f.queue.take();
-        let sizes: Vec<usize> = handed.iter().map(|(t, _)| if let Task::Chunk { recipients, .. } = t { recipients.len() } else { 0 }).collect();
+        let sizes: Vec<usize> = handed
+            .iter()
+            .map(|(t, _)| {
+                if let Task::Chunk { recipients, .. } = t {
+                    recipients.len()
+                } else {
+                    0
+                }
+            })
+            .collect();
         // Two instances take chunks: each full chunk the listing finds is one message, the rest one for each.
         assert_eq!(sizes, vec![500, 500, 117, 117]);
         f.queue.handed.lock().unwrap().extend(handed);
@@ -647,7 +907,9 @@ mod tests {
         let [(chunk, _)] = f.queue.take().try_into().unwrap();
         let body = serde_json::to_string(&chunk).unwrap();
         // SQS hands the same message to one batch twice, and to a later batch days after.
-        assert!(run(&f, vec![("c1", body.clone()), ("c2", body.clone())]).await.is_empty());
+        assert!(run(&f, vec![("c1", body.clone()), ("c2", body.clone())])
+            .await
+            .is_empty());
         drain(&f).await;
         tokio::time::advance(Duration::from_secs(3 * 24 * 3600)).await;
         assert!(run(&f, vec![("c3", body)]).await.is_empty());
@@ -666,12 +928,29 @@ mod tests {
         let [(chunk, _)] = f.queue.take().try_into().unwrap();
         // 14/s x 0.95: about 26 sends in two seconds.
         let started = Instant::now();
-        assert!(run_for(&f, vec![("c".into(), serde_json::to_string(&chunk).unwrap())], Duration::from_secs(2)).await.is_empty());
-        assert!(started.elapsed() <= Duration::from_secs(2) + ANSWER_SLACK, "answered within the deadline");
+        assert!(run_for(
+            &f,
+            vec![("c".into(), serde_json::to_string(&chunk).unwrap())],
+            Duration::from_secs(2)
+        )
+        .await
+        .is_empty());
+        assert!(
+            started.elapsed() <= Duration::from_secs(2) + ANSWER_SLACK,
+            "answered within the deadline"
+        );
         let first = f.mailer.sent.lock().unwrap().len();
         assert!((20..=30).contains(&first), "{first}");
         let handed = f.queue.take();
-        let [(Task::Chunk { recipients, stalls: 0, .. }, delay)] = handed.as_slice() else { panic!("{handed:?}") };
+        let [(
+            Task::Chunk {
+                recipients, stalls: 0, ..
+            },
+            delay,
+        )] = handed.as_slice()
+        else {
+            panic!("{handed:?}")
+        };
         assert_eq!((recipients.len(), *delay), (120 - first, Duration::ZERO));
         f.queue.handed.lock().unwrap().extend(handed);
         drain(&f).await;
@@ -686,9 +965,18 @@ mod tests {
         // A loaded store: each claim takes longer than the whole invocation.
         *f.store.claim_latency.lock().unwrap() = Duration::from_secs(10);
         let started = Instant::now();
-        let failed = run_for(&f, vec![("c".into(), serde_json::to_string(&chunk).unwrap())], Duration::from_secs(2)).await;
+        let failed = run_for(
+            &f,
+            vec![("c".into(), serde_json::to_string(&chunk).unwrap())],
+            Duration::from_secs(2),
+        )
+        .await;
         assert!(failed.is_empty(), "the chunk was handed back whole: {failed:?}");
-        assert!(started.elapsed() <= Duration::from_secs(2) + ANSWER_SLACK, "answered within the deadline: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() <= Duration::from_secs(2) + ANSWER_SLACK,
+            "answered within the deadline: {:?}",
+            started.elapsed()
+        );
         assert!(f.mailer.sent.lock().unwrap().is_empty(), "nothing sent without a claim");
         let handed = f.queue.take();
         // Those whose claims were cut are looked at again after the claims lapse; those never claimed go on at once.
@@ -711,18 +999,43 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_spent_daily_quota_hands_the_rest_on_for_later_and_a_refusal_fails_the_message() {
         let f = fixture(Duration::from_secs(300));
-        f.mailer.fail("grace@example.com", 1, SendError::QuotaSpent("Daily message quota exceeded.".into()));
-        f.mailer.fail("ada@example.com", 1, SendError::QuotaSpent("Daily message quota exceeded.".into()));
+        f.mailer.fail(
+            "grace@example.com",
+            1,
+            SendError::QuotaSpent("Daily message quota exceeded.".into()),
+        );
+        f.mailer.fail(
+            "ada@example.com",
+            1,
+            SendError::QuotaSpent("Daily message quota exceeded.".into()),
+        );
         assert!(run(&f, vec![("m1", created("ph-1", "acme"))]).await.is_empty());
         let handed = f.queue.take();
-        let [(Task::Chunk { recipients, stalls: 0, .. }, delay)] = handed.as_slice() else { panic!("{handed:?}") };
-        assert_eq!((recipients.len(), *delay), (2, Duration::from_secs(900)), "both wait for the quota");
+        let [(
+            Task::Chunk {
+                recipients, stalls: 0, ..
+            },
+            delay,
+        )] = handed.as_slice()
+        else {
+            panic!("{handed:?}")
+        };
+        assert_eq!(
+            (recipients.len(), *delay),
+            (2, Duration::from_secs(900)),
+            "both wait for the quota"
+        );
         f.queue.handed.lock().unwrap().extend(handed);
         drain(&f).await;
         assert_eq!(f.mailer.sent_to(), vec!["ada@example.com", "grace@example.com"]);
 
-        f.mailer.fail("alan@example.com", 1, SendError::Refused("AccessDenied".into()));
-        assert_eq!(run(&f, vec![("m2", created("ph-2", "globex"))]).await, vec!["m2"], "an operator's problem: the queue keeps it");
+        f.mailer
+            .fail("alan@example.com", 1, SendError::Refused("AccessDenied".into()));
+        assert_eq!(
+            run(&f, vec![("m2", created("ph-2", "globex"))]).await,
+            vec!["m2"],
+            "an operator's problem: the queue keeps it"
+        );
         assert!(f.queue.take().is_empty());
         assert!(run(&f, vec![("m2", created("ph-2", "globex"))]).await.is_empty());
         assert_eq!(f.mailer.attempts("alan@example.com"), 2);
@@ -734,32 +1047,62 @@ mod tests {
         users.extend(many("initech", 30));
         let f = fixture_with(users, Duration::from_secs(300), None);
         // 11 pages at 10/s take a second; the row's invocation has a third of it.
-        assert!(run_for(&f, vec![("m1".into(), created("ph-1", "initech"))], Duration::from_millis(350)).await.is_empty());
+        assert!(run_for(
+            &f,
+            vec![("m1".into(), created("ph-1", "initech"))],
+            Duration::from_millis(350)
+        )
+        .await
+        .is_empty());
         let handed = f.queue.take();
-        let Some((Task::Listing { from: Some(from), .. }, _)) = handed.iter().find(|(t, _)| matches!(t, Task::Listing { .. })) else { panic!("{handed:?}") };
+        let Some((Task::Listing { from: Some(from), .. }, _)) =
+            handed.iter().find(|(t, _)| matches!(t, Task::Listing { .. }))
+        else {
+            panic!("{handed:?}")
+        };
         assert!(from.parse::<usize>().unwrap() < 630);
         f.queue.handed.lock().unwrap().extend(handed);
         drain(&f).await;
         assert_eq!(f.users.pages.load(Ordering::SeqCst), 11, "every page once");
-        assert_eq!(f.mailer.sent_to(), (0..30).map(|i| format!("initech{i:05}@example.com")).collect::<Vec<_>>());
+        assert_eq!(
+            f.mailer.sent_to(),
+            (0..30)
+                .map(|i| format!("initech{i:05}@example.com"))
+                .collect::<Vec<_>>()
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn each_email_carries_its_recipients_own_unsubscribe_link() {
         let key = || shared::unsubscribe::SigningKey::new(&"k".repeat(64)).unwrap();
-        let links = UnsubscribeLinks { base_url: "https://unsub.example.com/u".into(), key: key(), sender: "no-reply@navlab.online".into() };
+        let links = UnsubscribeLinks {
+            base_url: "https://unsub.example.com/u".into(),
+            key: key(),
+            sender: "no-reply@navlab.online".into(),
+        };
         let f = fixture_with(sample_users(), Duration::from_secs(300), Some(links));
         assert!(run(&f, vec![("m1", created("ph-1", "acme"))]).await.is_empty());
         let sent = f.mailer.sent.lock().unwrap().clone();
         assert_eq!(sent.len(), 2);
         for email in &sent {
             let link = email.list_unsubscribe.as_ref().expect("a link");
-            let token = link.url.strip_prefix("https://unsub.example.com/u?token=").expect("the token in the query string");
-            let verified = shared::unsubscribe::verify(Some(token), &key(), None, chrono::Utc::now().timestamp()).unwrap();
-            assert_eq!(verified.sub, format!("sub-{}", email.to), "the link names its own recipient");
+            let token = link
+                .url
+                .strip_prefix("https://unsub.example.com/u?token=")
+                .expect("the token in the query string");
+            let verified =
+                shared::unsubscribe::verify(Some(token), &key(), None, chrono::Utc::now().timestamp()).unwrap();
+            assert_eq!(
+                verified.sub,
+                format!("sub-{}", email.to),
+                "the link names its own recipient"
+            );
             assert_eq!(verified.tenant, "acme");
             assert_eq!(link.list_id, "Publish history <publish-history.acme.navlab.online>");
-            assert!(email.text.contains(&link.url) && email.html.contains(&link.url.replace('/', "&#x2f;")), "the visible link in both parts");
+            assert!(
+                email.text.contains(&link.url) && email.html.contains(&link.url.replace('/', "&#x2f;")),
+                "the visible link in both parts"
+            );
             assert!(!link.url.contains('@'), "no address in the URL");
         }
     }

@@ -16,13 +16,24 @@ use shared::startup::Startup;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    let Startup { config, sdk, metrics, deadlines } =
-        shared::startup::init("publish-history-email", publish_history_email::config::TIMEOUT, Config::from_env).await?;
+    let Startup {
+        config,
+        sdk,
+        metrics,
+        deadlines,
+    } = shared::startup::init(
+        "publish-history-email",
+        publish_history_email::config::TIMEOUT,
+        Config::from_env,
+    )
+    .await?;
     let templates = EmailTemplates::new(config.app_base_url.clone())?;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let dead_letters = SqsDeadLetterQueue::from_setting(&sqs, config.dead_letter_queue_url);
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-    let (store, registry): (Box<dyn IdempotencyStore>, Option<Box<dyn SenderRegistry>>) = match &config.idempotency_table {
+    let (store, registry): (Box<dyn IdempotencyStore>, Option<Box<dyn SenderRegistry>>) = match &config
+        .idempotency_table
+    {
         Some(table) => (
             Box::new(DynamoIdempotency::new(dynamodb.clone(), table, config.idempotency_ttl)),
             Some(Box::new(DynamoSenderRegistry::new(dynamodb.clone(), table))),
@@ -38,8 +49,13 @@ async fn main() -> Result<(), Error> {
     let unsubscribe = match &config.unsubscribe {
         Some(settings) => {
             let ssm = aws_sdk_ssm::Client::new(&sdk);
-            let key = shared::unsubscribe::read_signing_key(&ssm, "UNSUBSCRIBE_KEY_PARAMETER", &settings.key_parameter).await?;
-            Some(UnsubscribeLinks { base_url: settings.url.clone(), key, sender: config.sender_address.clone() })
+            let key = shared::unsubscribe::read_signing_key(&ssm, "UNSUBSCRIBE_KEY_PARAMETER", &settings.key_parameter)
+                .await?;
+            Some(UnsubscribeLinks {
+                base_url: settings.url.clone(),
+                key,
+                sender: config.sender_address.clone(),
+            })
         }
         None => {
             tracing::warn!(
@@ -50,10 +66,19 @@ async fn main() -> Result<(), Error> {
     };
     // One attempt per SES call: every retry goes through the pacer, so the SDK's own retries cannot push the sends
     // over the account's rate.
-    let ses =
-        aws_sdk_ses::Client::from_conf(aws_sdk_ses::config::Builder::from(&sdk).retry_config(aws_sdk_ses::config::retry::RetryConfig::disabled()).build());
+    let ses = aws_sdk_ses::Client::from_conf(
+        aws_sdk_ses::config::Builder::from(&sdk)
+            .retry_config(aws_sdk_ses::config::retry::RetryConfig::disabled())
+            .build(),
+    );
     let budget = SendBudget::new(registry, 2 * config.maximum_concurrency);
-    let delivery = Delivery::new(SesMailer::new(ses, config.sender_address, config.ses_configuration_set), store, budget, templates, metrics.clone());
+    let delivery = Delivery::new(
+        SesMailer::new(ses, config.sender_address, config.ses_configuration_set),
+        store,
+        budget,
+        templates,
+        metrics.clone(),
+    );
     let delivery = match unsubscribe {
         Some(links) => delivery.with_unsubscribe(links),
         None => delivery,

@@ -15,7 +15,10 @@ fn mailbox(sender: &str) -> (Option<String>, String) {
     match (sender.rfind('<'), sender.rfind('>')) {
         (Some(open), Some(close)) if open < close => {
             let name = sender[..open].trim().trim_matches('"').trim();
-            ((!name.is_empty()).then(|| name.to_owned()), sender[open + 1..close].trim().to_owned())
+            (
+                (!name.is_empty()).then(|| name.to_owned()),
+                sender[open + 1..close].trim().to_owned(),
+            )
         }
         _ => (None, sender.trim().to_owned()),
     }
@@ -23,7 +26,11 @@ fn mailbox(sender: &str) -> (Option<String>, String) {
 
 /// Control characters (CR, LF, ...) become spaces: a header value is one line.
 fn one_line(text: &str) -> String {
-    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().trim().to_owned()
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_owned()
 }
 
 /// The `List-Id` of a tenant's notifications: `Publish history <publish-history.TENANT.DOMAIN>`. Tenant ids are simple
@@ -31,7 +38,16 @@ fn one_line(text: &str) -> String {
 pub fn list_id(tenant: &str, sender: &str) -> String {
     let (_, address) = mailbox(sender);
     let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("localhost");
-    let tenant: String = tenant.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
+    let tenant: String = tenant
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
     format!("Publish history <{}.{tenant}.{domain}>", shared::unsubscribe::LIST)
 }
 
@@ -54,7 +70,9 @@ pub fn build(sender: &str, email: &OutgoingEmail) -> Result<Vec<u8>, String> {
             .header("List-Unsubscribe-Post", Raw::new("List-Unsubscribe=One-Click"))
             .header("List-Id", Raw::new(one_line(&unsubscribe.list_id)));
     }
-    message.write_to_vec().map_err(|e| format!("building the message failed: {e}"))
+    message
+        .write_to_vec()
+        .map_err(|e| format!("building the message failed: {e}"))
 }
 
 #[cfg(test)]
@@ -78,32 +96,71 @@ mod tests {
 
     fn headers(raw: &[u8]) -> Vec<(String, String)> {
         let message = mail_parser::MessageParser::default().parse(raw).unwrap();
-        message.headers().iter().map(|h| (h.name().to_owned(), h.value().as_text().map(str::to_owned).unwrap_or_default())).collect()
+        message
+            .headers()
+            .iter()
+            .map(|h| {
+                (
+                    h.name().to_owned(),
+                    h.value().as_text().map(str::to_owned).unwrap_or_default(),
+                )
+            })
+            .collect()
     }
 
     #[test]
     fn carries_the_one_click_headers_for_its_one_recipient() {
         let raw = build("Navlab <no-reply@navlab.online>", &email("New publish history: Q4")).unwrap();
         let text = String::from_utf8_lossy(&raw);
-        assert!(text.contains("List-Unsubscribe: <https://unsub.example.com/u?token=abc.def>"), "{text}");
-        assert!(text.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"), "{text}");
-        assert!(text.contains("List-Id: Publish history <publish-history.acme.navlab.online>"), "{text}");
+        assert!(
+            text.contains("List-Unsubscribe: <https://unsub.example.com/u?token=abc.def>"),
+            "{text}"
+        );
+        assert!(
+            text.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"),
+            "{text}"
+        );
+        assert!(
+            text.contains("List-Id: Publish history <publish-history.acme.navlab.online>"),
+            "{text}"
+        );
         let message = mail_parser::MessageParser::default().parse(&raw).unwrap();
         assert_eq!(message.subject(), Some("New publish history: Q4"));
-        assert_eq!(message.from().unwrap().first().unwrap().address(), Some("no-reply@navlab.online"));
+        assert_eq!(
+            message.from().unwrap().first().unwrap().address(),
+            Some("no-reply@navlab.online")
+        );
         assert_eq!(message.from().unwrap().first().unwrap().name(), Some("Navlab"));
-        assert_eq!(message.to().unwrap().iter().filter_map(|a| a.address()).collect::<Vec<_>>(), vec!["ada@example.com"]);
+        assert_eq!(
+            message
+                .to()
+                .unwrap()
+                .iter()
+                .filter_map(|a| a.address())
+                .collect::<Vec<_>>(),
+            vec!["ada@example.com"]
+        );
         assert_eq!(message.body_text(0).as_deref(), Some("Hello"));
         assert_eq!(message.body_html(0).as_deref(), Some("<p>Hello</p>"));
     }
 
     #[test]
     fn a_title_with_line_breaks_and_bcc_adds_no_header_and_no_recipient() {
-        let raw = build("no-reply@navlab.online", &email("New publish history: Q4\r\nBcc: victim@evil.example\r\nX-Injected: 1")).unwrap();
+        let raw = build(
+            "no-reply@navlab.online",
+            &email("New publish history: Q4\r\nBcc: victim@evil.example\r\nX-Injected: 1"),
+        )
+        .unwrap();
         let names: Vec<String> = headers(&raw).into_iter().map(|(name, _)| name.to_lowercase()).collect();
-        assert!(!names.contains(&"bcc".to_owned()) && !names.contains(&"x-injected".to_owned()), "{names:?}");
+        assert!(
+            !names.contains(&"bcc".to_owned()) && !names.contains(&"x-injected".to_owned()),
+            "{names:?}"
+        );
         let message = mail_parser::MessageParser::default().parse(&raw).unwrap();
-        assert!(message.subject().unwrap().contains("Bcc: victim@evil.example"), "the title stays in the subject, as text");
+        assert!(
+            message.subject().unwrap().contains("Bcc: victim@evil.example"),
+            "the title stays in the subject, as text"
+        );
         assert!(message.bcc().is_none() && message.cc().is_none());
         assert_eq!(message.to().unwrap().iter().count(), 1);
     }
@@ -113,7 +170,11 @@ mod tests {
     fn a_display_name_outside_ascii_is_encoded_and_every_header_is_7_bit() {
         let raw = build("Nävlab Ürün <no-reply@navlab.online>", &email("Neue Veröffentlichung")).unwrap();
         let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-        assert!(raw[..head_end].is_ascii(), "{}", String::from_utf8_lossy(&raw[..head_end]));
+        assert!(
+            raw[..head_end].is_ascii(),
+            "{}",
+            String::from_utf8_lossy(&raw[..head_end])
+        );
         let message = mail_parser::MessageParser::default().parse(&raw).unwrap();
         assert_eq!(message.from().unwrap().first().unwrap().name(), Some("Nävlab Ürün"));
         assert_eq!(message.subject(), Some("Neue Veröffentlichung"));
@@ -121,7 +182,13 @@ mod tests {
 
     #[test]
     fn list_ids_keep_simple_tenant_tokens_and_neutralise_anything_else() {
-        assert_eq!(list_id("acme-2", "a@b.co"), "Publish history <publish-history.acme-2.b.co>");
-        assert_eq!(list_id("ac>me\r\nX: 1", "a@b.co"), "Publish history <publish-history.ac-me--X--1.b.co>");
+        assert_eq!(
+            list_id("acme-2", "a@b.co"),
+            "Publish history <publish-history.acme-2.b.co>"
+        );
+        assert_eq!(
+            list_id("ac>me\r\nX: 1", "a@b.co"),
+            "Publish history <publish-history.ac-me--X--1.b.co>"
+        );
     }
 }

@@ -27,7 +27,14 @@ impl PoolUser {
         if !self.is_eligible() {
             return None;
         }
-        Some((self.tenant?, Recipient { sub: self.sub, email: self.email?, given_name: self.given_name }))
+        Some((
+            self.tenant?,
+            Recipient {
+                sub: self.sub,
+                email: self.email?,
+                given_name: self.given_name,
+            },
+        ))
     }
 }
 
@@ -44,12 +51,20 @@ pub struct IndexBuilder {
 
 impl IndexBuilder {
     pub fn new(max: usize) -> Self {
-        Self { index: Some(SubscriberIndex::new()), count: 0, max }
+        Self {
+            index: Some(SubscriberIndex::new()),
+            count: 0,
+            max,
+        }
     }
 
     /// One that keeps nothing (a listing resumed part way cannot be a whole index).
     pub fn none() -> Self {
-        Self { index: None, count: 0, max: 0 }
+        Self {
+            index: None,
+            count: 0,
+            max: 0,
+        }
     }
 
     pub fn add(&mut self, tenant: &str, recipient: &Recipient) {
@@ -83,12 +98,18 @@ pub struct SubscriberCache {
 
 impl SubscriberCache {
     pub fn new(ttl: Duration) -> Self {
-        Self { ttl, cached: std::sync::Mutex::new(None) }
+        Self {
+            ttl,
+            cached: std::sync::Mutex::new(None),
+        }
     }
 
     pub fn fresh(&self) -> Option<Arc<SubscriberIndex>> {
         let cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-        cached.as_ref().filter(|(listed_at, _)| listed_at.elapsed() < self.ttl).map(|(_, index)| index.clone())
+        cached
+            .as_ref()
+            .filter(|(listed_at, _)| listed_at.elapsed() < self.ttl)
+            .map(|(_, index)| index.clone())
     }
 
     pub fn store(&self, index: SubscriberIndex, listed_at: Instant) -> Arc<SubscriberIndex> {
@@ -122,11 +143,26 @@ mod tests {
         let users = vec![
             user("a@x.co", "acme"),
             user("b@x.co", "globex"),
-            PoolUser { subscribed: false, ..user("c@x.co", "acme") },
-            PoolUser { enabled: false, ..user("d@x.co", "acme") },
-            PoolUser { confirmed: false, ..user("e@x.co", "acme") },
-            PoolUser { email_verified: false, ..user("f@x.co", "acme") },
-            PoolUser { tenant: None, ..user("g@x.co", "acme") },
+            PoolUser {
+                subscribed: false,
+                ..user("c@x.co", "acme")
+            },
+            PoolUser {
+                enabled: false,
+                ..user("d@x.co", "acme")
+            },
+            PoolUser {
+                confirmed: false,
+                ..user("e@x.co", "acme")
+            },
+            PoolUser {
+                email_verified: false,
+                ..user("f@x.co", "acme")
+            },
+            PoolUser {
+                tenant: None,
+                ..user("g@x.co", "acme")
+            },
         ];
         let index = index_subscribers(users);
         let emails = |tenant: &str| index[tenant].iter().map(|r| r.email.as_str()).collect::<Vec<_>>();
@@ -137,7 +173,11 @@ mod tests {
 
     #[test]
     fn an_index_past_its_bound_is_dropped_not_kept() {
-        let recipient = Recipient { sub: None, email: "a@x.co".into(), given_name: None };
+        let recipient = Recipient {
+            sub: None,
+            email: "a@x.co".into(),
+            given_name: None,
+        };
         let mut builder = IndexBuilder::new(2);
         builder.add("acme", &recipient);
         builder.add("acme", &recipient);

@@ -14,7 +14,10 @@ pub struct SqsFanoutQueue {
 
 impl SqsFanoutQueue {
     pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> Self {
-        Self { client, url: url.into() }
+        Self {
+            client,
+            url: url.into(),
+        }
     }
 }
 

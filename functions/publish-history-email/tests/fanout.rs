@@ -41,7 +41,11 @@ impl Local {
 
     /// The event source of the template's `n`th SQS event of the function, for `function`.
     fn source(&self, n: usize, function: FunctionProcess) -> EventSource {
-        self.stack.event_source(&self.sqs, &self.stack.function("publish-history-email").sqs[n], function)
+        self.stack.event_source(
+            &self.sqs,
+            &self.stack.function("publish-history-email").sqs[n],
+            function,
+        )
     }
 
     /// `count` eligible subscribers of `tenant`: their addresses.
@@ -53,7 +57,12 @@ impl Local {
             addresses.push(email.to_owned());
             let (cognito, pool) = (self.cognito.clone(), self.stack.user_pool_id.clone());
             creating.spawn(async move {
-                let user = SampleUser { email, tenant, subscription: "true", ..SAMPLE_USERS[0] };
+                let user = SampleUser {
+                    email,
+                    tenant,
+                    subscription: "true",
+                    ..SAMPLE_USERS[0]
+                };
                 create_user(&cognito, &pool, &user).await;
             });
             if creating.len() >= 8 {
@@ -74,17 +83,27 @@ impl Local {
         let mut sent: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
         for email in e2e_harness::mail::sent_emails(&self.proxy) {
             assert_eq!(email.destinations.len(), 1);
-            *sent.entry(email.subject).or_default().entry(email.destinations[0].clone()).or_default() += 1;
+            *sent
+                .entry(email.subject)
+                .or_default()
+                .entry(email.destinations[0].clone())
+                .or_default() += 1;
         }
         sent
     }
 
     fn sent_for(&self, row: &str) -> BTreeMap<String, usize> {
-        self.sent().remove(&format!("New publish history: {row}")).unwrap_or_default()
+        self.sent()
+            .remove(&format!("New publish history: {row}"))
+            .unwrap_or_default()
     }
 
     fn throttled(&self) -> usize {
-        self.proxy.refusals().iter().filter(|(_, r)| r.message == "Maximum sending rate exceeded.").count()
+        self.proxy
+            .refusals()
+            .iter()
+            .filter(|(_, r)| r.message == "Maximum sending rate exceeded.")
+            .count()
     }
 
     async fn drained(&self) -> bool {
@@ -96,7 +115,9 @@ impl Local {
     }
 
     async fn dead_lettered(&self) -> usize {
-        e2e_harness::fixtures::peek_all(&self.sqs, &self.stack.queue("PublishHistoryEmailDeadLetterQueue").url).await.len()
+        e2e_harness::fixtures::peek_all(&self.sqs, &self.stack.queue("PublishHistoryEmailDeadLetterQueue").url)
+            .await
+            .len()
     }
 }
 
@@ -107,31 +128,75 @@ impl Local {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "slow: work at scale through the queues; tests/test.sh runs it"]
 async fn a_tenant_larger_than_five_invocations_fans_out_within_the_rate_and_a_small_tenant_is_not_held_up() {
-    let local = local(Quotas { ses_max_send_rate: 20.0, ..Quotas::aws() }).await;
+    let local = local(Quotas {
+        ses_max_send_rate: 20.0,
+        ..Quotas::aws()
+    })
+    .await;
     let initech = local.tenant("initech", 400).await;
-    let sources = [local.source(0, local.instance(&[])), local.source(1, local.instance(&[])), local.source(1, local.instance(&[]))];
+    let sources = [
+        local.source(0, local.instance(&[])),
+        local.source(1, local.instance(&[])),
+        local.source(1, local.instance(&[])),
+    ];
     let started = Instant::now();
     local.publish_row("initech", "ph-large").await;
-    assert!(wait_until(Duration::from_secs(60), || async { local.sent_for("ph-large").len() >= 40 }).await, "the fan-out never started");
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            local.sent_for("ph-large").len() >= 40
+        })
+        .await,
+        "the fan-out never started"
+    );
 
     local.publish_row("acme", "ph-small").await;
     let published = Instant::now();
-    assert!(wait_until(Duration::from_secs(20), || async { local.sent_for("ph-small").len() == 2 }).await, "the small row was held up");
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            local.sent_for("ph-small").len() == 2
+        })
+        .await,
+        "the small row was held up"
+    );
     let small_took = published.elapsed();
     let large_so_far = local.sent_for("ph-large").len();
-    assert!(small_took < Duration::from_secs(8), "the small tenant waited {small_took:?}");
-    assert!(large_so_far < initech.len(), "the small tenant was served only after the large one");
+    assert!(
+        small_took < Duration::from_secs(8),
+        "the small tenant waited {small_took:?}"
+    );
+    assert!(
+        large_so_far < initech.len(),
+        "the small tenant was served only after the large one"
+    );
 
-    assert!(wait_until(Duration::from_secs(120), || async { local.sent_for("ph-large").len() == initech.len() && local.drained().await }).await);
+    assert!(
+        wait_until(Duration::from_secs(120), || async {
+            local.sent_for("ph-large").len() == initech.len() && local.drained().await
+        })
+        .await
+    );
     let took = started.elapsed();
     let large = local.sent_for("ph-large");
     assert_eq!(large.keys().cloned().collect::<Vec<_>>(), initech, "every subscriber");
-    assert!(large.values().all(|n| *n == 1), "exactly one email each: {:?}", large.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>());
-    assert_eq!(local.sent_for("ph-small").keys().collect::<Vec<_>>(), ["ada@example.com", "grace@example.com"]);
+    assert!(
+        large.values().all(|n| *n == 1),
+        "exactly one email each: {:?}",
+        large.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        local.sent_for("ph-small").keys().collect::<Vec<_>>(),
+        ["ada@example.com", "grace@example.com"]
+    );
     let sends = large.len() + 2;
     let throttled = local.throttled();
-    assert!(throttled * 100 <= sends, "{throttled} of {sends} sends throttled: over 1 %");
-    assert!(took >= Duration::from_secs(20), "faster than the account's rate allows: {took:?}");
+    assert!(
+        throttled * 100 <= sends,
+        "{throttled} of {sends} sends throttled: over 1 %"
+    );
+    assert!(
+        took >= Duration::from_secs(20),
+        "faster than the account's rate allows: {took:?}"
+    );
     assert_eq!(local.dead_lettered().await, 0, "nothing in the dead-letter queue");
     let (mut handed_back, mut reasons, mut logs) = (0, Vec::new(), Vec::new());
     for source in sources {
@@ -141,10 +206,20 @@ async fn a_tenant_larger_than_five_invocations_fans_out_within_the_rate_and_a_sm
         let function = source.stop().await;
         if stats.failures > 0 {
             // Its warnings and errors: the info lines are one per email.
-            logs.extend(function.output().into_iter().filter(|line| !line.contains(r#""level":"INFO""#)));
+            logs.extend(
+                function
+                    .output()
+                    .into_iter()
+                    .filter(|line| !line.contains(r#""level":"INFO""#)),
+            );
         }
     }
-    assert_eq!(handed_back, 0, "no row or chunk used up a receive: {reasons:#?}\nthe functions that handed back logged:\n{}", logs.join("\n"));
+    assert_eq!(
+        handed_back,
+        0,
+        "no row or chunk used up a receive: {reasons:#?}\nthe functions that handed back logged:\n{}",
+        logs.join("\n")
+    );
     eprintln!("400 recipients in {took:?}, small tenant in {small_took:?} with {large_so_far} of the large one sent, {throttled} throttled");
 }
 
@@ -154,21 +229,46 @@ async fn a_tenant_larger_than_five_invocations_fans_out_within_the_rate_and_a_sm
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "slow: work at scale through the queues; tests/test.sh runs it"]
 async fn a_sigkill_in_the_middle_of_the_fanout_loses_no_one_and_duplicates_at_most_the_sends_in_flight() {
-    let local = local(Quotas { ses_max_send_rate: 20.0, ..Quotas::aws() }).await;
+    let local = local(Quotas {
+        ses_max_send_rate: 20.0,
+        ..Quotas::aws()
+    })
+    .await;
     let initech = local.tenant("initech", 300).await;
     let victim = local.instance(&[]);
     let pid = victim.pid();
-    let sources = [local.source(0, local.instance(&[])), local.source(1, victim), local.source(1, local.instance(&[]))];
+    let sources = [
+        local.source(0, local.instance(&[])),
+        local.source(1, victim),
+        local.source(1, local.instance(&[])),
+    ];
     local.publish_row("initech", "ph-kill").await;
-    assert!(wait_until(Duration::from_secs(60), || async { local.sent_for("ph-kill").len() >= 60 }).await, "the fan-out never started");
-    let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill");
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            local.sent_for("ph-kill").len() >= 60
+        })
+        .await,
+        "the fan-out never started"
+    );
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill");
     assert!(killed.success());
 
-    assert!(wait_until(Duration::from_secs(120), || async { local.sent_for("ph-kill").len() == initech.len() && local.drained().await }).await);
+    assert!(
+        wait_until(Duration::from_secs(120), || async {
+            local.sent_for("ph-kill").len() == initech.len() && local.drained().await
+        })
+        .await
+    );
     let sent = local.sent_for("ph-kill");
     assert_eq!(sent.keys().cloned().collect::<Vec<_>>(), initech, "nobody lost");
     let duplicates: usize = sent.values().map(|n| n - 1).sum();
-    assert!(duplicates <= publish_history_email::delivery::SEND_CONCURRENCY, "{duplicates} duplicates: more than the sends in flight");
+    assert!(
+        duplicates <= publish_history_email::delivery::SEND_CONCURRENCY,
+        "{duplicates} duplicates: more than the sends in flight"
+    );
     assert_eq!(local.dead_lettered().await, 0);
     for source in sources {
         source.stop().await;
@@ -180,13 +280,31 @@ async fn a_sigkill_in_the_middle_of_the_fanout_loses_no_one_and_duplicates_at_mo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "slow: work at scale through the queues; tests/test.sh runs it"]
 async fn the_daily_quota_reached_the_rest_goes_out_after_it_resets_and_nothing_is_lost() {
-    let local = local(Quotas { ses_max_send_rate: 20.0, ses_max_24_hour_send: 60.0, ..Quotas::aws() }).await;
+    let local = local(Quotas {
+        ses_max_send_rate: 20.0,
+        ses_max_24_hour_send: 60.0,
+        ..Quotas::aws()
+    })
+    .await;
     let initech = local.tenant("initech", 100).await;
     let wait = [("DAILY_QUOTA_RETRY_SECONDS", "2")];
-    let sources = [local.source(0, local.instance(&wait)), local.source(1, local.instance(&wait)), local.source(1, local.instance(&wait))];
+    let sources = [
+        local.source(0, local.instance(&wait)),
+        local.source(1, local.instance(&wait)),
+        local.source(1, local.instance(&wait)),
+    ];
     local.publish_row("initech", "ph-quota").await;
-    let spent = || local.proxy.refusals().iter().any(|(_, r)| r.message == "Daily message quota exceeded.");
-    assert!(wait_until(Duration::from_secs(60), || async { spent() }).await, "the quota was never reached");
+    let spent = || {
+        local
+            .proxy
+            .refusals()
+            .iter()
+            .any(|(_, r)| r.message == "Daily message quota exceeded.")
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || async { spent() }).await,
+        "the quota was never reached"
+    );
     // The function keeps waiting: several of its re-checks pass, and nothing more is sent.
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert_eq!(local.sent_for("ph-quota").len(), 60);
@@ -194,7 +312,12 @@ async fn the_daily_quota_reached_the_rest_goes_out_after_it_resets_and_nothing_i
     assert_eq!(local.dead_lettered().await, 0);
 
     local.proxy.start_new_ses_day();
-    assert!(wait_until(Duration::from_secs(60), || async { local.sent_for("ph-quota").len() == initech.len() && local.drained().await }).await);
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            local.sent_for("ph-quota").len() == initech.len() && local.drained().await
+        })
+        .await
+    );
     let sent = local.sent_for("ph-quota");
     assert_eq!(sent.keys().cloned().collect::<Vec<_>>(), initech);
     assert!(sent.values().all(|n| *n == 1), "exactly once each");

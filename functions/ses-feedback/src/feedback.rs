@@ -17,9 +17,16 @@ use serde_json::Value;
 pub enum Feedback {
     /// A recipient marked it as spam (or otherwise complained): `feedback_type` is the ARF type, when the mailbox
     /// provider gave one.
-    Complaint { feedback_type: Option<String>, recipients: Vec<String> },
+    Complaint {
+        feedback_type: Option<String>,
+        recipients: Vec<String>,
+    },
     /// `Permanent`, `Transient` or `Undetermined`.
-    Bounce { bounce_type: String, sub_type: Option<String>, recipients: Vec<String> },
+    Bounce {
+        bounce_type: String,
+        sub_type: Option<String>,
+        recipients: Vec<String>,
+    },
     /// A delivery, a send, an open, ...: nothing to act on.
     Other(String),
 }
@@ -38,8 +45,15 @@ impl Feedback {
     /// subtype. Nobody for anything else.
     pub fn to_unsubscribe(&self) -> &[String] {
         match self {
-            Feedback::Complaint { feedback_type, recipients } if feedback_type.as_deref() != Some("not-spam") => recipients,
-            Feedback::Bounce { bounce_type, recipients, .. } if bounce_type == "Permanent" => recipients,
+            Feedback::Complaint {
+                feedback_type,
+                recipients,
+            } if feedback_type.as_deref() != Some("not-spam") => recipients,
+            Feedback::Bounce {
+                bounce_type,
+                recipients,
+                ..
+            } if bounce_type == "Permanent" => recipients,
             _ => &[],
         }
     }
@@ -47,7 +61,9 @@ impl Feedback {
     /// The metric this feedback counts in.
     pub fn metric(&self) -> &'static str {
         match self {
-            Feedback::Complaint { feedback_type, .. } if feedback_type.as_deref() == Some("not-spam") => "NotSpamReports",
+            Feedback::Complaint { feedback_type, .. } if feedback_type.as_deref() == Some("not-spam") => {
+                "NotSpamReports"
+            }
             Feedback::Complaint { .. } => "Complaints",
             Feedback::Bounce { bounce_type, .. } if bounce_type == "Permanent" => "PermanentBounces",
             Feedback::Bounce { bounce_type, .. } if bounce_type == "Transient" => "TransientBounces",
@@ -58,8 +74,12 @@ impl Feedback {
 
     pub fn describe(&self) -> String {
         match self {
-            Feedback::Complaint { feedback_type, .. } => format!("complaint ({})", feedback_type.as_deref().unwrap_or("no feedback type")),
-            Feedback::Bounce { bounce_type, sub_type, .. } => format!("{bounce_type} bounce ({})", sub_type.as_deref().unwrap_or("no subtype")),
+            Feedback::Complaint { feedback_type, .. } => {
+                format!("complaint ({})", feedback_type.as_deref().unwrap_or("no feedback type"))
+            }
+            Feedback::Bounce {
+                bounce_type, sub_type, ..
+            } => format!("{bounce_type} bounce ({})", sub_type.as_deref().unwrap_or("no subtype")),
             Feedback::Other(kind) => kind.to_lowercase(),
         }
     }
@@ -107,7 +127,9 @@ fn address(recipient: Recipient) -> String {
 }
 
 fn field<T: serde::de::DeserializeOwned>(value: &Value, name: &str, kind: &str) -> Result<T, String> {
-    let part = value.get(name).ok_or_else(|| format!("a {kind} notification without `{name}`"))?;
+    let part = value
+        .get(name)
+        .ok_or_else(|| format!("a {kind} notification without `{name}`"))?;
     serde_json::from_value(part.clone()).map_err(|e| format!("`{name}` of a {kind} notification: {e}"))
 }
 
@@ -118,7 +140,9 @@ pub fn parse(message: &str) -> Result<Notification, String> {
         .get("eventType")
         .or_else(|| value.get("notificationType"))
         .and_then(Value::as_str)
-        .ok_or("neither `eventType` (event publishing) nor `notificationType` (identity notification): not SES feedback")?;
+        .ok_or(
+            "neither `eventType` (event publishing) nor `notificationType` (identity notification): not SES feedback",
+        )?;
     let feedback = match kind {
         "Bounce" => {
             let bounce: Bounce = field(&value, "bounce", "bounce")?;
@@ -137,9 +161,20 @@ pub fn parse(message: &str) -> Result<Notification, String> {
         }
         other => Feedback::Other(other.to_owned()),
     };
-    let mail: Mail = value.get("mail").map(|m| serde_json::from_value(m.clone()).unwrap_or_default()).unwrap_or_default();
-    let tags = mail.tags.into_iter().filter_map(|(name, values)| values.into_iter().next().map(|v| (name, v))).collect();
-    Ok(Notification { feedback, message_id: mail.message_id, tags })
+    let mail: Mail = value
+        .get("mail")
+        .map(|m| serde_json::from_value(m.clone()).unwrap_or_default())
+        .unwrap_or_default();
+    let tags = mail
+        .tags
+        .into_iter()
+        .filter_map(|(name, values)| values.into_iter().next().map(|v| (name, v)))
+        .collect();
+    Ok(Notification {
+        feedback,
+        message_id: mail.message_id,
+        tags,
+    })
 }
 
 #[cfg(test)]
@@ -182,21 +217,37 @@ mod tests {
                 json!({"eventType": "Complaint", "complaint": {"complaintFeedbackType": "not-spam", "complainedRecipients": [{"emailAddress": "a@b.co"}]}}),
                 "NotSpamReports",
             ),
-            (json!({"notificationType": "Delivery", "delivery": {"recipients": ["a@b.co"]}}), "OtherFeedback"),
+            (
+                json!({"notificationType": "Delivery", "delivery": {"recipients": ["a@b.co"]}}),
+                "OtherFeedback",
+            ),
         ] {
             let n = parse(&message.to_string()).unwrap();
             assert!(n.feedback.to_unsubscribe().is_empty(), "{message}");
             assert_eq!(n.feedback.metric(), metric);
         }
-        let no_type = json!({"eventType": "Complaint", "complaint": {"complainedRecipients": [{"emailAddress": "a@b.co"}]}});
-        assert_eq!(parse(&no_type.to_string()).unwrap().feedback.to_unsubscribe(), ["a@b.co"], "a complaint without a feedback type is a complaint");
+        let no_type =
+            json!({"eventType": "Complaint", "complaint": {"complainedRecipients": [{"emailAddress": "a@b.co"}]}});
+        assert_eq!(
+            parse(&no_type.to_string()).unwrap().feedback.to_unsubscribe(),
+            ["a@b.co"],
+            "a complaint without a feedback type is a complaint"
+        );
     }
 
     #[test]
     fn what_is_not_ses_feedback_is_an_error_that_says_why() {
         assert!(parse("{oops").unwrap_err().contains("not JSON"));
-        assert!(parse(r#"{"event": "records_created"}"#).unwrap_err().contains("eventType"));
-        assert!(parse(r#"{"eventType": "Bounce"}"#).unwrap_err().contains("without `bounce`"));
-        assert!(parse(r#"{"notificationType": "Complaint", "complaint": {"complainedRecipients": "x"}}"#).unwrap_err().contains("complaint"));
+        assert!(parse(r#"{"event": "records_created"}"#)
+            .unwrap_err()
+            .contains("eventType"));
+        assert!(parse(r#"{"eventType": "Bounce"}"#)
+            .unwrap_err()
+            .contains("without `bounce`"));
+        assert!(
+            parse(r#"{"notificationType": "Complaint", "complaint": {"complainedRecipients": "x"}}"#)
+                .unwrap_err()
+                .contains("complaint")
+        );
     }
 }

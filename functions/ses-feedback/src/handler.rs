@@ -28,10 +28,17 @@ impl<R: Subscriptions> FeedbackHandler<R> {
         Self { recipients, metrics }
     }
 
-    pub async fn handle_batch(&self, processor: &BatchProcessor, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
+    pub async fn handle_batch(
+        &self,
+        processor: &BatchProcessor,
+        event: SqsEvent,
+        deadline: Instant,
+    ) -> SqsBatchResponse {
         // Half a second is left to post the answer: past the deadline Lambda throws it away with the whole batch.
         let answer_by = deadline.checked_sub(Duration::from_millis(500)).unwrap_or(deadline);
-        let outcome = processor.process_until(event, Some(answer_by), |record| self.handle_record(record)).await;
+        let outcome = processor
+            .process_until(event, Some(answer_by), |record| self.handle_record(record))
+            .await;
         outcome.count_into(&self.metrics);
         outcome.response()
     }
@@ -54,7 +61,10 @@ impl<R: Subscriptions> FeedbackHandler<R> {
     /// One write, and none when the flag is off already: a replayed notification writes nothing more.
     async fn unsubscribe(&self, address: &str, notification: &Notification) -> Result<(), RecordError> {
         let masked = mask_email(address);
-        let (tenant, row) = (notification.tags.get("tenant").map(String::as_str), notification.tags.get("row").map(String::as_str));
+        let (tenant, row) = (
+            notification.tags.get("tenant").map(String::as_str),
+            notification.tags.get("row").map(String::as_str),
+        );
         let feedback = notification.feedback.describe();
         let recipient = match self.recipients.find(SubscriberKey::Email(address)).await {
             Ok(Some(recipient)) => recipient,
@@ -101,15 +111,24 @@ mod tests {
 
     fn handler(users: &[(&str, bool)]) -> (FeedbackHandler<Arc<MemorySubscriptions>>, Arc<MemorySubscriptions>) {
         let pool = Arc::new(MemorySubscriptions::default());
-        users.iter().for_each(|(address, subscribed)| pool.add(address, *subscribed));
-        (FeedbackHandler::new(pool.clone(), Arc::new(Metrics::new("Test", "ses-feedback"))), pool)
+        users
+            .iter()
+            .for_each(|(address, subscribed)| pool.add(address, *subscribed));
+        (
+            FeedbackHandler::new(pool.clone(), Arc::new(Metrics::new("Test", "ses-feedback"))),
+            pool,
+        )
     }
 
     #[tokio::test]
     async fn a_complaint_unsubscribes_once_and_a_replay_writes_nothing() {
         let (h, pool) = handler(&[("ada@example.com", true)]);
-        h.handle_record(sqs_record("m1", &complaint("ada@example.com"))).await.unwrap();
-        h.handle_record(sqs_record("m1", &complaint("ada@example.com"))).await.unwrap();
+        h.handle_record(sqs_record("m1", &complaint("ada@example.com")))
+            .await
+            .unwrap();
+        h.handle_record(sqs_record("m1", &complaint("ada@example.com")))
+            .await
+            .unwrap();
         assert_eq!(pool.writes(), ["unsubscribe ada@example.com"]);
         assert_eq!(pool.is_subscribed("ada@example.com"), Some(false));
     }
@@ -117,13 +136,28 @@ mod tests {
     #[tokio::test]
     async fn an_unknown_address_is_counted_and_a_malformed_record_is_poison_alone() {
         let (h, pool) = handler(&[("ada@example.com", true)]);
-        h.handle_record(sqs_record("m1", &complaint("nobody@example.com"))).await.unwrap();
+        h.handle_record(sqs_record("m1", &complaint("nobody@example.com")))
+            .await
+            .unwrap();
         assert!(pool.writes().is_empty());
         let processor = BatchProcessor::new(CONCURRENCY, None);
-        let event = sqs_event(vec![sqs_record("bad", "{oops"), sqs_record("good", &complaint("ada@example.com"))]);
-        let response = h.handle_batch(&processor, event, Instant::now() + Duration::from_secs(10)).await;
-        let failed: Vec<String> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
-        assert_eq!(failed, vec!["bad"], "without a dead-letter queue the poison comes back for the queue's redrive");
+        let event = sqs_event(vec![
+            sqs_record("bad", "{oops"),
+            sqs_record("good", &complaint("ada@example.com")),
+        ]);
+        let response = h
+            .handle_batch(&processor, event, Instant::now() + Duration::from_secs(10))
+            .await;
+        let failed: Vec<String> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
+        assert_eq!(
+            failed,
+            vec!["bad"],
+            "without a dead-letter queue the poison comes back for the queue's redrive"
+        );
         assert_eq!(pool.writes(), ["unsubscribe ada@example.com"]);
     }
 
@@ -131,6 +165,9 @@ mod tests {
     async fn cognito_unavailable_hands_the_record_back() {
         let (h, pool) = handler(&[("ada@example.com", true)]);
         *pool.unavailable.lock().unwrap() = true;
-        assert!(matches!(h.handle_record(sqs_record("m1", &complaint("ada@example.com"))).await, Err(RecordError::Transient(_))));
+        assert!(matches!(
+            h.handle_record(sqs_record("m1", &complaint("ada@example.com"))).await,
+            Err(RecordError::Transient(_))
+        ));
     }
 }

@@ -9,7 +9,12 @@ use shared::startup::Startup;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    let Startup { config, sdk, metrics, deadlines } = shared::startup::init("ses-feedback", ses_feedback::config::TIMEOUT, Config::from_env).await?;
+    let Startup {
+        config,
+        sdk,
+        metrics,
+        deadlines,
+    } = shared::startup::init("ses-feedback", ses_feedback::config::TIMEOUT, Config::from_env).await?;
     let dead_letters = SqsDeadLetterQueue::from_setting(&aws_sdk_sqs::Client::new(&sdk), config.dead_letter_queue_url);
     let directory = CognitoDirectory::new(aws_sdk_cognitoidentityprovider::Client::new(&sdk), config.user_pool_id);
     let handler = FeedbackHandler::new(directory, metrics.clone());

@@ -15,11 +15,22 @@ async fn stack() -> PoolStack {
 }
 
 fn start(stack: &PoolStack) -> FunctionProcess {
-    stack.start_function(BINARY, &[("USER_POOL_ID", stack.pool_id.as_str()), ("DEAD_LETTER_QUEUE_URL", stack.dlq_url.as_str())])
+    stack.start_function(
+        BINARY,
+        &[
+            ("USER_POOL_ID", stack.pool_id.as_str()),
+            ("DEAD_LETTER_QUEUE_URL", stack.dlq_url.as_str()),
+        ],
+    )
 }
 
 async fn flag(stack: &PoolStack, email: &str) -> String {
-    user_state(&stack.cognito, &stack.pool_id, email).await.1.get("custom:subPublishHistory").cloned().unwrap_or_default()
+    user_state(&stack.cognito, &stack.pool_id, email)
+        .await
+        .1
+        .get("custom:subPublishHistory")
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn writes(stack: &PoolStack) -> usize {
@@ -50,15 +61,24 @@ async fn a_complaint_in_each_format_and_a_permanent_bounce_unsubscribe_once_and_
     let mut function = start(&stack);
     // Event publishing: Grace marked the acme email as spam.
     let complaint = sample_event("ses-feedback/complaint-event-publishing.json");
-    assert_eq!(batch_failures(&function.invoke(&complaint).response()), Vec::<String>::new());
+    assert_eq!(
+        batch_failures(&function.invoke(&complaint).response()),
+        Vec::<String>::new()
+    );
     assert_eq!(flag(&stack, "grace@example.com").await, "false");
     // Identity notification: Ada's address bounced for good.
     let bounce = sample_event("ses-feedback/permanent-bounce-identity-notification.json");
-    assert_eq!(batch_failures(&function.invoke(&bounce).response()), Vec::<String>::new());
+    assert_eq!(
+        batch_failures(&function.invoke(&bounce).response()),
+        Vec::<String>::new()
+    );
     assert_eq!(flag(&stack, "ada@example.com").await, "false");
     // Identity notification: Linus complained.
     let linus = event(&[record("fb-linus", &identity_complaint("linus@example.com"))]);
-    assert_eq!(batch_failures(&function.invoke(&linus).response()), Vec::<String>::new());
+    assert_eq!(
+        batch_failures(&function.invoke(&linus).response()),
+        Vec::<String>::new()
+    );
     assert_eq!(flag(&stack, "linus@example.com").await, "false");
     assert_eq!(writes(&stack), 3, "one write each");
     assert_eq!(flag(&stack, "alan@example.com").await, "true", "nobody else");
@@ -70,10 +90,17 @@ async fn a_complaint_in_each_format_and_a_permanent_bounce_unsubscribe_once_and_
     assert_eq!(writes(&stack), 3, "a replay wrote");
     let output = function.output();
     for address in ["grace@example.com", "ada@example.com", "linus@example.com"] {
-        assert!(!output.iter().any(|l| l.contains(address)), "{address} in full in the log");
+        assert!(
+            !output.iter().any(|l| l.contains(address)),
+            "{address} in full in the log"
+        );
     }
     assert!(
-        output.iter().any(|l| l.contains("unsubscribed from the publish-history email") && l.contains("acme") && l.contains("ph-1001")),
+        output
+            .iter()
+            .any(|l| l.contains("unsubscribed from the publish-history email")
+                && l.contains("acme")
+                && l.contains("ph-1001")),
         "traced by its tags"
     );
 }
@@ -84,13 +111,24 @@ async fn transient_bounces_not_spam_reports_deliveries_and_unknown_addresses_cha
     let stack = stack().await;
     let mut function = start(&stack);
     let batch = sample_event("ses-feedback/no-unsubscribe-batch.json");
-    assert_eq!(batch_failures(&function.invoke(&batch).response()), Vec::<String>::new());
+    assert_eq!(
+        batch_failures(&function.invoke(&batch).response()),
+        Vec::<String>::new()
+    );
     let unknown = event(&[record("fb-unknown", &identity_complaint("nobody@example.com"))]);
-    assert_eq!(batch_failures(&function.invoke(&unknown).response()), Vec::<String>::new());
+    assert_eq!(
+        batch_failures(&function.invoke(&unknown).response()),
+        Vec::<String>::new()
+    );
     assert_eq!(writes(&stack), 0);
     assert_eq!(flag(&stack, "linus@example.com").await, "YES", "Linus stays subscribed");
     let output = function.output().join("\n");
-    for metric in ["\"TransientBounces\":1", "\"NotSpamReports\":1", "\"OtherFeedback\":1", "\"RecipientsNotInPool\":1"] {
+    for metric in [
+        "\"TransientBounces\":1",
+        "\"NotSpamReports\":1",
+        "\"OtherFeedback\":1",
+        "\"RecipientsNotInPool\":1",
+    ] {
         assert!(output.contains(metric), "{metric} not counted:\n{output}");
     }
     assert!(dead_lettered(&stack.sqs, &stack.dlq_url).await.is_empty());
@@ -106,10 +144,17 @@ async fn a_malformed_record_is_dead_lettered_with_its_reason_and_the_rest_of_the
         record("fb-not-ses", &json!({"event": "records_created", "table": "users"})),
         record("fb-grace", &identity_complaint("grace@example.com")),
     ];
-    assert_eq!(batch_failures(&function.invoke(&event(&records)).response()), Vec::<String>::new(), "the poison is dead-lettered, not returned");
+    assert_eq!(
+        batch_failures(&function.invoke(&event(&records)).response()),
+        Vec::<String>::new(),
+        "the poison is dead-lettered, not returned"
+    );
     assert_eq!(flag(&stack, "grace@example.com").await, "false");
     let dead = dead_lettered(&stack.sqs, &stack.dlq_url).await;
-    assert_eq!(dead.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["fb-not-json", "fb-not-ses"]);
+    assert_eq!(
+        dead.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+        ["fb-not-json", "fb-not-ses"]
+    );
     assert!(dead[1].1.contains("eventType"), "{dead:?}");
 }
 
@@ -120,17 +165,32 @@ async fn a_malformed_record_is_dead_lettered_with_its_reason_and_the_rest_of_the
 #[ignore = "slow: end to end; plain cargo test keeps one per file, tests/test.sh runs them all"]
 async fn without_admin_update_user_attributes_in_its_policy_the_feedback_is_kept_and_the_denial_named() {
     let stack = stack().await;
-    stack.aws.proxy.revoke("ses-feedback", "cognito-idp:AdminUpdateUserAttributes");
+    stack
+        .aws
+        .proxy
+        .revoke("ses-feedback", "cognito-idp:AdminUpdateUserAttributes");
     let mut function = start(&stack);
     let complaint = sample_event("ses-feedback/complaint-event-publishing.json");
-    assert_eq!(batch_failures(&function.invoke(&complaint).response()), vec!["fb-complaint".to_owned()]);
+    assert_eq!(
+        batch_failures(&function.invoke(&complaint).response()),
+        vec!["fb-complaint".to_owned()]
+    );
     assert_eq!(flag(&stack, "grace@example.com").await, "1");
     let output = function.output().join("\n");
-    assert!(output.contains("AccessDenied") && output.contains("cognito-idp:AdminUpdateUserAttributes"), "{output}");
+    assert!(
+        output.contains("AccessDenied") && output.contains("cognito-idp:AdminUpdateUserAttributes"),
+        "{output}"
+    );
     let denials = stack.aws.proxy.take_denials();
-    assert!(!denials.is_empty() && denials.iter().all(|d| d.operation == "AdminUpdateUserAttributes"), "{denials:?}");
+    assert!(
+        !denials.is_empty() && denials.iter().all(|d| d.operation == "AdminUpdateUserAttributes"),
+        "{denials:?}"
+    );
     stack.aws.proxy.restore("ses-feedback");
-    assert_eq!(batch_failures(&function.invoke(&complaint).response()), Vec::<String>::new());
+    assert_eq!(
+        batch_failures(&function.invoke(&complaint).response()),
+        Vec::<String>::new()
+    );
     assert_eq!(flag(&stack, "grace@example.com").await, "false");
     assert!(dead_lettered(&stack.sqs, &stack.dlq_url).await.is_empty());
 }
@@ -144,7 +204,14 @@ async fn after_a_complaint_publish_history_email_no_longer_emails_that_user() {
     verify_sender(&aws_sdk_ses::Client::new(&stack.aws.sdk)).await;
     create_idempotency_table(&stack.dynamodb, "idempotency").await;
     let mut function = start(&stack);
-    assert_eq!(batch_failures(&function.invoke(&sample_event("ses-feedback/complaint-event-publishing.json")).response()), Vec::<String>::new());
+    assert_eq!(
+        batch_failures(
+            &function
+                .invoke(&sample_event("ses-feedback/complaint-event-publishing.json"))
+                .response()
+        ),
+        Vec::<String>::new()
+    );
     let mut sender = FunctionProcess::start(
         &built_binaries().join("publish-history-email"),
         &stack.aws.function_env(&[
@@ -154,15 +221,35 @@ async fn after_a_complaint_publish_history_email_no_longer_emails_that_user() {
             ("FANOUT_QUEUE_URL", stack.fanout_url.as_str()),
         ]),
     );
-    let message =
-        json!({"event": "records_created", "table": "publish_history", "records": [{"id": "ph-1003", "_tenant": "acme", "title": "After the complaint"}]});
-    let response = sender.invoke(&sqs_event("publish-history-email", &[("m-1", message.to_string())])).response();
+    let message = json!({"event": "records_created", "table": "publish_history", "records": [{"id": "ph-1003", "_tenant": "acme", "title": "After the complaint"}]});
+    let response = sender
+        .invoke(&sqs_event("publish-history-email", &[("m-1", message.to_string())]))
+        .response();
     assert_eq!(response["batchItemFailures"], json!([]), "{response}");
     let sends = stack.aws.proxy.calls_of("SendRawEmail");
-    let recipients: Vec<String> = sends.iter().filter_map(|c| c.form().get("Destinations.member.1").cloned()).collect();
-    assert_eq!(recipients, ["ada@example.com"], "Grace complained: no more email to her");
+    let recipients: Vec<String> = sends
+        .iter()
+        .filter_map(|c| c.form().get("Destinations.member.1").cloned())
+        .collect();
+    assert_eq!(
+        recipients,
+        ["ada@example.com"],
+        "Grace complained: no more email to her"
+    );
     let form = sends[0].form();
-    let tags: Vec<(String, String)> =
-        (1..=2).map(|n| (form[&format!("Tags.member.{n}.Name")].clone(), form[&format!("Tags.member.{n}.Value")].clone())).collect();
-    assert_eq!(tags, [("tenant".to_owned(), "acme".to_owned()), ("row".to_owned(), "ph-1003".to_owned())]);
+    let tags: Vec<(String, String)> = (1..=2)
+        .map(|n| {
+            (
+                form[&format!("Tags.member.{n}.Name")].clone(),
+                form[&format!("Tags.member.{n}.Value")].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tags,
+        [
+            ("tenant".to_owned(), "acme".to_owned()),
+            ("row".to_owned(), "ph-1003".to_owned())
+        ]
+    );
 }

@@ -17,15 +17,30 @@ async fn main() {
     let token = key.sign("sub", "tenant", now);
     // One subscribed user whose flag the pages flip.
     let pool = MemorySubscriptions::default();
-    pool.users.lock().unwrap().push(MemoryUser { username: "user".into(), email: "user@example.com".into(), sub: "sub".into(), subscribed: true });
-    let pages = Unsubscriber::new(pool, key, None, "Navlab", Arc::new(Metrics::new("Example", "unsubscribe")));
+    pool.users.lock().unwrap().push(MemoryUser {
+        username: "user".into(),
+        email: "user@example.com".into(),
+        sub: "sub".into(),
+        subscribed: true,
+    });
+    let pages = Unsubscriber::new(
+        pool,
+        key,
+        None,
+        "Navlab",
+        Arc::new(Metrics::new("Example", "unsubscribe")),
+    );
     for (name, method, body) in [
         ("unsubscribe-page", "GET", ""),
         ("unsubscribed-page", "POST", "List-Unsubscribe=One-Click"),
         ("resubscribed-page", "POST", "action=resubscribe"),
         ("invalid-link-page", "GET", ""),
     ] {
-        let token = if name == "invalid-link-page" { "x" } else { token.as_str() };
+        let token = if name == "invalid-link-page" {
+            "x"
+        } else {
+            token.as_str()
+        };
         let page = pages.handle(method, Some(token), body, now).await;
         let path = dir.join(format!("{name}.html"));
         std::fs::write(&path, page.html).expect("write the page");

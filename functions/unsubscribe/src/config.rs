@@ -27,7 +27,12 @@ pub fn display_name(sender: &str) -> Option<String> {
 
 impl Config {
     /// The environment variables this function reads; the SAM template test checks its own list against this one.
-    pub const VARIABLES: &'static [&'static str] = &["USER_POOL_ID", "UNSUBSCRIBE_KEY_PARAMETER", "UNSUBSCRIBE_PREVIOUS_KEY_PARAMETER", "SENDER_ADDRESS"];
+    pub const VARIABLES: &'static [&'static str] = &[
+        "USER_POOL_ID",
+        "UNSUBSCRIBE_KEY_PARAMETER",
+        "UNSUBSCRIBE_PREVIOUS_KEY_PARAMETER",
+        "SENDER_ADDRESS",
+    ];
 
     pub fn from_env<S: VarSource>(env: &Env<S>) -> Result<Self, ConfigError> {
         Ok(Config {
@@ -37,7 +42,11 @@ impl Config {
             product: {
                 let sender = env.required("SENDER_ADDRESS")?;
                 display_name(&sender).ok_or_else(|| {
-                    ConfigError::invalid("SENDER_ADDRESS", &sender, "needs a display name (`Name <address>`): the pages name the product by it")
+                    ConfigError::invalid(
+                        "SENDER_ADDRESS",
+                        &sender,
+                        "needs a display name (`Name <address>`): the pages name the product by it",
+                    )
                 })?
             },
         })
@@ -54,19 +63,38 @@ mod tests {
     fn the_pool_the_key_and_a_named_sender_are_required() {
         let err = Config::from_env(&Env::from_pairs(&[("UNSUBSCRIBE_KEY_PARAMETER", "/k"), SENDER])).unwrap_err();
         assert!(err.to_string().contains("USER_POOL_ID"));
-        assert!(Config::from_env(&Env::from_pairs(&[("USER_POOL_ID", "p"), SENDER])).unwrap_err().to_string().contains("UNSUBSCRIBE_KEY_PARAMETER"));
-        let c = Config::from_env(&Env::from_pairs(&[("USER_POOL_ID", "p"), ("UNSUBSCRIBE_KEY_PARAMETER", "/k"), SENDER])).unwrap();
+        assert!(Config::from_env(&Env::from_pairs(&[("USER_POOL_ID", "p"), SENDER]))
+            .unwrap_err()
+            .to_string()
+            .contains("UNSUBSCRIBE_KEY_PARAMETER"));
+        let c = Config::from_env(&Env::from_pairs(&[
+            ("USER_POOL_ID", "p"),
+            ("UNSUBSCRIBE_KEY_PARAMETER", "/k"),
+            SENDER,
+        ]))
+        .unwrap();
         assert_eq!((c.previous_key_parameter, c.product.as_str()), (None, "Navlab"));
         for bare in ["no-reply@navlab.online", "<no-reply@navlab.online>"] {
-            let err = Config::from_env(&Env::from_pairs(&[("USER_POOL_ID", "p"), ("UNSUBSCRIBE_KEY_PARAMETER", "/k"), ("SENDER_ADDRESS", bare)])).unwrap_err();
+            let err = Config::from_env(&Env::from_pairs(&[
+                ("USER_POOL_ID", "p"),
+                ("UNSUBSCRIBE_KEY_PARAMETER", "/k"),
+                ("SENDER_ADDRESS", bare),
+            ]))
+            .unwrap_err();
             assert!(err.to_string().contains("SENDER_ADDRESS"), "{bare}: {err}");
         }
     }
 
     #[test]
     fn the_product_is_the_senders_display_name() {
-        assert_eq!(display_name("Navlab <no-reply@navlab.online>").as_deref(), Some("Navlab"));
-        assert_eq!(display_name("\"Navlab Studio\" <no-reply@navlab.online>").as_deref(), Some("Navlab Studio"));
+        assert_eq!(
+            display_name("Navlab <no-reply@navlab.online>").as_deref(),
+            Some("Navlab")
+        );
+        assert_eq!(
+            display_name("\"Navlab Studio\" <no-reply@navlab.online>").as_deref(),
+            Some("Navlab Studio")
+        );
         assert_eq!(display_name("no-reply@navlab.online"), None);
     }
 
@@ -74,7 +102,12 @@ mod tests {
     fn reads_exactly_the_declared_variables() {
         shared::testing::assert_reads_exactly(
             Config::VARIABLES,
-            &[("USER_POOL_ID", "p"), ("UNSUBSCRIBE_KEY_PARAMETER", "/k"), ("UNSUBSCRIBE_PREVIOUS_KEY_PARAMETER", "/k-old"), SENDER],
+            &[
+                ("USER_POOL_ID", "p"),
+                ("UNSUBSCRIBE_KEY_PARAMETER", "/k"),
+                ("UNSUBSCRIBE_PREVIOUS_KEY_PARAMETER", "/k-old"),
+                SENDER,
+            ],
             Config::from_env,
         );
     }

@@ -24,7 +24,8 @@ pub struct Page {
 }
 
 /// Only what the page itself needs: no script, no style sheet, no frame; the form posts to this endpoint.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+pub const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 /// The smallest touch target the pages' buttons have, in CSS px: WCAG 2.5.5 and Apple ask 44, Material 48.
 pub const TOUCH_TARGET_PX: u32 = 48;
@@ -35,7 +36,8 @@ const BODY_STYLE: &str = "margin:0;padding:32px 20px;background:#ffffff;color:#1
 const MAIN_STYLE: &str = "max-width:32em;margin:0 auto;overflow-wrap:break-word";
 const PRODUCT_STYLE: &str = "margin:0 0 8px;font-size:16px;font-weight:600;color:#57606a";
 const TITLE_STYLE: &str = "margin:0 0 16px;font-size:26px;line-height:1.25";
-const BUTTON_STYLE: &str = "display:block;box-sizing:border-box;width:100%;max-width:22em;min-height:48px;margin:24px 0 0;\
+const BUTTON_STYLE: &str =
+    "display:block;box-sizing:border-box;width:100%;max-width:22em;min-height:48px;margin:24px 0 0;\
                             padding:12px 20px;border:0;border-radius:8px;background:#1d4ed8;color:#ffffff;font:inherit;\
                             font-weight:600;cursor:pointer";
 
@@ -53,7 +55,9 @@ enum Ask {
 /// confirmation page's `action=resubscribe`; anything else, or both at once, is no ask.
 fn ask(body: &str) -> Option<Ask> {
     let one_click = body.contains("List-Unsubscribe") && body.contains("One-Click");
-    let resubscribe = body.split('&').any(|pair| pair.trim() == format!("action={RESUBSCRIBE}"));
+    let resubscribe = body
+        .split('&')
+        .any(|pair| pair.trim() == format!("action={RESUBSCRIBE}"));
     match (one_click, resubscribe) {
         (true, false) => Some(Ask::Unsubscribe),
         (false, true) => Some(Ask::Resubscribe),
@@ -85,8 +89,20 @@ pub struct Unsubscriber<S> {
 }
 
 impl<S: Subscriptions> Unsubscriber<S> {
-    pub fn new(subscriptions: S, key: SigningKey, previous_key: Option<SigningKey>, product: &str, metrics: std::sync::Arc<Metrics>) -> Self {
-        Self { subscriptions, key, previous_key, product: escape(product), metrics }
+    pub fn new(
+        subscriptions: S,
+        key: SigningKey,
+        previous_key: Option<SigningKey>,
+        product: &str,
+        metrics: std::sync::Arc<Metrics>,
+    ) -> Self {
+        Self {
+            subscriptions,
+            key,
+            previous_key,
+            product: escape(product),
+            metrics,
+        }
     }
 
     fn page(&self, status: u16, title: &str, body: &str) -> Page {
@@ -97,7 +113,11 @@ impl<S: Subscriptions> Unsubscriber<S> {
              <body style=\"{BODY_STYLE}\"><main style=\"{MAIN_STYLE}\"><p style=\"{PRODUCT_STYLE}\">{product}</p>\
              <h1 style=\"{TITLE_STYLE}\">{title}</h1>{body}</main></body></html>\n"
         );
-        Page { status, html, allow: None }
+        Page {
+            status,
+            html,
+            allow: None,
+        }
     }
 
     /// A form that posts `fields` with the token to this endpoint, as one button.
@@ -107,24 +127,46 @@ impl<S: Subscriptions> Unsubscriber<S> {
     }
 
     fn unsubscribe_button(token: &str) -> String {
-        Self::button(token, "<input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">", "Unsubscribe")
+        Self::button(
+            token,
+            "<input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">",
+            "Unsubscribe",
+        )
     }
 
     fn resubscribe_button(token: &str) -> String {
-        Self::button(token, &format!("<input type=\"hidden\" name=\"action\" value=\"{RESUBSCRIBE}\">"), "Subscribe again")
+        Self::button(
+            token,
+            &format!("<input type=\"hidden\" name=\"action\" value=\"{RESUBSCRIBE}\">"),
+            "Subscribe again",
+        )
     }
 
     /// `now` in epoch seconds.
     pub async fn handle(&self, method: &str, token: Option<&str>, body: &str, now: i64) -> Page {
         if method != "GET" && method != "POST" {
-            return Page { allow: Some("GET, POST"), ..self.page(405, "Method not allowed", "<p>This address takes GET and POST only.</p>") };
+            return Page {
+                allow: Some("GET, POST"),
+                ..self.page(
+                    405,
+                    "Method not allowed",
+                    "<p>This address takes GET and POST only.</p>",
+                )
+            };
         }
         let unsubscription = match verify(token, &self.key, self.previous_key.as_ref(), now) {
             Ok(unsubscription) => unsubscription,
             Err(error) => {
                 // Logged by kind only: the token itself names a user.
                 tracing::info!(reason = %error, method, "refused an unsubscribe link");
-                self.metrics.count(if error == TokenError::Expired { "LinksExpired" } else { "LinksInvalid" }, 1);
+                self.metrics.count(
+                    if error == TokenError::Expired {
+                        "LinksExpired"
+                    } else {
+                        "LinksInvalid"
+                    },
+                    1,
+                );
                 return self.page(
                     400,
                     "This unsubscribe link is not valid",
@@ -135,13 +177,21 @@ impl<S: Subscriptions> Unsubscriber<S> {
         let token = token.unwrap_or_default();
         tracing::debug!(tenant = %unsubscription.tenant, method, "link verified");
         if method == "GET" {
-            let form = format!("<p>Stop receiving publish history notifications from {}?</p>{}", self.product, Self::unsubscribe_button(token));
+            let form = format!(
+                "<p>Stop receiving publish history notifications from {}?</p>{}",
+                self.product,
+                Self::unsubscribe_button(token)
+            );
             return self.page(200, "Unsubscribe", &form);
         }
         match ask(body) {
             Some(Ask::Unsubscribe) => self.set(&unsubscription, token, false).await,
             Some(Ask::Resubscribe) => self.set(&unsubscription, token, true).await,
-            None => self.page(400, "This request is not an unsubscribe request", "<p>Use the button on the unsubscribe page.</p>"),
+            None => self.page(
+                400,
+                "This request is not an unsubscribe request",
+                "<p>Use the button on the unsubscribe page.</p>",
+            ),
         }
     }
 
@@ -152,20 +202,39 @@ impl<S: Subscriptions> Unsubscriber<S> {
             Ok(Some(user)) => user,
             Ok(None) => {
                 tracing::info!(tenant = %unsubscription.tenant, subscribed, "a link of a user no longer in the pool; nothing to do");
-                return self.page(200, "You are unsubscribed", "<p>This account no longer receives any email from us.</p>");
+                return self.page(
+                    200,
+                    "You are unsubscribed",
+                    "<p>This account no longer receives any email from us.</p>",
+                );
             }
             Err(error) => return self.unavailable(&error.to_string()),
         };
         if user.subscribed == subscribed {
             tracing::info!(user = %mask_email(&user.username), subscribed, "the flag is so already; no write");
-            self.metrics.count(if subscribed { "AlreadySubscribed" } else { "AlreadyUnsubscribed" }, 1);
+            self.metrics.count(
+                if subscribed {
+                    "AlreadySubscribed"
+                } else {
+                    "AlreadyUnsubscribed"
+                },
+                1,
+            );
             return done();
         }
         let Subscriber { username, .. } = user;
-        let written = if subscribed { self.subscriptions.resubscribe(&username).await } else { self.subscriptions.unsubscribe(&username).await };
+        let written = if subscribed {
+            self.subscriptions.resubscribe(&username).await
+        } else {
+            self.subscriptions.unsubscribe(&username).await
+        };
         match written {
             Ok(()) => {
-                let (outcome, metric) = if subscribed { ("subscribed again", "Resubscribed") } else { ("unsubscribed", "Unsubscribed") };
+                let (outcome, metric) = if subscribed {
+                    ("subscribed again", "Resubscribed")
+                } else {
+                    ("unsubscribed", "Unsubscribed")
+                };
                 tracing::info!(user = %mask_email(&username), tenant = %unsubscription.tenant, "{outcome}");
                 self.metrics.count(metric, 1);
                 done()
@@ -178,7 +247,10 @@ impl<S: Subscriptions> Unsubscriber<S> {
     fn done(&self, token: &str, subscribed: bool) -> Page {
         let product = &self.product;
         if subscribed {
-            let body = format!("<p>You will receive publish history notifications from {product} again.</p>{}", Self::unsubscribe_button(token));
+            let body = format!(
+                "<p>You will receive publish history notifications from {product} again.</p>{}",
+                Self::unsubscribe_button(token)
+            );
             self.page(200, "You are subscribed again", &body)
         } else {
             let body = format!(
@@ -194,7 +266,11 @@ impl<S: Subscriptions> Unsubscriber<S> {
     fn unavailable(&self, error: &str) -> Page {
         tracing::error!(error = %error, "the user pool is unavailable");
         self.metrics.count("UnsubscribeFailed", 1);
-        self.page(503, "Please try again", "<p>We could not process the request just now. Please try again in a few minutes.</p>")
+        self.page(
+            503,
+            "Please try again",
+            "<p>We could not process the request just now. Please try again in a few minutes.</p>",
+        )
     }
 }
 
@@ -210,10 +286,24 @@ mod tests {
         SigningKey::new(&c.to_string().repeat(64)).unwrap()
     }
 
-    fn unsubscriber(pool: &Arc<MemorySubscriptions>, previous: Option<SigningKey>) -> Unsubscriber<Arc<MemorySubscriptions>> {
-        let ada = MemoryUser { username: "ada-username".into(), email: "ada@example.com".into(), sub: "sub-ada".into(), subscribed: true };
+    fn unsubscriber(
+        pool: &Arc<MemorySubscriptions>,
+        previous: Option<SigningKey>,
+    ) -> Unsubscriber<Arc<MemorySubscriptions>> {
+        let ada = MemoryUser {
+            username: "ada-username".into(),
+            email: "ada@example.com".into(),
+            sub: "sub-ada".into(),
+            subscribed: true,
+        };
         pool.users.lock().unwrap().push(ada);
-        Unsubscriber::new(pool.clone(), key('a'), previous, "Navlab", Arc::new(Metrics::new("Test", "unsubscribe")))
+        Unsubscriber::new(
+            pool.clone(),
+            key('a'),
+            previous,
+            "Navlab",
+            Arc::new(Metrics::new("Test", "unsubscribe")),
+        )
     }
 
     #[tokio::test]
@@ -223,7 +313,11 @@ mod tests {
         let token = key('a').sign("sub-ada", "acme", NOW);
         let get = u.handle("GET", Some(&token), "", NOW).await;
         assert_eq!(get.status, 200);
-        assert!(get.html.contains("method=\"post\"") && get.html.contains(&format!("action=\"?token={token}\"")), "{}", get.html);
+        assert!(
+            get.html.contains("method=\"post\"") && get.html.contains(&format!("action=\"?token={token}\"")),
+            "{}",
+            get.html
+        );
         assert!(pool.writes().is_empty(), "a GET wrote");
         let post = u.handle("POST", Some(&token), "List-Unsubscribe=One-Click", NOW).await;
         assert_eq!(post.status, 200);
@@ -237,14 +331,23 @@ mod tests {
     async fn bad_tokens_reveal_nothing_and_write_nothing() {
         let pool = Arc::new(MemorySubscriptions::default());
         let u = unsubscriber(&pool, None);
-        for token in [None, Some(""), Some("junk"), Some(key('b').sign("sub-ada", "acme", NOW)).as_deref().map(|_| "x.y")] {
+        for token in [
+            None,
+            Some(""),
+            Some("junk"),
+            Some(key('b').sign("sub-ada", "acme", NOW)).as_deref().map(|_| "x.y"),
+        ] {
             let refused = u.handle("POST", token, "List-Unsubscribe=One-Click", NOW).await;
             assert_eq!(refused.status, 400);
         }
         let forged = key('b').sign("sub-ada", "acme", NOW);
         let refused = u.handle("POST", Some(&forged), "List-Unsubscribe=One-Click", NOW).await;
         assert_eq!(refused.status, 400);
-        assert!(!refused.html.contains("sub-ada") && !refused.html.contains("acme") && !refused.html.contains(&forged), "{}", refused.html);
+        assert!(
+            !refused.html.contains("sub-ada") && !refused.html.contains("acme") && !refused.html.contains(&forged),
+            "{}",
+            refused.html
+        );
         assert!(pool.writes().is_empty());
     }
 
@@ -255,7 +358,12 @@ mod tests {
         let put = u.handle("PUT", None, "", NOW).await;
         assert_eq!((put.status, put.allow), (405, Some("GET, POST")));
         let old = key('z').sign("sub-ada", "acme", NOW);
-        assert_eq!(u.handle("POST", Some(&old), "List-Unsubscribe=One-Click", NOW).await.status, 200);
+        assert_eq!(
+            u.handle("POST", Some(&old), "List-Unsubscribe=One-Click", NOW)
+                .await
+                .status,
+            200
+        );
         assert_eq!(pool.writes().len(), 1);
     }
 
@@ -282,19 +390,46 @@ mod tests {
         let u = unsubscriber(&pool, None);
         let token = key('a').sign("sub-ada", "acme", NOW);
         let unsubscribed = u.handle("POST", Some(&token), "List-Unsubscribe=One-Click", NOW).await;
-        assert!(unsubscribed.html.contains("name=\"action\" value=\"resubscribe\"") && unsubscribed.html.contains(&format!("action=\"?token={token}\"")));
+        assert!(
+            unsubscribed.html.contains("name=\"action\" value=\"resubscribe\"")
+                && unsubscribed.html.contains(&format!("action=\"?token={token}\""))
+        );
         let again = u.handle("POST", Some(&token), "action=resubscribe", NOW).await;
         assert_eq!(again.status, 200);
-        assert!(again.html.contains("You are subscribed again") && again.html.contains("value=\"One-Click\""), "{}", again.html);
+        assert!(
+            again.html.contains("You are subscribed again") && again.html.contains("value=\"One-Click\""),
+            "{}",
+            again.html
+        );
         assert!(subscribed(&pool));
-        assert_eq!(u.handle("POST", Some(&token), "action=resubscribe", NOW).await.status, 200, "idempotent");
-        assert_eq!(*pool.writes(), vec!["unsubscribe ada-username".to_owned(), "resubscribe ada-username".to_owned()], "no second write");
-        assert_eq!(u.handle("POST", Some(&token), "List-Unsubscribe=One-Click", NOW).await.status, 200);
+        assert_eq!(
+            u.handle("POST", Some(&token), "action=resubscribe", NOW).await.status,
+            200,
+            "idempotent"
+        );
+        assert_eq!(
+            *pool.writes(),
+            vec![
+                "unsubscribe ada-username".to_owned(),
+                "resubscribe ada-username".to_owned()
+            ],
+            "no second write"
+        );
+        assert_eq!(
+            u.handle("POST", Some(&token), "List-Unsubscribe=One-Click", NOW)
+                .await
+                .status,
+            200
+        );
         assert!(!subscribed(&pool));
         assert_eq!(pool.writes().len(), 3);
         let metrics = u.metrics.take_document().unwrap();
         assert_eq!(
-            (metrics["Unsubscribed"].as_f64(), metrics["Resubscribed"].as_f64(), metrics["AlreadySubscribed"].as_f64()),
+            (
+                metrics["Unsubscribed"].as_f64(),
+                metrics["Resubscribed"].as_f64(),
+                metrics["AlreadySubscribed"].as_f64()
+            ),
             (Some(2.0), Some(1.0), Some(1.0))
         );
     }
@@ -308,11 +443,27 @@ mod tests {
         pool.users.lock().unwrap()[0].subscribed = false;
         let token = key('a').sign("sub-ada", "acme", NOW);
         let forged = key('b').sign("sub-ada", "acme", NOW);
-        assert_eq!(u.handle("POST", Some(&forged), "action=resubscribe", NOW).await.status, 400);
+        assert_eq!(
+            u.handle("POST", Some(&forged), "action=resubscribe", NOW).await.status,
+            400
+        );
         let expired = key('a').sign("sub-ada", "acme", NOW - 91 * 24 * 3600);
-        assert_eq!(u.handle("POST", Some(&expired), "action=resubscribe", NOW).await.status, 400);
-        assert_eq!(u.handle("GET", Some(&token), "action=resubscribe", NOW).await.status, 200, "a GET shows the page");
-        for body in ["", "action=subscribe", "action=resubscribe-all", "x=action=resubscribe", "action=resubscribe&List-Unsubscribe=One-Click"] {
+        assert_eq!(
+            u.handle("POST", Some(&expired), "action=resubscribe", NOW).await.status,
+            400
+        );
+        assert_eq!(
+            u.handle("GET", Some(&token), "action=resubscribe", NOW).await.status,
+            200,
+            "a GET shows the page"
+        );
+        for body in [
+            "",
+            "action=subscribe",
+            "action=resubscribe-all",
+            "x=action=resubscribe",
+            "action=resubscribe&List-Unsubscribe=One-Click",
+        ] {
             assert_eq!(u.handle("POST", Some(&token), body, NOW).await.status, 400, "{body:?}");
         }
         assert!(pool.writes().is_empty(), "{:?}", pool.writes());
@@ -335,15 +486,33 @@ mod tests {
         ];
         for page in pages {
             let html = &page.html;
-            assert!(html.contains("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"), "{html}");
+            assert!(
+                html.contains("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"),
+                "{html}"
+            );
             assert!(html.contains(">Navlab</p>"), "the product is named: {html}");
             assert!(html.contains("font:18px/1.5"), "readable text");
             assert!(html.contains("padding:32px 20px"), "margins off the screen's edges");
             for button in html.split("<button").skip(1) {
-                let style = button.split("style=\"").nth(1).and_then(|s| s.split('"').next()).unwrap_or_default();
-                let height: u32 = style.split("min-height:").nth(1).and_then(|s| s.split("px").next()).and_then(|n| n.parse().ok()).unwrap_or(0);
-                assert!(height >= 44 && TOUCH_TARGET_PX >= 44, "a touch target under 44 px: {style}");
-                assert!(style.contains("width:100%") && style.contains("box-sizing:border-box"), "full width, never wider than the screen");
+                let style = button
+                    .split("style=\"")
+                    .nth(1)
+                    .and_then(|s| s.split('"').next())
+                    .unwrap_or_default();
+                let height: u32 = style
+                    .split("min-height:")
+                    .nth(1)
+                    .and_then(|s| s.split("px").next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                assert!(
+                    height >= 44 && TOUCH_TARGET_PX >= 44,
+                    "a touch target under 44 px: {style}"
+                );
+                assert!(
+                    style.contains("width:100%") && style.contains("box-sizing:border-box"),
+                    "full width, never wider than the screen"
+                );
             }
             for external in ["http:", "https:", "src=", "url(", "@import", "<link", "<script", "<img"] {
                 assert!(!html.contains(external), "{external} in {html}");

@@ -21,7 +21,9 @@ fn response(page: Page) -> Result<Response<Body>, Error> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    let Startup { config, sdk, metrics, .. } = shared::startup::init("unsubscribe", unsubscribe::config::TIMEOUT, Config::from_env).await?;
+    let Startup {
+        config, sdk, metrics, ..
+    } = shared::startup::init("unsubscribe", unsubscribe::config::TIMEOUT, Config::from_env).await?;
     let ssm = aws_sdk_ssm::Client::new(&sdk);
     let current = read_signing_key(&ssm, "UNSUBSCRIBE_KEY_PARAMETER", &config.key_parameter).await?;
     let previous = match &config.previous_key_parameter {
@@ -33,9 +35,21 @@ async fn main() -> Result<(), Error> {
     lambda_http::run(service_fn(|request: Request| {
         let (unsubscriber, metrics) = (&unsubscriber, metrics.clone());
         async move {
-            let token = request.query_string_parameters_ref().and_then(|q| q.first("token")).map(str::to_owned);
-            let body = std::str::from_utf8(request.body().as_ref()).unwrap_or_default().to_owned();
-            let page = unsubscriber.handle(request.method().as_str(), token.as_deref(), &body, chrono::Utc::now().timestamp()).await;
+            let token = request
+                .query_string_parameters_ref()
+                .and_then(|q| q.first("token"))
+                .map(str::to_owned);
+            let body = std::str::from_utf8(request.body().as_ref())
+                .unwrap_or_default()
+                .to_owned();
+            let page = unsubscriber
+                .handle(
+                    request.method().as_str(),
+                    token.as_deref(),
+                    &body,
+                    chrono::Utc::now().timestamp(),
+                )
+                .await;
             metrics.flush();
             response(page)
         }

@@ -39,15 +39,23 @@ fn send_notifications(stack: &PoolStack, key_parameter: &str, title: &str) -> Ve
         ]),
     );
     let before = sent_emails(&stack.aws.proxy).len();
-    let message =
-        json!({"event": "records_created", "table": "publish_history", "records": [{"id": format!("ph-{title}"), "_tenant": "acme", "title": title}]});
-    let response = sender.invoke(&e2e_harness::sqs_event("publish-history-email", &[("m-1", message.to_string())])).response();
+    let message = json!({"event": "records_created", "table": "publish_history", "records": [{"id": format!("ph-{title}"), "_tenant": "acme", "title": title}]});
+    let response = sender
+        .invoke(&e2e_harness::sqs_event(
+            "publish-history-email",
+            &[("m-1", message.to_string())],
+        ))
+        .response();
     assert_eq!(response["batchItemFailures"], json!([]), "{response}");
     sent_emails(&stack.aws.proxy).split_off(before)
 }
 
 fn start(stack: &PoolStack, previous: bool) -> FunctionProcess {
-    let mut settings = vec![("USER_POOL_ID", stack.pool_id.as_str()), ("UNSUBSCRIBE_KEY_PARAMETER", KEY), ("SENDER_ADDRESS", SENDER_ADDRESS)];
+    let mut settings = vec![
+        ("USER_POOL_ID", stack.pool_id.as_str()),
+        ("UNSUBSCRIBE_KEY_PARAMETER", KEY),
+        ("SENDER_ADDRESS", SENDER_ADDRESS),
+    ];
     if previous {
         settings.push(("UNSUBSCRIBE_PREVIOUS_KEY_PARAMETER", OLD_KEY));
     }
@@ -63,11 +71,19 @@ fn unsubscribe_writes(stack: &PoolStack) -> usize {
 }
 
 async fn subscribed(stack: &PoolStack, email: &str) -> String {
-    user_state(&stack.cognito, &stack.pool_id, email).await.1.get("custom:subPublishHistory").cloned().unwrap_or_default()
+    user_state(&stack.cognito, &stack.pool_id, email)
+        .await
+        .1
+        .get("custom:subPublishHistory")
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn to<'a>(emails: &'a [SentEmail], address: &str) -> &'a SentEmail {
-    emails.iter().find(|e| e.destinations == [address]).unwrap_or_else(|| panic!("no email to {address}"))
+    emails
+        .iter()
+        .find(|e| e.destinations == [address])
+        .unwrap_or_else(|| panic!("no email to {address}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,11 +95,23 @@ async fn each_email_carries_the_three_headers_and_its_link_unsubscribes_exactly_
     for email in &emails {
         assert_eq!(email.destinations.len(), 1, "one recipient per message");
         let url = email.unsubscribe_url().expect("List-Unsubscribe");
-        assert!(url.starts_with(&format!("{BASE_URL}?token=")) && !url.contains('@'), "{url}");
-        assert_eq!(email.header("List-Unsubscribe-Post"), Some("List-Unsubscribe=One-Click"));
-        assert_eq!(email.header("List-Id"), Some("Publish history <publish-history.acme.navlab.online>"));
+        assert!(
+            url.starts_with(&format!("{BASE_URL}?token=")) && !url.contains('@'),
+            "{url}"
+        );
+        assert_eq!(
+            email.header("List-Unsubscribe-Post"),
+            Some("List-Unsubscribe=One-Click")
+        );
+        assert_eq!(
+            email.header("List-Id"),
+            Some("Publish history <publish-history.acme.navlab.online>")
+        );
         assert!(email.text.contains(&url), "the visible link in the text part");
-        assert!(email.html.contains("Unsubscribe</a>") && email.html.contains(&url.replace('/', "&#x2f;")), "the visible link in the HTML part");
+        assert!(
+            email.html.contains("Unsubscribe</a>") && email.html.contains(&url.replace('/', "&#x2f;")),
+            "the visible link in the HTML part"
+        );
     }
     let mut function = start(&stack, false);
     let ada_link = to(&emails, "ada@example.com").unsubscribe_url().unwrap();
@@ -96,22 +124,35 @@ async fn each_email_carries_the_three_headers_and_its_link_unsubscribes_exactly_
     let headers = &page["headers"];
     assert_eq!(headers["content-type"], "text/html; charset=utf-8");
     assert_eq!(headers["cache-control"], "no-store");
-    assert!(headers["content-security-policy"].as_str().unwrap().starts_with("default-src 'none'"));
+    assert!(headers["content-security-policy"]
+        .as_str()
+        .unwrap()
+        .starts_with("default-src 'none'"));
 
     // The mailbox provider's one-click POST unsubscribes Ada, and only Ada.
     let done = call(&mut function, "POST", &ada_link, Some("List-Unsubscribe=One-Click"));
     assert_eq!(done["statusCode"], 200, "{done}");
     assert_eq!(subscribed(&stack, "ada@example.com").await, "false");
-    assert_eq!(subscribed(&stack, "grace@example.com").await, "1", "Grace is still subscribed");
+    assert_eq!(
+        subscribed(&stack, "grace@example.com").await,
+        "1",
+        "Grace is still subscribed"
+    );
     assert_eq!(unsubscribe_writes(&stack), 1);
     // Again: already unsubscribed, no write.
-    assert_eq!(call(&mut function, "POST", &ada_link, Some("List-Unsubscribe=One-Click"))["statusCode"], 200);
+    assert_eq!(
+        call(&mut function, "POST", &ada_link, Some("List-Unsubscribe=One-Click"))["statusCode"],
+        200
+    );
     assert_eq!(unsubscribe_writes(&stack), 1);
     assert_eq!(call(&mut function, "PUT", &ada_link, None)["statusCode"], 405);
 
     // The next publish history of acme does not email her.
     let next = send_notifications(&stack, KEY, "Spring roadmap");
-    assert_eq!(next.iter().map(|e| e.destinations[0].as_str()).collect::<Vec<_>>(), vec!["grace@example.com"]);
+    assert_eq!(
+        next.iter().map(|e| e.destinations[0].as_str()).collect::<Vec<_>>(),
+        vec!["grace@example.com"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,18 +164,31 @@ async fn forged_edited_and_missing_tokens_fail_without_a_write_and_a_rotated_key
     let mut function = start(&stack, true);
 
     // A token signed with another key.
-    let forged =
-        format!("{BASE_URL}?token={}", shared::unsubscribe::SigningKey::new(&"x".repeat(64)).unwrap().sign("any-sub", "acme", chrono::Utc::now().timestamp()));
+    let forged = format!(
+        "{BASE_URL}?token={}",
+        shared::unsubscribe::SigningKey::new(&"x".repeat(64)).unwrap().sign(
+            "any-sub",
+            "acme",
+            chrono::Utc::now().timestamp()
+        )
+    );
     // Grace's token edited by one character.
     let mut edited = grace_link.clone().into_bytes();
     let last = edited.len() - 1;
     edited[last] = if edited[last] == b'A' { b'B' } else { b'A' };
     let edited = String::from_utf8(edited).unwrap();
-    for (what, url) in [("another key", forged.as_str()), ("one character edited", edited.as_str()), ("no token", "https://unsubscribe.example.com/")] {
+    for (what, url) in [
+        ("another key", forged.as_str()),
+        ("one character edited", edited.as_str()),
+        ("no token", "https://unsubscribe.example.com/"),
+    ] {
         let refused = call(&mut function, "POST", url, Some("List-Unsubscribe=One-Click"));
         assert_eq!(refused["statusCode"], 400, "{what}: {refused}");
         let body = refused["body"].as_str().unwrap();
-        assert!(!body.contains("grace") && !body.contains("acme"), "{what}: the page reveals nothing: {body}");
+        assert!(
+            !body.contains("grace") && !body.contains("acme"),
+            "{what}: the page reveals nothing: {body}"
+        );
         assert_eq!(call(&mut function, "GET", url, None)["statusCode"], 400, "{what}");
     }
     assert_eq!(unsubscribe_writes(&stack), 0);
@@ -142,7 +196,10 @@ async fn forged_edited_and_missing_tokens_fail_without_a_write_and_a_rotated_key
     // Rotation: an email signed with the previous key (before the rotation) still unsubscribes.
     let old_emails = send_notifications(&stack, OLD_KEY, "Before the rotation");
     let old_link = to(&old_emails, "grace@example.com").unsubscribe_url().unwrap();
-    assert_eq!(call(&mut function, "POST", &old_link, Some("List-Unsubscribe=One-Click"))["statusCode"], 200);
+    assert_eq!(
+        call(&mut function, "POST", &old_link, Some("List-Unsubscribe=One-Click"))["statusCode"],
+        200
+    );
     assert_eq!(subscribed(&stack, "grace@example.com").await, "false");
 }
 
@@ -154,9 +211,17 @@ async fn a_title_with_line_breaks_and_bcc_adds_no_header_and_no_recipient() {
     assert_eq!(emails.len(), 2);
     for email in &emails {
         assert_eq!(email.destinations.len(), 1, "{:?}", email.destinations);
-        assert!(email.header("Bcc").is_none() && email.header("X-Injected").is_none(), "{:?}", email.headers);
+        assert!(
+            email.header("Bcc").is_none() && email.header("X-Injected").is_none(),
+            "{:?}",
+            email.headers
+        );
         assert!(!email.destinations.iter().any(|d| d.contains("evil")));
-        assert!(email.subject.contains("Q4") && email.subject.contains("Bcc: victim@evil.example"), "the title stays text: {}", email.subject);
+        assert!(
+            email.subject.contains("Q4") && email.subject.contains("Bcc: victim@evil.example"),
+            "the title stays text: {}",
+            email.subject
+        );
     }
 }
 
@@ -169,28 +234,52 @@ async fn without_its_update_or_its_decrypt_permission_nothing_is_unsubscribed_an
     let stack = stack().await;
     let emails = send_notifications(&stack, KEY, "Winter catalogue");
     let ada_link = to(&emails, "ada@example.com").unsubscribe_url().unwrap();
-    stack.aws.proxy.revoke("unsubscribe", "cognito-idp:AdminUpdateUserAttributes");
+    stack
+        .aws
+        .proxy
+        .revoke("unsubscribe", "cognito-idp:AdminUpdateUserAttributes");
     let mut function = start(&stack, false);
     let refused = call(&mut function, "POST", &ada_link, Some("List-Unsubscribe=One-Click"));
     assert_eq!(refused["statusCode"], 503, "{refused}");
     assert_eq!(subscribed(&stack, "ada@example.com").await, "true", "still subscribed");
     let output = function.output().join("\n");
-    assert!(output.contains("AccessDenied") && output.contains("cognito-idp:AdminUpdateUserAttributes"), "{output}");
+    assert!(
+        output.contains("AccessDenied") && output.contains("cognito-idp:AdminUpdateUserAttributes"),
+        "{output}"
+    );
     let denials = stack.aws.proxy.take_denials();
-    assert!(!denials.is_empty() && denials.iter().all(|d| d.operation == "AdminUpdateUserAttributes"), "{denials:?}");
+    assert!(
+        !denials.is_empty() && denials.iter().all(|d| d.operation == "AdminUpdateUserAttributes"),
+        "{denials:?}"
+    );
 
     stack.aws.proxy.restore("unsubscribe");
-    assert_eq!(call(&mut function, "POST", &ada_link, Some("List-Unsubscribe=One-Click"))["statusCode"], 200);
-    assert_eq!(subscribed(&stack, "ada@example.com").await, "false", "the retried POST unsubscribes");
+    assert_eq!(
+        call(&mut function, "POST", &ada_link, Some("List-Unsubscribe=One-Click"))["statusCode"],
+        200
+    );
+    assert_eq!(
+        subscribed(&stack, "ada@example.com").await,
+        "false",
+        "the retried POST unsubscribes"
+    );
 
     stack.aws.proxy.revoke("unsubscribe", "kms:Decrypt");
     let mut cold = start(&stack, false);
-    let status = cold.wait_exit(std::time::Duration::from_secs(20)).expect("the function exits at init");
+    let status = cold
+        .wait_exit(std::time::Duration::from_secs(20))
+        .expect("the function exits at init");
     assert!(!status.success());
     let output = cold.output().join("\n");
-    assert!(output.contains("UNSUBSCRIBE_KEY_PARAMETER") && output.contains("kms:Decrypt"), "{output}");
+    assert!(
+        output.contains("UNSUBSCRIBE_KEY_PARAMETER") && output.contains("kms:Decrypt"),
+        "{output}"
+    );
     let denials = stack.aws.proxy.take_denials();
-    assert!(!denials.is_empty() && denials.iter().all(|d| d.operation == "GetParameter"), "{denials:?}");
+    assert!(
+        !denials.is_empty() && denials.iter().all(|d| d.operation == "GetParameter"),
+        "{denials:?}"
+    );
 }
 
 /// Lambda's advanced logging controls set `AWS_LAMBDA_LOG_LEVEL`: at `debug` the function's debug lines appear, at
@@ -226,22 +315,39 @@ async fn the_log_level_switch_takes_effect_and_no_level_writes_a_secret_or_an_ad
             ],
         );
         assert_eq!(call(&mut function, "GET", &ada_link, None)["statusCode"], 200);
-        assert_eq!(call(&mut function, "POST", &ada_link, Some("List-Unsubscribe=One-Click"))["statusCode"], 200);
+        assert_eq!(
+            call(&mut function, "POST", &ada_link, Some("List-Unsubscribe=One-Click"))["statusCode"],
+            200
+        );
         let output = function.output();
         let debug_lines = output.iter().filter(|l| l.contains("\"level\":\"DEBUG\"")).count();
-        let ours = output.iter().any(|l| l.contains("\"level\":\"DEBUG\"") && l.contains("link verified"));
+        let ours = output
+            .iter()
+            .any(|l| l.contains("\"level\":\"DEBUG\"") && l.contains("link verified"));
         if level == "INFO" {
             assert_eq!(debug_lines, 0, "debug lines at info:\n{}", output.join("\n"));
         } else {
             assert!(ours, "no debug line of the function at {level}:\n{}", output.join("\n"));
         }
-        for secret in [SECRET_KEY, SESSION_TOKEN, &"c".repeat(64), token.as_str(), "ada@example.com", "grace@example.com"] {
+        for secret in [
+            SECRET_KEY,
+            SESSION_TOKEN,
+            &"c".repeat(64),
+            token.as_str(),
+            "ada@example.com",
+            "grace@example.com",
+        ] {
             let leaked: Vec<&String> = output.iter().filter(|l| l.contains(secret)).collect();
             assert!(leaked.is_empty(), "{variable}={level} wrote {secret:?}: {leaked:?}");
         }
         // The SDK's debug lines are there when named: the cap is not a blanket silence.
         if variable == "RUST_LOG" {
-            assert!(output.iter().any(|l| l.contains("\"level\":\"DEBUG\"") && !l.contains("link verified")), "no SDK debug line");
+            assert!(
+                output
+                    .iter()
+                    .any(|l| l.contains("\"level\":\"DEBUG\"") && !l.contains("link verified")),
+                "no SDK debug line"
+            );
         }
     }
 }
@@ -253,14 +359,19 @@ async fn the_log_level_switch_takes_effect_and_no_level_writes_a_secret_or_an_ad
 async fn unsubscribe_then_subscribe_again_then_unsubscribe_again() {
     let stack = stack().await;
     let emails = send_notifications(&stack, KEY, "Spring catalogue");
-    let url = to(&emails, "ada@example.com").unsubscribe_url().expect("List-Unsubscribe");
+    let url = to(&emails, "ada@example.com")
+        .unsubscribe_url()
+        .expect("List-Unsubscribe");
     let mut function = start(&stack, false);
     let grace = subscribed(&stack, "grace@example.com").await;
 
     let unsubscribed = call(&mut function, "POST", &url, Some("List-Unsubscribe=One-Click"));
     assert_eq!(unsubscribed["statusCode"], 200, "{unsubscribed}");
     let page = unsubscribed["body"].as_str().unwrap();
-    assert!(page.contains("You are unsubscribed") && page.contains(">Navlab</p>") && page.contains("value=\"resubscribe\""), "{page}");
+    assert!(
+        page.contains("You are unsubscribed") && page.contains(">Navlab</p>") && page.contains("value=\"resubscribe\""),
+        "{page}"
+    );
     assert!(!page.contains("ada@example.com") && !page.contains("acme"), "{page}");
     assert_eq!(subscribed(&stack, "ada@example.com").await, "false");
 
@@ -270,7 +381,10 @@ async fn unsubscribe_then_subscribe_again_then_unsubscribe_again() {
     assert_eq!(subscribed(&stack, "ada@example.com").await, "true");
     assert_eq!(subscribed(&stack, "grace@example.com").await, grace, "that user only");
     let writes = unsubscribe_writes(&stack);
-    assert_eq!(call(&mut function, "POST", &url, Some("action=resubscribe"))["statusCode"], 200);
+    assert_eq!(
+        call(&mut function, "POST", &url, Some("action=resubscribe"))["statusCode"],
+        200
+    );
     assert_eq!(unsubscribe_writes(&stack), writes, "subscribed again once");
 
     let unsubscribed_again = call(&mut function, "POST", &url, Some("List-Unsubscribe=One-Click"));

@@ -28,12 +28,22 @@ pub struct MemorySubscriptions {
 impl MemorySubscriptions {
     /// A user whose username is its address and whose `sub` is `sub-<address>`.
     pub fn add(&self, email: &str, subscribed: bool) {
-        let user = MemoryUser { username: email.to_owned(), email: email.to_owned(), sub: format!("sub-{email}"), subscribed };
+        let user = MemoryUser {
+            username: email.to_owned(),
+            email: email.to_owned(),
+            sub: format!("sub-{email}"),
+            subscribed,
+        };
         self.users.lock().unwrap().push(user);
     }
 
     pub fn is_subscribed(&self, username: &str) -> Option<bool> {
-        self.users.lock().unwrap().iter().find(|u| u.username == username).map(|u| u.subscribed)
+        self.users
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|u| u.username == username)
+            .map(|u| u.subscribed)
     }
 
     pub fn writes(&self) -> Vec<String> {
@@ -42,7 +52,9 @@ impl MemorySubscriptions {
 
     fn available(&self) -> Result<(), DirectoryError> {
         match *self.unavailable.lock().unwrap() {
-            true => Err(DirectoryError::Unavailable("TooManyRequestsException after retries".into())),
+            true => Err(DirectoryError::Unavailable(
+                "TooManyRequestsException after retries".into(),
+            )),
             false => Ok(()),
         }
     }
@@ -50,7 +62,10 @@ impl MemorySubscriptions {
     fn set(&self, username: &str, subscribed: bool) -> Result<(), DirectoryError> {
         self.available()?;
         let mut users = self.users.lock().unwrap();
-        let user = users.iter_mut().find(|u| u.username == username).ok_or(DirectoryError::UserNotFound)?;
+        let user = users
+            .iter_mut()
+            .find(|u| u.username == username)
+            .ok_or(DirectoryError::UserNotFound)?;
         user.subscribed = subscribed;
         let verb = if subscribed { "resubscribe" } else { "unsubscribe" };
         self.writes.lock().unwrap().push(format!("{verb} {username}"));
@@ -67,7 +82,10 @@ impl Subscriptions for MemorySubscriptions {
             SubscriberKey::Email(address) => u.email == address,
             SubscriberKey::Sub(sub) => u.sub == sub,
         });
-        Ok(found.map(|u| Subscriber { username: u.username.clone(), subscribed: u.subscribed }))
+        Ok(found.map(|u| Subscriber {
+            username: u.username.clone(),
+            subscribed: u.subscribed,
+        }))
     }
 
     async fn unsubscribe(&self, username: &str) -> Result<(), DirectoryError> {

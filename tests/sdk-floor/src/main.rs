@@ -10,16 +10,28 @@ use serde_json::Value;
 use shared::startup::{FunctionError, Startup};
 
 async fn read(ssm: &aws_sdk_ssm::Client, parameter: &str) -> Result<Value, FunctionError> {
-    let read =
-        ssm.get_parameter().name(parameter).send().await.map_err(|e| FunctionError::new("ParameterUnreadable", aws_sdk_ssm::error::DisplayErrorContext(e)))?;
+    let read = ssm
+        .get_parameter()
+        .name(parameter)
+        .send()
+        .await
+        .map_err(|e| FunctionError::new("ParameterUnreadable", aws_sdk_ssm::error::DisplayErrorContext(e)))?;
     Ok(serde_json::json!({ "version": read.parameter().map(|p| p.version()) }))
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     // The floor reads no deadline: its local budget is never used.
-    let Startup { config: (parameter, call_at_init), sdk, metrics, .. } = shared::startup::init("sdk-floor", std::time::Duration::from_secs(3), |env| {
-        Ok((env.required("FLOOR_PARAMETER")?, env.parsed_or("FLOOR_CALL_AT_INIT", 0u8)? == 1))
+    let Startup {
+        config: (parameter, call_at_init),
+        sdk,
+        metrics,
+        ..
+    } = shared::startup::init("sdk-floor", std::time::Duration::from_secs(3), |env| {
+        Ok((
+            env.required("FLOOR_PARAMETER")?,
+            env.parsed_or("FLOOR_CALL_AT_INIT", 0u8)? == 1,
+        ))
     })
     .await?;
     let ssm = aws_sdk_ssm::Client::new(&sdk);

@@ -6,11 +6,14 @@
 //! asserts nothing: goals live here, read off the report, never in timed tests.
 //!
 //! `BENCH_RUNS` (cold starts per function and size, default 5), `BENCH_SIZES` (memory sizes in MB, default
-//! 128,256,512,1024), `BENCH_VARIANTS` (extra `name=binary-dir` pairs, `;`-separated: other builds of the SDK floor, for the levers),
+//! 128,256,512,1024), `BENCH_VARIANTS` (extra `name=binary-dir` pairs, `;`-separated: other builds of the SDK floor,
+//! for the levers),
 //! `BENCH_ONLY` (function names: only those, beside the floors), `BENCH_SKIP_RECONCILE`, `BENCH_SKIP_FANOUT` and
-//! `BENCH_SKIP_IMPORT` (skip the runs at scale), `BENCH_ONLY_FANOUT` / `BENCH_ONLY_IMPORT` (only publish-history-email's,
+//! `BENCH_SKIP_IMPORT` (skip the runs at scale), `BENCH_ONLY_FANOUT` / `BENCH_ONLY_IMPORT` (only
+//! publish-history-email's,
 //! or cognito-attribute-sync's, run at scale), `BENCH_FANOUT_LOGS` (a directory: that run's function logs go there),
-//! `BENCH_NO_WARM_PAUSE` (the warm invocation right after the first, to look into the warm stall docs/performance.md describes).
+//! `BENCH_NO_WARM_PAUSE` (the warm invocation right after the first, to look into the warm stall docs/performance.md
+//! describes).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -78,8 +81,12 @@ fn fresh_database_events(mut event: Value, n: u64) -> Value {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     for record in event["Records"].as_array_mut().into_iter().flatten() {
         let Some(body) = record["body"].as_str() else { continue };
-        let Ok(mut envelope) = serde_json::from_str::<Value>(body) else { continue };
-        let Some(Ok(mut message)) = envelope["Message"].as_str().map(serde_json::from_str::<Value>) else { continue };
+        let Ok(mut envelope) = serde_json::from_str::<Value>(body) else {
+            continue;
+        };
+        let Some(Ok(mut message)) = envelope["Message"].as_str().map(serde_json::from_str::<Value>) else {
+            continue;
+        };
         if message.get("occurredAt").is_some() {
             message["occurredAt"] = now.clone().into();
         }
@@ -191,10 +198,25 @@ fn workloads(binaries: &Path, ada_unsubscribe_url: String, floor_variants: &[(St
 /// Ada's one-click link, signed with the local stack's key as publish-history-email signs it.
 async fn ada_unsubscribe_url(moto: &Moto, stack: &LocalStack) -> String {
     let cognito = aws_sdk_cognitoidentityprovider::Client::new(&e2e_harness::sdk_config(&moto.endpoint).await);
-    let ada = cognito.admin_get_user().user_pool_id(&stack.user_pool_id).username("ada@example.com").send().await.expect("Ada");
-    let sub = ada.user_attributes().iter().find(|a| a.name() == "sub").and_then(|a| a.value()).unwrap_or_default().to_owned();
+    let ada = cognito
+        .admin_get_user()
+        .user_pool_id(&stack.user_pool_id)
+        .username("ada@example.com")
+        .send()
+        .await
+        .expect("Ada");
+    let sub = ada
+        .user_attributes()
+        .iter()
+        .find(|a| a.name() == "sub")
+        .and_then(|a| a.value())
+        .unwrap_or_default()
+        .to_owned();
     let key = shared::unsubscribe::SigningKey::new(e2e_harness::stack::LOCAL_UNSUBSCRIBE_KEY).expect("the local key");
-    format!("https://unsubscribe.local/?token={}", key.sign(&sub, "acme", chrono::Utc::now().timestamp()))
+    format!(
+        "https://unsubscribe.local/?token={}",
+        key.sign(&sub, "acme", chrono::Utc::now().timestamp())
+    )
 }
 
 fn median(values: &[Duration]) -> Duration {
@@ -233,13 +255,21 @@ impl Samples {
 
     /// What the cold start adds to the work itself: cold minus warm, run by run.
     fn penalty(&self) -> Vec<Duration> {
-        self.cold().iter().zip(&self.warm).map(|(c, w)| c.saturating_sub(*w)).collect()
+        self.cold()
+            .iter()
+            .zip(&self.warm)
+            .map(|(c, w)| c.saturating_sub(*w))
+            .collect()
     }
 
     /// The same in CPU time, which the quota's timing does not blur (shown, not divided: the floor's is a fraction
     /// of a millisecond).
     fn cpu_penalty(&self) -> Vec<Duration> {
-        self.cold_cpu.iter().zip(&self.warm_cpu).map(|(c, w)| c.saturating_sub(*w)).collect()
+        self.cold_cpu
+            .iter()
+            .zip(&self.warm_cpu)
+            .map(|(c, w)| c.saturating_sub(*w))
+            .collect()
     }
 }
 
@@ -263,17 +293,30 @@ fn tls_env(front: &TlsFront, ca: &LocalCa, proxy_endpoint: &str) -> Vec<(String,
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|info| info.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())))
+        .and_then(|info| {
+            info.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    format!("{} {cpu}, {cores} cores, Linux {}", std::env::consts::ARCH, kernel.trim())
+    format!(
+        "{} {cpu}, {cores} cores, Linux {}",
+        std::env::consts::ARCH,
+        kernel.trim()
+    )
 }
 
 /// The arm64 zip `cargo lambda build --release --arm64 --output-format zip` made (target/lambda/<name>/bootstrap.zip).
 fn zip_size(name: &str) -> Option<u64> {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
-    std::fs::metadata(target.join("lambda").join(name).join("bootstrap.zip")).ok().map(|m| m.len())
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    std::fs::metadata(target.join("lambda").join(name).join("bootstrap.zip"))
+        .ok()
+        .map(|m| m.len())
 }
 
 /// The template's `MemorySize` for each function (its own, else the Globals').
@@ -285,8 +328,15 @@ fn template_memory_sizes() -> BTreeMap<String, u64> {
         if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
             continue;
         }
-        let Some(code) = resource["Properties"]["CodeUri"].as_str() else { continue };
-        let binary = code.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_owned();
+        let Some(code) = resource["Properties"]["CodeUri"].as_str() else {
+            continue;
+        };
+        let binary = code
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         if let Some(size) = resource["Properties"]["MemorySize"].as_u64().or(global) {
             sizes.insert(binary, size);
         }
@@ -354,7 +404,12 @@ fn synthetic_pool(proxy: &RecordingProxy, size: usize, every: usize, tenant: &'s
 
 /// The event sources of publish-history-email as the template has them: one instance on the rows' queue, two on
 /// the fan-out queue.
-fn fanout_sources(binaries: &Path, proxy: &RecordingProxy, stack: &LocalStack, sqs: &aws_sdk_sqs::Client) -> Vec<e2e_harness::event_source::EventSource> {
+fn fanout_sources(
+    binaries: &Path,
+    proxy: &RecordingProxy,
+    stack: &LocalStack,
+    sqs: &aws_sdk_sqs::Client,
+) -> Vec<e2e_harness::event_source::EventSource> {
     let function = stack.function("publish-history-email");
     [0, 1, 1]
         .into_iter()
@@ -405,7 +460,11 @@ async fn fanout_at_scale(binaries: &Path, report: &mut String) {
     let done = wait_for(Duration::from_secs(600), || {
         let sent = sends(&proxy);
         let mut marks = marks.lock().unwrap();
-        let next = if marks.is_empty() { 1 } else { marks.len() * FANOUT_RECIPIENTS / 4 };
+        let next = if marks.is_empty() {
+            1
+        } else {
+            marks.len() * FANOUT_RECIPIENTS / 4
+        };
         if sent >= next {
             marks.push(started.elapsed());
         }
@@ -413,21 +472,39 @@ async fn fanout_at_scale(binaries: &Path, report: &mut String) {
     })
     .await;
     let wall = started.elapsed();
-    let marks: Vec<String> = marks.into_inner().unwrap().iter().map(|d| format!("{:.1}", d.as_secs_f64())).collect();
+    let marks: Vec<String> = marks
+        .into_inner()
+        .unwrap()
+        .iter()
+        .map(|d| format!("{:.1}", d.as_secs_f64()))
+        .collect();
     let calls = calls_since(&proxy, before);
-    let throttled = proxy.refusals().iter().filter(|(_, r)| r.message == "Maximum sending rate exceeded.").count();
-    let unique: std::collections::BTreeSet<String> =
-        proxy.calls_of("SendRawEmail").iter().filter_map(|c| c.form().get("Destinations.member.1").cloned()).collect();
+    let throttled = proxy
+        .refusals()
+        .iter()
+        .filter(|(_, r)| r.message == "Maximum sending rate exceeded.")
+        .count();
+    let unique: std::collections::BTreeSet<String> = proxy
+        .calls_of("SendRawEmail")
+        .iter()
+        .filter_map(|c| c.form().get("Destinations.member.1").cloned())
+        .collect();
     let mut rss = Vec::new();
     for (n, source) in sources.into_iter().enumerate() {
         let process = source.stop().await;
         rss.push(format!("{:.1}", process.peak_rss_kib().unwrap_or(0) as f64 / 1024.0));
         if let Some(dir) = std::env::var_os("BENCH_FANOUT_LOGS") {
-            let _ = std::fs::write(Path::new(&dir).join(format!("publish-history-email-{n}.log")), process.output().join("\n"));
+            let _ = std::fs::write(
+                Path::new(&dir).join(format!("publish-history-email-{n}.log")),
+                process.output().join("\n"),
+            );
         }
     }
     let emails = sends(&proxy).max(1);
-    let per_email: Vec<String> = calls.iter().map(|(op, n)| format!("{op} {:.3}", *n as f64 / emails as f64)).collect();
+    let per_email: Vec<String> = calls
+        .iter()
+        .map(|(op, n)| format!("{op} {:.3}", *n as f64 / emails as f64))
+        .collect();
     let ideal = FANOUT_RECIPIENTS as f64 / FANOUT_SEND_RATE;
     let _ = writeln!(
         report,
@@ -459,7 +536,11 @@ async fn fanout_at_scale(binaries: &Path, report: &mut String) {
     let done = wait_for(Duration::from_secs(900), || sends(&proxy) >= sent_before + 5).await;
     let wall = started.elapsed();
     let pages = proxy.calls_of("ListUsers").len() - pages_before;
-    let list_throttled = proxy.refusals().iter().filter(|(_, r)| r.code == "TooManyRequestsException").count();
+    let list_throttled = proxy
+        .refusals()
+        .iter()
+        .filter(|(_, r)| r.code == "TooManyRequestsException")
+        .count();
     for source in sources {
         source.stop().await;
     }
@@ -489,9 +570,17 @@ fn synthetic_import_pool(proxy: &RecordingProxy) {
             let username = request["Username"].as_str().unwrap_or_default();
             let user = serde_json::json!({"Username": username, "Enabled": true, "UserStatus": "CONFIRMED",
                                           "UserAttributes": [{"Name": "email", "Value": username}]});
-            Some(e2e_harness::proxy::Reply { status: 200, content_type: "application/x-amz-json-1.1", body: user.to_string() })
+            Some(e2e_harness::proxy::Reply {
+                status: 200,
+                content_type: "application/x-amz-json-1.1",
+                body: user.to_string(),
+            })
         }
-        "AdminUpdateUserAttributes" => Some(e2e_harness::proxy::Reply { status: 200, content_type: "application/x-amz-json-1.1", body: "{}".into() }),
+        "AdminUpdateUserAttributes" => Some(e2e_harness::proxy::Reply {
+            status: 200,
+            content_type: "application/x-amz-json-1.1",
+            body: "{}".into(),
+        }),
         _ => None,
     });
 }
@@ -507,7 +596,12 @@ async fn import_at_scale(binaries: &Path, report: &mut String) {
     let (sqs, sns) = (aws_sdk_sqs::Client::new(&sdk), aws_sdk_sns::Client::new(&sdk));
     synthetic_import_pool(&proxy);
     let function = stack.function("cognito-attribute-sync");
-    let pace = function.environment.iter().find(|(name, _)| name == "USER_UPDATES_PER_SECOND").map_or("its default", |(_, v)| v.as_str()).to_owned();
+    let pace = function
+        .environment
+        .iter()
+        .find(|(name, _)| name == "USER_UPDATES_PER_SECOND")
+        .map_or("its default", |(_, v)| v.as_str())
+        .to_owned();
     let sources: Vec<_> = (0..2)
         .map(|_| {
             let mut env = local_aws_env(&proxy.endpoint);
@@ -528,7 +622,9 @@ async fn import_at_scale(binaries: &Path, report: &mut String) {
             })
             .collect();
         let message = serde_json::json!({"event": "records_created", "table": "users", "eventId": format!("import-{n}"), "records": rows});
-        stack.publish_database_event(&sns, message.to_string(), "records_created", "users").await;
+        stack
+            .publish_database_event(&sns, message.to_string(), "records_created", "users")
+            .await;
     }
     let marks = std::sync::Mutex::new(Vec::new());
     let done = wait_for(Duration::from_secs(1200), || {
@@ -542,11 +638,19 @@ async fn import_at_scale(binaries: &Path, report: &mut String) {
     .await;
     let wall = started.elapsed();
     let calls = calls_since(&proxy, before);
-    let throttled = proxy.refusals().iter().filter(|(_, r)| r.code == "TooManyRequestsException").count();
+    let throttled = proxy
+        .refusals()
+        .iter()
+        .filter(|(_, r)| r.code == "TooManyRequestsException")
+        .count();
     let distinct: std::collections::BTreeSet<String> = proxy
         .calls_of("AdminUpdateUserAttributes")
         .iter()
-        .filter_map(|c| serde_json::from_str::<Value>(&c.body).ok()?["Username"].as_str().map(str::to_owned))
+        .filter_map(|c| {
+            serde_json::from_str::<Value>(&c.body).ok()?["Username"]
+                .as_str()
+                .map(str::to_owned)
+        })
         .collect();
     let (mut rss, mut handed_back, mut invocations) = (Vec::new(), 0, 0);
     for source in sources {
@@ -555,11 +659,25 @@ async fn import_at_scale(binaries: &Path, report: &mut String) {
         let process = source.stop().await;
         rss.push(format!("{:.1}", process.peak_rss_kib().unwrap_or(0) as f64 / 1024.0));
     }
-    let dead = e2e_harness::fixtures::peek_all(&sqs, &stack.queue("CognitoAttributeSyncDeadLetterQueue").url).await.len();
+    let dead = e2e_harness::fixtures::peek_all(&sqs, &stack.queue("CognitoAttributeSyncDeadLetterQueue").url)
+        .await
+        .len();
     let users = updated(&proxy).max(1) as f64;
-    let cognito: usize = calls.iter().filter(|(op, _)| op.starts_with("Admin") || op.as_str() == "ListUsers").map(|(_, n)| n).sum();
-    let per_user: Vec<String> = calls.iter().map(|(op, n)| format!("{op} {:.3}", *n as f64 / users)).collect();
-    let marks: Vec<String> = marks.into_inner().unwrap().iter().map(|d| format!("{:.1}", d.as_secs_f64())).collect();
+    let cognito: usize = calls
+        .iter()
+        .filter(|(op, _)| op.starts_with("Admin") || op.as_str() == "ListUsers")
+        .map(|(_, n)| n)
+        .sum();
+    let per_user: Vec<String> = calls
+        .iter()
+        .map(|(op, n)| format!("{op} {:.3}", *n as f64 / users))
+        .collect();
+    let marks: Vec<String> = marks
+        .into_inner()
+        .unwrap()
+        .iter()
+        .map(|d| format!("{:.1}", d.as_secs_f64()))
+        .collect();
     let ideal = IMPORT_USERS as f64 / COGNITO_USER_UPDATES;
     let _ = writeln!(
         report,
@@ -592,15 +710,24 @@ where
     let previous = std::fs::read_to_string(&out).unwrap_or_default();
     let updated = match previous.find(header) {
         Some(start) => {
-            let end = previous[start + header.len()..].find("\n## ").map_or(previous.len(), |i| start + header.len() + i);
+            let end = previous[start + header.len()..]
+                .find("\n## ")
+                .map_or(previous.len(), |i| start + header.len() + i);
             format!("{}{}{}", &previous[..start], section.trim_end(), &previous[end..])
         }
         None => format!("{}\n{}", previous.trim_end(), section),
     };
-    std::fs::write(&out, updated.trim_end().to_owned() + "\n").unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
+    std::fs::write(&out, updated.trim_end().to_owned() + "\n")
+        .unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
 }
 
-async fn reconcile_at_scale(binaries: &Path, moto: &Moto, proxy: &RecordingProxy, stack: &LocalStack, report: &mut String) {
+async fn reconcile_at_scale(
+    binaries: &Path,
+    moto: &Moto,
+    proxy: &RecordingProxy,
+    stack: &LocalStack,
+    report: &mut String,
+) {
     use futures::StreamExt;
     let sdk = e2e_harness::sdk_config(&moto.endpoint).await;
     let cognito = aws_sdk_cognitoidentityprovider::Client::new(&sdk);
@@ -611,7 +738,13 @@ async fn reconcile_at_scale(binaries: &Path, moto: &Moto, proxy: &RecordingProxy
             let cognito = cognito.clone();
             async move {
                 let email = format!("bench{i:05}@example.com");
-                let attribute = |n: &str, v: &str| aws_sdk_cognitoidentityprovider::types::AttributeType::builder().name(n).value(v).build().unwrap();
+                let attribute = |n: &str, v: &str| {
+                    aws_sdk_cognitoidentityprovider::types::AttributeType::builder()
+                        .name(n)
+                        .value(v)
+                        .build()
+                        .unwrap()
+                };
                 cognito
                     .admin_create_user()
                     .user_pool_id(pool)
@@ -668,7 +801,12 @@ async fn reconcile_at_scale(binaries: &Path, moto: &Moto, proxy: &RecordingProxy
 }
 
 /// The budgets of docs/performance.md, read off this run at each function's chosen memory size.
-fn budgets(report: &mut String, results: &BTreeMap<u64, BTreeMap<String, Samples>>, workloads: &[Workload], chosen: &BTreeMap<String, u64>) {
+fn budgets(
+    report: &mut String,
+    results: &BTreeMap<u64, BTreeMap<String, Samples>>,
+    workloads: &[Workload],
+    chosen: &BTreeMap<String, u64>,
+) {
     let _ = writeln!(
         report,
         "\n## Budgets, at each function's `MemorySize`\n\nInit ≤ {INIT_BUDGET}x the floor's; cold start ≤ {COLD_BUDGET}x the floor's, read on what it adds to the work \
@@ -681,23 +819,35 @@ fn budgets(report: &mut String, results: &BTreeMap<u64, BTreeMap<String, Samples
     );
     let mark = |ok: bool| if ok { "" } else { " ✗" };
     for workload in workloads.iter().filter(|w| w.env_of.is_some()) {
-        let Some(size) = chosen.get(&workload.name) else { continue };
+        let Some(size) = chosen.get(&workload.name) else {
+            continue;
+        };
         let Some(by_function) = results.get(size) else { continue };
         let (s, floor) = (&by_function[&workload.name], &by_function[workload.floor]);
         let init = ms(median(&s.init)) / ms(median(&floor.init));
         let wall = ms(median(&s.penalty())) / ms(median(&floor.penalty()));
-        let cpu = (!s.cpu_penalty().is_empty()).then(|| ms(median(&s.cpu_penalty())) / ms(median(&floor.cpu_penalty())));
+        let cpu =
+            (!s.cpu_penalty().is_empty()).then(|| ms(median(&s.cpu_penalty())) / ms(median(&floor.cpu_penalty())));
         let rss = s.peak_rss_kib as f64 / 1024.0;
         let zip = zip_size(&workload.name).map(|bytes| bytes as f64 / 1e6);
-        let ok = init <= INIT_BUDGET && cpu.is_some_and(|c| c <= COLD_BUDGET) && rss <= RSS_BUDGET_MIB && zip.is_some_and(|z| z <= ZIP_BUDGET_MB);
+        let ok = init <= INIT_BUDGET
+            && cpu.is_some_and(|c| c <= COLD_BUDGET)
+            && rss <= RSS_BUDGET_MIB
+            && zip.is_some_and(|z| z <= ZIP_BUDGET_MB);
         let _ = writeln!(
             report,
             "| {} | {size} | {init:.2}{} | {wall:.2} | {} | {rss:.1}{} | {} | {} |",
             workload.name,
             mark(init <= INIT_BUDGET),
-            cpu.map_or("not confined".to_owned(), |c| format!("{c:.2}{}", mark(c <= COLD_BUDGET))),
+            cpu.map_or("not confined".to_owned(), |c| format!(
+                "{c:.2}{}",
+                mark(c <= COLD_BUDGET)
+            )),
             mark(rss <= RSS_BUDGET_MIB),
-            zip.map_or("not built".to_owned(), |z| format!("{z:.2}{}", mark(z <= ZIP_BUDGET_MB))),
+            zip.map_or("not built".to_owned(), |z| format!(
+                "{z:.2}{}",
+                mark(z <= ZIP_BUDGET_MB)
+            )),
             if ok { "yes" } else { "no" }
         );
     }
@@ -712,19 +862,37 @@ fn calls_since(proxy: &RecordingProxy, before: usize) -> BTreeMap<String, usize>
 }
 
 fn env_list(name: &str, default: &str) -> Vec<String> {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned()).split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
+    std::env::var(name)
+        .unwrap_or_else(|_| default.to_owned())
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() {
-    let binaries = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target/release"));
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
-    let sizes: Vec<u64> = env_list("BENCH_SIZES", "128,256,512,1024").iter().map(|s| s.parse().expect("BENCH_SIZES: memory sizes in MB")).collect();
+    let binaries = std::env::args()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/release"));
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let sizes: Vec<u64> = env_list("BENCH_SIZES", "128,256,512,1024")
+        .iter()
+        .map(|s| s.parse().expect("BENCH_SIZES: memory sizes in MB"))
+        .collect();
     let variants: Vec<(String, PathBuf)> = std::env::var("BENCH_VARIANTS")
         .unwrap_or_default()
         .split(';')
         .filter(|pair| !pair.trim().is_empty())
-        .map(|pair| pair.split_once('=').map(|(n, d)| (n.to_owned(), PathBuf::from(d))).expect("BENCH_VARIANTS: name=binary-dir;..."))
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(n, d)| (n.to_owned(), PathBuf::from(d)))
+                .expect("BENCH_VARIANTS: name=binary-dir;...")
+        })
         .collect();
 
     if std::env::var_os("BENCH_ONLY_FANOUT").is_some() {
@@ -750,20 +918,33 @@ async fn main() {
     // waiting on its pacer; a production account starts at 14 per second. Stand-in, for this benchmark only.
     proxy.rewrite_with(Some(Box::new(|call, body| {
         if call.operation == "GetSendQuota" {
-            let rate = body.split("<MaxSendRate>").nth(1).and_then(|rest| rest.split("</MaxSendRate>").next()).unwrap_or_default().to_owned();
-            body.replace(&format!("<MaxSendRate>{rate}</MaxSendRate>"), &format!("<MaxSendRate>{PRODUCTION_SEND_RATE}</MaxSendRate>"))
+            let rate = body
+                .split("<MaxSendRate>")
+                .nth(1)
+                .and_then(|rest| rest.split("</MaxSendRate>").next())
+                .unwrap_or_default()
+                .to_owned();
+            body.replace(
+                &format!("<MaxSendRate>{rate}</MaxSendRate>"),
+                &format!("<MaxSendRate>{PRODUCTION_SEND_RATE}</MaxSendRate>"),
+            )
         } else {
             body
         }
     })));
     let stack = provision(&moto.endpoint, e2e_harness::scenario::APP_BASE_URL, None).await;
-    let hosts: Vec<String> = std::iter::once("127.0.0.1").chain(SERVICE_HOSTS.iter().map(|(_, h)| *h)).map(str::to_owned).collect();
+    let hosts: Vec<String> = std::iter::once("127.0.0.1")
+        .chain(SERVICE_HOSTS.iter().map(|(_, h)| *h))
+        .map(str::to_owned)
+        .collect();
     let ca = LocalCa::create(&hosts);
     let front = TlsFront::start(&ca, &hosts, &proxy.endpoint);
     let base_env = tls_env(&front, &ca, &proxy.endpoint);
     let only = env_list("BENCH_ONLY", "");
     let mut workloads = workloads(&binaries, ada_unsubscribe_url(&moto, &stack).await, &variants);
-    workloads.retain(|w| only.is_empty() || w.name.starts_with(FLOOR) || only.iter().any(|o| w.name.starts_with(o.as_str())));
+    workloads.retain(|w| {
+        only.is_empty() || w.name.starts_with(FLOOR) || only.iter().any(|o| w.name.starts_with(o.as_str()))
+    });
     let chosen = template_memory_sizes();
 
     let mut report = String::new();
@@ -783,7 +964,13 @@ async fn main() {
     let mut invocation = 0;
     for &size in &sizes {
         let share = CpuShare::create(size);
-        confinement.insert(size, share.as_ref().map(|s| format!("{:.1} % of a vCPU", s.vcpu() * 100.0)).map_err(Clone::clone));
+        confinement.insert(
+            size,
+            share
+                .as_ref()
+                .map(|s| format!("{:.1} % of a vCPU", s.vcpu() * 100.0))
+                .map_err(Clone::clone),
+        );
         if let Err(why) = &share {
             eprintln!("{size} MB: NOT CONFINED, full CPU: {why}");
         }
@@ -804,8 +991,16 @@ async fn main() {
                     Ok(share) => FunctionProcess::start_confined(&workload.binary, &env, share),
                     Err(_) => FunctionProcess::start(&workload.binary, &env),
                 };
-                let samples = results.entry(size).or_default().entry(workload.name.clone()).or_default();
-                samples.init.push(process.init_duration().unwrap_or_else(|| panic!("{} never polled for an invocation", workload.name)));
+                let samples = results
+                    .entry(size)
+                    .or_default()
+                    .entry(workload.name.clone())
+                    .or_default();
+                samples.init.push(
+                    process
+                        .init_duration()
+                        .unwrap_or_else(|| panic!("{} never polled for an invocation", workload.name)),
+                );
                 for warm in [false, true] {
                     if warm && std::env::var_os("BENCH_NO_WARM_PAUSE").is_none() {
                         // A warm invocation comes after a pause, not in the throttled tail of the first one.
@@ -819,19 +1014,27 @@ async fn main() {
                     let outcome = process.invoke(&event);
                     let took = started.elapsed();
                     if let e2e_harness::runtime::Invocation::Error(error) = &outcome {
-                        panic!("{} failed at {size} MB: {error}\n{}", workload.name, process.output().join("\n"));
+                        panic!(
+                            "{} failed at {size} MB: {error}\n{}",
+                            workload.name,
+                            process.output().join("\n")
+                        );
                     }
                     let calls = calls_since(&proxy, before);
                     if warm {
                         samples.warm.push(took);
                         samples.warm_calls = calls.values().sum();
-                        if let (Some(before), Some(now)) = (cpu_at_start, share.as_ref().ok().and_then(CpuShare::cpu_time)) {
+                        if let (Some(before), Some(now)) =
+                            (cpu_at_start, share.as_ref().ok().and_then(CpuShare::cpu_time))
+                        {
                             samples.warm_cpu.push(now.saturating_sub(before));
                         }
                     } else {
                         samples.first.push(took);
                         samples.first_calls = calls;
-                        if let (Some(before), Some(now)) = (cpu_before, share.as_ref().ok().and_then(CpuShare::cpu_time)) {
+                        if let (Some(before), Some(now)) =
+                            (cpu_before, share.as_ref().ok().and_then(CpuShare::cpu_time))
+                        {
                             samples.cold_cpu.push(now.saturating_sub(before));
                         }
                     }
@@ -873,8 +1076,18 @@ async fn main() {
             let floor = &by_function[workload.floor];
             let s = &by_function[&workload.name];
             let (init, first, cold, warm) = (median(&s.init), median(&s.first), median(&s.cold()), median(&s.warm));
-            let star = if chosen.get(&workload.name) == Some(&size) { " ★" } else { "" };
-            let cpu = |values: &[Duration]| if values.is_empty() { "n/a".to_owned() } else { format!("{:.1}", ms(median(values))) };
+            let star = if chosen.get(&workload.name) == Some(&size) {
+                " ★"
+            } else {
+                ""
+            };
+            let cpu = |values: &[Duration]| {
+                if values.is_empty() {
+                    "n/a".to_owned()
+                } else {
+                    format!("{:.1}", ms(median(values)))
+                }
+            };
             let cpu_penalty = cpu(&s.cpu_penalty());
             let _ = writeln!(
                 report,
@@ -915,7 +1128,14 @@ async fn main() {
     }
 
     let _ = writeln!(report, "\n## Packages (arm64 zip, `cargo lambda build --release --arm64 --output-format zip`)\n\n| function | zip MB |\n|---|--:|");
-    for name in ["cognito-attribute-sync", "publish-history-email", "lifecycle-hook-completer", "alarm-instance-updater", "unsubscribe", "cognito-reconcile"] {
+    for name in [
+        "cognito-attribute-sync",
+        "publish-history-email",
+        "lifecycle-hook-completer",
+        "alarm-instance-updater",
+        "unsubscribe",
+        "cognito-reconcile",
+    ] {
         match zip_size(name) {
             Some(bytes) => {
                 let _ = writeln!(report, "| {name} | {:.2} |", bytes as f64 / 1e6);

@@ -12,18 +12,28 @@ fn main() {
     let grants = grants(&template, &text);
     let seen = exercised(&exercised_dir());
     if seen.is_empty() {
-        eprintln!("iam-report: no calls were recorded under {}; run the suite first", exercised_dir().display());
+        eprintln!(
+            "iam-report: no calls were recorded under {}; run the suite first",
+            exercised_dir().display()
+        );
         std::process::exit(2);
     }
     let unexercised = unexercised(&grants, &seen);
-    println!("== Permissions granted that no test exercised ({} of {} grants)", unexercised.len(), grants.len());
+    println!(
+        "== Permissions granted that no test exercised ({} of {} grants)",
+        unexercised.len(),
+        grants.len()
+    );
     let mut unexplained = 0;
     for grant in &unexercised {
         match &grant.reason {
             Some(reason) => println!("  {} {} {}: {reason}", grant.function, grant.sid, grant.action),
             None => {
                 unexplained += 1;
-                println!("  {} {} {}: NOT EXERCISED and the template does not say why", grant.function, grant.sid, grant.action);
+                println!(
+                    "  {} {} {}: NOT EXERCISED and the template does not say why",
+                    grant.function, grant.sid, grant.action
+                );
             }
         }
     }

@@ -8,8 +8,14 @@ use std::net::TcpStream;
 
 fn request(api: &str, method: &str, path: &str, body: &[u8]) -> (Vec<(String, String)>, Vec<u8>) {
     let mut stream = TcpStream::connect(api).expect("the Runtime API");
-    let head = format!("{method} {path} HTTP/1.1\r\nHost: {api}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-    stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body)).expect("request sent");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {api}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream
+        .write_all(head.as_bytes())
+        .and_then(|_| stream.write_all(body))
+        .expect("request sent");
     let mut reader = BufReader::new(stream);
     let mut headers = Vec::new();
     let mut line = String::new();
@@ -28,7 +34,11 @@ fn main() {
     let api = std::env::var("AWS_LAMBDA_RUNTIME_API").expect("AWS_LAMBDA_RUNTIME_API");
     loop {
         let (headers, body) = request(&api, "GET", "/2018-06-01/runtime/invocation/next", b"");
-        let id = headers.iter().find(|(name, _)| name == "lambda-runtime-aws-request-id").map(|(_, v)| v.clone()).expect("a request id");
+        let id = headers
+            .iter()
+            .find(|(name, _)| name == "lambda-runtime-aws-request-id")
+            .map(|(_, v)| v.clone())
+            .expect("a request id");
         let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         if let Some(ms) = event["sleepMs"].as_u64() {
             std::thread::sleep(std::time::Duration::from_millis(ms));
@@ -56,6 +66,11 @@ fn main() {
         } else {
             serde_json::json!({ "echo": event })
         };
-        request(&api, "POST", &format!("/2018-06-01/runtime/invocation/{id}/response"), answer.to_string().as_bytes());
+        request(
+            &api,
+            "POST",
+            &format!("/2018-06-01/runtime/invocation/{id}/response"),
+            answer.to_string().as_bytes(),
+        );
     }
 }

@@ -24,8 +24,14 @@ async fn main() -> ExitCode {
         let sqs = aws_sdk_sqs::Client::new(&e2e_harness::sdk_config(&running.moto.endpoint).await);
         let sources = by_hand::deliver_to_watch(&running.stack, &sqs, by_hand::WATCH_PORT);
         println!("\nThe local stack stays up (local AWS: {}).", running.moto.endpoint);
-        println!("Each function's environment is in {}/<function>.env, which cargo lambda watch reads.", e2e_harness::cargo_lambda::ENV_DIR);
-        println!("The template's SQS event sources deliver to cargo lambda watch on port {} once it listens.", by_hand::WATCH_PORT);
+        println!(
+            "Each function's environment is in {}/<function>.env, which cargo lambda watch reads.",
+            e2e_harness::cargo_lambda::ENV_DIR
+        );
+        println!(
+            "The template's SQS event sources deliver to cargo lambda watch on port {} once it listens.",
+            by_hand::WATCH_PORT
+        );
         println!("In another shell, at the repository's root:");
         println!("  export PATH=\"$PWD/.venv/bin:$PATH\"");
         println!("  cargo lambda watch > /tmp/watch.log 2>&1 &");
@@ -38,7 +44,10 @@ async fn main() -> ExitCode {
             let stats = source.stats();
             let function = source.stop().await.function;
             if stats.batches > 0 {
-                println!("  {function}: {} batch(es), {} record(s), {} reported for redelivery", stats.batches, stats.records, stats.failures);
+                println!(
+                    "  {function}: {} batch(es), {} record(s), {} reported for redelivery",
+                    stats.batches, stats.records, stats.failures
+                );
             }
         }
         for denial in running.proxy.take_denials() {

@@ -16,7 +16,10 @@ const UNPROCESSED_ATTEMPTS: u32 = 4;
 const UNPROCESSED_BACKOFF: Duration = Duration::from_millis(50);
 
 fn keys_of(requests: &[WriteRequest]) -> Vec<String> {
-    requests.iter().filter_map(|r| r.put_request()?.item().get("id")?.as_s().ok().cloned()).collect()
+    requests
+        .iter()
+        .filter_map(|r| r.put_request()?.item().get("id")?.as_s().ok().cloned())
+        .collect()
 }
 
 pub struct DynamoIdempotency {
@@ -28,7 +31,11 @@ pub struct DynamoIdempotency {
 
 impl DynamoIdempotency {
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>, ttl: Duration) -> Self {
-        Self { client, table: table.into(), ttl }
+        Self {
+            client,
+            table: table.into(),
+            ttl,
+        }
     }
 
     async fn status(&self, key: &str) -> Result<Option<String>, String> {
@@ -59,10 +66,12 @@ impl IdempotencyStore for DynamoIdempotency {
             .await;
         match result {
             Ok(_) => Ok(Claim::Acquired),
-            Err(error) if error.code() == Some("ConditionalCheckFailedException") => match self.status(key).await?.as_deref() {
-                Some(STATUS_COMPLETED) => Ok(Claim::AlreadyCompleted),
-                _ => Ok(Claim::InProgress),
-            },
+            Err(error) if error.code() == Some("ConditionalCheckFailedException") => {
+                match self.status(key).await?.as_deref() {
+                    Some(STATUS_COMPLETED) => Ok(Claim::AlreadyCompleted),
+                    _ => Ok(Claim::InProgress),
+                }
+            }
             Err(error) => Err(error_text(error)),
         }
     }
@@ -79,23 +88,48 @@ impl IdempotencyStore for DynamoIdempotency {
                 .item("expiration", expiration.clone())
                 .item("outcome", AttributeValue::S(outcome.clone()))
                 .build()
-                .map_err(|e| Unwritten { keys: vec![key.clone()], error: e.to_string() })?;
+                .map_err(|e| Unwritten {
+                    keys: vec![key.clone()],
+                    error: e.to_string(),
+                })?;
             requests.push(WriteRequest::builder().put_request(item).build());
         }
         let mut attempt = 1;
         loop {
-            let output = match self.client.batch_write_item().request_items(&self.table, requests.clone()).send().await {
+            let output = match self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, requests.clone())
+                .send()
+                .await
+            {
                 Ok(output) => output,
-                Err(error) => return Err(Unwritten { keys: keys_of(&requests), error: error_text(error) }),
+                Err(error) => {
+                    return Err(Unwritten {
+                        keys: keys_of(&requests),
+                        error: error_text(error),
+                    })
+                }
             };
-            requests = output.unprocessed_items.and_then(|mut left| left.remove(&self.table)).unwrap_or_default();
+            requests = output
+                .unprocessed_items
+                .and_then(|mut left| left.remove(&self.table))
+                .unwrap_or_default();
             if requests.is_empty() {
                 return Ok(());
             }
             if attempt == UNPROCESSED_ATTEMPTS {
-                return Err(Unwritten { keys: keys_of(&requests), error: format!("DynamoDB left {} records unprocessed {attempt} times", requests.len()) });
+                return Err(Unwritten {
+                    keys: keys_of(&requests),
+                    error: format!("DynamoDB left {} records unprocessed {attempt} times", requests.len()),
+                });
             }
-            tokio::time::sleep(shared::backoff::jittered(UNPROCESSED_BACKOFF, attempt, UNPROCESSED_BACKOFF * 4)).await;
+            tokio::time::sleep(shared::backoff::jittered(
+                UNPROCESSED_BACKOFF,
+                attempt,
+                UNPROCESSED_BACKOFF * 4,
+            ))
+            .await;
             attempt += 1;
         }
     }
@@ -134,12 +168,19 @@ mod tests {
     fn refused() -> ConditionalCheckFailedException {
         ConditionalCheckFailedException::builder()
             .message("The conditional request failed")
-            .meta(aws_sdk_dynamodb::error::ErrorMetadata::builder().code("ConditionalCheckFailedException").build())
+            .meta(
+                aws_sdk_dynamodb::error::ErrorMetadata::builder()
+                    .code("ConditionalCheckFailedException")
+                    .build(),
+            )
             .build()
     }
 
     fn stored(status: &str) -> GetItemOutput {
-        GetItemOutput::builder().item("id", AttributeValue::S("k".into())).item("status", AttributeValue::S(status.into())).build()
+        GetItemOutput::builder()
+            .item("id", AttributeValue::S("k".into()))
+            .item("status", AttributeValue::S(status.into()))
+            .build()
     }
 
     fn number_of(values: &std::collections::HashMap<String, AttributeValue>, name: &str) -> u128 {
@@ -170,16 +211,29 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_claim_is_already_completed_or_in_progress_as_the_record_says() {
-        for (status, expected) in [(STATUS_COMPLETED, Claim::AlreadyCompleted), (STATUS_IN_PROGRESS, Claim::InProgress)] {
-            let put = mock!(aws_sdk_dynamodb::Client::put_item).then_error(|| PutItemError::ConditionalCheckFailedException(refused()));
-            let get = mock!(aws_sdk_dynamodb::Client::get_item).match_requests(|r| r.consistent_read() == Some(true)).then_output(move || stored(status));
-            let store = DynamoIdempotency::new(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&put, &get]), "t", 15 * DAY);
+        for (status, expected) in [
+            (STATUS_COMPLETED, Claim::AlreadyCompleted),
+            (STATUS_IN_PROGRESS, Claim::InProgress),
+        ] {
+            let put = mock!(aws_sdk_dynamodb::Client::put_item)
+                .then_error(|| PutItemError::ConditionalCheckFailedException(refused()));
+            let get = mock!(aws_sdk_dynamodb::Client::get_item)
+                .match_requests(|r| r.consistent_read() == Some(true))
+                .then_output(move || stored(status));
+            let store = DynamoIdempotency::new(
+                mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&put, &get]),
+                "t",
+                15 * DAY,
+            );
             assert_eq!(store.claim("k", SystemTime::now()).await, Ok(expected), "{status}");
         }
     }
 
     fn put_keys(r: &aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemInput) -> Vec<String> {
-        r.request_items().unwrap()["t"].iter().map(|w| w.put_request().unwrap().item()["id"].as_s().unwrap().clone()).collect()
+        r.request_items().unwrap()["t"]
+            .iter()
+            .map(|w| w.put_request().unwrap().item()["id"].as_s().unwrap().clone())
+            .collect()
     }
 
     #[tokio::test]
@@ -199,13 +253,30 @@ mod tests {
                     && requests[1].put_request().unwrap().item()["outcome"].as_s().unwrap() == "rejected"
             })
             .then_output(|| {
-                let left = WriteRequest::builder().put_request(PutRequest::builder().item("id", AttributeValue::S("b".into())).build().unwrap()).build();
-                BatchWriteItemOutput::builder().unprocessed_items("t", vec![left]).build()
+                let left = WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .item("id", AttributeValue::S("b".into()))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build();
+                BatchWriteItemOutput::builder()
+                    .unprocessed_items("t", vec![left])
+                    .build()
             });
-        let again =
-            mock!(aws_sdk_dynamodb::Client::batch_write_item).match_requests(|r| put_keys(r) == ["b"]).then_output(|| BatchWriteItemOutput::builder().build());
-        let store = DynamoIdempotency::new(mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&first, &again]), "t", 15 * DAY);
-        let completed = [("a".to_string(), "sent".to_string()), ("b".to_string(), "rejected".to_string())];
+        let again = mock!(aws_sdk_dynamodb::Client::batch_write_item)
+            .match_requests(|r| put_keys(r) == ["b"])
+            .then_output(|| BatchWriteItemOutput::builder().build());
+        let store = DynamoIdempotency::new(
+            mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&first, &again]),
+            "t",
+            15 * DAY,
+        );
+        let completed = [
+            ("a".to_string(), "sent".to_string()),
+            ("b".to_string(), "rejected".to_string()),
+        ];
         assert_eq!(store.complete(&completed).await, Ok(()));
         assert_eq!((first.num_calls(), again.num_calls()), (1, 1));
     }
@@ -213,10 +284,20 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn records_left_unprocessed_every_time_are_named_unwritten() {
         use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput;
-        let stuck = mock!(aws_sdk_dynamodb::Client::batch_write_item)
-            .then_compute_output(|r| BatchWriteItemOutput::builder().unprocessed_items("t", r.request_items().unwrap()["t"].clone()).build());
-        let store = DynamoIdempotency::new(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&stuck]), "t", 15 * DAY);
-        let unwritten = store.complete(&[("a".to_string(), "sent".to_string())]).await.unwrap_err();
+        let stuck = mock!(aws_sdk_dynamodb::Client::batch_write_item).then_compute_output(|r| {
+            BatchWriteItemOutput::builder()
+                .unprocessed_items("t", r.request_items().unwrap()["t"].clone())
+                .build()
+        });
+        let store = DynamoIdempotency::new(
+            mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&stuck]),
+            "t",
+            15 * DAY,
+        );
+        let unwritten = store
+            .complete(&[("a".to_string(), "sent".to_string())])
+            .await
+            .unwrap_err();
         assert_eq!(unwritten.keys, ["a"]);
         assert_eq!(stuck.num_calls(), UNPROCESSED_ATTEMPTS as usize);
     }
@@ -229,7 +310,8 @@ mod tests {
         let store = DynamoIdempotency::new(mock_client!(aws_sdk_dynamodb, [&release]), "t", 15 * DAY);
         store.release("k").await.unwrap();
         // A completed record refuses the release: that is no error, and the record stays.
-        let kept = mock!(aws_sdk_dynamodb::Client::delete_item).then_error(|| DeleteItemError::ConditionalCheckFailedException(refused()));
+        let kept = mock!(aws_sdk_dynamodb::Client::delete_item)
+            .then_error(|| DeleteItemError::ConditionalCheckFailedException(refused()));
         let store = DynamoIdempotency::new(mock_client!(aws_sdk_dynamodb, [&kept]), "t", 15 * DAY);
         assert_eq!(store.release("k").await, Ok(()));
     }

@@ -43,7 +43,10 @@ impl IdempotencyStore for std::sync::Arc<MemoryStore> {
         let mut keys: Vec<&str> = completed.iter().map(|(key, _)| key.as_str()).collect();
         keys.sort_unstable();
         keys.dedup();
-        assert!(keys.len() == completed.len() && keys.len() <= COMPLETE_BATCH, "a write DynamoDB refuses: {keys:?}");
+        assert!(
+            keys.len() == completed.len() && keys.len() <= COMPLETE_BATCH,
+            "a write DynamoDB refuses: {keys:?}"
+        );
         self.writes.lock().unwrap().push(keys.len());
         tokio::time::sleep(self.latency).await;
         let expires = SystemTime::now() + self.ttl.max(Duration::from_secs(1));
@@ -55,7 +58,10 @@ impl IdempotencyStore for std::sync::Arc<MemoryStore> {
     }
     async fn release(&self, key: &str) -> Result<(), String> {
         let mut records = self.records.lock().unwrap();
-        if records.get(key).is_some_and(|(status, _)| *status == STATUS_IN_PROGRESS) {
+        if records
+            .get(key)
+            .is_some_and(|(status, _)| *status == STATUS_IN_PROGRESS)
+        {
             records.remove(key);
         }
         Ok(())

@@ -102,7 +102,10 @@ pub fn notification_key(tenant: &str, row_id: &str, recipient: &str) -> String {
 pub enum Guarded {
     /// This call sent (or was refused for good): the outcome, and whether the record says so. A send whose record
     /// could not be completed may be sent again once the in-progress claim lapses.
-    Ran { outcome: Result<String, SendError>, recorded: bool },
+    Ran {
+        outcome: Result<String, SendError>,
+        recorded: bool,
+    },
     /// Done before, by this or another invocation: nothing sent.
     AlreadyCompleted,
     /// Another invocation holds the claim (or crashed less than its deadline ago): try again later.
@@ -132,28 +135,42 @@ pub struct OnceOnly<I> {
 
 impl<I: IdempotencyStore> OnceOnly<I> {
     pub fn new(store: I) -> Self {
-        Self { store, pending: std::sync::Mutex::new(Vec::new()), writer: tokio::sync::Mutex::new(()) }
+        Self {
+            store,
+            pending: std::sync::Mutex::new(Vec::new()),
+            writer: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// Completes `key` with the others pending: whoever holds the writer writes up to [`COMPLETE_BATCH`] of them,
     /// and answers each before it lets go, so a completion is answered by the write that took it or takes it itself.
     async fn complete(&self, key: &str, outcome: &'static str) -> Result<(), String> {
         let (written, mut answer) = oneshot::channel();
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).push(PendingCompletion { key: key.to_owned(), outcome, written });
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(PendingCompletion {
+                key: key.to_owned(),
+                outcome,
+                written,
+            });
         loop {
             let _writer = self.writer.lock().await;
             match answer.try_recv() {
                 Ok(result) => return result,
                 // The task writing it was cancelled mid-write: whether it was written is unknown.
-                Err(oneshot::error::TryRecvError::Closed) => return Err("the write of this completion was cancelled".into()),
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return Err("the write of this completion was cancelled".into())
+                }
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
             let batch: Vec<PendingCompletion> = {
                 let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
                 let mut keys = std::collections::HashSet::new();
                 // Distinct keys only (BatchWriteItem refuses a key twice); a repeat waits for the next write.
-                let (batch, rest): (Vec<_>, Vec<_>) =
-                    std::mem::take(&mut *pending).into_iter().partition(|c| keys.len() < COMPLETE_BATCH && keys.insert(c.key.clone()));
+                let (batch, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut *pending)
+                    .into_iter()
+                    .partition(|c| keys.len() < COMPLETE_BATCH && keys.insert(c.key.clone()));
                 *pending = rest;
                 batch
             };
@@ -177,7 +194,13 @@ impl<I: IdempotencyStore> OnceOnly<I> {
     /// invocation ends: a claim left by a crash lapses then. A claim not answered by `claim_by` is given up, so a
     /// slow store cannot hold the invocation past its answer. A retryable failure releases the claim, so the next
     /// delivery sends; a success or a permanent rejection completes it.
-    pub async fn run<F, Fut>(&self, key: &str, in_progress_until: SystemTime, claim_by: tokio::time::Instant, send: F) -> Guarded
+    pub async fn run<F, Fut>(
+        &self,
+        key: &str,
+        in_progress_until: SystemTime,
+        claim_by: tokio::time::Instant,
+        send: F,
+    ) -> Guarded
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<String, SendError>>,
@@ -198,7 +221,10 @@ impl<I: IdempotencyStore> OnceOnly<I> {
                     // The claim then lapses with the invocation's deadline and the redelivery sends.
                     tracing::warn!(error = %error, "could not release the idempotency record");
                 }
-                return Guarded::Ran { outcome, recorded: false };
+                return Guarded::Ran {
+                    outcome,
+                    recorded: false,
+                };
             }
         };
         if let Err(error) = &recorded {
@@ -206,7 +232,10 @@ impl<I: IdempotencyStore> OnceOnly<I> {
             // done here than to say so (functions/publish-history-email/README.md gives the window).
             tracing::error!(error = %error, "the idempotency record was not completed");
         }
-        Guarded::Ran { outcome, recorded: recorded.is_ok() }
+        Guarded::Ran {
+            outcome,
+            recorded: recorded.is_ok(),
+        }
     }
 }
 
@@ -216,7 +245,10 @@ mod tests {
     use super::*;
 
     fn store() -> std::sync::Arc<MemoryStore> {
-        std::sync::Arc::new(MemoryStore { ttl: DEFAULT_RECORD_TTL, ..Default::default() })
+        std::sync::Arc::new(MemoryStore {
+            ttl: DEFAULT_RECORD_TTL,
+            ..Default::default()
+        })
     }
 
     fn soon() -> SystemTime {
@@ -234,8 +266,16 @@ mod tests {
         *store.claim_latency.lock().unwrap() = Duration::from_secs(5);
         let once = OnceOnly::new(store.clone());
         let claim_by = tokio::time::Instant::now() + Duration::from_secs(1);
-        assert_eq!(once.run("k", soon(), claim_by, || async { panic!("sent without a claim") }).await, Guarded::ClaimUnanswered);
-        assert_eq!(tokio::time::Instant::now(), claim_by, "given up at its deadline, not when the store answered");
+        assert_eq!(
+            once.run("k", soon(), claim_by, || async { panic!("sent without a claim") })
+                .await,
+            Guarded::ClaimUnanswered
+        );
+        assert_eq!(
+            tokio::time::Instant::now(),
+            claim_by,
+            "given up at its deadline, not when the store answered"
+        );
     }
 
     #[test]
@@ -252,7 +292,13 @@ mod tests {
     async fn a_completed_send_is_never_sent_again() {
         let once = OnceOnly::new(store());
         let first = once.run("k", soon(), later(), || async { Ok("m-1".to_string()) }).await;
-        assert_eq!(first, Guarded::Ran { outcome: Ok("m-1".into()), recorded: true });
+        assert_eq!(
+            first,
+            Guarded::Ran {
+                outcome: Ok("m-1".into()),
+                recorded: true
+            }
+        );
         let again = once.run("k", soon(), later(), || async { panic!("sent twice") }).await;
         assert_eq!(again, Guarded::AlreadyCompleted);
     }
@@ -260,39 +306,87 @@ mod tests {
     #[tokio::test]
     async fn a_rejection_is_completed_too_and_a_retryable_failure_is_released() {
         let once = OnceOnly::new(store());
-        let rejected = once.run("r", soon(), later(), || async { Err(SendError::Rejected("blacklisted".into())) }).await;
+        let rejected = once
+            .run("r", soon(), later(), || async {
+                Err(SendError::Rejected("blacklisted".into()))
+            })
+            .await;
         assert!(matches!(rejected, Guarded::Ran { recorded: true, .. }));
-        assert_eq!(once.run("r", soon(), later(), || async { panic!("retried a rejection") }).await, Guarded::AlreadyCompleted);
+        assert_eq!(
+            once.run("r", soon(), later(), || async { panic!("retried a rejection") })
+                .await,
+            Guarded::AlreadyCompleted
+        );
 
-        let failed = once.run("t", soon(), later(), || async { Err(SendError::Retryable("throttled".into())) }).await;
+        let failed = once
+            .run("t", soon(), later(), || async {
+                Err(SendError::Retryable("throttled".into()))
+            })
+            .await;
         assert!(matches!(failed, Guarded::Ran { recorded: false, .. }));
         let retried = once.run("t", soon(), later(), || async { Ok("m-2".to_string()) }).await;
-        assert_eq!(retried, Guarded::Ran { outcome: Ok("m-2".into()), recorded: true }, "released, so the redelivery sends");
+        assert_eq!(
+            retried,
+            Guarded::Ran {
+                outcome: Ok("m-2".into()),
+                recorded: true
+            },
+            "released, so the redelivery sends"
+        );
     }
 
     #[tokio::test]
     async fn a_claim_held_elsewhere_blocks_until_its_invocation_ends() {
         let store = store();
-        store.records.lock().unwrap().insert("k".into(), (STATUS_IN_PROGRESS, soon()));
+        store
+            .records
+            .lock()
+            .unwrap()
+            .insert("k".into(), (STATUS_IN_PROGRESS, soon()));
         let once = OnceOnly::new(store.clone());
-        assert_eq!(once.run("k", soon(), later(), || async { panic!("sent while claimed") }).await, Guarded::InProgress);
+        assert_eq!(
+            once.run("k", soon(), later(), || async { panic!("sent while claimed") })
+                .await,
+            Guarded::InProgress
+        );
         // The other invocation crashed; its deadline has passed.
-        store.records.lock().unwrap().insert("k".into(), (STATUS_IN_PROGRESS, SystemTime::now() - Duration::from_secs(1)));
-        assert!(matches!(once.run("k", soon(), later(), || async { Ok("m".to_string()) }).await, Guarded::Ran { recorded: true, .. }));
+        store.records.lock().unwrap().insert(
+            "k".into(),
+            (STATUS_IN_PROGRESS, SystemTime::now() - Duration::from_secs(1)),
+        );
+        assert!(matches!(
+            once.run("k", soon(), later(), || async { Ok("m".to_string()) }).await,
+            Guarded::Ran { recorded: true, .. }
+        ));
     }
 
     #[tokio::test(start_paused = true)]
     async fn completions_finishing_during_a_write_are_written_together_next() {
-        let store = std::sync::Arc::new(MemoryStore { ttl: DEFAULT_RECORD_TTL, latency: Duration::from_millis(20), ..Default::default() });
+        let store = std::sync::Arc::new(MemoryStore {
+            ttl: DEFAULT_RECORD_TTL,
+            latency: Duration::from_millis(20),
+            ..Default::default()
+        });
         let once = OnceOnly::new(store.clone());
         let keys: Vec<String> = (0..60).map(|i| format!("k{i}")).collect();
-        let results = futures::future::join_all(keys.iter().map(|key| once.run(key, soon(), later(), || async { Ok("m".to_string()) }))).await;
-        assert!(results.iter().all(|r| matches!(r, Guarded::Ran { recorded: true, .. })), "{results:?}");
+        let results = futures::future::join_all(
+            keys.iter()
+                .map(|key| once.run(key, soon(), later(), || async { Ok("m".to_string()) })),
+        )
+        .await;
+        assert!(
+            results.iter().all(|r| matches!(r, Guarded::Ran { recorded: true, .. })),
+            "{results:?}"
+        );
         let writes = store.writes.lock().unwrap().clone();
         // The first write takes the one completion there is; the 59 that finish meanwhile go in the next writes.
         assert_eq!(writes, vec![1, 25, 25, 9]);
         for key in &keys {
-            assert_eq!(once.run(key, soon(), later(), || async { panic!("sent twice") }).await, Guarded::AlreadyCompleted, "{key}");
+            assert_eq!(
+                once.run(key, soon(), later(), || async { panic!("sent twice") }).await,
+                Guarded::AlreadyCompleted,
+                "{key}"
+            );
         }
     }
 
@@ -307,14 +401,23 @@ mod tests {
             async fn complete(&self, completed: &[(String, String)]) -> Result<(), Unwritten> {
                 let (left, written): (Vec<_>, Vec<_>) = completed.iter().cloned().partition(|(key, _)| key == "b");
                 self.0.complete(&written).await?;
-                Err(Unwritten { keys: left.into_iter().map(|(key, _)| key).collect(), error: "throttled".into() })
+                Err(Unwritten {
+                    keys: left.into_iter().map(|(key, _)| key).collect(),
+                    error: "throttled".into(),
+                })
             }
             async fn release(&self, key: &str) -> Result<(), String> {
                 self.0.release(key).await
             }
         }
         let once = OnceOnly::new(LeavesOne(store()));
-        assert!(matches!(once.run("a", soon(), later(), || async { Ok("m".to_string()) }).await, Guarded::Ran { recorded: true, .. }));
-        assert!(matches!(once.run("b", soon(), later(), || async { Ok("m".to_string()) }).await, Guarded::Ran { recorded: false, .. }));
+        assert!(matches!(
+            once.run("a", soon(), later(), || async { Ok("m".to_string()) }).await,
+            Guarded::Ran { recorded: true, .. }
+        ));
+        assert!(matches!(
+            once.run("b", soon(), later(), || async { Ok("m".to_string()) }).await,
+            Guarded::Ran { recorded: false, .. }
+        ));
     }
 }

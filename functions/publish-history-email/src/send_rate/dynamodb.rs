@@ -21,7 +21,10 @@ pub struct DynamoSenderRegistry {
 
 impl DynamoSenderRegistry {
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self {
+            client,
+            table: table.into(),
+        }
     }
 
     async fn set_entry(
@@ -34,7 +37,11 @@ impl DynamoSenderRegistry {
         aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError>,
     > {
         let mut expression = "SET senders.#me = :until, expiration = :expiration".to_owned();
-        let mut request = self.client.update_item().table_name(&self.table).key("id", AttributeValue::S(SENDERS_KEY.into()));
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", AttributeValue::S(SENDERS_KEY.into()));
         let forget: Vec<&String> = lapsed.iter().filter(|id| id.as_str() != instance).take(20).collect();
         if !forget.is_empty() {
             let names: Vec<String> = (0..forget.len()).map(|i| format!("senders.#lapsed{i}")).collect();
@@ -48,7 +55,10 @@ impl DynamoSenderRegistry {
             .expression_attribute_names("#me", instance)
             .expression_attribute_values(":until", number(epoch_millis(until)))
             // The item goes with the table's TTL a day after the last sender.
-            .expression_attribute_values(":expiration", number(epoch_seconds(SystemTime::now() + Duration::from_secs(24 * 3600))))
+            .expression_attribute_values(
+                ":expiration",
+                number(epoch_seconds(SystemTime::now() + Duration::from_secs(24 * 3600))),
+            )
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await
@@ -57,7 +67,12 @@ impl DynamoSenderRegistry {
 
 #[async_trait]
 impl SenderRegistry for DynamoSenderRegistry {
-    async fn renew(&self, instance: &str, until: SystemTime, lapsed: &[String]) -> Result<Vec<(String, SystemTime)>, String> {
+    async fn renew(
+        &self,
+        instance: &str,
+        until: SystemTime,
+        lapsed: &[String],
+    ) -> Result<Vec<(String, SystemTime)>, String> {
         let output = match self.set_entry(instance, until, lapsed).await {
             Ok(output) => output,
             // The first sender ever: the map does not exist yet for a nested SET.
@@ -75,7 +90,10 @@ impl SenderRegistry for DynamoSenderRegistry {
             }
             Err(error) => return Err(error_text(error)),
         };
-        let senders = output.attributes().and_then(|a| a.get("senders")).and_then(|m| m.as_m().ok());
+        let senders = output
+            .attributes()
+            .and_then(|a| a.get("senders"))
+            .and_then(|m| m.as_m().ok());
         Ok(senders
             .into_iter()
             .flatten()

@@ -52,12 +52,22 @@ const FALLBACK_SEND_RATE: f64 = 1.0;
 pub trait SenderRegistry: Send + Sync {
     /// Records `instance` as sending until `until` and forgets the `lapsed` entries; returns every entry, with the
     /// time each one sends until.
-    async fn renew(&self, instance: &str, until: SystemTime, lapsed: &[String]) -> Result<Vec<(String, SystemTime)>, String>;
+    async fn renew(
+        &self,
+        instance: &str,
+        until: SystemTime,
+        lapsed: &[String],
+    ) -> Result<Vec<(String, SystemTime)>, String>;
 }
 
 #[async_trait]
 impl<T: SenderRegistry + ?Sized> SenderRegistry for Box<T> {
-    async fn renew(&self, instance: &str, until: SystemTime, lapsed: &[String]) -> Result<Vec<(String, SystemTime)>, String> {
+    async fn renew(
+        &self,
+        instance: &str,
+        until: SystemTime,
+        lapsed: &[String],
+    ) -> Result<Vec<(String, SystemTime)>, String> {
         (**self).renew(instance, until, lapsed).await
     }
 }
@@ -93,7 +103,13 @@ impl<R: SenderRegistry> SendBudget<R> {
             instance: format!("{:016x}", fastrand::u64(..)),
             registry,
             max_instances: max_instances.max(1),
-            state: tokio::sync::Mutex::new(Budget { quota: None, renewed_at: None, registered_until: None, lapsed: Vec::new(), instances: 0 }),
+            state: tokio::sync::Mutex::new(Budget {
+                quota: None,
+                renewed_at: None,
+                registered_until: None,
+                lapsed: Vec::new(),
+                instances: 0,
+            }),
             paced: std::sync::atomic::AtomicBool::new(false),
             clock: SystemTime::now,
         }
@@ -148,11 +164,19 @@ impl<R: SenderRegistry> SendBudget<R> {
                     Ok(entries) => {
                         let newcomer = state.registered_until.is_none_or(|at| at <= now + LAPSE_MARGIN);
                         state.registered_until = Some(until);
-                        state.lapsed = entries.iter().filter(|(_, at)| *at <= now).map(|(id, _)| id.clone()).collect();
+                        state.lapsed = entries
+                            .iter()
+                            .filter(|(_, at)| *at <= now)
+                            .map(|(id, _)| id.clone())
+                            .collect();
                         if newcomer {
                             self.pacer.hold_until(Instant::now() + JOIN_WAIT).await;
                         }
-                        entries.iter().filter(|(id, at)| *at > now || *id == self.instance).count().clamp(1, self.max_instances)
+                        entries
+                            .iter()
+                            .filter(|(id, at)| *at > now || *id == self.instance)
+                            .count()
+                            .clamp(1, self.max_instances)
                     }
                     Err(error) => {
                         tracing::warn!(error = %error, "the send-rate registry is unavailable; pacing at the share of the most instances");
@@ -177,7 +201,9 @@ impl<R: SenderRegistry> SendBudget<R> {
         state.renewed_at = None;
         self.paced.store(false, std::sync::atomic::Ordering::Release);
         let now = (self.clock)();
-        let (Some(registry), Some(registered_until)) = (&self.registry, state.registered_until) else { return };
+        let (Some(registry), Some(registered_until)) = (&self.registry, state.registered_until) else {
+            return;
+        };
         if registered_until <= now + LINGER {
             return;
         }
@@ -185,7 +211,9 @@ impl<R: SenderRegistry> SendBudget<R> {
         let lapsed = std::mem::take(&mut state.lapsed);
         match registry.renew(&self.instance, until, &lapsed).await {
             Ok(_) => state.registered_until = Some(until),
-            Err(error) => tracing::warn!(error = %error, "could not shorten this instance's send-rate entry; it lapses by itself"),
+            Err(error) => {
+                tracing::warn!(error = %error, "could not shorten this instance's send-rate entry; it lapses by itself")
+            }
         }
     }
 }
@@ -221,7 +249,12 @@ mod tests {
 
     #[async_trait]
     impl SenderRegistry for Arc<MemoryRegistry> {
-        async fn renew(&self, instance: &str, until: SystemTime, lapsed: &[String]) -> Result<Vec<(String, SystemTime)>, String> {
+        async fn renew(
+            &self,
+            instance: &str,
+            until: SystemTime,
+            lapsed: &[String],
+        ) -> Result<Vec<(String, SystemTime)>, String> {
             tokio::time::sleep(self.latency).await;
             let mut entries = self.entries.lock().unwrap();
             lapsed.iter().for_each(|id| {
@@ -271,7 +304,10 @@ mod tests {
         assert_eq!(rate_of(&a), share(20.0, 1));
         a.acquire(&Quota(20.0), far).await.unwrap();
         let paced = JOIN_WAIT + Duration::from_secs_f64(1.0 / share(20.0, 1));
-        assert!(started.elapsed().abs_diff(paced) <= Duration::from_millis(1), "then no wait but the pacer's");
+        assert!(
+            started.elapsed().abs_diff(paced) <= Duration::from_millis(1),
+            "then no wait but the pacer's"
+        );
 
         let joined = Instant::now();
         b.acquire(&Quota(20.0), far).await.unwrap();
@@ -304,12 +340,18 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_renewal_in_progress_holds_up_no_send_but_a_newcomers_first_one_does() {
-        let registry = Arc::new(MemoryRegistry { latency: Duration::from_millis(200), ..Default::default() });
+        let registry = Arc::new(MemoryRegistry {
+            latency: Duration::from_millis(200),
+            ..Default::default()
+        });
         let budget = Arc::new(SendBudget::new(Some(registry), 4).with_clock(test_clock));
         let far = Instant::now() + Duration::from_secs(600);
         let started = Instant::now();
         budget.acquire(&Quota(20.0), far).await.unwrap();
-        assert!(started.elapsed() >= Duration::from_millis(200) + JOIN_WAIT, "the first send waited for its renewal and the hold");
+        assert!(
+            started.elapsed() >= Duration::from_millis(200) + JOIN_WAIT,
+            "the first send waited for its renewal and the hold"
+        );
 
         tokio::time::advance(RENEW_EVERY).await;
         let renewing = tokio::spawn({
@@ -319,15 +361,25 @@ mod tests {
         tokio::task::yield_now().await;
         let before = Instant::now();
         budget.acquire(&Quota(20.0), far).await.unwrap();
-        assert!(before.elapsed() < Duration::from_millis(200), "a send beside the renewal waited for it: {:?}", before.elapsed());
+        assert!(
+            before.elapsed() < Duration::from_millis(200),
+            "a send beside the renewal waited for it: {:?}",
+            before.elapsed()
+        );
         renewing.await.unwrap().unwrap();
-        assert!(before.elapsed() >= Duration::from_millis(200), "the renewing send itself waited for its round trip");
+        assert!(
+            before.elapsed() >= Duration::from_millis(200),
+            "the renewing send itself waited for its round trip"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn without_a_registry_an_instance_sends_at_the_share_of_the_most_instances() {
         let budget: SendBudget<Arc<MemoryRegistry>> = SendBudget::new(None, 4);
-        budget.acquire(&Quota(40.0), Instant::now() + Duration::from_secs(10)).await.unwrap();
+        budget
+            .acquire(&Quota(40.0), Instant::now() + Duration::from_secs(10))
+            .await
+            .unwrap();
         assert_eq!(rate_of(&budget), share(40.0, 4));
     }
 }
