@@ -215,9 +215,11 @@ mod tests {
 
     #[async_trait]
     impl DeadLetterSink for RecordingSink {
-        async fn send(&self, record: &SqsMessage, error: &str) -> Result<(), String> {
+        async fn send(&self, record: &SqsMessage, error: &str) -> Result<(), crate::dependency::DependencyError> {
             if self.fail {
-                return Err("queue unavailable".into());
+                return Err(crate::dependency::DependencyError::Unavailable(
+                    "queue unavailable".into(),
+                ));
             }
             self.sent
                 .lock()

@@ -5,6 +5,8 @@ use async_trait::async_trait;
 use aws_lambda_events::event::sqs::SqsMessage;
 use aws_sdk_sqs::types::MessageAttributeValue;
 
+use crate::dependency::DependencyError;
+
 /// Attribute names put on every dead-lettered message.
 pub const ATTR_ERROR: &str = "ErrorMessage";
 pub const ATTR_SOURCE_MESSAGE_ID: &str = "SourceMessageId";
@@ -18,7 +20,7 @@ const MAX_ERROR_CHARS: usize = 1_000;
 /// The port: something that keeps a poison record and its reason.
 #[async_trait]
 pub trait DeadLetterSink: Send + Sync {
-    async fn send(&self, record: &SqsMessage, error: &str) -> Result<(), String>;
+    async fn send(&self, record: &SqsMessage, error: &str) -> Result<(), DependencyError>;
 }
 
 /// The SQS adapter, for `DEAD_LETTER_QUEUE_URL`.
@@ -125,7 +127,7 @@ fn attributes_within_limit(record: &SqsMessage, body: &str, error: &str) -> Vec<
 
 #[async_trait]
 impl DeadLetterSink for SqsDeadLetterQueue {
-    async fn send(&self, record: &SqsMessage, error: &str) -> Result<(), String> {
+    async fn send(&self, record: &SqsMessage, error: &str) -> Result<(), DependencyError> {
         // An SQS body can be empty only in theory; SendMessage rejects an empty one, so say what happened.
         let body = record
             .body
@@ -136,12 +138,11 @@ impl DeadLetterSink for SqsDeadLetterQueue {
         for (name, value) in attributes_within_limit(record, body, error) {
             request = request.message_attributes(name, string_attribute(&value));
         }
-        request.send().await.map(|_| ()).map_err(|e| {
-            format!(
-                "sending to the dead-letter queue failed: {}",
-                aws_sdk_sqs::error::DisplayErrorContext(e)
-            )
-        })
+        request
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| DependencyError::from_sdk(e).within("sending to the dead-letter queue failed"))
     }
 }
 

@@ -27,6 +27,16 @@ pub enum DirectoryError {
     Unavailable(String),
 }
 
+/// For a port that only asks whether the call can pass later: a refusal or a missing user will not.
+impl From<DirectoryError> for crate::dependency::DependencyError {
+    fn from(error: DirectoryError) -> Self {
+        match error {
+            DirectoryError::Unavailable(text) => crate::dependency::DependencyError::Unavailable(text),
+            other => crate::dependency::DependencyError::Refused(other.to_string()),
+        }
+    }
+}
+
 impl From<DirectoryError> for crate::batch::RecordError {
     /// A rejection can never succeed as it is (poison); anything else may succeed when delivered again.
     fn from(error: DirectoryError) -> Self {

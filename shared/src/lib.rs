@@ -7,6 +7,7 @@ pub mod config;
 pub mod db_event;
 pub mod dead_letter;
 pub mod deadline;
+pub mod dependency;
 #[cfg(feature = "cognito")]
 pub mod directory;
 #[cfg(feature = "dynamodb")]

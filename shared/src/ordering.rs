@@ -19,6 +19,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
+use crate::dependency::DependencyError;
+
 /// How long a lease outlives its writer's invocation: a Cognito request sent just before Lambda cut the invocation
 /// off may still be applied after its deadline (the SDK's attempt timeout is 5 s); no other writer starts before.
 pub const LEASE_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -91,16 +93,33 @@ pub struct Lease {
     pub after_deletion: bool,
 }
 
+/// Why the guard could not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuardError {
+    /// The lease lapsed and another writer may hold the user: the change must be claimed and applied again.
+    #[error("the lease lapsed before the commit")]
+    LeaseLost,
+    /// The table could not be asked (see [`DependencyError::retry_helps`]).
+    #[error("{0}")]
+    Dependency(#[from] DependencyError),
+}
+
 #[async_trait]
 pub trait OrderingGuard: Send + Sync {
     /// Claims `key` for a change of `version`; the lease lapses at `until` (the end of the invocation). `same` says
     /// whether the version last applied is claimed again or stale.
-    async fn claim(&self, key: &str, version: Version, same: SameVersion, until: SystemTime) -> Result<Claim, String>;
+    async fn claim(
+        &self,
+        key: &str,
+        version: Version,
+        same: SameVersion,
+        until: SystemTime,
+    ) -> Result<Claim, GuardError>;
     /// The change was applied: the version moves to the lease's and the lease goes. An error means the lease was
     /// lost (it lapsed and another writer took the user): the change must be applied again.
-    async fn commit(&self, lease: &Lease, deleted: bool) -> Result<(), String>;
+    async fn commit(&self, lease: &Lease, deleted: bool) -> Result<(), GuardError>;
     /// The change was not applied: gives the user back, version unchanged.
-    async fn release(&self, lease: &Lease) -> Result<(), String>;
+    async fn release(&self, lease: &Lease) -> Result<(), GuardError>;
 }
 
 /// A lease owner name unique to this process and claim.
@@ -127,7 +146,7 @@ pub struct DynamoOrderingGuard {
 #[cfg(feature = "ordering")]
 mod dynamo {
     use super::*;
-    use crate::dynamodb::{consistent_attribute, epoch_millis, error_text as failed, number};
+    use crate::dynamodb::{consistent_attribute, epoch_millis, number};
     use aws_sdk_dynamodb::error::ProvideErrorMetadata;
     use aws_sdk_dynamodb::types::AttributeValue;
 
@@ -139,8 +158,10 @@ mod dynamo {
             }
         }
 
-        async fn applied_version(&self, key: &str) -> Result<Option<Version>, String> {
-            let version = consistent_attribute(&self.client, &self.table, key, "version").await?;
+        async fn applied_version(&self, key: &str) -> Result<Option<Version>, DependencyError> {
+            let version = consistent_attribute(&self.client, &self.table, key, "version")
+                .await
+                .map_err(DependencyError::Unavailable)?;
             Ok(version
                 .as_ref()
                 .and_then(|v| v.as_n().ok())
@@ -156,7 +177,7 @@ mod dynamo {
             version: Version,
             same: SameVersion,
             until: SystemTime,
-        ) -> Result<Claim, String> {
+        ) -> Result<Claim, GuardError> {
             let owner = new_owner();
             let newer = match same {
                 SameVersion::Apply => "#version <= :version",
@@ -202,11 +223,11 @@ mod dynamo {
                         _ => Ok(Claim::Busy),
                     }
                 }
-                Err(error) => Err(failed(error)),
+                Err(error) => Err(DependencyError::from_sdk(error).into()),
             }
         }
 
-        async fn commit(&self, lease: &Lease, deleted: bool) -> Result<(), String> {
+        async fn commit(&self, lease: &Lease, deleted: bool) -> Result<(), GuardError> {
             self.client
                 .update_item()
                 .table_name(&self.table)
@@ -223,14 +244,14 @@ mod dynamo {
                 .map(|_| ())
                 .map_err(|e| {
                     if e.code() == Some("ConditionalCheckFailedException") {
-                        "the lease lapsed before the commit".to_owned()
+                        GuardError::LeaseLost
                     } else {
-                        failed(e)
+                        DependencyError::from_sdk(e).into()
                     }
                 })
         }
 
-        async fn release(&self, lease: &Lease) -> Result<(), String> {
+        async fn release(&self, lease: &Lease) -> Result<(), GuardError> {
             let result = self
                 .client
                 .update_item()
@@ -245,7 +266,7 @@ mod dynamo {
                 Ok(_) => Ok(()),
                 // Lapsed and taken: nothing of ours to give back.
                 Err(error) if error.code() == Some("ConditionalCheckFailedException") => Ok(()),
-                Err(error) => Err(failed(error)),
+                Err(error) => Err(DependencyError::from_sdk(error).into()),
             }
         }
     }
@@ -447,6 +468,6 @@ mod adapter_tests {
             "ordering",
         );
         guard.commit(&lease, true).await.unwrap();
-        assert!(guard.commit(&lease, true).await.unwrap_err().contains("lapsed"));
+        assert_eq!(guard.commit(&lease, true).await.unwrap_err(), GuardError::LeaseLost);
     }
 }

@@ -86,7 +86,7 @@ impl crate::ordering::OrderingGuard for MemoryOrderingGuard {
         version: crate::ordering::Version,
         same: crate::ordering::SameVersion,
         until: std::time::SystemTime,
-    ) -> Result<crate::ordering::Claim, String> {
+    ) -> Result<crate::ordering::Claim, crate::ordering::GuardError> {
         use crate::ordering::{Claim, Lease, SameVersion};
         let mut items = self.items.lock().unwrap();
         let item = items.entry(key.to_owned()).or_default();
@@ -113,11 +113,11 @@ impl crate::ordering::OrderingGuard for MemoryOrderingGuard {
         }))
     }
 
-    async fn commit(&self, lease: &crate::ordering::Lease, deleted: bool) -> Result<(), String> {
+    async fn commit(&self, lease: &crate::ordering::Lease, deleted: bool) -> Result<(), crate::ordering::GuardError> {
         let mut items = self.items.lock().unwrap();
         let item = items.entry(lease.key.clone()).or_default();
         if item.lease.as_ref().map(|(owner, _)| owner) != Some(&lease.owner) {
-            return Err("the lease lapsed before the commit".into());
+            return Err(crate::ordering::GuardError::LeaseLost);
         }
         *item = GuardItem {
             version: Some(lease.version),
@@ -127,7 +127,7 @@ impl crate::ordering::OrderingGuard for MemoryOrderingGuard {
         Ok(())
     }
 
-    async fn release(&self, lease: &crate::ordering::Lease) -> Result<(), String> {
+    async fn release(&self, lease: &crate::ordering::Lease) -> Result<(), crate::ordering::GuardError> {
         let mut items = self.items.lock().unwrap();
         if let Some(item) = items
             .get_mut(&lease.key)
@@ -147,13 +147,13 @@ impl crate::ordering::OrderingGuard for std::sync::Arc<MemoryOrderingGuard> {
         version: crate::ordering::Version,
         same: crate::ordering::SameVersion,
         until: std::time::SystemTime,
-    ) -> Result<crate::ordering::Claim, String> {
+    ) -> Result<crate::ordering::Claim, crate::ordering::GuardError> {
         (**self).claim(key, version, same, until).await
     }
-    async fn commit(&self, lease: &crate::ordering::Lease, deleted: bool) -> Result<(), String> {
+    async fn commit(&self, lease: &crate::ordering::Lease, deleted: bool) -> Result<(), crate::ordering::GuardError> {
         (**self).commit(lease, deleted).await
     }
-    async fn release(&self, lease: &crate::ordering::Lease) -> Result<(), String> {
+    async fn release(&self, lease: &crate::ordering::Lease) -> Result<(), crate::ordering::GuardError> {
         (**self).release(lease).await
     }
 }

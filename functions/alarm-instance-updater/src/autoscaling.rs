@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use aws_sdk_autoscaling::types::LifecycleState;
 
-use crate::ports::GroupStatus;
+use crate::ports::{DependencyError, GroupStatus};
 use crate::restriction::GroupState;
 
 pub struct AutoScalingGroups {
@@ -25,19 +25,14 @@ fn is_pending(state: &LifecycleState) -> bool {
 
 #[async_trait]
 impl GroupStatus for AutoScalingGroups {
-    async fn describe(&self, group: &str) -> Result<Option<GroupState>, String> {
+    async fn describe(&self, group: &str) -> Result<Option<GroupState>, DependencyError> {
         let output = self
             .client
             .describe_auto_scaling_groups()
             .auto_scaling_group_names(group)
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "describing {group}: {}",
-                    aws_sdk_autoscaling::error::DisplayErrorContext(e)
-                )
-            })?;
+            .map_err(|e| DependencyError::from_sdk(e).within(format!("describing {group}")))?;
         Ok(output.auto_scaling_groups().first().map(|g| {
             let states: Vec<&LifecycleState> = g.instances().iter().filter_map(|i| i.lifecycle_state()).collect();
             GroupState {

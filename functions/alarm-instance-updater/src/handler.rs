@@ -261,7 +261,7 @@ fn contended_pause(attempt: u32) -> Duration {
     shared::backoff::jittered(Duration::from_millis(400), attempt, Duration::from_secs(2))
 }
 
-fn unavailable(error: String) -> FunctionError {
+fn unavailable(error: impl std::fmt::Display) -> FunctionError {
     FunctionError::new("DependencyUnavailable", error)
 }
 

@@ -8,6 +8,7 @@
 
 pub mod autoscaling;
 pub mod config;
+pub mod error;
 pub mod handler;
 #[cfg(test)]
 pub(crate) mod memory;

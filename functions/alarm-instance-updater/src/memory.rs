@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::ports::{GroupStatus, RestrictionStore, Stored, WriteError};
+use crate::ports::{DependencyError, GroupStatus, RestrictionStore, Stored, WriteError};
 use crate::restriction::GroupState;
 
 #[derive(Default)]
@@ -31,7 +31,7 @@ impl MemoryParameter {
 
 #[async_trait]
 impl RestrictionStore for MemoryParameter {
-    async fn read(&self) -> Result<Option<Stored>, String> {
+    async fn read(&self) -> Result<Option<Stored>, DependencyError> {
         let versions = self.versions.lock().unwrap();
         Ok(versions.last().map(|value| Stored {
             value: value.clone(),
@@ -39,7 +39,7 @@ impl RestrictionStore for MemoryParameter {
         }))
     }
 
-    async fn read_version(&self, version: i64) -> Result<Option<String>, String> {
+    async fn read_version(&self, version: i64) -> Result<Option<String>, DependencyError> {
         Ok(usize::try_from(version - 1)
             .ok()
             .and_then(|i| self.versions.lock().unwrap().get(i).cloned()))
@@ -68,7 +68,7 @@ pub struct MemoryGroups {
 
 #[async_trait]
 impl GroupStatus for MemoryGroups {
-    async fn describe(&self, _group: &str) -> Result<Option<GroupState>, String> {
+    async fn describe(&self, _group: &str) -> Result<Option<GroupState>, DependencyError> {
         *self.described.lock().unwrap() += 1;
         Ok(*self.state.lock().unwrap())
     }
@@ -76,10 +76,10 @@ impl GroupStatus for MemoryGroups {
 
 #[async_trait]
 impl<T: RestrictionStore> RestrictionStore for std::sync::Arc<T> {
-    async fn read(&self) -> Result<Option<Stored>, String> {
+    async fn read(&self) -> Result<Option<Stored>, DependencyError> {
         (**self).read().await
     }
-    async fn read_version(&self, version: i64) -> Result<Option<String>, String> {
+    async fn read_version(&self, version: i64) -> Result<Option<String>, DependencyError> {
         (**self).read_version(version).await
     }
     async fn write(&self, value: &str) -> Result<i64, WriteError> {
@@ -89,7 +89,7 @@ impl<T: RestrictionStore> RestrictionStore for std::sync::Arc<T> {
 
 #[async_trait]
 impl<T: GroupStatus> GroupStatus for std::sync::Arc<T> {
-    async fn describe(&self, group: &str) -> Result<Option<GroupState>, String> {
+    async fn describe(&self, group: &str) -> Result<Option<GroupState>, DependencyError> {
         (**self).describe(group).await
     }
 }

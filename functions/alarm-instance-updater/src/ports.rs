@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 
+pub use crate::error::{DependencyError, WriteError};
 use crate::restriction::GroupState;
 
 /// One version of the parameter.
@@ -15,25 +16,15 @@ pub struct Stored {
 #[async_trait]
 pub trait RestrictionStore: Send + Sync {
     /// The latest version, `None` when the parameter does not exist.
-    async fn read(&self) -> Result<Option<Stored>, String>;
+    async fn read(&self) -> Result<Option<Stored>, DependencyError>;
     /// The value of one version (`name:version`); `None` when SSM no longer keeps it (it keeps 100).
-    async fn read_version(&self, version: i64) -> Result<Option<String>, String>;
+    async fn read_version(&self, version: i64) -> Result<Option<String>, DependencyError>;
     /// Writes a new version and returns its number.
     async fn write(&self, value: &str) -> Result<i64, WriteError>;
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WriteError {
-    /// Another writer is updating the parameter right now (SSM's `TooManyUpdates`): what it wrote may change the
-    /// decision, so read again and decide again.
-    #[error("{0}")]
-    Contended(String),
-    #[error("{0}")]
-    Failed(String),
 }
 
 #[async_trait]
 pub trait GroupStatus: Send + Sync {
     /// `None` when the group does not exist.
-    async fn describe(&self, group: &str) -> Result<Option<GroupState>, String>;
+    async fn describe(&self, group: &str) -> Result<Option<GroupState>, DependencyError>;
 }

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use aws_sdk_ssm::error::ProvideErrorMetadata;
 use aws_sdk_ssm::types::ParameterType;
 
-use crate::ports::{RestrictionStore, Stored, WriteError};
+use crate::ports::{DependencyError, RestrictionStore, Stored, WriteError};
 
 pub struct SsmParameter {
     client: aws_sdk_ssm::Client,
@@ -22,7 +22,7 @@ impl SsmParameter {
 
 #[async_trait]
 impl RestrictionStore for SsmParameter {
-    async fn read(&self) -> Result<Option<Stored>, String> {
+    async fn read(&self) -> Result<Option<Stored>, DependencyError> {
         match self.client.get_parameter().name(&self.name).send().await {
             Ok(output) => Ok(output.parameter().and_then(|p| {
                 Some(Stored {
@@ -31,15 +31,11 @@ impl RestrictionStore for SsmParameter {
                 })
             })),
             Err(error) if error.code() == Some("ParameterNotFound") => Ok(None),
-            Err(error) => Err(format!(
-                "reading {}: {}",
-                self.name,
-                aws_sdk_ssm::error::DisplayErrorContext(error)
-            )),
+            Err(error) => Err(DependencyError::from_sdk(error).within(format!("reading {}", self.name))),
         }
     }
 
-    async fn read_version(&self, version: i64) -> Result<Option<String>, String> {
+    async fn read_version(&self, version: i64) -> Result<Option<String>, DependencyError> {
         match self
             .client
             .get_parameter()
@@ -49,11 +45,9 @@ impl RestrictionStore for SsmParameter {
         {
             Ok(output) => Ok(output.parameter().and_then(|p| p.value()).map(str::to_owned)),
             Err(error) if matches!(error.code(), Some("ParameterNotFound" | "ParameterVersionNotFound")) => Ok(None),
-            Err(error) => Err(format!(
-                "reading {} version {version}: {}",
-                self.name,
-                aws_sdk_ssm::error::DisplayErrorContext(error)
-            )),
+            Err(error) => {
+                Err(DependencyError::from_sdk(error).within(format!("reading {} version {version}", self.name)))
+            }
         }
     }
 
@@ -69,11 +63,11 @@ impl RestrictionStore for SsmParameter {
             .map(|o| o.version())
             .map_err(|e| {
                 let contended = e.code() == Some("TooManyUpdates");
-                let message = format!("writing {}: {}", self.name, aws_sdk_ssm::error::DisplayErrorContext(e));
+                let error = DependencyError::from_sdk(e).within(format!("writing {}", self.name));
                 if contended {
-                    WriteError::Contended(message)
+                    WriteError::Contended(error.to_string())
                 } else {
-                    WriteError::Failed(message)
+                    WriteError::Failed(error)
                 }
             })
     }

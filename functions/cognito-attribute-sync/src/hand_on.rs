@@ -8,13 +8,14 @@
 use async_trait::async_trait;
 use serde_json::Value;
 use shared::db_event::Row;
+use shared::dependency::DependencyError;
 use shared::ordering::Version;
 
 /// Where the rest of a record goes: the queue it came from.
 #[async_trait]
 pub trait HandOn: Send + Sync {
     /// Sends `body` as a new message to the queue `queue_arn` (the record's `eventSourceARN`).
-    async fn hand_on(&self, queue_arn: &str, body: &str) -> Result<(), String>;
+    async fn hand_on(&self, queue_arn: &str, body: &str) -> Result<(), DependencyError>;
 }
 
 /// The message that carries `rest` on: the published event `message` (its other fields kept as they are) with only
@@ -68,9 +69,9 @@ pub mod fake {
 
     #[async_trait]
     impl HandOn for std::sync::Arc<RecordingHandOn> {
-        async fn hand_on(&self, queue_arn: &str, body: &str) -> Result<(), String> {
+        async fn hand_on(&self, queue_arn: &str, body: &str) -> Result<(), DependencyError> {
             if self.refuse {
-                return Err("queue unavailable".into());
+                return Err(DependencyError::Unavailable("queue unavailable".into()));
             }
             self.sent.lock().unwrap().push((queue_arn.to_owned(), body.to_owned()));
             Ok(())

@@ -6,6 +6,7 @@
 
 pub mod cognito;
 pub mod config;
+pub mod error;
 pub mod hand_on;
 pub mod handler;
 pub mod ports;

@@ -2,6 +2,8 @@
 
 use async_trait::async_trait;
 
+use shared::dependency::DependencyError;
+
 use crate::hand_on::HandOn;
 
 pub struct SqsHandOn {
@@ -33,15 +35,15 @@ pub fn queue_url(queue_arn: &str) -> Result<String, String> {
 
 #[async_trait]
 impl HandOn for SqsHandOn {
-    async fn hand_on(&self, queue_arn: &str, body: &str) -> Result<(), String> {
+    async fn hand_on(&self, queue_arn: &str, body: &str) -> Result<(), DependencyError> {
         self.client
             .send_message()
-            .queue_url(queue_url(queue_arn)?)
+            .queue_url(queue_url(queue_arn).map_err(DependencyError::Refused)?)
             .message_body(body)
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+            .map_err(DependencyError::from_sdk)
     }
 }
 

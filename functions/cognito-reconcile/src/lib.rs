@@ -9,6 +9,7 @@
 pub mod cognito;
 pub mod config;
 pub mod database;
+pub mod error;
 pub mod handler;
 #[cfg(test)]
 pub(crate) mod memory;

@@ -1,9 +1,10 @@
 //! The ports of the handler: the users table (Postgres, the source of truth) and the user pool (Cognito).
 
+pub use crate::error::{DatabaseError, DirectoryError};
 use async_trait::async_trait;
 use serde_json::Value;
 use shared::db_event::Row;
-pub use shared::directory::{DirectoryError, DirectoryUser, ListedUser};
+pub use shared::directory::{DirectoryUser, ListedUser};
 use shared::ordering::Version;
 
 /// A row of the users table, with the columns of the database-event contract.
@@ -40,10 +41,6 @@ impl UserRow {
 pub fn user_key(email: &str) -> String {
     email.trim().to_lowercase()
 }
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct DatabaseError(pub String);
 
 #[async_trait]
 pub trait UserTable: Send + Sync {

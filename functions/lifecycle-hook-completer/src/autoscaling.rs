@@ -7,7 +7,7 @@ use aws_sdk_autoscaling::error::ProvideErrorMetadata;
 
 use crate::config::LifecycleResult;
 use crate::event::LifecycleAction;
-use crate::ports::{Completion, Hook, LifecycleActions};
+use crate::ports::{Completion, DependencyError, Hook, LifecycleActions};
 
 pub struct AutoScalingLifecycle {
     client: aws_sdk_autoscaling::Client,
@@ -23,7 +23,7 @@ impl AutoScalingLifecycle {
 /// "No active Lifecycle Action found with instance ID ...".
 fn completion<E, R>(
     result: Result<R, aws_sdk_autoscaling::error::SdkError<E, aws_sdk_autoscaling::config::http::HttpResponse>>,
-) -> Result<Completion, String>
+) -> Result<Completion, DependencyError>
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -36,13 +36,13 @@ where
         {
             Ok(Completion::NoActiveAction)
         }
-        Err(error) => Err(aws_sdk_autoscaling::error::DisplayErrorContext(error).to_string()),
+        Err(error) => Err(DependencyError::from_sdk(error)),
     }
 }
 
 #[async_trait]
 impl LifecycleActions for AutoScalingLifecycle {
-    async fn hook(&self, group: &str, hook: &str) -> Result<Option<Hook>, String> {
+    async fn hook(&self, group: &str, hook: &str) -> Result<Option<Hook>, DependencyError> {
         let output = self
             .client
             .describe_lifecycle_hooks()
@@ -50,14 +50,14 @@ impl LifecycleActions for AutoScalingLifecycle {
             .lifecycle_hook_names(hook)
             .send()
             .await
-            .map_err(|e| aws_sdk_autoscaling::error::DisplayErrorContext(e).to_string())?;
+            .map_err(DependencyError::from_sdk)?;
         Ok(output.lifecycle_hooks().first().map(|hook| Hook {
             heartbeat_timeout: hook.heartbeat_timeout().map(|s| Duration::from_secs(s.max(0) as u64)),
             default_result: hook.default_result().and_then(LifecycleResult::parse),
         }))
     }
 
-    async fn record_heartbeat(&self, action: &LifecycleAction) -> Result<Completion, String> {
+    async fn record_heartbeat(&self, action: &LifecycleAction) -> Result<Completion, DependencyError> {
         completion(
             self.client
                 .record_lifecycle_action_heartbeat()
@@ -70,7 +70,7 @@ impl LifecycleActions for AutoScalingLifecycle {
         )
     }
 
-    async fn complete(&self, action: &LifecycleAction, result: LifecycleResult) -> Result<Completion, String> {
+    async fn complete(&self, action: &LifecycleAction, result: LifecycleResult) -> Result<Completion, DependencyError> {
         completion(
             self.client
                 .complete_lifecycle_action()

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::config::{Config, LifecycleResult, OnNotRegistered};
 use crate::event::{parse, Delivery, LifecycleAction, LAUNCHING};
-use crate::ports::{Completion, Health, HealthProbe, LifecycleActions};
+use crate::ports::{Completion, DependencyError, Health, HealthProbe, LifecycleActions};
 
 /// A heartbeat is recorded when the hook would otherwise lapse within this margin (plus one check interval).
 pub const HEARTBEAT_MARGIN: Duration = Duration::from_secs(30);
@@ -372,7 +372,7 @@ impl<P: HealthProbe, L: LifecycleActions> Completer<P, L> {
     }
 }
 
-fn lifecycle_failed(error: String) -> FunctionError {
+fn lifecycle_failed(error: DependencyError) -> FunctionError {
     FunctionError::new("LifecycleActionFailed", error)
 }
 
@@ -394,7 +394,7 @@ mod tests {
         /// How long the command takes to give its result.
         result_after: Duration,
         /// Every check fails this way (a failure that says nothing about the instance).
-        failure: Option<String>,
+        failure: Option<DependencyError>,
     }
 
     impl FakeProbe {
@@ -412,7 +412,7 @@ mod tests {
 
     #[async_trait]
     impl HealthProbe for FakeProbe {
-        async fn check(&self, _: &str, deadline: Instant) -> Result<Health, String> {
+        async fn check(&self, _: &str, deadline: Instant) -> Result<Health, DependencyError> {
             self.checks.lock().unwrap().push(Instant::now());
             if let Some(failure) = &self.failure {
                 return Err(failure.clone());
@@ -457,13 +457,13 @@ mod tests {
 
     #[async_trait]
     impl LifecycleActions for FakeLifecycle {
-        async fn hook(&self, _: &str, _: &str) -> Result<Option<Hook>, String> {
+        async fn hook(&self, _: &str, _: &str) -> Result<Option<Hook>, DependencyError> {
             Ok(Some(Hook {
                 heartbeat_timeout: self.heartbeat_timeout,
                 default_result: self.default_result,
             }))
         }
-        async fn record_heartbeat(&self, _: &LifecycleAction) -> Result<Completion, String> {
+        async fn record_heartbeat(&self, _: &LifecycleAction) -> Result<Completion, DependencyError> {
             if !*self.active.lock().unwrap() || Instant::now() >= *self.lapses_at.lock().unwrap() {
                 return Ok(Completion::NoActiveAction);
             }
@@ -471,7 +471,7 @@ mod tests {
             *self.lapses_at.lock().unwrap() = Instant::now() + self.heartbeat_timeout.unwrap_or(Duration::MAX / 4);
             Ok(Completion::Completed)
         }
-        async fn complete(&self, _: &LifecycleAction, result: LifecycleResult) -> Result<Completion, String> {
+        async fn complete(&self, _: &LifecycleAction, result: LifecycleResult) -> Result<Completion, DependencyError> {
             let mut active = self.active.lock().unwrap();
             if !*active || Instant::now() >= *self.lapses_at.lock().unwrap() {
                 return Ok(Completion::NoActiveAction);
@@ -762,7 +762,9 @@ mod tests {
     async fn a_check_that_could_not_run_is_an_invocation_error_not_a_verdict() {
         let now = Utc::now();
         let mut probe = FakeProbe::new(vec![Health::Healthy]);
-        probe.failure = Some("SendCommand failed: AccessDeniedException".into());
+        probe.failure = Some(DependencyError::Refused(
+            "SendCommand failed: AccessDeniedException".into(),
+        ));
         let c = Completer::new(
             probe,
             FakeLifecycle::new(450),

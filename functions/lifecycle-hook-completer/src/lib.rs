@@ -7,6 +7,7 @@
 
 pub mod autoscaling;
 pub mod config;
+pub mod error;
 pub mod event;
 pub mod handler;
 pub mod ports;

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::config::LifecycleResult;
+pub use crate::error::DependencyError;
 use crate::event::LifecycleAction;
 
 /// The result of one health check of an instance.
@@ -26,7 +27,7 @@ pub trait HealthProbe: Send + Sync {
     /// Runs the health check on the instance; gives up waiting for the command's result at `deadline`. `Err` is a
     /// failure that says nothing about the instance (access denied, throttling after the SDK's retries, a missing
     /// document): no verdict may rest on it.
-    async fn check(&self, instance_id: &str, deadline: Instant) -> Result<Health, String>;
+    async fn check(&self, instance_id: &str, deadline: Instant) -> Result<Health, DependencyError>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +48,7 @@ pub struct Hook {
 #[async_trait]
 pub trait LifecycleActions: Send + Sync {
     /// The hook's definition (`None` when the hook cannot be found).
-    async fn hook(&self, group: &str, hook: &str) -> Result<Option<Hook>, String>;
-    async fn record_heartbeat(&self, action: &LifecycleAction) -> Result<Completion, String>;
-    async fn complete(&self, action: &LifecycleAction, result: LifecycleResult) -> Result<Completion, String>;
+    async fn hook(&self, group: &str, hook: &str) -> Result<Option<Hook>, DependencyError>;
+    async fn record_heartbeat(&self, action: &LifecycleAction) -> Result<Completion, DependencyError>;
+    async fn complete(&self, action: &LifecycleAction, result: LifecycleResult) -> Result<Completion, DependencyError>;
 }

@@ -8,7 +8,7 @@ use aws_sdk_ssm::error::ProvideErrorMetadata;
 use aws_sdk_ssm::types::CommandInvocationStatus;
 use tokio::time::Instant;
 
-use crate::ports::{Health, HealthProbe};
+use crate::ports::{DependencyError, Health, HealthProbe};
 
 /// The shell command run on the instance: an HTTP GET with a short timeout (curl, or wget where curl is missing).
 pub fn healthcheck_command(url: &str) -> String {
@@ -55,7 +55,7 @@ impl SsmHealthProbe {
 
 #[async_trait]
 impl HealthProbe for SsmHealthProbe {
-    async fn check(&self, instance_id: &str, deadline: Instant) -> Result<Health, String> {
+    async fn check(&self, instance_id: &str, deadline: Instant) -> Result<Health, DependencyError> {
         let mut throttles = 0;
         let command_id = loop {
             let sent = self
@@ -71,7 +71,11 @@ impl HealthProbe for SsmHealthProbe {
             match sent {
                 Ok(output) => match output.command().and_then(|c| c.command_id()) {
                     Some(id) => break id.to_owned(),
-                    None => return Err("SendCommand returned no command id".into()),
+                    None => {
+                        return Err(DependencyError::Unavailable(
+                            "SendCommand returned no command id".into(),
+                        ))
+                    }
                 },
                 // The SSM agent has not registered the instance yet: normal during the first minute of a launch.
                 Err(error) if error.code() == Some("InvalidInstanceId") => return Ok(Health::NotRegistered),
@@ -90,10 +94,7 @@ impl HealthProbe for SsmHealthProbe {
                     }
                 }
                 Err(error) => {
-                    return Err(format!(
-                        "SendCommand failed: {}",
-                        aws_sdk_ssm::error::DisplayErrorContext(error)
-                    ))
+                    return Err(DependencyError::from_sdk(error).within("SendCommand failed"));
                 }
             }
         };
@@ -125,10 +126,7 @@ impl HealthProbe for SsmHealthProbe {
                     continue;
                 }
                 Err(error) => {
-                    return Err(format!(
-                        "GetCommandInvocation failed: {}",
-                        aws_sdk_ssm::error::DisplayErrorContext(error)
-                    ))
+                    return Err(DependencyError::from_sdk(error).within("GetCommandInvocation failed"));
                 }
             };
             throttles = 0;
@@ -326,7 +324,7 @@ mod tests {
             .check("i-1", Instant::now() + Duration::from_secs(5))
             .await;
         assert!(
-            matches!(&health, Err(why) if why.contains("AccessDenied")),
+            matches!(&health, Err(DependencyError::Refused(why)) if why.contains("AccessDenied")),
             "{health:?}"
         );
     }

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use shared::directory::{is_subscribed, CognitoDirectory, SUBSCRIPTION_FLAG};
 
+use crate::error::DependencyError;
 use crate::ports::{PoolUser, UserPage, UserSource};
 
 /// The attributes the function reads; `UserStatus` and `Enabled` come with every user.
@@ -17,10 +18,10 @@ const ATTRIBUTES: [&str; 6] = [
 
 #[async_trait]
 impl UserSource for CognitoDirectory {
-    async fn list_page(&self, from: Option<&str>) -> Result<UserPage, String> {
+    async fn list_page(&self, from: Option<&str>) -> Result<UserPage, DependencyError> {
         let page = CognitoDirectory::list_page(self, from, &ATTRIBUTES)
             .await
-            .map_err(|e| format!("listing the user pool failed: {e}"))?;
+            .map_err(DependencyError::from)?;
         let users = page
             .users
             .into_iter()

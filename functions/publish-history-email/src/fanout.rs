@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use shared::pacer::Pacer;
 use tokio::time::Instant;
 
+use crate::error::DependencyError;
 use crate::notification::PublishHistory;
 use crate::ports::{FanoutQueue, Recipient, UserSource};
 use crate::recipients::IndexBuilder;
@@ -163,7 +164,7 @@ pub struct Listed {
     /// It reached the last page.
     pub finished: bool,
     /// Why it stopped early, when a page failed (after the SDK's retries).
-    pub error: Option<String>,
+    pub error: Option<DependencyError>,
     pub pages: usize,
 }
 

@@ -392,6 +392,7 @@ impl<U: UserSource, M: Mailer, I: IdempotencyStore, Q: FanoutQueue, R: SenderReg
 mod tests {
     use super::*;
     use crate::delivery::{RetryPolicy, UnsubscribeLinks};
+    use crate::error::DependencyError;
     use crate::idempotency::memory::MemoryStore;
     use crate::idempotency::{notification_key, DEFAULT_RECORD_TTL, STATUS_IN_PROGRESS};
     use crate::notification::EmailTemplates;
@@ -413,7 +414,7 @@ mod tests {
 
     #[async_trait]
     impl UserSource for Arc<FakeUsers> {
-        async fn list_page(&self, from: Option<&str>) -> Result<UserPage, String> {
+        async fn list_page(&self, from: Option<&str>) -> Result<UserPage, DependencyError> {
             self.pages.fetch_add(1, Ordering::SeqCst);
             let start: usize = from.map(|t| t.parse().unwrap()).unwrap_or(0);
             let end = (start + self.page_size).min(self.users.len());
@@ -448,7 +449,7 @@ mod tests {
 
     #[async_trait]
     impl Mailer for Arc<FakeMailer> {
-        async fn max_send_rate(&self) -> Result<f64, String> {
+        async fn max_send_rate(&self) -> Result<f64, DependencyError> {
             Ok(14.0)
         }
         async fn send(&self, email: &OutgoingEmail, _: Duration) -> Result<String, SendError> {
@@ -472,7 +473,7 @@ mod tests {
 
     #[async_trait]
     impl FanoutQueue for Arc<FakeQueue> {
-        async fn hand_on(&self, body: String, delay: Duration) -> Result<(), String> {
+        async fn hand_on(&self, body: String, delay: Duration) -> Result<(), DependencyError> {
             assert!(body.len() < 256 * 1024, "an SQS message");
             let task = Task::parse(&body).expect("a task").expect("that parses");
             self.handed.lock().unwrap().push((task, delay));

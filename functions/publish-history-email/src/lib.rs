@@ -12,6 +12,7 @@ pub mod cognito;
 pub mod config;
 pub mod deadline;
 pub mod delivery;
+pub mod error;
 pub mod fanout;
 pub mod handler;
 pub mod idempotency;

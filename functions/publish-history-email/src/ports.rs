@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+pub use crate::error::{DependencyError, SendError};
 use serde::{Deserialize, Serialize};
 
 /// One user of the pool, with only the attributes the function asks for.
@@ -42,7 +44,7 @@ pub struct UserPage {
 /// The port: the pool, page by page, so a listing can stop and resume in another invocation.
 #[async_trait]
 pub trait UserSource: Send + Sync {
-    async fn list_page(&self, from: Option<&str>) -> Result<UserPage, String>;
+    async fn list_page(&self, from: Option<&str>) -> Result<UserPage, DependencyError>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,31 +67,11 @@ pub struct ListUnsubscribe {
     pub list_id: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    /// The recipient is refused for good (invalid address, suppressed, rejected content): never retried.
-    #[error("rejected: {0}")]
-    Rejected(String),
-    /// Throttled, 5xx or a timeout: may succeed on a retry within this invocation.
-    #[error("not sent: {0}")]
-    Retryable(String),
-    /// The account's 24-hour quota is spent: nothing more goes out until it allows again.
-    #[error("quota spent: {0}")]
-    QuotaSpent(String),
-    /// Refused for every recipient until an operator fixes it (AccessDenied, the sender's identity unverified):
-    /// retrying within the invocation only repeats the refusal, so the message waits for its redelivery.
-    #[error("refused: {0}")]
-    Refused(String),
-    /// No send slot, or too little time for the call, before the invocation's deadline (never the mailer's answer).
-    #[error("no time left in this invocation")]
-    NoTime,
-}
-
 #[async_trait]
 pub trait Mailer: Send + Sync {
     /// The account's maximum send rate, emails per second (GetSendQuota). The 24-hour quota is learnt from SES's
     /// refusal, which says it is spent: the quota read an hour ago would not.
-    async fn max_send_rate(&self) -> Result<f64, String>;
+    async fn max_send_rate(&self) -> Result<f64, DependencyError>;
     /// Sends one email within `timeout`; returns the provider's message id. One attempt: retries are the caller's,
     /// through its pacer.
     async fn send(&self, email: &OutgoingEmail, timeout: Duration) -> Result<String, SendError>;
@@ -99,5 +81,5 @@ pub trait Mailer: Send + Sync {
 #[async_trait]
 pub trait FanoutQueue: Send + Sync {
     /// Queues one task message, visible after `delay` (at most 15 minutes).
-    async fn hand_on(&self, body: String, delay: Duration) -> Result<(), String>;
+    async fn hand_on(&self, body: String, delay: Duration) -> Result<(), DependencyError>;
 }

@@ -8,6 +8,7 @@ use aws_sdk_ses::error::ProvideErrorMetadata;
 use aws_sdk_ses::primitives::Blob;
 use aws_sdk_ses::types::{MessageTag, RawMessage};
 
+use crate::error::DependencyError;
 use crate::ports::{Mailer, OutgoingEmail, SendError};
 
 pub struct SesMailer {
@@ -32,13 +33,13 @@ impl SesMailer {
 
 #[async_trait]
 impl Mailer for SesMailer {
-    async fn max_send_rate(&self) -> Result<f64, String> {
+    async fn max_send_rate(&self) -> Result<f64, DependencyError> {
         let quota = self
             .client
             .get_send_quota()
             .send()
             .await
-            .map_err(|e| aws_sdk_ses::error::DisplayErrorContext(e).to_string())?;
+            .map_err(DependencyError::from_sdk)?;
         Ok(quota.max_send_rate())
     }
 

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::error::DependencyError;
 use crate::ports::FanoutQueue;
 
 /// The fan-out queue (`FANOUT_QUEUE_URL`) on SQS.
@@ -23,7 +24,7 @@ impl SqsFanoutQueue {
 
 #[async_trait]
 impl FanoutQueue for SqsFanoutQueue {
-    async fn hand_on(&self, body: String, delay: Duration) -> Result<(), String> {
+    async fn hand_on(&self, body: String, delay: Duration) -> Result<(), DependencyError> {
         self.client
             .send_message()
             .queue_url(&self.url)
@@ -32,6 +33,6 @@ impl FanoutQueue for SqsFanoutQueue {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+            .map_err(DependencyError::from_sdk)
     }
 }

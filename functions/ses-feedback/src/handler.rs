@@ -12,7 +12,9 @@ use shared::metrics::Metrics;
 use tokio::time::Instant;
 
 use crate::feedback::{parse, Notification};
-use shared::subscriptions::{DirectoryError, SubscriberKey, Subscriptions};
+use shared::subscriptions::{SubscriberKey, Subscriptions};
+
+use crate::error::DirectoryError;
 
 /// Records handled at once: feedback is a trickle, and each record costs Cognito one ListUsers (30 a second for the
 /// whole account) and at most one update per recipient.

@@ -7,5 +7,6 @@
 //! configuration, builds the clients and runs.
 
 pub mod config;
+pub mod error;
 pub mod feedback;
 pub mod handler;

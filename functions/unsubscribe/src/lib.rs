@@ -3,4 +3,5 @@
 //! (`shared::subscriptions`, whose Cognito adapter it runs with).
 
 pub mod config;
+pub mod error;
 pub mod handler;

@@ -9,6 +9,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use shared::dynamodb::{consistent_attribute, epoch_millis, epoch_seconds, error_text, number};
 
 use super::{Claim, IdempotencyStore, Unwritten, STATUS_COMPLETED, STATUS_IN_PROGRESS};
+use crate::error::DependencyError;
 
 /// Writes of the records a completion's `BatchWriteItem` left unprocessed, and the wait before the first of them
 /// (doubling, jittered, as AWS advises for unprocessed items).
@@ -46,7 +47,7 @@ impl DynamoIdempotency {
 
 #[async_trait]
 impl IdempotencyStore for DynamoIdempotency {
-    async fn claim(&self, key: &str, in_progress_until: SystemTime) -> Result<Claim, String> {
+    async fn claim(&self, key: &str, in_progress_until: SystemTime) -> Result<Claim, DependencyError> {
         let now = SystemTime::now();
         let result = self
             .client
@@ -67,12 +68,12 @@ impl IdempotencyStore for DynamoIdempotency {
         match result {
             Ok(_) => Ok(Claim::Acquired),
             Err(error) if error.code() == Some("ConditionalCheckFailedException") => {
-                match self.status(key).await?.as_deref() {
+                match self.status(key).await.map_err(DependencyError::Unavailable)?.as_deref() {
                     Some(STATUS_COMPLETED) => Ok(Claim::AlreadyCompleted),
                     _ => Ok(Claim::InProgress),
                 }
             }
-            Err(error) => Err(error_text(error)),
+            Err(error) => Err(DependencyError::from_sdk(error)),
         }
     }
 
@@ -134,7 +135,7 @@ impl IdempotencyStore for DynamoIdempotency {
         }
     }
 
-    async fn release(&self, key: &str) -> Result<(), String> {
+    async fn release(&self, key: &str) -> Result<(), DependencyError> {
         let result = self
             .client
             .delete_item()
@@ -148,7 +149,7 @@ impl IdempotencyStore for DynamoIdempotency {
         match result {
             Ok(_) => Ok(()),
             Err(error) if error.code() == Some("ConditionalCheckFailedException") => Ok(()),
-            Err(error) => Err(error_text(error)),
+            Err(error) => Err(DependencyError::from_sdk(error)),
         }
     }
 }

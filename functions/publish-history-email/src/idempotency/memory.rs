@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 
 use super::{Claim, IdempotencyStore, Unwritten, COMPLETE_BATCH, STATUS_COMPLETED, STATUS_IN_PROGRESS};
+use crate::error::DependencyError;
 
 /// Records as the DynamoDB adapter keeps them: an in-progress claim blocks others only until its invocation's
 /// deadline, a completed record until it expires.
@@ -25,7 +26,7 @@ pub struct MemoryStore {
 
 #[async_trait]
 impl IdempotencyStore for std::sync::Arc<MemoryStore> {
-    async fn claim(&self, key: &str, in_progress_until: SystemTime) -> Result<Claim, String> {
+    async fn claim(&self, key: &str, in_progress_until: SystemTime) -> Result<Claim, DependencyError> {
         let latency = *self.claim_latency.lock().unwrap();
         tokio::time::sleep(latency).await;
         let mut records = self.records.lock().unwrap();
@@ -56,7 +57,7 @@ impl IdempotencyStore for std::sync::Arc<MemoryStore> {
         });
         Ok(())
     }
-    async fn release(&self, key: &str) -> Result<(), String> {
+    async fn release(&self, key: &str) -> Result<(), DependencyError> {
         let mut records = self.records.lock().unwrap();
         if records
             .get(key)

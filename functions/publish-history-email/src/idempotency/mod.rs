@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 use tokio::sync::oneshot;
 
+use crate::error::DependencyError;
 use crate::ports::SendError;
 
 pub const STATUS_IN_PROGRESS: &str = "INPROGRESS";
@@ -50,22 +51,22 @@ pub struct Unwritten {
 
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
-    async fn claim(&self, key: &str, in_progress_until: SystemTime) -> Result<Claim, String>;
+    async fn claim(&self, key: &str, in_progress_until: SystemTime) -> Result<Claim, DependencyError>;
     /// Completes the records of `completed` (key, outcome), at most [`COMPLETE_BATCH`] distinct keys, in one write.
     async fn complete(&self, completed: &[(String, String)]) -> Result<(), Unwritten>;
     /// Gives a claim back after a failed send, so the next delivery may send.
-    async fn release(&self, key: &str) -> Result<(), String>;
+    async fn release(&self, key: &str) -> Result<(), DependencyError>;
 }
 
 #[async_trait]
 impl<T: IdempotencyStore + ?Sized> IdempotencyStore for Box<T> {
-    async fn claim(&self, key: &str, in_progress_until: SystemTime) -> Result<Claim, String> {
+    async fn claim(&self, key: &str, in_progress_until: SystemTime) -> Result<Claim, DependencyError> {
         (**self).claim(key, in_progress_until).await
     }
     async fn complete(&self, completed: &[(String, String)]) -> Result<(), Unwritten> {
         (**self).complete(completed).await
     }
-    async fn release(&self, key: &str) -> Result<(), String> {
+    async fn release(&self, key: &str) -> Result<(), DependencyError> {
         (**self).release(key).await
     }
 }
@@ -79,13 +80,13 @@ pub struct NoIdempotency;
 
 #[async_trait]
 impl IdempotencyStore for NoIdempotency {
-    async fn claim(&self, _: &str, _: SystemTime) -> Result<Claim, String> {
+    async fn claim(&self, _: &str, _: SystemTime) -> Result<Claim, DependencyError> {
         Ok(Claim::Acquired)
     }
     async fn complete(&self, _: &[(String, String)]) -> Result<(), Unwritten> {
         Ok(())
     }
-    async fn release(&self, _: &str) -> Result<(), String> {
+    async fn release(&self, _: &str) -> Result<(), DependencyError> {
         Ok(())
     }
 }
@@ -114,7 +115,7 @@ pub enum Guarded {
     /// try again later, as for [`Guarded::InProgress`].
     ClaimUnanswered,
     /// The store could not be asked: nothing sent, try again later.
-    StoreUnavailable(String),
+    StoreUnavailable(DependencyError),
 }
 
 /// A completion waiting for the next write, and who waits for it.
@@ -395,7 +396,7 @@ mod tests {
         struct LeavesOne(std::sync::Arc<MemoryStore>);
         #[async_trait]
         impl IdempotencyStore for LeavesOne {
-            async fn claim(&self, key: &str, until: SystemTime) -> Result<Claim, String> {
+            async fn claim(&self, key: &str, until: SystemTime) -> Result<Claim, DependencyError> {
                 self.0.claim(key, until).await
             }
             async fn complete(&self, completed: &[(String, String)]) -> Result<(), Unwritten> {
@@ -406,7 +407,7 @@ mod tests {
                     error: "throttled".into(),
                 })
             }
-            async fn release(&self, key: &str) -> Result<(), String> {
+            async fn release(&self, key: &str) -> Result<(), DependencyError> {
                 self.0.release(key).await
             }
         }

@@ -5,9 +5,10 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::AttributeValue;
-use shared::dynamodb::{epoch_millis, epoch_seconds, error_text, number};
+use shared::dynamodb::{epoch_millis, epoch_seconds, number};
 
 use super::SenderRegistry;
+use crate::error::DependencyError;
 
 /// The item of the idempotency table that lists the sending instances: `senders`, a map of instance id to the
 /// epoch millisecond its entry lapses.
@@ -72,7 +73,7 @@ impl SenderRegistry for DynamoSenderRegistry {
         instance: &str,
         until: SystemTime,
         lapsed: &[String],
-    ) -> Result<Vec<(String, SystemTime)>, String> {
+    ) -> Result<Vec<(String, SystemTime)>, DependencyError> {
         let output = match self.set_entry(instance, until, lapsed).await {
             Ok(output) => output,
             // The first sender ever: the map does not exist yet for a nested SET.
@@ -85,10 +86,12 @@ impl SenderRegistry for DynamoSenderRegistry {
                     .expression_attribute_values(":empty", AttributeValue::M(Default::default()))
                     .send()
                     .await
-                    .map_err(error_text)?;
-                self.set_entry(instance, until, &[]).await.map_err(error_text)?
+                    .map_err(DependencyError::from_sdk)?;
+                self.set_entry(instance, until, &[])
+                    .await
+                    .map_err(DependencyError::from_sdk)?
             }
-            Err(error) => return Err(error_text(error)),
+            Err(error) => return Err(DependencyError::from_sdk(error)),
         };
         let senders = output
             .attributes()

@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use shared::pacer::Pacer;
 use tokio::time::Instant;
 
+use crate::error::DependencyError;
 use crate::ports::Mailer;
 
 /// The part of the account's rate the instances pace at together, at most.
@@ -57,7 +58,7 @@ pub trait SenderRegistry: Send + Sync {
         instance: &str,
         until: SystemTime,
         lapsed: &[String],
-    ) -> Result<Vec<(String, SystemTime)>, String>;
+    ) -> Result<Vec<(String, SystemTime)>, DependencyError>;
 }
 
 #[async_trait]
@@ -67,7 +68,7 @@ impl<T: SenderRegistry + ?Sized> SenderRegistry for Box<T> {
         instance: &str,
         until: SystemTime,
         lapsed: &[String],
-    ) -> Result<Vec<(String, SystemTime)>, String> {
+    ) -> Result<Vec<(String, SystemTime)>, DependencyError> {
         (**self).renew(instance, until, lapsed).await
     }
 }
@@ -254,7 +255,7 @@ mod tests {
             instance: &str,
             until: SystemTime,
             lapsed: &[String],
-        ) -> Result<Vec<(String, SystemTime)>, String> {
+        ) -> Result<Vec<(String, SystemTime)>, DependencyError> {
             tokio::time::sleep(self.latency).await;
             let mut entries = self.entries.lock().unwrap();
             lapsed.iter().for_each(|id| {
@@ -269,7 +270,7 @@ mod tests {
 
     #[async_trait]
     impl Mailer for Quota {
-        async fn max_send_rate(&self) -> Result<f64, String> {
+        async fn max_send_rate(&self) -> Result<f64, DependencyError> {
             Ok(self.0)
         }
         async fn send(&self, _: &OutgoingEmail, _: Duration) -> Result<String, SendError> {
